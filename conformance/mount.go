@@ -1,0 +1,217 @@
+package conformance
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Impl is an overlay implementation that can mount built layers.
+type Impl interface {
+	Name() string
+	// Mount mounts l at dir (an existing, absolute directory path) and
+	// returns once the mount is live.
+	Mount(l Layers, dir string) (*Mount, error)
+}
+
+// Kernel is the kernel's overlayfs, mounted with mount(8).
+type Kernel struct{}
+
+// FUSE is a FUSE overlay program with fuse-overlayfs's command line:
+// PROG -o lowerdir=L1:L2,upperdir=U,workdir=W MOUNTPOINT. The program must
+// daemonize and exit 0 once the mount is live.
+type FUSE struct {
+	Prog string
+}
+
+// Mount is a live mount made by an Impl.
+type Mount struct {
+	Dir  string
+	Impl Impl
+	// Log is the file receiving the program's stdout and stderr, including
+	// whatever the daemon writes later if it keeps them ("" for the kernel).
+	Log string
+}
+
+const (
+	mountTimeout   = 30 * time.Second
+	unmountTimeout = 15 * time.Second
+)
+
+func (Kernel) Name() string { return "kernel" }
+
+func (k Kernel) Mount(l Layers, dir string) (*Mount, error) {
+	opts, err := l.options()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
+	defer cancel()
+	// mount(8) rather than mount(2): util-linux reports the kernel's mount
+	// messages, which say which option was rejected.
+	out, err := exec.CommandContext(ctx, "mount", "-t", "overlay", "overlay", "-o", opts, dir).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("mount -t overlay -o %s %s: %w: %s", opts, dir, err, out)
+	}
+	return &Mount{Dir: dir, Impl: k}, nil
+}
+
+func (f FUSE) Name() string { return filepath.Base(f.Prog) }
+
+func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
+	opts, err := l.options()
+	if err != nil {
+		return nil, err
+	}
+	m := &Mount{Dir: dir, Impl: f, Log: dir + ".log"}
+	// A file, not a pipe: the daemon inherits the descriptors, and waiting
+	// for a pipe to close would wait for the daemon to exit.
+	log, err := os.Create(m.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, f.Prog, "-o", opts, dir)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(m.Log)
+		return nil, fmt.Errorf("%s -o %s %s: %w: %s", f.Prog, opts, dir, err, out)
+	}
+	// fuse-overlayfs's callers rely on the mount being live at exit.
+	mounted, err := IsMounted(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !mounted {
+		return nil, fmt.Errorf("%s exited 0 but %s is not a mount point", f.Prog, dir)
+	}
+	return m, nil
+}
+
+// options renders l in overlay mount-option syntax. Paths holding the
+// option separators are refused instead of escaped: the kernel and
+// fuse-overlayfs escape differently, and temporary paths never need it.
+func (l Layers) options() (string, error) {
+	if len(l.Lowers) == 0 {
+		return "", errors.New("no lower layers")
+	}
+	if (l.Upper == "") != (l.Work == "") {
+		return "", errors.New("upperdir and workdir go together")
+	}
+	for _, p := range append(append([]string{}, l.Lowers...), l.Upper, l.Work) {
+		if strings.ContainsAny(p, ",:\\") {
+			return "", fmt.Errorf("layer path %q contains one of , : \\", p)
+		}
+	}
+	opts := "lowerdir=" + strings.Join(l.Lowers, ":")
+	if l.Upper != "" {
+		opts += ",upperdir=" + l.Upper + ",workdir=" + l.Work
+	}
+	return opts, nil
+}
+
+// Unmount unmounts m (lazily if a plain unmount fails) and waits until the
+// directory is no longer a mount point and, for FUSE, until no process is
+// left serving it.
+func (m *Mount) Unmount() error {
+	if out, err := exec.Command("umount", m.Dir).CombinedOutput(); err != nil {
+		if out2, err2 := exec.Command("umount", "-l", m.Dir).CombinedOutput(); err2 != nil {
+			return fmt.Errorf("umount %s: %v: %s; umount -l: %v: %s", m.Dir, err, out, err2, out2)
+		}
+	}
+	deadline := time.Now().Add(unmountTimeout)
+	for {
+		mounted, err := IsMounted(m.Dir)
+		if err != nil {
+			return err
+		}
+		var daemons []int
+		if _, ok := m.Impl.(FUSE); ok {
+			if daemons, err = processesServing(m.Dir); err != nil {
+				return err
+			}
+		}
+		if !mounted && len(daemons) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s still mounted (%v) or served by pids %v after unmount", m.Dir, mounted, daemons)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// IsMounted reports whether dir is a mount point in this mount namespace.
+func IsMounted(dir string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	dir = filepath.Clean(dir)
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		// Field 5 is the mount point, with space, tab, newline and
+		// backslash octal-escaped.
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			return true, nil
+		}
+	}
+	return false, s.Err()
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(c))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// processesServing lists processes with dir among their arguments: a FUSE
+// daemon still running after its mount is gone is a leak.
+func processesServing(dir string) ([]int, error) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		// Processes come and go; an unreadable one is not serving dir.
+		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if arg == dir {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids, nil
+}

@@ -1,0 +1,252 @@
+package conformance
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Entry is everything Walk observes about one path of a mounted tree.
+// Fields are raw; which of them may differ between implementations is
+// decided in diff.go only.
+type Entry struct {
+	Path string // relative to the walked root; "." is the root
+
+	// From getdents64 of the parent directory (zero for the root).
+	DType uint8
+	DIno  uint64
+
+	// From lstat.
+	Mode    uint32 // type and permission bits
+	UID     uint32
+	GID     uint32
+	Size    int64
+	Nlink   uint64
+	Ino     uint64
+	Dev     uint64
+	Rdev    uint64
+	Blocks  int64
+	Blksize int64
+	Atime   int64 // nanoseconds since the epoch
+	Mtime   int64
+	Ctime   int64
+
+	// LstatErr is set (and the lstat fields are zero) when readdir lists a
+	// name that lstat cannot find: the kernel does this for whiteouts in
+	// directories it does not merge.
+	LstatErr string
+
+	Target string  // symlink target
+	SHA256 string  // hex digest of a regular file's content
+	Xattrs []Xattr // llistxattr + lgetxattr, sorted by name
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value string
+}
+
+// Tree is the result of walking a mounted overlay.
+type Tree struct {
+	Root    string
+	Entries map[string]*Entry
+}
+
+// Walk records every path below root without following symlinks.
+// Directory entries come from raw getdents64 so that d_type and d_ino are the
+// filesystem's own answers rather than values a library filled in from stat.
+func Walk(root string) (*Tree, error) {
+	t := &Tree{Root: root, Entries: map[string]*Entry{}}
+	e := &Entry{Path: "."}
+	if err := e.observe(root); err != nil {
+		return nil, fmt.Errorf("walk root %s: %w", root, err)
+	}
+	t.Entries["."] = e
+	buf := make([]byte, 64<<10)
+	return t, t.walkDir(".", buf)
+}
+
+func (t *Tree) walkDir(rel string, buf []byte) error {
+	dents, err := readDir(filepath.Join(t.Root, rel), buf)
+	if err != nil {
+		return err
+	}
+	for _, d := range dents {
+		child := d.name
+		if rel != "." {
+			child = rel + "/" + d.name
+		}
+		if _, dup := t.Entries[child]; dup {
+			return fmt.Errorf("%s: listed twice by readdir", child)
+		}
+		e := &Entry{Path: child, DType: d.typ, DIno: d.ino}
+		t.Entries[child] = e
+		err := e.observe(filepath.Join(t.Root, child))
+		if errors.Is(err, errListedMissing) {
+			e.LstatErr = unix.ENOENT.Error()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if e.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := t.walkDir(child, buf); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type dirent struct {
+	name string
+	ino  uint64
+	typ  uint8
+}
+
+// readDir lists dir with getdents64, leaving out "." and "..": their d_ino
+// reflects where the mount sits and is not part of the overlay's contents.
+func readDir(dir string, buf []byte) ([]dirent, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	var out []dirent
+	for {
+		n, err := unix.ReadDirent(fd, buf)
+		if err != nil {
+			return nil, &os.PathError{Op: "getdents64", Path: dir, Err: err}
+		}
+		if n == 0 {
+			return out, nil
+		}
+		// struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen,
+		// u8 d_type, NUL-terminated d_name.
+		for b := buf[:n]; len(b) > 0; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 20 || reclen > len(b) {
+				return nil, fmt.Errorf("%s: malformed dirent record (reclen %d)", dir, reclen)
+			}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if s := string(name); s != "." && s != ".." {
+				out = append(out, dirent{name: s, ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]})
+			}
+			b = b[reclen:]
+		}
+	}
+}
+
+// errListedMissing is what observe returns when lstat finds no object.
+var errListedMissing = errors.New("listed by readdir but lstat gives ENOENT")
+
+func (e *Entry) observe(p string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); errors.Is(err, unix.ENOENT) {
+		return errListedMissing
+	} else if err != nil {
+		return &os.PathError{Op: "lstat", Path: p, Err: err}
+	}
+	e.Mode = st.Mode
+	e.UID, e.GID = st.Uid, st.Gid
+	e.Size = st.Size
+	e.Nlink = uint64(st.Nlink)
+	e.Ino = st.Ino
+	e.Dev = uint64(st.Dev)
+	e.Rdev = uint64(st.Rdev)
+	e.Blocks = st.Blocks
+	e.Blksize = int64(st.Blksize)
+	e.Atime = st.Atim.Nano()
+	e.Mtime = st.Mtim.Nano()
+	e.Ctime = st.Ctim.Nano()
+
+	var err error
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		e.Target, err = os.Readlink(p)
+	case unix.S_IFREG:
+		e.SHA256, err = hashFile(p)
+	}
+	if err != nil {
+		return err
+	}
+	e.Xattrs, err = listXattrs(p)
+	return err
+}
+
+func hashFile(p string) (string, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func listXattrs(p string) ([]Xattr, error) {
+	names, err := xattrCall(func(b []byte) (int, error) { return unix.Llistxattr(p, b) })
+	if err != nil {
+		return nil, &os.PathError{Op: "llistxattr", Path: p, Err: err}
+	}
+	var out []Xattr
+	for _, name := range bytes.Split(names, []byte{0}) {
+		if len(name) == 0 {
+			continue
+		}
+		v, err := xattrCall(func(b []byte) (int, error) { return unix.Lgetxattr(p, string(name), b) })
+		if err != nil {
+			return nil, &os.PathError{Op: "lgetxattr " + string(name), Path: p, Err: err}
+		}
+		out = append(out, Xattr{Name: string(name), Value: string(v)})
+	}
+	slices.SortFunc(out, func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// xattrCall runs a size-probing xattr syscall, retrying when the value
+// grew between the probe and the read.
+func xattrCall(call func([]byte) (int, error)) ([]byte, error) {
+	for {
+		n, err := call(nil)
+		if err != nil || n == 0 {
+			return nil, err
+		}
+		b := make([]byte, n)
+		n, err = call(b)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+
+// Paths returns the walked paths in sorted order.
+func (t *Tree) Paths() []string {
+	out := make([]string, 0, len(t.Entries))
+	for p := range t.Entries {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
