@@ -1,0 +1,233 @@
+// Command ovlmount mounts an overlay of directories through FUSE, like
+// kernel overlayfs, with the command line of fuse-overlayfs:
+//
+//	ovlmount [-f] [-d] [-o lowerdir=L1:L2,upperdir=U,workdir=W,...] [SOURCE] MOUNTPOINT
+//
+// Without -f or -d it runs as a daemon and exits 0 once the mount is live.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/jacobsa/fuse"
+	"github.com/ovlmount/ovlmount/layers"
+	"github.com/ovlmount/ovlmount/overlay"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func fail(format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "ovlmount: "+format+"\n", a...)
+	return 1
+}
+
+func run(args []string) int {
+	c, err := parseArgs(args)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if c.help {
+		usage(os.Stdout)
+		return 0
+	}
+	if c.version {
+		fmt.Println("ovlmount", version())
+		return 0
+	}
+	if err := c.validate(); err != nil {
+		return fail("%v", err)
+	}
+	if !isDaemonChild() {
+		for _, w := range c.warnings {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
+		if !c.foreground {
+			return daemonize()
+		}
+	}
+	return serve(c, childReady)
+}
+
+// serve mounts the overlay described by c, calls ready with the outcome
+// once the mount is live (or failed), and serves until unmounted.
+func serve(c *config, ready func(error)) int {
+	fs, stack, err := open(c)
+	if err != nil {
+		ready(err)
+		return fail("%v", err)
+	}
+	defer func() {
+		for _, l := range stack {
+			l.Close()
+		}
+	}()
+	cfg := &fuse.MountConfig{
+		FSName:                c.source,
+		Subtype:               "ovlmount",
+		ReadOnly:              true,
+		Options:               map[string]string{},
+		ErrorLogger:           log.New(os.Stderr, "ovlmount: ", 0),
+		EnableParallelDirOps:  true,
+		EnableReaddirplus:     true,
+		EnableAutoReaddirplus: true,
+		EnableAsyncReads:      true,
+		EnableSymlinkCaching:  true,
+		MaxWrite:              c.maxWrite,
+	}
+	if cfg.FSName == "" {
+		cfg.FSName = "ovlmount"
+	}
+	if c.debug {
+		cfg.DebugLogger = log.New(os.Stderr, "fuse: ", log.Lmicroseconds)
+	}
+	atime := false
+	for _, f := range c.mountFlags {
+		cfg.Options[f] = ""
+		atime = atime || f == "atime"
+	}
+	if !atime {
+		cfg.Options["noatime"] = ""
+	}
+	if c.allowOther || os.Geteuid() == 0 {
+		cfg.Options["allow_other"] = ""
+	}
+	mfs, err := fuse.Mount(c.mountpoint, fs.Server(), cfg)
+	if err != nil {
+		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
+		ready(err)
+		return fail("%v", err)
+	}
+	ready(nil)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sig
+		unmount(c.mountpoint)
+	}()
+	if err := mfs.Join(context.Background()); err != nil {
+		return fail("%v", err)
+	}
+	return 0
+}
+
+// open opens the layers of c, upper first, and builds the merged view.
+func open(c *config) (*overlay.FS, []*layers.Layer, error) {
+	var stack []*layers.Layer
+	fail := func(err error) (*overlay.FS, []*layers.Layer, error) {
+		for _, l := range stack {
+			l.Close()
+		}
+		return nil, nil, err
+	}
+	if c.upper != "" {
+		l, err := layers.Open(c.upper, 0, true)
+		if err != nil {
+			return fail(fmt.Errorf("upperdir %v", err))
+		}
+		stack = append(stack, l)
+	}
+	for _, p := range c.lower {
+		l, err := layers.Open(p, len(stack), false)
+		if err != nil {
+			return fail(fmt.Errorf("lowerdir %v", err))
+		}
+		stack = append(stack, l)
+	}
+	if c.upper != "" {
+		// The kernel keeps workdir/work for its temporaries; create it
+		// the same way so either can mount the layers next.
+		if err := os.Mkdir(c.work+"/work", 0); err != nil && !os.IsExist(err) {
+			return fail(fmt.Errorf("workdir %s: %v", c.work, err))
+		}
+	}
+	fs, err := overlay.New(stack, overlay.Options{
+		Timeout:     c.timeout,
+		XinoOff:     c.xinoOff,
+		StaticNlink: c.staticNlink,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return fs, stack, nil
+}
+
+// unmount ends the mount at mnt: directly as root, through fusermount3
+// otherwise; lazily if it is busy.
+func unmount(mnt string) {
+	err := unix.Unmount(mnt, 0)
+	if err == unix.EBUSY {
+		err = unix.Unmount(mnt, unix.MNT_DETACH)
+	}
+	if err == unix.EPERM {
+		err = fuse.Unmount(mnt)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ovlmount: unmount %s: %v\n", mnt, err)
+	}
+}
+
+func version() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += "+" + s.Value[:12]
+			}
+		}
+	}
+	return v
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
+
+Mounts at MOUNTPOINT the merged view of lower layers and an optional upper
+layer, like kernel overlayfs, through FUSE. Without -f or -d, ovlmount runs
+as a daemon and exits 0 once the mount is live. Unmount with umount or
+fusermount3 -u; SIGTERM and SIGINT unmount too.
+
+  -f             stay in the foreground
+  -d             debug: log every operation to stderr, stay in the foreground
+  -o OPTS        comma-separated options (below)
+  -h, --help     this text
+  -V, --version  the version
+
+Options:
+`)
+	groups := []struct {
+		s     status
+		title string
+	}{{done, "implemented"}, {ignored, "accepted and ignored (a warning says so)"}, {later, "not implemented yet (refused)"}}
+	for _, g := range groups {
+		fmt.Fprintf(w, "\n %s:\n", g.title)
+		var rows []string
+		for _, o := range options {
+			if o.status != g.s {
+				continue
+			}
+			name := o.name
+			if o.values == nil {
+				name += "=..."
+			} else if o.values[0] != "" {
+				name += "=" + strings.Join(o.values, "|")
+			}
+			rows = append(rows, fmt.Sprintf("  %-26s %s", name, o.help))
+		}
+		sort.Strings(rows)
+		fmt.Fprintln(w, strings.Join(rows, "\n"))
+	}
+	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does.\n")
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// status says what ovlmount does with an option it accepts.
+type status int
+
+const (
+	// done: implemented.
+	done status = iota
+	// ignored: accepted, has no effect, said in --help and the docs.
+	ignored
+	// later: not implemented yet; refused because ignoring it would
+	// silently change what users see (owners, modes, xattrs).
+	later
+)
+
+// option describes one -o option. values, when set, lists the accepted
+// values; a value of "" means the option takes none.
+type option struct {
+	name   string
+	status status
+	values []string
+	help   string
+}
+
+// options is every option fuse-overlayfs and the FUSE mount helper pass,
+// plus ovlmount's own. docs/options.md is written from the same table.
+var options = []option{
+	{"lowerdir", done, nil, "lower layers, top first, separated by ':' ('\\:' for a colon in a path)"},
+	{"upperdir", done, nil, "the writable layer (needs workdir)"},
+	{"workdir", done, nil, "empty directory on the upper layer's filesystem, outside it"},
+	{"timeout", done, nil, "seconds the kernel may cache entries and attributes (default 1000000000)"},
+	{"xino", done, []string{"on", "auto", "off"}, "inode numbers over several filesystems: on/auto put the filesystem index in the high bits (default auto); off shows real numbers"},
+	{"static_nlink", done, []string{""}, "every directory reports nlink 1"},
+	{"debug", done, []string{""}, "log every FUSE operation to stderr and stay in the foreground"},
+	{"ro", done, []string{""}, "mount read-only"},
+	{"rw", done, []string{""}, "mount read-write (default)"},
+	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
+	{"allow_root", done, []string{""}, "treated as allow_other"},
+	{"default_permissions", done, []string{""}, "the kernel checks permissions against the attributes shown (always on)"},
+	{"suid", done, []string{""}, "mount flag"},
+	{"nosuid", done, []string{""}, "mount flag"},
+	{"dev", done, []string{""}, "mount flag"},
+	{"nodev", done, []string{""}, "mount flag"},
+	{"exec", done, []string{""}, "mount flag"},
+	{"noexec", done, []string{""}, "mount flag"},
+	{"atime", done, []string{""}, "mount flag"},
+	{"noatime", done, []string{""}, "mount flag (default)"},
+	{"max_write", done, nil, "largest write request in bytes"},
+	{"diratime", ignored, []string{""}, "FUSE mounts take no directory-atime flag"},
+	{"nodiratime", ignored, []string{""}, "FUSE mounts take no directory-atime flag"},
+	{"relatime", ignored, []string{""}, "FUSE mounts take no relatime flag; lower layers never get atime updates"},
+	{"kernel_cache", ignored, []string{""}, "lower file pages are always kept in the page cache"},
+	{"threaded", ignored, []string{"0", "1"}, "operations are always served in parallel"},
+	{"fast_ino", ignored, []string{"0", "1"}, "inode numbers always follow the kernel's samefs/xino rule"},
+	{"context", ignored, nil, "SELinux labels are not applied"},
+	{"noacl", ignored, []string{""}, "the kernel does not enforce POSIX ACLs on this FUSE mount"},
+	{"writeback", ignored, []string{"0", "1"}, "no write path yet"},
+	{"fsync", ignored, []string{"0", "1"}, "no write path yet"},
+	{"volatile", ignored, []string{""}, "no write path yet"},
+	{"redirect_dir", ignored, []string{"off", "follow", "nofollow"}, "redirects are neither written nor followed"},
+	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
+	{"xattr_permissions", ignored, []string{"0"}, "0 is the default; 1 and 2 are not implemented yet"},
+	{"uidmapping", later, nil, "not implemented yet"},
+	{"gidmapping", later, nil, "not implemented yet"},
+	{"squash_to_root", later, []string{""}, "not implemented yet"},
+	{"squash_to_uid", later, nil, "not implemented yet"},
+	{"squash_to_gid", later, nil, "not implemented yet"},
+	{"ino32_t", later, []string{""}, "not implemented yet"},
+	{"plugins", later, nil, "not implemented yet"},
+}
+
+func lookupOption(name string) *option {
+	for i := range options {
+		if options[i].name == name {
+			return &options[i]
+		}
+	}
+	return nil
+}
+
+// config is a parsed and validated command line.
+type config struct {
+	lower      []string // absolute, top first
+	upper      string
+	work       string
+	mountpoint string
+	source     string
+	foreground bool
+	debug      bool
+	help       bool
+	version    bool
+
+	timeout     time.Duration
+	xinoOff     bool
+	staticNlink bool
+	readOnly    bool
+	allowOther  bool
+	maxWrite    uint32
+	mountFlags  []string // mount(2) flags for the FUSE library
+	warnings    []string // one line each, printed before mounting
+}
+
+// parseArgs parses a fuse-overlayfs command line:
+//
+//	ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
+//
+// Options and positionals may come in any order; every positional
+// overwrites the mountpoint, so the last one wins and the one before it,
+// if any, is the source (mount(8) passes SOURCE MOUNTPOINT).
+func parseArgs(args []string) (*config, error) {
+	c := &config{timeout: 1000000000 * time.Second}
+	var opts []string
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-f":
+			c.foreground = true
+		case a == "-d":
+			c.debug, c.foreground = true, true
+		case a == "-h" || a == "--help":
+			c.help = true
+		case a == "-V" || a == "--version":
+			c.version = true
+		case a == "-o":
+			if i+1 == len(args) {
+				return nil, fmt.Errorf("-o needs an argument")
+			}
+			i++
+			opts = append(opts, splitOptions(args[i])...)
+		case strings.HasPrefix(a, "-o"):
+			opts = append(opts, splitOptions(a[2:])...)
+		case strings.HasPrefix(a, "-") && a != "-":
+			return nil, fmt.Errorf("unknown flag %q (see --help)", a)
+		default:
+			pos = append(pos, a)
+		}
+	}
+	if c.help || c.version {
+		return c, nil
+	}
+	for _, o := range opts {
+		if err := c.apply(o); err != nil {
+			return nil, err
+		}
+	}
+	if len(pos) == 0 {
+		return nil, fmt.Errorf("no mountpoint given (see --help)")
+	}
+	c.mountpoint = pos[len(pos)-1]
+	if len(pos) > 1 {
+		c.source = pos[len(pos)-2]
+	}
+	return c, nil
+}
+
+// apply records one option.
+func (c *config) apply(o string) error {
+	name, value, hasValue := strings.Cut(o, "=")
+	opt := lookupOption(name)
+	if opt == nil {
+		c.warnings = append(c.warnings, fmt.Sprintf("unknown option %q ignored", o))
+		return nil
+	}
+	if opt.values != nil {
+		ok := false
+		for _, v := range opt.values {
+			if v == value && (v != "" || !hasValue) {
+				ok = true
+			}
+		}
+		if !ok {
+			if len(opt.values) == 1 && opt.values[0] == "" {
+				return fmt.Errorf("option %s takes no value", name)
+			}
+			return fmt.Errorf("option %s: invalid value %q (accepted: %s)", name, value, strings.Join(opt.values, ", "))
+		}
+	} else if !hasValue {
+		return fmt.Errorf("option %s needs a value", name)
+	}
+	switch opt.status {
+	case later:
+		return fmt.Errorf("option %s is not implemented yet", name)
+	case ignored:
+		c.warnings = append(c.warnings, fmt.Sprintf("option %s ignored: %s", name, opt.help))
+		return nil
+	}
+	switch name {
+	case "lowerdir":
+		c.lower = splitLower(value)
+	case "upperdir":
+		c.upper = value
+		c.warnings = append(c.warnings, "writes are not implemented yet: the mount is read-only")
+	case "workdir":
+		c.work = value
+	case "timeout":
+		s, err := strconv.ParseFloat(value, 64)
+		if err != nil || s < 0 {
+			return fmt.Errorf("option timeout: invalid value %q (seconds)", value)
+		}
+		c.timeout = time.Duration(s * float64(time.Second))
+	case "xino":
+		c.xinoOff = value == "off"
+	case "static_nlink":
+		c.staticNlink = true
+	case "debug":
+		c.debug, c.foreground = true, true
+	case "ro":
+		c.readOnly = true
+	case "rw":
+		c.readOnly = false
+	case "allow_other", "allow_root":
+		c.allowOther = true
+	case "max_write":
+		n, err := strconv.ParseUint(value, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("option max_write: invalid value %q (bytes)", value)
+		}
+		c.maxWrite = uint32(n)
+	case "default_permissions":
+		// Always on.
+	default:
+		c.mountFlags = append(c.mountFlags, name)
+	}
+	return nil
+}
+
+// splitOptions splits an -o argument at commas. A backslash escapes the
+// next character ("\," is a comma inside a value; "\:" is kept for
+// lowerdir), and a double-quoted part may hold commas (podman quotes
+// context= values).
+func splitOptions(s string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch == '\\' && i+1 < len(s):
+			i++
+			if s[i] != ',' {
+				cur.WriteByte('\\')
+			}
+			cur.WriteByte(s[i])
+		case ch == '"':
+			quoted = !quoted
+			cur.WriteByte(ch)
+		case ch == ',' && !quoted:
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+		default:
+			cur.WriteByte(ch)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// splitLower splits a lowerdir value at ':' that is not escaped as "\:".
+// An empty element (from "::", the kernel's data-only layers) is kept so
+// validation can refuse it.
+func splitLower(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case s[i] == ':':
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	return append(out, cur.String())
+}
+
+// validate checks the layers on disk and makes every path absolute. It
+// creates nothing.
+func (c *config) validate() error {
+	if len(c.lower) == 0 || (len(c.lower) == 1 && c.lower[0] == "") {
+		return fmt.Errorf("missing option lowerdir=")
+	}
+	if c.upper != "" && c.work == "" {
+		return fmt.Errorf("option upperdir needs workdir")
+	}
+	if c.work != "" && c.upper == "" {
+		return fmt.Errorf("option workdir needs upperdir")
+	}
+	for i, l := range c.lower {
+		if l == "" {
+			return fmt.Errorf("option lowerdir: empty layer (data-only layers after '::' are not supported)")
+		}
+		p, err := dirPath("lowerdir", l)
+		if err != nil {
+			return err
+		}
+		c.lower[i] = p
+	}
+	var err error
+	if c.upper != "" {
+		if c.upper, err = dirPath("upperdir", c.upper); err != nil {
+			return err
+		}
+		if c.work, err = dirPath("workdir", c.work); err != nil {
+			return err
+		}
+		if devOf(c.upper) != devOf(c.work) {
+			return fmt.Errorf("option workdir: %s is not on the same filesystem as upperdir %s", c.work, c.upper)
+		}
+		if within(c.work, c.upper) || within(c.upper, c.work) {
+			return fmt.Errorf("option workdir: %s and upperdir %s must not be inside each other", c.work, c.upper)
+		}
+	}
+	if strings.HasPrefix(c.mountpoint, "/dev/fd/") {
+		// mount.fuse3 drop_privileges: an already-open FUSE fd.
+		return nil
+	}
+	c.mountpoint, err = dirPath("mountpoint", c.mountpoint)
+	return err
+}
+
+// dirPath returns the absolute, symlink-free form of a directory path.
+func dirPath(what, p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v", what, p, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: no such directory", what, p)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v", what, p, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s %s: not a directory", what, p)
+	}
+	return real, nil
+}
+
+// devOf returns the st_dev of an existing path.
+func devOf(p string) uint64 {
+	var st syscall.Stat_t
+	if syscall.Stat(p, &st) != nil {
+		return 0
+	}
+	return st.Dev
+}
+
+// within reports whether path a is b or lies below it.
+func within(a, b string) bool {
+	return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/")
+}

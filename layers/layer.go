@@ -1,0 +1,176 @@
+// Package layers owns host access to one layer directory of an overlay.
+//
+// A Layer is a directory opened once as an O_PATH fd. Every access below it
+// is relative to that fd through openat2 with RESOLVE_BENEATH,
+// RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS, and the last component is
+// never followed: a symlink stored in a layer is data, never a way out of
+// it. The package knows the on-disk markers (whiteouts, opaque directories)
+// but nothing of how layers merge; that belongs to the overlay package. It
+// must not write to a layer unless the layer was opened as the upper one.
+package layers
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layer is one directory of the stack. Its methods are safe for concurrent
+// use: the only state is the root fd, which never changes after Open.
+type Layer struct {
+	// Path is the host path the layer was opened from, for messages only.
+	Path string
+	// Upper is true for the writable layer.
+	Upper bool
+	// Dev is the st_dev of the layer's root directory.
+	Dev uint64
+	// Index is the position in the stack: 0 is the top.
+	Index int
+
+	root    int
+	noatime int // O_NOATIME for lower layers, 0 for the upper one
+}
+
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// Open opens the directory at path as a layer. The path itself may go
+// through symlinks (containers-storage passes links under its l/ directory);
+// nothing below it will.
+func Open(path string, index int, upper bool) (*Layer, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.ENOTDIR {
+			return nil, fmt.Errorf("%s: not a directory", path)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	l := &Layer{Path: path, Upper: upper, Dev: st.Dev, Index: index, root: fd}
+	if !upper {
+		l.noatime = unix.O_NOATIME
+	}
+	return l, nil
+}
+
+// Close releases the root fd.
+func (l *Layer) Close() error { return unix.Close(l.root) }
+
+// Root returns the layer's O_PATH root fd. It stays owned by the Layer.
+func (l *Layer) Root() int { return l.root }
+
+// ValidName reports whether name is a single path component the overlay
+// may pass to the host: not empty, not "." or "..", no '/' and no NUL.
+func ValidName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
+// openat2 opens rel (a relative path of valid names joined by '/', or ""
+// for the root) below the layer root without following any symlink.
+func (l *Layer) openat2(rel string, flags int) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: resolveFlags}
+	for {
+		fd, err := unix.Openat2(l.root, rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			// EAGAIN: a concurrent rename on the host made RESOLVE_BENEATH
+			// unsure of itself; the kernel asks for a retry.
+			continue
+		}
+		return fd, err
+	}
+}
+
+// OpenPath returns an O_PATH fd for rel; the caller closes it. A symlink
+// is opened itself, not followed.
+func (l *Layer) OpenPath(rel string) (int, error) {
+	return l.openat2(rel, unix.O_PATH)
+}
+
+// OpenDir opens the directory rel for reading entries.
+func (l *Layer) OpenDir(rel string) (int, error) {
+	return l.openat2(rel, unix.O_RDONLY|unix.O_DIRECTORY|l.noatime)
+}
+
+// OpenFile opens the regular file rel with flags (O_RDONLY, O_WRONLY or
+// O_RDWR plus modifiers). Lower files are opened with O_NOATIME where the
+// host allows it.
+func (l *Layer) OpenFile(rel string, flags int) (int, error) {
+	if l.noatime != 0 {
+		fd, err := l.openat2(rel, flags|l.noatime)
+		if err != unix.EPERM {
+			return fd, err
+		}
+		// O_NOATIME needs ownership or CAP_FOWNER: fall back for files
+		// of other users when running unprivileged.
+	}
+	return l.openat2(rel, flags)
+}
+
+// Lstat returns the attributes of rel without following a final symlink.
+func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if rel == "" {
+		return st, unix.Fstat(l.root, &st)
+	}
+	fd, err := l.OpenPath(rel)
+	if err != nil {
+		return st, err
+	}
+	err = unix.Fstat(fd, &st)
+	unix.Close(fd)
+	return st, err
+}
+
+// Readlink returns the target of the symlink rel.
+func (l *Layer) Readlink(rel string) (string, error) {
+	fd, err := l.OpenPath(rel)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			if err == unix.ENOENT {
+				// readlinkat on an fd that is not a symlink.
+				return "", unix.EINVAL
+			}
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Join appends a name to a layer-relative path.
+func Join(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
+// Errno extracts the errno from err, or EIO when err carries none, so that
+// no Go error reaches the kernel as a silent EIO without being mapped.
+func Errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return syscall.EIO
+}

@@ -1,0 +1,99 @@
+package layers
+
+import (
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// On-disk markers. The kernel writes char 0/0 whiteouts and
+// trusted.overlay.* xattrs; containers-storage unpacks image layers in the
+// AUFS form (.wh. files); fuse-overlayfs writes user.fuseoverlayfs.* when
+// trusted.* is refused. All of them are read; see docs/format.md.
+const (
+	// WhiteoutPrefix starts the name of an AUFS whiteout file: .wh.NAME
+	// hides NAME.
+	WhiteoutPrefix = ".wh."
+	// OpaqueFile in a directory makes it opaque (AUFS form).
+	OpaqueFile = ".wh..wh..opq"
+
+	TrustedPrefix       = "trusted.overlay."
+	UserPrefix          = "user.overlay."
+	FuseOverlayfsPrefix = "user.fuseoverlayfs."
+)
+
+// IsWhiteout reports whether st is a kernel whiteout: a char device 0/0.
+func IsWhiteout(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// IsPrivateXattr reports whether name belongs to an overlay implementation
+// rather than to the user: such names are never shown through the mount.
+func IsPrivateXattr(name string) bool {
+	return strings.HasPrefix(name, TrustedPrefix) ||
+		strings.HasPrefix(name, UserPrefix) ||
+		strings.HasPrefix(name, FuseOverlayfsPrefix)
+}
+
+// DirMarks are the markers a directory of one layer carries.
+type DirMarks struct {
+	// Opaque hides the same directory in every layer below.
+	Opaque bool
+	// XWhiteouts is set by overlay.opaque=x: entries of the directory
+	// may be xwhiteouts (zero-size files with overlay.whiteout). The
+	// directory is not opaque.
+	XWhiteouts bool
+}
+
+// Marks reads the opaque markers of the directory rel: the opaque xattr in
+// any of the three namespaces, or an .wh..wh..opq file inside it.
+func (l *Layer) Marks(rel string) (DirMarks, error) {
+	var m DirMarks
+	fd, err := l.OpenPath(rel)
+	if err != nil {
+		return m, err
+	}
+	defer unix.Close(fd)
+	names, err := FdListxattr(fd)
+	if err != nil && err != unix.ENOTSUP {
+		return m, err
+	}
+	for _, n := range names {
+		switch n {
+		case TrustedPrefix + "opaque", UserPrefix + "opaque", FuseOverlayfsPrefix + "opaque":
+			v, err := FdGetxattr(fd, n)
+			if err != nil {
+				continue
+			}
+			switch string(v) {
+			case "y":
+				m.Opaque = true
+			case "x":
+				// Only lower layers hold xwhiteouts; the kernel ignores
+				// the value in the upper layer.
+				m.XWhiteouts = !l.Upper
+			}
+		}
+	}
+	if !m.Opaque {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, OpaqueFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			m.Opaque = true
+		}
+	}
+	return m, nil
+}
+
+// IsXWhiteout reports whether the object rel, whose attributes are st and
+// whose parent directory has XWhiteouts, is an xwhiteout.
+func (l *Layer) IsXWhiteout(rel string, st *unix.Stat_t) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
+		return false
+	}
+	for _, n := range []string{TrustedPrefix + "whiteout", UserPrefix + "whiteout"} {
+		if _, err := l.Getxattr(rel, n); err == nil {
+			return true
+		}
+	}
+	return false
+}

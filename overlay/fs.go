@@ -1,0 +1,147 @@
+// Package overlay owns the merged filesystem: how the layers of a stack
+// combine into one tree (lookup, readdir, attributes, inode numbers,
+// xattrs), following kernel overlayfs.
+//
+// The engine speaks plain Go types and syscall.Errno; fuse.go is the only
+// file that knows the FUSE library, so everything else is testable without
+// a mount. Host access goes through package layers only: the engine never
+// builds a host path and never writes to a lower layer.
+//
+// Locking: the read-only engine's nodes are immutable after creation, so
+// the only locks are the node table's (inodes.Table.mu, a leaf) and the
+// handle table's (FS.hmu, a leaf). Neither is held across a host syscall.
+package overlay
+
+import (
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// Options tune the engine.
+type Options struct {
+	// Timeout is how long the kernel may cache entries, negative entries
+	// and attributes.
+	Timeout time.Duration
+	// XinoOff shows real inode numbers even when layers span several
+	// filesystems (numbers that collide get fallback ids).
+	XinoOff bool
+	// StaticNlink gives every directory nlink 1 (fuse-overlayfs's
+	// static_nlink).
+	StaticNlink bool
+}
+
+// FS is a merged view of a layer stack.
+type FS struct {
+	opts   Options
+	stack  []*layers.Layer // top first; the upper layer, if any, is stack[0]
+	upper  *layers.Layer   // nil for a read-only stack
+	scheme *inodes.Scheme
+	nodes  *inodes.Table[*node]
+	uuids  map[[16]byte][]*layers.Layer // lower layers by filesystem uuid
+
+	// hmu guards handles and nextHandle.
+	hmu        sync.Mutex
+	handles    map[uint64]any // *dirHandle or *fileHandle
+	nextHandle uint64
+}
+
+// New builds the merged view of stack (top first; the upper layer, if any,
+// first). It reads the root directories' markers and nothing else: no work
+// proportional to the tree's size happens at mount.
+func New(stack []*layers.Layer, opts Options) (*FS, error) {
+	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]any), uuids: make(map[[16]byte][]*layers.Layer)}
+	devs := make([]uint64, len(stack))
+	for i, l := range stack {
+		devs[i] = l.Dev
+		if l.Upper {
+			fs.upper = l
+		} else if u, err := fsUUID(l.Root()); err == nil {
+			fs.uuids[u] = append(fs.uuids[u], l)
+		}
+	}
+	fs.scheme = inodes.New(devs, fs.upper != nil)
+	if opts.XinoOff {
+		fs.scheme = inodes.New(devs[:1], false)
+	}
+	root := &node{id: inodes.RootID, typ: unix.S_IFDIR}
+	for _, l := range stack {
+		m, err := l.Marks("")
+		if err != nil {
+			return nil, err
+		}
+		root.objs = append(root.objs, obj{layer: l, marks: m})
+		if m.Opaque {
+			break
+		}
+	}
+	st, err := stack[0].Lstat("")
+	if err != nil {
+		return nil, err
+	}
+	root.parent = root
+	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: st.Dev, Ino: st.Ino})
+	return fs, nil
+}
+
+// ReadOnly reports whether the stack has no upper layer.
+func (fs *FS) ReadOnly() bool { return fs.upper == nil }
+
+// Timeout returns the kernel cache timeout.
+func (fs *FS) Timeout() time.Duration { return fs.opts.Timeout }
+
+// NodeCount returns how many nodes the kernel holds, the root included.
+func (fs *FS) NodeCount() int { return fs.nodes.Len() }
+
+func (fs *FS) get(id uint64) (*node, error) {
+	n, ok := fs.nodes.Get(id)
+	if !ok {
+		return nil, syscall.ESTALE
+	}
+	return n, nil
+}
+
+// Forget drops n kernel references to id.
+func (fs *FS) Forget(id, n uint64) { fs.nodes.Forget(id, n) }
+
+// StatFS returns the numbers of the top layer's filesystem (the upper
+// layer, or the top lower one), as the kernel does.
+func (fs *FS) StatFS() (unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	err := unix.Fstatfs(fs.stack[0].Root(), &st)
+	return st, errno(err)
+}
+
+func (fs *FS) addHandle(h any) uint64 {
+	fs.hmu.Lock()
+	defer fs.hmu.Unlock()
+	fs.nextHandle++
+	fs.handles[fs.nextHandle] = h
+	return fs.nextHandle
+}
+
+func (fs *FS) handle(id uint64) any {
+	fs.hmu.Lock()
+	defer fs.hmu.Unlock()
+	return fs.handles[id]
+}
+
+func (fs *FS) dropHandle(id uint64) any {
+	fs.hmu.Lock()
+	defer fs.hmu.Unlock()
+	h := fs.handles[id]
+	delete(fs.handles, id)
+	return h
+}
+
+// errno turns a host error into the errno the kernel gets.
+func errno(err error) error {
+	if err == nil {
+		return nil
+	}
+	return layers.Errno(err)
+}

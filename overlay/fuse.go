@@ -1,0 +1,248 @@
+package overlay
+
+// This file is the only one that knows github.com/jacobsa/fuse: it turns
+// FUSE operations into calls on FS and FS's answers into replies.
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	"github.com/jacobsa/fuse"
+	"github.com/jacobsa/fuse/fuseops"
+	"github.com/jacobsa/fuse/fuseutil"
+	"golang.org/x/sys/unix"
+)
+
+// Server returns the FUSE server for fs.
+func (fs *FS) Server() fuse.Server {
+	return fuseutil.NewFileSystemServer(&fuseFS{fs: fs})
+}
+
+// fuseFS adapts FS to fuseutil.FileSystem. Operations it does not
+// implement get ENOSYS from the embedded type; on a read-only mount the
+// kernel refuses writes with EROFS before they reach it.
+type fuseFS struct {
+	fuseutil.NotImplementedFileSystem
+	fs *FS
+}
+
+func (f *fuseFS) expiry() time.Time { return time.Now().Add(f.fs.Timeout()) }
+
+func (f *fuseFS) entry(e Entry) fuseops.ChildInodeEntry {
+	exp := f.expiry()
+	return fuseops.ChildInodeEntry{
+		Child:                fuseops.InodeID(e.ID),
+		Attributes:           fuseAttr(&e.Attr),
+		AttributesExpiration: exp,
+		EntryExpiration:      exp,
+	}
+}
+
+// fuseAttr converts attributes. FUSE carries rdev in the kernel's 32-bit
+// new_encode_dev form.
+func fuseAttr(a *Attr) fuseops.InodeAttributes {
+	maj, min := unix.Major(a.Rdev), unix.Minor(a.Rdev)
+	return fuseops.InodeAttributes{
+		Size:  a.Size,
+		Nlink: a.Nlink,
+		Mode:  fuse.ConvertFileMode(a.Mode),
+		Rdev:  min&0xff | maj<<8 | (min&^0xff)<<12,
+		Atime: a.Atime,
+		Mtime: a.Mtime,
+		Ctime: a.Ctime,
+		Uid:   a.Uid,
+		Gid:   a.Gid,
+	}
+}
+
+func (f *fuseFS) StatFS(_ context.Context, op *fuseops.StatFSOp) error {
+	st, err := f.fs.StatFS()
+	if err != nil {
+		return err
+	}
+	op.BlockSize = uint32(st.Frsize)
+	op.IoSize = uint32(st.Bsize)
+	op.Blocks, op.BlocksFree, op.BlocksAvailable = st.Blocks, st.Bfree, st.Bavail
+	op.Inodes, op.InodesFree = st.Files, st.Ffree
+	return nil
+}
+
+func (f *fuseFS) LookUpInode(_ context.Context, op *fuseops.LookUpInodeOp) error {
+	e, err := f.fs.Lookup(uint64(op.Parent), op.Name)
+	if err == syscall.ENOENT {
+		// A negative entry the kernel may cache.
+		op.Entry = fuseops.ChildInodeEntry{EntryExpiration: f.expiry()}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	op.Entry = f.entry(e)
+	return nil
+}
+
+func (f *fuseFS) GetInodeAttributes(_ context.Context, op *fuseops.GetInodeAttributesOp) error {
+	a, err := f.fs.GetAttr(uint64(op.Inode))
+	if err != nil {
+		return err
+	}
+	op.Attributes = fuseAttr(&a)
+	op.AttributesExpiration = f.expiry()
+	return nil
+}
+
+func (f *fuseFS) ForgetInode(_ context.Context, op *fuseops.ForgetInodeOp) error {
+	f.fs.Forget(uint64(op.Inode), op.N)
+	return nil
+}
+
+func (f *fuseFS) BatchForget(_ context.Context, op *fuseops.BatchForgetOp) error {
+	for _, e := range op.Entries {
+		f.fs.Forget(uint64(e.Inode), e.N)
+	}
+	return nil
+}
+
+func (f *fuseFS) OpenDir(_ context.Context, op *fuseops.OpenDirOp) error {
+	h, err := f.fs.OpenDir(uint64(op.Inode))
+	if err != nil {
+		return err
+	}
+	op.Handle = fuseops.HandleID(h)
+	// The layers of a read-only stack do not change under the mount.
+	op.KeepCache, op.CacheDir = true, true
+	return nil
+}
+
+func (f *fuseFS) ReadDir(_ context.Context, op *fuseops.ReadDirOp) error {
+	ents, err := f.fs.ReadDir(uint64(op.Handle), uint64(op.Offset))
+	if err != nil {
+		return err
+	}
+	for i, e := range ents {
+		n := fuseutil.WriteDirent(op.Dst[op.BytesRead:], fuseutil.Dirent{
+			Offset: op.Offset + fuseops.DirOffset(i+1),
+			Inode:  fuseops.InodeID(e.Ino),
+			Name:   e.Name,
+			Type:   fuseutil.DirentType(e.Type),
+		})
+		if n == 0 {
+			break
+		}
+		op.BytesRead += n
+	}
+	return nil
+}
+
+// ReadDirPlus answers entries with their attributes. Each entry but "."
+// and ".." that reaches the kernel counts as a lookup, so a lookup that
+// does not fit in the reply is given back at once.
+func (f *fuseFS) ReadDirPlus(_ context.Context, op *fuseops.ReadDirPlusOp) error {
+	ents, err := f.fs.ReadDir(uint64(op.Handle), uint64(op.Offset))
+	if err != nil {
+		return err
+	}
+	dir := uint64(op.Inode)
+	for i, e := range ents {
+		d := fuseutil.DirentPlus{Dirent: fuseutil.Dirent{
+			Offset: op.Offset + fuseops.DirOffset(i+1),
+			Inode:  fuseops.InodeID(e.Ino),
+			Name:   e.Name,
+			Type:   fuseutil.DirentType(e.Type),
+		}}
+		var looked *Entry
+		if e.Name != "." && e.Name != ".." {
+			le, err := f.fs.Lookup(dir, e.Name)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			looked = &le
+			d.Entry = f.entry(le)
+			d.Dirent.Inode = fuseops.InodeID(le.ID)
+		}
+		n := fuseutil.WriteDirentPlus(op.Dst[op.BytesRead:], d)
+		if n == 0 {
+			if looked != nil {
+				f.fs.Forget(looked.ID, 1)
+			}
+			break
+		}
+		op.BytesRead += n
+	}
+	return nil
+}
+
+func (f *fuseFS) ReleaseDirHandle(_ context.Context, op *fuseops.ReleaseDirHandleOp) error {
+	f.fs.ReleaseDir(uint64(op.Handle))
+	return nil
+}
+
+func (f *fuseFS) OpenFile(_ context.Context, op *fuseops.OpenFileOp) error {
+	h, err := f.fs.Open(uint64(op.Inode), int(op.OpenFlags))
+	if err != nil {
+		return err
+	}
+	op.Handle = fuseops.HandleID(h)
+	// Lower files do not change under the mount: keep their pages.
+	op.KeepPageCache = true
+	return nil
+}
+
+func (f *fuseFS) ReadFile(_ context.Context, op *fuseops.ReadFileOp) error {
+	n, err := f.fs.Read(uint64(op.Handle), op.Dst, op.Offset)
+	op.BytesRead = n
+	return err
+}
+
+func (f *fuseFS) ReleaseFileHandle(_ context.Context, op *fuseops.ReleaseFileHandleOp) error {
+	f.fs.Release(uint64(op.Handle))
+	return nil
+}
+
+func (f *fuseFS) ReadSymlink(_ context.Context, op *fuseops.ReadSymlinkOp) error {
+	t, err := f.fs.Readlink(uint64(op.Inode))
+	op.Target = t
+	return err
+}
+
+func (f *fuseFS) GetXattr(_ context.Context, op *fuseops.GetXattrOp) error {
+	v, err := f.fs.Getxattr(uint64(op.Inode), op.Name)
+	if err != nil {
+		return err
+	}
+	op.BytesRead = len(v)
+	if len(op.Dst) == 0 {
+		return nil // a size query
+	}
+	if len(v) > len(op.Dst) {
+		return syscall.ERANGE
+	}
+	copy(op.Dst, v)
+	return nil
+}
+
+func (f *fuseFS) ListXattr(_ context.Context, op *fuseops.ListXattrOp) error {
+	names, err := f.fs.Listxattr(uint64(op.Inode), op.OpContext.Uid == 0)
+	if err != nil {
+		return err
+	}
+	size := 0
+	for _, n := range names {
+		size += len(n) + 1
+	}
+	op.BytesRead = size
+	if len(op.Dst) == 0 {
+		return nil
+	}
+	if size > len(op.Dst) {
+		return syscall.ERANGE
+	}
+	off := 0
+	for _, n := range names {
+		off += copy(op.Dst[off:], n)
+		op.Dst[off] = 0
+		off++
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package overlay
+
+import (
+	"strings"
+	"syscall"
+
+	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// maxName is the longest name a layer filesystem takes.
+const maxName = 255
+
+// Entry is the answer to a lookup: the node's id and attributes.
+type Entry struct {
+	ID   uint64
+	Attr Attr
+}
+
+// found is the result of resolving a name in a directory, before it
+// becomes a node.
+type found struct {
+	typ  uint32
+	objs []obj
+	st   unix.Stat_t // the winner's attributes
+}
+
+// Lookup resolves name in directory parent and adds a kernel reference to
+// the node it names.
+func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
+	p, err := fs.get(parent)
+	if err != nil {
+		return Entry{}, err
+	}
+	f, err := fs.resolve(p, name)
+	if err != nil {
+		return Entry{}, err
+	}
+	return fs.acquire(p, name, f), nil
+}
+
+// acquire turns a resolved name into a node held by the kernel.
+func (fs *FS) acquire(p *node, name string, f found) Entry {
+	num, ok, key := fs.number(p, name, f)
+	id, n := fs.nodes.Acquire(num, ok, key, func(id uint64) *node {
+		return &node{id: id, typ: f.typ, parent: p, rel: layers.Join(p.rel, name), objs: f.objs}
+	})
+	return Entry{ID: id, Attr: fs.attr(n, &f.st)}
+}
+
+// resolve finds what name means in directory p, searching its layers top
+// down like the kernel's ovl_lookup: a whiteout ends the search, a
+// non-directory ends it, a directory goes on into the layers below until
+// one is opaque or holds something that is not a directory.
+func (fs *FS) resolve(p *node, name string) (found, error) {
+	var f found
+	if !p.isDir() {
+		return f, syscall.ENOTDIR
+	}
+	if !layers.ValidName(name) {
+		return f, syscall.EINVAL
+	}
+	if len(name) > maxName {
+		return f, syscall.ENAMETOOLONG
+	}
+	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
+		// AUFS markers are not objects of the merged tree.
+		return f, syscall.ENOENT
+	}
+	rel := layers.Join(p.rel, name)
+	for _, po := range p.objs {
+		l := po.layer
+		st, err := l.Lstat(rel)
+		if err == unix.ENOENT {
+			if aufsWhiteout(l, p.rel, name) {
+				break
+			}
+			continue
+		}
+		if err != nil {
+			return f, errno(err)
+		}
+		if layers.IsWhiteout(&st) || (po.marks.XWhiteouts && l.IsXWhiteout(rel, &st)) {
+			break
+		}
+		typ := st.Mode & unix.S_IFMT
+		if f.objs == nil {
+			f.typ, f.st = typ, st
+		} else if typ != unix.S_IFDIR {
+			break
+		}
+		o := obj{layer: l, dev: st.Dev, ino: st.Ino}
+		if typ == unix.S_IFDIR {
+			if o.marks, err = l.Marks(rel); err != nil {
+				return f, errno(err)
+			}
+		}
+		f.objs = append(f.objs, o)
+		if typ != unix.S_IFDIR || o.marks.Opaque {
+			break
+		}
+	}
+	if f.objs == nil {
+		return f, syscall.ENOENT
+	}
+	return f, nil
+}
+
+// aufsWhiteout reports whether layer l has an AUFS whiteout .wh.NAME for
+// name in directory dir.
+func aufsWhiteout(l *layers.Layer, dir, name string) bool {
+	if len(name)+len(layers.WhiteoutPrefix) > maxName {
+		return false
+	}
+	_, err := l.Lstat(layers.Join(dir, layers.WhiteoutPrefix+name))
+	return err == nil
+}
+
+// number computes the inode number the kernel shows for a resolved name
+// (ok false when the rule yields none), and the identity of the object
+// the number comes from.
+//
+// The rule (fs/overlayfs/inode.c, ovl_getattr): a directory takes the
+// number of its topmost lower directory when it has one; an upper
+// non-directory takes its copy-up origin's number when the origin is
+// known and was not a hard link; everything else keeps its own.
+func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
+	src := f.objs[0]
+	if src.layer.Upper {
+		if f.typ == unix.S_IFDIR {
+			if len(f.objs) > 1 {
+				src = f.objs[1]
+			}
+		} else if k, nlink, ok := fs.origin(layers.Join(p.rel, name)); ok && nlink == 1 {
+			src = obj{dev: k.Dev, ino: k.Ino}
+		}
+	}
+	n, ok := fs.scheme.Ino(src.dev, src.ino)
+	return n, ok, inodes.Key{Dev: src.dev, Ino: src.ino}
+}

@@ -1,0 +1,72 @@
+package overlay
+
+import (
+	"strings"
+	"syscall"
+
+	"github.com/ovlmount/ovlmount/layers"
+)
+
+// The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
+// user.fuseoverlayfs.* forms ovlmount also honours) are never shown. A
+// user's trusted.overlay.X is stored escaped as trusted.overlay.overlay.X
+// and shown un-escaped, as the kernel does.
+const escapedPrefix = layers.TrustedPrefix + "overlay."
+
+// hostXattrName maps a name the user asks for to the name stored in the
+// layer; ok is false for a private name the user cannot reach.
+func hostXattrName(name string) (string, bool) {
+	if strings.HasPrefix(name, layers.TrustedPrefix) {
+		return layers.TrustedPrefix + "overlay." + name[len(layers.TrustedPrefix):], true
+	}
+	return name, !layers.IsPrivateXattr(name)
+}
+
+// userXattrName maps a name stored in a layer to the name shown, if any.
+// trusted.* names are listed only to a privileged caller.
+func userXattrName(name string, privileged bool) (string, bool) {
+	if strings.HasPrefix(name, escapedPrefix) {
+		return layers.TrustedPrefix + name[len(escapedPrefix):], privileged
+	}
+	if layers.IsPrivateXattr(name) {
+		return "", false
+	}
+	if strings.HasPrefix(name, "trusted.") {
+		return name, privileged
+	}
+	return name, true
+}
+
+// Getxattr returns the value of xattr name of node id.
+func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
+	n, err := fs.get(id)
+	if err != nil {
+		return nil, err
+	}
+	host, ok := hostXattrName(name)
+	if !ok {
+		return nil, syscall.ENODATA
+	}
+	v, err := n.objs[0].layer.Getxattr(n.rel, host)
+	return v, errno(err)
+}
+
+// Listxattr returns the xattr names of node id that the caller may see;
+// privileged is whether the caller has CAP_SYS_ADMIN.
+func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
+	n, err := fs.get(id)
+	if err != nil {
+		return nil, err
+	}
+	names, err := n.objs[0].layer.Listxattr(n.rel)
+	if err != nil {
+		return nil, errno(err)
+	}
+	out := names[:0]
+	for _, h := range names {
+		if u, ok := userXattrName(h, privileged); ok {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
