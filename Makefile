@@ -1,0 +1,52 @@
+# ovlmount: build, install, example, tests.
+#
+#   make example   build, make example layers, mount, show, unmount
+#   make test      install what the tests need, then lint and run every test
+#   make install   install ovlmount where mount(8) and mount.fuse3 find it
+
+PREFIX  ?= /usr/local
+GO      ?= go
+BIN     := bin/ovlmount
+GOFILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
+
+# Debian packages the tests and the example use: fusermount3/mount.fuse3,
+# getfattr/setfattr, fuse-overlayfs (the conformance comparison).
+DEBS := fuse3 attr fuse-overlayfs
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+.PHONY: build install uninstall deps example test lint clean
+
+build: $(BIN)
+
+$(BIN): $(GOFILES)
+	$(GO) build -o $@ ./cmd/ovlmount
+
+install: $(BIN)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ovlmount
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ovlmount
+
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+example: deps $(BIN)
+	./example/run.sh $(BIN)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+
+lint: $(STATICCHECK)
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+test: deps install lint
+	OVLMOUNT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 ./...
+
+clean:
+	rm -rf bin
