@@ -325,13 +325,12 @@ func (n Node) applyMtime(p string) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// AddBigDir adds a directory dir holding n distinct names to every layer of
-// s. Each name lives in one or more layers, so readdir must merge them with
-// first-occurrence-wins; every seventh name exists in several layers with
-// different content and types, and every eleventh name that also exists
-// below is whited out in the upper layer (or, read-only, in the top lower).
-// It returns the number of names the merged directory must show.
-func (s *Spec) AddBigDir(dir string, n int) int {
+// AddBigDir adds a directory dir to every layer of s, so that it is merged,
+// and fills it until the merged directory shows n names. Each name lives in
+// one or more layers, so readdir must merge them with first-occurrence-wins:
+// every seventh name exists in several layers with different content and
+// types, and every eleventh name is whited out above the layer holding it.
+func (s *Spec) AddBigDir(dir string, n int) {
 	layers := make([]*Layer, 0, len(s.Lowers)+1)
 	if s.Upper != nil {
 		layers = append(layers, &s.Upper)
@@ -342,8 +341,7 @@ func (s *Spec) AddBigDir(dir string, n int) int {
 	for _, l := range layers {
 		*l = append(*l, Node{Path: dir, Kind: Dir})
 	}
-	visible := 0
-	for i := range n {
+	for i, visible := 0, 0; visible < n; i++ {
 		name := fmt.Sprintf("%s/entry-%05d", dir, i)
 		home := i % len(layers)
 		switch {
@@ -366,5 +364,4 @@ func (s *Spec) AddBigDir(dir string, n int) int {
 			visible++
 		}
 	}
-	return visible
 }
