@@ -1,0 +1,96 @@
+package inodes
+
+import "testing"
+
+func TestSchemeSameFS(t *testing.T) {
+	s := New([]uint64{7, 7, 7}, true)
+	if !s.SameFS() {
+		t.Fatal("one filesystem is samefs")
+	}
+	if n, ok := s.Ino(7, 1234); !ok || n != 1234 {
+		t.Fatalf("Ino = %d, %v; want the real number", n, ok)
+	}
+}
+
+func TestSchemeXino(t *testing.T) {
+	// upper on fs 5, lowers on 5, 9, 9, 3: fsids 0, 0, 1, 1, 2.
+	s := New([]uint64{5, 5, 9, 9, 3}, true)
+	if s.SameFS() {
+		t.Fatal("three filesystems are not samefs")
+	}
+	for _, c := range []struct {
+		dev, ino, want uint64
+	}{{5, 10, 10}, {9, 10, 10 | 1<<33}, {3, 10, 10 | 2<<33}} {
+		if n, ok := s.Ino(c.dev, c.ino); !ok || n != c.want {
+			t.Errorf("Ino(%d, %d) = %#x, %v; want %#x", c.dev, c.ino, n, ok, c.want)
+		}
+	}
+	if _, ok := s.Ino(9, 1<<32); ok {
+		t.Error("a number over 32 bits must not take the xino layout")
+	}
+	// Without an upper layer, fsid 0 stays unused.
+	s = New([]uint64{9, 3}, false)
+	if n, _ := s.Ino(9, 10); n != 10|1<<33 {
+		t.Errorf("first lower fs without upper: %#x, want fsid 1", n)
+	}
+}
+
+func TestTableCountsAndForgets(t *testing.T) {
+	tab := NewTable("root", Key{1, 2})
+	made := 0
+	mk := func(id uint64) string { made++; return "node" }
+	k := Key{1, 100}
+	for i := 0; i < 3; i++ {
+		if id, _ := tab.Acquire(100, true, k, mk); id != 100 {
+			t.Fatalf("Acquire = %d, want 100", id)
+		}
+	}
+	if made != 1 {
+		t.Fatalf("node made %d times, want once", made)
+	}
+	if tab.Forget(100, 2) {
+		t.Fatal("forgotten with one reference left")
+	}
+	if _, ok := tab.Get(100); !ok {
+		t.Fatal("id dropped while the kernel holds it")
+	}
+	if !tab.Forget(100, 1) {
+		t.Fatal("not forgotten at zero")
+	}
+	if _, ok := tab.Get(100); ok || tab.Len() != 1 {
+		t.Fatal("id kept after the last forget")
+	}
+	if tab.Forget(RootID, 1) || tab.Len() != 1 {
+		t.Fatal("the root must stay")
+	}
+}
+
+func TestTableNeverSharesAnID(t *testing.T) {
+	tab := NewTable("root", Key{1, 2})
+	mk := func(id uint64) string { return "n" }
+	a, _ := tab.Acquire(50, true, Key{1, 50}, mk)
+	// Another object claiming the same number gets a fallback id, and
+	// keeps it while held.
+	b, _ := tab.Acquire(50, true, Key{2, 50}, mk)
+	if a != 50 || b == 50 || b < fallbackBase {
+		t.Fatalf("ids %d and %#x", a, b)
+	}
+	if b2, _ := tab.Acquire(50, true, Key{2, 50}, mk); b2 != b {
+		t.Fatalf("second acquire of the same object: %#x, want %#x", b2, b)
+	}
+	if p := tab.Peek(50, true, Key{2, 50}); p != b {
+		t.Fatalf("Peek = %#x, want %#x", p, b)
+	}
+	// Nothing takes the root's id.
+	if r, _ := tab.Acquire(RootID, true, Key{3, 1}, mk); r == RootID {
+		t.Fatal("an object took the root's id")
+	}
+	// No natural number at all.
+	if c, _ := tab.Acquire(0, false, Key{4, 1 << 40}, mk); c < fallbackBase {
+		t.Fatalf("no-number object got %d", c)
+	}
+	tab.Forget(b, 2)
+	if _, ok := tab.Get(b); ok {
+		t.Fatal("fallback id kept after forget")
+	}
+}

@@ -1,0 +1,282 @@
+package overlay
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// stack makes layer directories under a temp dir from a compact spec and
+// opens them as a read-only stack (top first). Spec lines, per layer:
+//
+//	"d name"         directory
+//	"f name text"    regular file
+//	"l name target"  symlink
+//	"w name"         char 0/0 whiteout
+//	"x name k=v"     set xattr k to v on an existing name
+func stack(t *testing.T, specs ...[]string) (*FS, []string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("engine tests need root (mknod, trusted.* xattrs)")
+		}
+		t.Skip("engine tests need root (mknod, trusted.* xattrs)")
+	}
+	base := t.TempDir()
+	var st []*layers.Layer
+	var dirs []string
+	for i, spec := range specs {
+		dir := filepath.Join(base, "l"+string(rune('0'+i)))
+		dirs = append(dirs, dir)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range spec {
+			f := strings.SplitN(line, " ", 3)
+			p := filepath.Join(dir, f[1])
+			var err error
+			switch f[0] {
+			case "d":
+				err = os.MkdirAll(p, 0o755)
+			case "f":
+				err = os.WriteFile(p, []byte(f[2]), 0o644)
+			case "l":
+				err = os.Symlink(f[2], p)
+			case "w":
+				err = unix.Mknod(p, unix.S_IFCHR|0o600, 0)
+			case "x":
+				k, v, _ := strings.Cut(f[2], "=")
+				err = unix.Lsetxattr(p, k, []byte(v), 0)
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+		}
+		l, err := layers.Open(dir, i, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		st = append(st, l)
+	}
+	fs, err := New(st, Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs, dirs
+}
+
+// walk resolves a slash-separated path from the root.
+func walk(fs *FS, path string) (Entry, error) {
+	e := Entry{ID: inodes.RootID}
+	for _, name := range strings.Split(path, "/") {
+		var err error
+		if e, err = fs.Lookup(e.ID, name); err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
+func names(t *testing.T, fs *FS, path string) []string {
+	t.Helper()
+	id := uint64(inodes.RootID)
+	if path != "" {
+		e, err := walk(fs, path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		id = e.ID
+	}
+	h, err := fs.OpenDir(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.ReleaseDir(h)
+	ents, err := fs.ReadDir(h, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents[2:] {
+		out = append(out, e.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestWhiteoutsOfEveryForm(t *testing.T) {
+	fs, _ := stack(t,
+		[]string{"w char", "f .wh.aufs ", "d xdir", "x xdir trusted.overlay.opaque=x", "f xdir/ghost ", "x xdir/ghost trusted.overlay.whiteout=y", "f xdir/kept k"},
+		[]string{"f char c", "f aufs a", "f plain p", "d xdir", "f xdir/ghost g"},
+	)
+	for _, p := range []string{"char", "aufs", "xdir/ghost", ".wh.aufs"} {
+		if _, err := walk(fs, p); err != syscall.ENOENT {
+			t.Errorf("lookup %s = %v, want ENOENT", p, err)
+		}
+	}
+	if got := strings.Join(names(t, fs, ""), " "); got != "plain xdir" {
+		t.Errorf("root lists %q", got)
+	}
+	// opaque=x marks xwhiteouts; it does not make the directory opaque.
+	if got := strings.Join(names(t, fs, "xdir"), " "); got != "kept" {
+		t.Errorf("xdir lists %q", got)
+	}
+}
+
+func TestOpaqueOfEveryForm(t *testing.T) {
+	fs, _ := stack(t,
+		[]string{
+			"d t", "x t trusted.overlay.opaque=y", "f t/top 1",
+			"d u", "x u user.overlay.opaque=y", "f u/top 1",
+			"d fo", "x fo user.fuseoverlayfs.opaque=y", "f fo/top 1",
+			"d a", "f a/.wh..wh..opq ", "f a/top 1",
+			"d m", "f m/top 1",
+		},
+		[]string{"d t", "f t/below 2", "d u", "f u/below 2", "d fo", "f fo/below 2", "d a", "f a/below 2", "d m", "f m/below 2"},
+	)
+	for _, d := range []string{"t", "u", "fo", "a"} {
+		if got := strings.Join(names(t, fs, d), " "); got != "top" {
+			t.Errorf("opaque %s lists %q, want top", d, got)
+		}
+		if _, err := walk(fs, d+"/below"); err != syscall.ENOENT {
+			t.Errorf("%s/below = %v, want ENOENT", d, err)
+		}
+	}
+	if got := strings.Join(names(t, fs, "m"), " "); got != "below top" {
+		t.Errorf("merged m lists %q", got)
+	}
+	m, _ := walk(fs, "m")
+	if m.Attr.Nlink != 1 {
+		t.Errorf("merged dir nlink %d, want 1", m.Attr.Nlink)
+	}
+}
+
+func TestMergeEndsAtNonDirectories(t *testing.T) {
+	fs, _ := stack(t,
+		[]string{"d d", "f d/top 1", "f f file"},
+		[]string{"f d notadir", "d f", "f f/under 2"},
+		[]string{"d d", "f d/deep 3"},
+	)
+	if got := strings.Join(names(t, fs, "d"), " "); got != "top" {
+		t.Errorf("d lists %q: a file below a dir ends the merge", got)
+	}
+	if e, _ := walk(fs, "f"); e.Attr.Mode&unix.S_IFMT != unix.S_IFREG {
+		t.Error("the top file must hide the directory below")
+	}
+	if _, err := walk(fs, "f/under"); err != syscall.ENOTDIR {
+		t.Errorf("f/under = %v, want ENOTDIR", err)
+	}
+}
+
+func TestLayerSymlinksAreNeverFollowed(t *testing.T) {
+	fs, _ := stack(t,
+		[]string{"d d", "f d/mine 1", "d d/sub", "d e"},
+		[]string{"l d /etc", "d e", "l e/sub /etc", "l out ../../../../../../../etc", "l loop loop"},
+		[]string{"d d", "f d/passwd lower", "d e", "d e/sub", "f e/sub/passwd x"},
+	)
+	// d is a directory on top and a symlink below: the merge stops there.
+	if got := strings.Join(names(t, fs, "d"), " "); got != "mine sub" {
+		t.Errorf("d lists %q", got)
+	}
+	for _, p := range []string{"d/passwd", "e/sub/passwd", "out/passwd", "loop/x"} {
+		if _, err := walk(fs, p); err == nil {
+			t.Errorf("%s resolved through a layer symlink", p)
+		}
+	}
+	e, err := walk(fs, "out")
+	if err != nil || e.Attr.Mode&unix.S_IFMT != unix.S_IFLNK {
+		t.Fatalf("out: %v, mode %o", err, e.Attr.Mode)
+	}
+	if target, _ := fs.Readlink(e.ID); target != "../../../../../../../etc" {
+		t.Errorf("readlink out = %q", target)
+	}
+	if _, err := fs.Open(e.ID, unix.O_RDONLY); err == nil {
+		t.Error("opening a symlink node must not follow it")
+	}
+}
+
+func TestBadNames(t *testing.T) {
+	fs, _ := stack(t, []string{"f a 1"})
+	for name, want := range map[string]error{
+		"..": syscall.EINVAL, ".": syscall.EINVAL, "a/b": syscall.EINVAL, "": syscall.EINVAL,
+		strings.Repeat("n", 256): syscall.ENAMETOOLONG, strings.Repeat("n", 255): syscall.ENOENT,
+	} {
+		if _, err := fs.Lookup(inodes.RootID, name); err != want {
+			t.Errorf("Lookup(%.20q) = %v, want %v", name, err, want)
+		}
+	}
+	a, _ := walk(fs, "a")
+	if _, err := fs.Lookup(a.ID, "x"); err != syscall.ENOTDIR {
+		t.Errorf("lookup below a file = %v, want ENOTDIR", err)
+	}
+}
+
+func TestReadDirOffsetsStayValid(t *testing.T) {
+	fs, dirs := stack(t, []string{"f a 1", "f b 2"}, []string{"f c 3", "f a 0"})
+	h, err := fs.OpenDir(inodes.RootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.ReleaseDir(h)
+	first, _ := fs.ReadDir(h, 0)
+	if len(first) != 5 || first[0].Name != "." || first[1].Name != ".." {
+		t.Fatalf("listing %+v", first)
+	}
+	// A change in a layer does not move the offsets of an open listing...
+	if err := os.WriteFile(filepath.Join(dirs[0], "new"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := fs.ReadDir(h, 3)
+	if len(rest) != 2 || rest[0] != first[3] {
+		t.Fatalf("offset 3 after a change: %+v, want %+v", rest, first[3:])
+	}
+	// ...and a rewind sees it.
+	again, _ := fs.ReadDir(h, 0)
+	if len(again) != 6 {
+		t.Fatalf("rewind: %d entries, want 6", len(again))
+	}
+	// d_ino equals st_ino.
+	for _, d := range again[2:] {
+		e, err := fs.Lookup(inodes.RootID, d.Name)
+		if err != nil || e.ID != d.Ino || e.Attr.Ino != d.Ino {
+			t.Errorf("%s: d_ino %d, st_ino %d (%v)", d.Name, d.Ino, e.ID, err)
+		}
+	}
+}
+
+func TestPrivateXattrsHiddenAndEscaped(t *testing.T) {
+	fs, _ := stack(t, []string{"f f 1",
+		"x f trusted.overlay.origin=zzz", "x f trusted.overlay.overlay.mine=v",
+		"x f user.overlay.opaque=y", "x f user.fuseoverlayfs.x=1",
+		"x f user.plain=p", "x f trusted.other=o"})
+	e, _ := walk(fs, "f")
+	list, err := fs.Listxattr(e.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(list)
+	if got := strings.Join(list, " "); got != "trusted.other trusted.overlay.mine user.plain" {
+		t.Errorf("privileged list %q", got)
+	}
+	list, _ = fs.Listxattr(e.ID, false)
+	if got := strings.Join(list, " "); got != "user.plain" {
+		t.Errorf("unprivileged list %q", got)
+	}
+	if v, err := fs.Getxattr(e.ID, "trusted.overlay.mine"); err != nil || string(v) != "v" {
+		t.Errorf("escaped xattr: %q, %v", v, err)
+	}
+	for _, n := range []string{"trusted.overlay.origin", "user.overlay.opaque", "user.fuseoverlayfs.x"} {
+		if _, err := fs.Getxattr(e.ID, n); err != syscall.ENODATA {
+			t.Errorf("Getxattr(%s) = %v, want ENODATA", n, err)
+		}
+	}
+}
