@@ -13,30 +13,41 @@ func TestSchemeSameFS(t *testing.T) {
 }
 
 func TestSchemeXino(t *testing.T) {
-	// upper on fs 5, lowers on 5, 9, 9, 3: fsids 0, 0, 1, 1, 2.
-	s := New([]uint64{5, 5, 9, 9, 3}, true)
+	// Measured on kernel 6.18: upper on ext4, one lower on tmpfs gives
+	// "xino feature enabled using 2 upper inode bits" and the tmpfs
+	// inode 3 shows as 1<<63|3.
+	s := New([]uint64{5, 7}, true)
+	if n, ok := s.Ino(7, 3); !ok || n != 1<<63|3 {
+		t.Fatalf("two filesystems: %#x, want %#x", n, uint64(1<<63|3))
+	}
+	if s.Fallback() != 1<<62 {
+		t.Errorf("fallback %#x, want the reserved bit 1<<62", s.Fallback())
+	}
+	// upper on fs 5, lowers on 5, 9, 9, 3: fsids 0, 0, 1, 1, 2; numfs 3
+	// gives 3 bits, the fsid above bit 61.
+	s = New([]uint64{5, 5, 9, 9, 3}, true)
 	if s.SameFS() {
 		t.Fatal("three filesystems are not samefs")
 	}
 	for _, c := range []struct {
 		dev, ino, want uint64
-	}{{5, 10, 10}, {9, 10, 10 | 1<<33}, {3, 10, 10 | 2<<33}} {
+	}{{5, 10, 10}, {9, 10, 10 | 1<<62}, {3, 10, 10 | 2<<62}} {
 		if n, ok := s.Ino(c.dev, c.ino); !ok || n != c.want {
 			t.Errorf("Ino(%d, %d) = %#x, %v; want %#x", c.dev, c.ino, n, ok, c.want)
 		}
 	}
-	if _, ok := s.Ino(9, 1<<32); ok {
-		t.Error("a number over 32 bits must not take the xino layout")
+	if _, ok := s.Ino(9, 1<<61); ok {
+		t.Error("a number reaching the xino bits must not take the layout")
 	}
 	// Without an upper layer, fsid 0 stays unused.
 	s = New([]uint64{9, 3}, false)
-	if n, _ := s.Ino(9, 10); n != 10|1<<33 {
+	if n, _ := s.Ino(9, 10); n != 10|1<<62 {
 		t.Errorf("first lower fs without upper: %#x, want fsid 1", n)
 	}
 }
 
 func TestTableCountsAndForgets(t *testing.T) {
-	tab := NewTable("root", Key{1, 2})
+	tab := NewTable("root", Key{1, 2}, 1<<63)
 	made := 0
 	mk := func(id uint64) string { made++; return "node" }
 	k := Key{1, 100}
@@ -66,13 +77,13 @@ func TestTableCountsAndForgets(t *testing.T) {
 }
 
 func TestTableNeverSharesAnID(t *testing.T) {
-	tab := NewTable("root", Key{1, 2})
+	tab := NewTable("root", Key{1, 2}, 1<<63)
 	mk := func(id uint64) string { return "n" }
 	a, _ := tab.Acquire(50, true, Key{1, 50}, mk)
 	// Another object claiming the same number gets a fallback id, and
 	// keeps it while held.
 	b, _ := tab.Acquire(50, true, Key{2, 50}, mk)
-	if a != 50 || b == 50 || b < fallbackBase {
+	if a != 50 || b == 50 || b < 1<<63 {
 		t.Fatalf("ids %d and %#x", a, b)
 	}
 	if b2, _ := tab.Acquire(50, true, Key{2, 50}, mk); b2 != b {
@@ -86,7 +97,7 @@ func TestTableNeverSharesAnID(t *testing.T) {
 		t.Fatal("an object took the root's id")
 	}
 	// No natural number at all.
-	if c, _ := tab.Acquire(0, false, Key{4, 1 << 40}, mk); c < fallbackBase {
+	if c, _ := tab.Acquire(0, false, Key{4, 1 << 40}, mk); c < 1<<63 {
 		t.Fatalf("no-number object got %d", c)
 	}
 	tab.Forget(b, 2)

@@ -10,25 +10,27 @@
 // numbers and counts references.
 package inodes
 
+import "math/bits"
+
 // Scheme maps (filesystem, real inode number) to the number the overlay
 // shows. It is immutable after New and safe for concurrent use.
 type Scheme struct {
 	fsid  map[uint64]uint64 // st_dev of a layer filesystem -> fsid
-	shift uint              // 0 for samefs; else where the fsid goes
-	bits  uint              // inode bits available below the fsid
+	shift uint              // 64 - xino bits; 0 for samefs
 }
 
 // New builds the scheme for layers whose root st_dev values are devs, top
 // first, with the upper layer (if any) first and flagged by hasUpper.
 //
-// Like the kernel, the upper filesystem is fsid 0 and each further
-// filesystem gets the next fsid in lower-layer order; without an upper
-// layer, fsid 0 stays unused. With more than one filesystem the real inode
-// number keeps the low 32 bits, one bit is reserved (the kernel uses it for
-// non-persistent numbers) and the fsid goes above it.
+// As in the kernel (fs/overlayfs/super.c), the upper filesystem is fsid 0
+// and each further filesystem gets the next fsid in lower-layer order;
+// without an upper layer fsid 0 stays unused. With more than one
+// filesystem, xino takes ilog2(numfs-1)+2 high bits, numfs counting fsid
+// 0: the fsid goes above the lowest of them, which is reserved for
+// numbers that cannot be mapped (Fallback).
 func New(devs []uint64, hasUpper bool) *Scheme {
 	s := &Scheme{fsid: make(map[uint64]uint64)}
-	next := uint64(1)
+	numfs := uint64(1)
 	for i, d := range devs {
 		if _, ok := s.fsid[d]; ok {
 			continue
@@ -37,12 +39,11 @@ func New(devs []uint64, hasUpper bool) *Scheme {
 			s.fsid[d] = 0
 			continue
 		}
-		s.fsid[d] = next
-		next++
+		s.fsid[d] = numfs
+		numfs++
 	}
 	if len(s.fsid) > 1 {
-		s.bits = 32
-		s.shift = s.bits + 1
+		s.shift = 64 - uint(bits.Len64(numfs-1)-1+2)
 	}
 	return s
 }
@@ -52,13 +53,23 @@ func (s *Scheme) SameFS() bool { return s.shift == 0 }
 
 // Ino returns the overlay inode number of inode ino on filesystem dev. ok
 // is false when the number does not fit the xino layout; the caller then
-// needs a number from Fallback.
+// needs a fallback number.
 func (s *Scheme) Ino(dev, ino uint64) (n uint64, ok bool) {
 	if s.shift == 0 {
 		return ino, ino != 0
 	}
-	if ino>>s.bits != 0 {
+	if ino>>s.shift != 0 {
 		return 0, false
 	}
-	return ino | s.fsid[dev]<<s.shift, true
+	return ino | s.fsid[dev]<<(s.shift+1), true
+}
+
+// Fallback returns the first number of the range for objects without a
+// usable natural number: the reserved xino bit, or the top bit when all
+// layers share one filesystem (real inode numbers do not reach it).
+func (s *Scheme) Fallback() uint64 {
+	if s.shift == 0 {
+		return 1 << 63
+	}
+	return 1 << s.shift
 }

@@ -5,11 +5,6 @@ import "sync"
 // RootID is the FUSE id of the root directory, fixed by the protocol.
 const RootID = 1
 
-// fallbackBase starts the range of ids minted for objects whose natural
-// number is taken or does not fit: the top bit is never set by the samefs
-// or xino rule on the filesystems overlays run on.
-const fallbackBase = 1 << 63
-
 // Key identifies a host object: its filesystem and inode number.
 type Key struct{ Dev, Ino uint64 }
 
@@ -32,11 +27,13 @@ type slot[N any] struct {
 }
 
 // NewTable returns a table holding root under RootID, pinned forever.
-func NewTable[N any](root N, rootKey Key) *Table[N] {
+// Objects whose natural number is taken or missing get ids from
+// fallback on (Scheme.Fallback).
+func NewTable[N any](root N, rootKey Key, fallback uint64) *Table[N] {
 	t := &Table[N]{
 		slots:    map[uint64]*slot[N]{RootID: {node: root, key: rootKey, refs: 1}},
 		fallback: make(map[Key]uint64),
-		next:     fallbackBase,
+		next:     fallback,
 	}
 	return t
 }
@@ -98,7 +95,7 @@ func (t *Table[N]) Forget(id uint64, n uint64) bool {
 	}
 	if n >= s.refs {
 		delete(t.slots, id)
-		if id >= fallbackBase {
+		if fid, ok := t.fallback[s.key]; ok && fid == id {
 			delete(t.fallback, s.key)
 		}
 		return true

@@ -84,7 +84,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		return nil, err
 	}
 	root.parent = root
-	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: st.Dev, Ino: st.Ino})
+	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: st.Dev, Ino: st.Ino}, fs.scheme.Fallback())
 	return fs, nil
 }
 

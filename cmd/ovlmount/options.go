@@ -43,7 +43,7 @@ var options = []option{
 	{"static_nlink", done, []string{""}, "every directory reports nlink 1"},
 	{"debug", done, []string{""}, "log every FUSE operation to stderr and stay in the foreground"},
 	{"ro", done, []string{""}, "mount read-only"},
-	{"rw", done, []string{""}, "mount read-write (default)"},
+	{"rw", done, []string{""}, "read-write; until writes are implemented every mount is served read-only"},
 	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
 	{"allow_root", done, []string{""}, "treated as allow_other"},
 	{"default_permissions", done, []string{""}, "the kernel checks permissions against the attributes shown (always on)"},
