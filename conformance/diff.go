@@ -83,6 +83,7 @@ var fields = []struct {
 	{"symlink target", func(e *Entry) string { return strconv.Quote(e.Target) }},
 	{"content sha256", func(e *Entry) string { return e.SHA256 }},
 	{"xattrs", func(e *Entry) string { return xattrString(e.Xattrs) }},
+	{"xattr probes", func(e *Entry) string { return xattrString(e.Probes) }},
 }
 
 // Diff compares a walk of some implementation against a walk of the kernel

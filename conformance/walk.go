@@ -49,6 +49,21 @@ type Entry struct {
 	Target string  // symlink target
 	SHA256 string  // hex digest of a regular file's content
 	Xattrs []Xattr // llistxattr + lgetxattr, sorted by name
+	// Probes holds lgetxattr of each of probedXattrs: the value, or the
+	// error's text. Listing alone would not catch a private xattr that is
+	// hidden from llistxattr but still readable by name.
+	Probes []Xattr
+}
+
+// probedXattrs are marker and bookkeeping xattrs an overlay must not expose
+// by name (unless, like user.overlay.opaque without userxattr, they are not
+// the overlay's own, in which case the kernel comparison says so).
+var probedXattrs = []string{
+	xattrOpaque,
+	xattrXWhiteout,
+	"trusted.overlay.origin",
+	xattrUserOpaque,
+	xattrFuseOpaque,
 }
 
 // Xattr is one extended attribute.
@@ -184,8 +199,18 @@ func (e *Entry) observe(p string) error {
 	if err != nil {
 		return err
 	}
-	e.Xattrs, err = listXattrs(p)
-	return err
+	if e.Xattrs, err = listXattrs(p); err != nil {
+		return err
+	}
+	for _, name := range probedXattrs {
+		v, err := xattrCall(func(b []byte) (int, error) { return unix.Lgetxattr(p, name, b) })
+		probe := Xattr{Name: name, Value: string(v)}
+		if err != nil {
+			probe.Value = "error: " + err.Error()
+		}
+		e.Probes = append(e.Probes, probe)
+	}
+	return nil
 }
 
 func hashFile(p string) (string, error) {
