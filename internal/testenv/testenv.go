@@ -1,0 +1,204 @@
+// Package testenv owns what tests that make real FUSE mounts share:
+// deciding whether such tests can run here (RequireMount), the ovlmount
+// binary they run (Binary, RemoveBinary), and taking mounts down again
+// (Unmount, WaitUnmounted, MountType).
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequireMount skips the test unless it can mount FUSE file systems: root,
+// /dev/fuse and fusermount3 are needed. With CI=true it fails instead, so
+// that CI never passes by silently skipping the mount tests.
+func RequireMount(t testing.TB) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "not running as root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		missing = append(missing, "no /dev/fuse")
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		missing = append(missing, "no fusermount3 on PATH (Debian package fuse3)")
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "mount tests need root, /dev/fuse and fusermount3: " + strings.Join(missing, ", ")
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true: failing instead of skipping)")
+	}
+	t.Skip(msg)
+}
+
+var built struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Binary returns the path of the ovlmount binary to test: $OVLMOUNT_BIN if
+// set, else ./cmd/ovlmount built once per test process into a temporary
+// directory (removed by RemoveBinary).
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("OVLMOUNT_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			t.Fatalf("OVLMOUNT_BIN: %v", err)
+		}
+		return abs
+	}
+	built.once.Do(func() {
+		built.path, built.err = build()
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
+}
+
+func build() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	mod := strings.TrimSpace(string(out))
+	if err != nil || mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("testenv: cannot find the module root (go env GOMOD: %q, %v)", mod, err)
+	}
+	dir, err := os.MkdirTemp("", "ovlmount-test-bin")
+	if err != nil {
+		return "", err
+	}
+	built.dir = dir
+	bin := filepath.Join(dir, "ovlmount")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ovlmount")
+	cmd.Dir = filepath.Dir(mod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("testenv: go build ./cmd/ovlmount: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// RemoveBinary removes the binary Binary built, if any. Call it from
+// TestMain after m.Run, once no mount is left running it.
+func RemoveBinary() {
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+}
+
+// MountType returns the file system type /proc/self/mountinfo lists for
+// the topmost mount on dir ("fuse.ovlmount", ...), or "" if dir is not a
+// mountpoint. dir is made absolute and its parent symlink-free first.
+func MountType(dir string) string {
+	dir = canonical(dir)
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	typ := ""
+	s := bufio.NewScanner(f)
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - TYPE SOURCE SUPER
+		fields := strings.Fields(s.Text())
+		if len(fields) < 5 || unescape(fields[4]) != dir {
+			continue
+		}
+		for i := 5; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				typ = fields[i+1]
+				break
+			}
+		}
+	}
+	return typ
+}
+
+// Unmount takes down every mount on dir lazily (MNT_DETACH), as a test's
+// cleanup should even when the file system no longer answers, and waits
+// until mountinfo no longer lists dir. It is a no-op when nothing is
+// mounted there.
+func Unmount(t testing.TB, dir string) {
+	t.Helper()
+	for i := 0; i < 10 && MountType(dir) != ""; i++ {
+		if err := unix.Unmount(canonical(dir), unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+			t.Errorf("unmount %s: %v", dir, err)
+			return
+		}
+	}
+	WaitUnmounted(t, dir)
+}
+
+// WaitUnmounted waits up to 10 seconds until /proc/self/mountinfo no
+// longer lists dir, and fails the test if it still does.
+func WaitUnmounted(t testing.TB, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for MountType(dir) != "" {
+		if time.Now().After(deadline) {
+			t.Errorf("%s is still mounted after 10s", dir)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// canonical makes dir absolute and resolves symlinks in its parent only:
+// dir itself may be a FUSE mount that no longer answers, and must not be
+// looked at.
+func canonical(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if dir == "/" {
+		return dir
+	}
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(dir)); err == nil {
+		dir = filepath.Join(parent, filepath.Base(dir))
+	}
+	return dir
+}
+
+// unescape undoes mountinfo's octal escapes of space, tab, newline and
+// backslash.
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1:i+4]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '7' {
+			return false
+		}
+	}
+	return true
+}
