@@ -51,7 +51,7 @@ const (
 	OpaqueXWhiteouts        // xattr trusted.overlay.opaque=x: not opaque, but may hold XWhiteout nodes
 )
 
-// Xattr names and values of the on-disk markers.
+// Names of the on-disk markers.
 const (
 	xattrOpaque      = "trusted.overlay.opaque"
 	xattrUserOpaque  = "user.overlay.opaque"
