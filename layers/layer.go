@@ -1,6 +1,6 @@
 // Package layers owns host access to one layer directory of an overlay.
 //
-// A Layer is a directory opened once as an O_PATH fd. Every access below it
+// A Layer is a directory opened once as an fd. Every access below it
 // is relative to that fd through openat2 with RESOLVE_BENEATH,
 // RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS, and the last component is
 // never followed: a symlink stored in a layer is data, never a way out of
@@ -40,7 +40,13 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESO
 // through symlinks (containers-storage passes links under its l/ directory);
 // nothing below it will.
 func Open(path string, index int, upper bool) (*Layer, error) {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// A readable fd, not O_PATH: open_by_handle_at and the filesystem
+	// uuid ioctl refuse O_PATH fds. A root the caller may only search
+	// falls back to O_PATH.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err == unix.EACCES {
+		fd, err = unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		if err == unix.ENOTDIR {
 			return nil, fmt.Errorf("%s: not a directory", path)
@@ -62,7 +68,7 @@ func Open(path string, index int, upper bool) (*Layer, error) {
 // Close releases the root fd.
 func (l *Layer) Close() error { return unix.Close(l.root) }
 
-// Root returns the layer's O_PATH root fd. It stays owned by the Layer.
+// Root returns the layer's root directory fd. It stays owned by the Layer.
 func (l *Layer) Root() int { return l.root }
 
 // ValidName reports whether name is a single path component the overlay

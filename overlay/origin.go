@@ -39,6 +39,36 @@ func fsUUID(fd int) ([16]byte, error) {
 	return arg.uuid, nil
 }
 
+// originLayers returns the lower layers a handle with this uuid may come
+// from. The kernel writes a null uuid when every layer shares one
+// filesystem (its uuid=null and, on one filesystem, uuid=auto): the handle
+// then belongs to the lower layers on the upper layer's filesystem, or to
+// the lowers when they share one.
+func (fs *FS) originLayers(uuid [16]byte) []*layers.Layer {
+	if uuid != ([16]byte{}) {
+		return fs.uuids[uuid]
+	}
+	var same, all []*layers.Layer
+	devs := map[uint64]bool{}
+	for _, l := range fs.stack {
+		if l.Upper {
+			continue
+		}
+		all = append(all, l)
+		devs[l.Dev] = true
+		if l.Dev == fs.upper.Dev {
+			same = append(same, l)
+		}
+	}
+	if len(same) > 0 {
+		return same
+	}
+	if len(devs) == 1 {
+		return all
+	}
+	return nil
+}
+
 // origin decodes the copy-up origin recorded on upper object rel and
 // returns the lower object's identity and link count.
 func (fs *FS) origin(rel string) (inodes.Key, uint64, bool) {
@@ -56,7 +86,7 @@ func (fs *FS) origin(rel string) (inodes.Key, uint64, bool) {
 	var uuid [16]byte
 	copy(uuid[:], v[5:21])
 	fid := v[fbHeader:]
-	for _, l := range fs.uuids[uuid] {
+	for _, l := range fs.originLayers(uuid) {
 		fd, err := unix.OpenByHandleAt(l.Root(), unix.NewFileHandle(int32(typ), fid), unix.O_PATH)
 		if err == nil {
 			var st unix.Stat_t
