@@ -1,0 +1,371 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestParseArgsPositionals(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		mountpoint string
+		source     string
+		lower      []string
+		foreground bool
+		debug      bool
+	}{
+		{"mountpoint only", []string{"-o", "lowerdir=/l", "/m"}, "/m", "", []string{"/l"}, false, false},
+		{"mount helper form", []string{"src", "/m", "-o", "lowerdir=/l"}, "/m", "src", []string{"/l"}, false, false},
+		{"last positional wins", []string{"a", "b", "c", "/m", "-olowerdir=/l"}, "/m", "c", []string{"/l"}, false, false},
+		{"options between positionals", []string{"src", "-o", "lowerdir=/l", "/m", "-f"}, "/m", "src", []string{"/l"}, true, false},
+		{"-oOPTS glued", []string{"-olowerdir=/l1:/l2", "/m"}, "/m", "", []string{"/l1", "/l2"}, false, false},
+		{"-o given twice, last value wins", []string{"-o", "lowerdir=/a", "/m", "-o", "lowerdir=/b"}, "/m", "", []string{"/b"}, false, false},
+		{"-d is debug in the foreground", []string{"-d", "-o", "lowerdir=/l", "/m"}, "/m", "", []string{"/l"}, true, true},
+		{"-o debug is debug in the foreground", []string{"-o", "lowerdir=/l,debug", "/m"}, "/m", "", []string{"/l"}, true, true},
+		{"a lone dash is a positional", []string{"-o", "lowerdir=/l", "-", "/m"}, "/m", "-", []string{"/l"}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseArgs(tc.args)
+			if err != nil {
+				t.Fatalf("parseArgs(%q): %v", tc.args, err)
+			}
+			if c.mountpoint != tc.mountpoint || c.source != tc.source {
+				t.Errorf("mountpoint, source = %q, %q; want %q, %q", c.mountpoint, c.source, tc.mountpoint, tc.source)
+			}
+			if !reflect.DeepEqual(c.lower, tc.lower) {
+				t.Errorf("lower = %q, want %q", c.lower, tc.lower)
+			}
+			if c.foreground != tc.foreground || c.debug != tc.debug {
+				t.Errorf("foreground, debug = %v, %v; want %v, %v", c.foreground, c.debug, tc.foreground, tc.debug)
+			}
+		})
+	}
+}
+
+func TestParseArgsFlags(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"--help", "-o", "xino=maybe"}} {
+		c, err := parseArgs(args)
+		if err != nil || !c.help {
+			t.Errorf("parseArgs(%q) = help %v, %v; want help", args, c != nil && c.help, err)
+		}
+	}
+	for _, args := range [][]string{{"-V"}, {"--version"}} {
+		c, err := parseArgs(args)
+		if err != nil || !c.version {
+			t.Errorf("parseArgs(%q) = version %v, %v; want version", args, c != nil && c.version, err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-o", "lowerdir=/l"}, "mountpoint"},
+		{[]string{"/m", "-o"}, "-o"},
+		{[]string{"-x", "/m"}, `"-x"`},
+		{[]string{"--foo", "/m"}, `"--foo"`},
+	} {
+		_, err := parseArgs(tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseArgs(%q) error = %v, want one naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestSplitOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"a", []string{"a"}},
+		{"a,b,c", []string{"a", "b", "c"}},
+		{",a,,b,", []string{"a", "b"}},
+		{`lowerdir=/a\,b,ro`, []string{"lowerdir=/a,b", "ro"}},
+		{`lowerdir=/a\:b:/c`, []string{`lowerdir=/a\:b:/c`}},
+		{`context="system_u:object_r:container_file_t:s0:c1,c2",ro`, []string{`context="system_u:object_r:container_file_t:s0:c1,c2"`, "ro"}},
+		{`lowerdir=/l,context="a,b",upperdir=/u`, []string{"lowerdir=/l", `context="a,b"`, "upperdir=/u"}},
+		{`a\\,b`, []string{`a\\`, "b"}},
+		{`trailing\`, []string{`trailing\`}},
+	} {
+		if got := splitOptions(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("splitOptions(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSplitLower(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"/a", []string{"/a"}},
+		{"/a:/b:/c", []string{"/a", "/b", "/c"}},
+		{`/a\:b:/c`, []string{"/a:b", "/c"}},
+		{`/a\\b`, []string{`/a\b`}},
+		{"/a::/b", []string{"/a", "", "/b"}},
+		{"", []string{""}},
+	} {
+		if got := splitLower(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("splitLower(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// Through the whole command line: "\:" survives splitOptions.
+	c, err := parseArgs([]string{`-olowerdir=/x\:y:/z\,w`, "/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/x:y", "/z,w"}; !reflect.DeepEqual(c.lower, want) {
+		t.Errorf("lower = %q, want %q", c.lower, want)
+	}
+}
+
+// sampleValue is a valid value for each option of the table that takes
+// a free-form one.
+var sampleValue = map[string]string{
+	"lowerdir":      "/l",
+	"upperdir":      "/u",
+	"workdir":       "/w",
+	"timeout":       "2.5",
+	"max_write":     "131072",
+	"context":       `"system_u:object_r:container_file_t:s0"`,
+	"uidmapping":    "0:1000:1",
+	"gidmapping":    "0:1000:1",
+	"squash_to_uid": "0",
+	"squash_to_gid": "0",
+	"plugins":       "/p.so",
+}
+
+func TestEveryOption(t *testing.T) {
+	for _, o := range options {
+		values := o.values
+		if values == nil {
+			v, ok := sampleValue[o.name]
+			if !ok {
+				t.Errorf("option %s takes a value but the test has no sample of one", o.name)
+				continue
+			}
+			values = []string{v}
+		}
+		for _, v := range values {
+			arg := o.name
+			if v != "" {
+				arg += "=" + v
+			}
+			c, err := parseArgs([]string{"-o", "lowerdir=/l," + arg, "/m"})
+			switch o.status {
+			case done, ignored:
+				if err != nil {
+					t.Errorf("-o %s: %v", arg, err)
+					continue
+				}
+				warned := false
+				for _, w := range c.warnings {
+					warned = warned || strings.Contains(w, o.name)
+				}
+				if o.status == ignored && !warned {
+					t.Errorf("-o %s: ignored option gives no warning naming it (warnings %q)", arg, c.warnings)
+				}
+			case later:
+				if err == nil || !strings.Contains(err.Error(), o.name) {
+					t.Errorf("-o %s: error %v, want a refusal naming %s", arg, err, o.name)
+				}
+			}
+		}
+	}
+}
+
+func TestOptionEffects(t *testing.T) {
+	c, err := parseArgs([]string{"-o", "lowerdir=/l,timeout=2.5,xino=off,static_nlink,ro,allow_root,max_write=4096,nosuid,noexec", "/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.timeout.Seconds() != 2.5 || !c.xinoOff || !c.staticNlink || !c.readOnly || !c.allowOther || c.maxWrite != 4096 {
+		t.Errorf("config = %+v", c)
+	}
+	if want := []string{"nosuid", "noexec"}; !reflect.DeepEqual(c.mountFlags, want) {
+		t.Errorf("mount flags = %q, want %q", c.mountFlags, want)
+	}
+	// Overlay options never reach the kernel as mount flags.
+	c, err = parseArgs([]string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,xino=on,timeout=1,debug,default_permissions", "/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.mountFlags) != 0 {
+		t.Errorf("mount flags = %q, want none", c.mountFlags)
+	}
+	c, err = parseArgs([]string{"-o", "lowerdir=/l,ro,rw", "/m"})
+	if err != nil || c.readOnly {
+		t.Errorf("ro,rw: readOnly %v, %v; want the last one to win", c != nil && c.readOnly, err)
+	}
+}
+
+func TestInvalidValues(t *testing.T) {
+	for _, tc := range []struct{ opt, name string }{
+		{"xino=maybe", "xino"},
+		{"xino", "xino"},
+		{"timeout=abc", "timeout"},
+		{"timeout=-1", "timeout"},
+		{"timeout", "timeout"},
+		{"fsync=2", "fsync"},
+		{"ro=1", "ro"},
+		{"static_nlink=yes", "static_nlink"},
+		{"max_write=0", "max_write"},
+		{"max_write=big", "max_write"},
+		{"lowerdir", "lowerdir"},
+		{"threaded=yes", "threaded"},
+		{"xattr_permissions=2", "xattr_permissions"},
+		{"redirect_dir=on", "redirect_dir"},
+	} {
+		_, err := parseArgs([]string{"-o", "lowerdir=/l," + tc.opt, "/m"})
+		if err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("-o %s: error %v, want one naming %s", tc.opt, err, tc.name)
+		}
+	}
+}
+
+func TestUnknownOptionWarns(t *testing.T) {
+	c, err := parseArgs([]string{"-o", "lowerdir=/l,frobnicate,size=10", "/m"})
+	if err != nil {
+		t.Fatalf("unknown options: %v, want only warnings", err)
+	}
+	for _, name := range []string{"frobnicate", "size=10"} {
+		found := false
+		for _, w := range c.warnings {
+			found = found || strings.Contains(w, name)
+		}
+		if !found {
+			t.Errorf("no warning names %q: %q", name, c.warnings)
+		}
+	}
+}
+
+// layout makes lower, upper, work and mnt directories in a fresh
+// temporary directory and returns its path.
+func layout(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, n := range []string{"l1", "l2", "upper", "work", "mnt", "upper/sub"} {
+		if err := os.Mkdir(filepath.Join(d, n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// badInput lists command lines validate or parseArgs must refuse, with
+// a word the one-line error must hold. %D stands for a directory made by
+// layout. mount_test.go runs them against the binary too.
+var badInput = []struct {
+	name string
+	opts string
+	mnt  string
+	want string
+}{
+	{"missing lowerdir", "upperdir=%D/upper,workdir=%D/work", "%D/mnt", "lowerdir"},
+	{"empty lowerdir", "lowerdir=", "%D/mnt", "lowerdir"},
+	{"nonexistent lowerdir", "lowerdir=%D/l1:%D/nope", "%D/mnt", "%D/nope"},
+	{"lowerdir is a file", "lowerdir=%D/file", "%D/mnt", "%D/file"},
+	{"upperdir without workdir", "lowerdir=%D/l1,upperdir=%D/upper", "%D/mnt", "workdir"},
+	{"workdir without upperdir", "lowerdir=%D/l1,workdir=%D/work", "%D/mnt", "upperdir"},
+	{"nonexistent upperdir", "lowerdir=%D/l1,upperdir=%D/nope,workdir=%D/work", "%D/mnt", "%D/nope"},
+	{"nonexistent workdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/nope", "%D/mnt", "%D/nope"},
+	{"workdir inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/upper/sub", "%D/mnt", "workdir"},
+	{"upperdir inside workdir", "lowerdir=%D/l1,upperdir=%D/upper/sub,workdir=%D/upper", "%D/mnt", "workdir"},
+	{"workdir is upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/upper", "%D/mnt", "workdir"},
+	{"data-only layers", "lowerdir=%D/l1::%D/l2", "%D/mnt", "lowerdir"},
+	{"nonexistent mountpoint", "lowerdir=%D/l1", "%D/nope", "%D/nope"},
+	{"mountpoint is a file", "lowerdir=%D/l1", "%D/file", "%D/file"},
+	{"invalid xino value", "lowerdir=%D/l1,xino=maybe", "%D/mnt", "xino"},
+	{"invalid timeout value", "lowerdir=%D/l1,timeout=abc", "%D/mnt", "timeout"},
+	{"invalid fsync value", "lowerdir=%D/l1,fsync=2", "%D/mnt", "fsync"},
+	{"value for a flag", "lowerdir=%D/l1,ro=1", "%D/mnt", "ro"},
+	{"option not implemented yet", "lowerdir=%D/l1,uidmapping=0:1000:1", "%D/mnt", "uidmapping"},
+}
+
+func fill(s, d string) string { return strings.ReplaceAll(s, "%D", d) }
+
+func TestValidate(t *testing.T) {
+	for _, tc := range badInput {
+		t.Run(tc.name, func(t *testing.T) {
+			d := layout(t)
+			c, err := parseArgs([]string{"-o", fill(tc.opts, d), fill(tc.mnt, d)})
+			if err == nil {
+				err = c.validate()
+			}
+			if want := fill(tc.want, d); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v, want one naming %s", err, want)
+			}
+		})
+	}
+}
+
+func TestValidateGood(t *testing.T) {
+	d := layout(t)
+	if err := os.Symlink(filepath.Join(d, "l2"), filepath.Join(d, "link")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(d)
+	c, err := parseArgs([]string{"-o", "lowerdir=l1:link,upperdir=upper,workdir=work", "mnt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	real, _ := filepath.EvalSymlinks(d)
+	want := []string{real + "/l1", real + "/l2"}
+	if !reflect.DeepEqual(c.lower, want) || c.upper != real+"/upper" || c.work != real+"/work" || c.mountpoint != real+"/mnt" {
+		t.Errorf("paths not made absolute and symlink-free: lower %q upper %q work %q mnt %q", c.lower, c.upper, c.work, c.mountpoint)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(d, "work")); len(entries) != 0 {
+		t.Errorf("validate created %v in workdir", entries)
+	}
+	// A lower layer only: no upper needed.
+	c, err = parseArgs([]string{"-o", "lowerdir=l1", "mnt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	// drop_privileges: mount.fuse3 passes an open FUSE fd as /dev/fd/N.
+	c, err = parseArgs([]string{"-o", "lowerdir=l1", "/dev/fd/3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validate(); err != nil || c.mountpoint != "/dev/fd/3" {
+		t.Errorf("/dev/fd/3: mountpoint %q, %v", c.mountpoint, err)
+	}
+}
+
+func TestValidateWorkdirOtherFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	d := layout(t)
+	tmpfs := filepath.Join(d, "tmpfs")
+	if err := os.Mkdir(tmpfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", tmpfs, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(tmpfs, unix.MNT_DETACH) })
+	c, err := parseArgs([]string{"-o", "lowerdir=" + d + "/l1,upperdir=" + d + "/upper,workdir=" + tmpfs, d + "/mnt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.validate()
+	if err == nil || !strings.Contains(err.Error(), "workdir") || !strings.Contains(err.Error(), "filesystem") {
+		t.Errorf("error %v, want one saying workdir is on another filesystem", err)
+	}
+}
