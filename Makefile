@@ -21,6 +21,11 @@ build: $(BIN)
 $(BIN): $(GOFILES)
 	$(GO) build -o $@ ./cmd/ovlmount
 
+# The binary the mount tests run: race-instrumented, so -race covers the
+# daemon too.
+$(BIN)-race: $(GOFILES)
+	$(GO) build -race -o $@ ./cmd/ovlmount
+
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ovlmount
 
@@ -45,8 +50,8 @@ lint: $(STATICCHECK)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-test: deps install lint
-	OVLMOUNT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 ./...
+test: deps install lint $(BIN)-race
+	OVLMOUNT_BIN=$(CURDIR)/$(BIN)-race $(GO) test -race -count=1 ./...
 
 clean:
 	rm -rf bin
