@@ -21,8 +21,11 @@ type Impl interface {
 	Mount(l Layers, dir string) (*Mount, error)
 }
 
-// Kernel is the kernel's overlayfs, mounted with mount(8).
-type Kernel struct{}
+// Kernel is the kernel's overlayfs, mounted with mount(8). Options, if
+// set, are appended to the layer options (for example "xino=on").
+type Kernel struct {
+	Options string
+}
 
 // FUSE is a FUSE overlay program with fuse-overlayfs's command line:
 // PROG -o lowerdir=L1:L2,upperdir=U,workdir=W MOUNTPOINT. The program must
@@ -51,6 +54,9 @@ func (k Kernel) Mount(l Layers, dir string) (*Mount, error) {
 	opts, err := l.options()
 	if err != nil {
 		return nil, err
+	}
+	if k.Options != "" {
+		opts += "," + k.Options
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
 	defer cancel()
