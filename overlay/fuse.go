@@ -5,6 +5,9 @@ package overlay
 
 import (
 	"context"
+	"io"
+	"log"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,17 +17,96 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Server returns the FUSE server for fs.
-func (fs *FS) Server() fuse.Server {
-	return fuseutil.NewFileSystemServer(&fuseFS{fs: fs})
+// Server returns the FUSE server for fs, serving with workers goroutines
+// (at least one). Errors the library cannot hand to the kernel go to
+// errLog.
+//
+// fuseutil's server reads requests on one goroutine and starts a goroutine
+// for each: every request then pays a handoff between threads, which
+// measured as most of the time of small operations. Here each worker reads
+// a request from /dev/fuse, serves it and replies, as libfuse's
+// multithreaded loop does; the kernel wakes one reader per request.
+func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
+	return &server{f: &fuseFS{fs: fs}, workers: max(workers, 1), errLog: errLog}
 }
 
-// fuseFS adapts FS to fuseutil.FileSystem. Operations it does not
-// implement get ENOSYS from the embedded type; on a read-only mount the
-// kernel refuses writes with EROFS before they reach it.
+type server struct {
+	f       *fuseFS
+	workers int
+	errLog  *log.Logger
+}
+
+// ServeOps serves c until the kernel ends the connection (unmount).
+func (s *server) ServeOps(c *fuse.Connection) {
+	var wg sync.WaitGroup
+	for range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serve(c)
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *server) serve(c *fuse.Connection) {
+	for {
+		ctx, op, err := c.ReadOp()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			// The connection is unusable (a request the library could
+			// not decode has already been answered by it).
+			s.errLog.Printf("reading a request: %v", err)
+			return
+		}
+		c.Reply(ctx, s.f.dispatch(ctx, op))
+	}
+}
+
+// fuseFS adapts FS to FUSE operations. On a read-only mount the kernel
+// refuses writes with EROFS before they reach it; any other operation it
+// does not serve gets ENOSYS.
 type fuseFS struct {
-	fuseutil.NotImplementedFileSystem
 	fs *FS
+}
+
+// dispatch serves one operation and returns the error for the reply.
+func (f *fuseFS) dispatch(ctx context.Context, op any) error {
+	switch o := op.(type) {
+	case *fuseops.StatFSOp:
+		return f.StatFS(ctx, o)
+	case *fuseops.LookUpInodeOp:
+		return f.LookUpInode(ctx, o)
+	case *fuseops.GetInodeAttributesOp:
+		return f.GetInodeAttributes(ctx, o)
+	case *fuseops.ForgetInodeOp:
+		return f.ForgetInode(ctx, o)
+	case *fuseops.BatchForgetOp:
+		return f.BatchForget(ctx, o)
+	case *fuseops.OpenDirOp:
+		return f.OpenDir(ctx, o)
+	case *fuseops.ReadDirOp:
+		return f.ReadDir(ctx, o)
+	case *fuseops.ReadDirPlusOp:
+		return f.ReadDirPlus(ctx, o)
+	case *fuseops.ReleaseDirHandleOp:
+		return f.ReleaseDirHandle(ctx, o)
+	case *fuseops.OpenFileOp:
+		return f.OpenFile(ctx, o)
+	case *fuseops.ReadFileOp:
+		return f.ReadFile(ctx, o)
+	case *fuseops.ReleaseFileHandleOp:
+		return f.ReleaseFileHandle(ctx, o)
+	case *fuseops.ReadSymlinkOp:
+		return f.ReadSymlink(ctx, o)
+	case *fuseops.GetXattrOp:
+		return f.GetXattr(ctx, o)
+	case *fuseops.ListXattrOp:
+		return f.ListXattr(ctx, o)
+	}
+	return syscall.ENOSYS
 }
 
 func (f *fuseFS) expiry() time.Time { return time.Now().Add(f.fs.Timeout()) }

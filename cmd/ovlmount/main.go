@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -23,6 +24,10 @@ import (
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
 )
+
+// workers is how many requests are served at once: enough that a few
+// slow host calls do not stall the rest (libfuse's default pool is 10).
+const workers = 16
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -103,13 +108,19 @@ func serve(c *config, ready func(error)) int {
 	if c.allowOther || os.Geteuid() == 0 {
 		cfg.Options["allow_other"] = ""
 	}
-	mfs, err := fuse.Mount(c.mountpoint, fs.Server(), cfg)
+	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, cfg.ErrorLogger), cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)
 		return fail("%v", err)
 	}
 	ready(nil)
+	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
+		// For profiling: a CPU profile of the daemon until unmount.
+		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
