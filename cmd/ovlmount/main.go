@@ -83,7 +83,6 @@ func serve(c *config, ready func(error)) int {
 		Subtype:               "ovlmount",
 		ReadOnly:              true,
 		Options:               map[string]string{},
-		ErrorLogger:           log.New(os.Stderr, "ovlmount: ", 0),
 		EnableParallelDirOps:  true,
 		EnableReaddirplus:     true,
 		EnableAutoReaddirplus: true,
@@ -94,7 +93,11 @@ func serve(c *config, ready func(error)) int {
 	if cfg.FSName == "" {
 		cfg.FSName = "ovlmount"
 	}
+	errLog := log.New(os.Stderr, "ovlmount: ", 0)
 	if c.debug {
+		// Every operation's error reaches its caller as an errno; the
+		// library's log of them is for debugging.
+		cfg.ErrorLogger = errLog
 		cfg.DebugLogger = log.New(os.Stderr, "fuse: ", log.Lmicroseconds)
 	}
 	atime := false
@@ -108,7 +111,7 @@ func serve(c *config, ready func(error)) int {
 	if c.allowOther || os.Geteuid() == 0 {
 		cfg.Options["allow_other"] = ""
 	}
-	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, cfg.ErrorLogger), cfg)
+	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, errLog), cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)

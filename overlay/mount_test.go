@@ -1,0 +1,165 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse"
+	"github.com/ovlmount/ovlmount/internal/testenv"
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// mountStack mounts the layer directories dirs (top first, read-only) in
+// this process, so the test can look inside the engine while the kernel
+// uses it.
+func mountStack(t *testing.T, dirs ...string) (*FS, string) {
+	t.Helper()
+	testenv.RequireMount(t)
+	var st []*layers.Layer
+	for i, d := range dirs {
+		l, err := layers.Open(d, i, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		st = append(st, l)
+	}
+	fsys, err := New(st, Options{Timeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	logger := log.New(os.Stderr, "ovlmount: ", 0)
+	mfs, err := fuse.Mount(mnt, fsys.Server(4, logger), &fuse.MountConfig{
+		ReadOnly: true, Subtype: "ovlmount", FSName: "ovlmount-test",
+		EnableReaddirplus: true, EnableAutoReaddirplus: true, EnableParallelDirOps: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		testenv.Unmount(t, mnt)
+		mfs.Join(t.Context())
+	})
+	return fsys, mnt
+}
+
+// dropCaches makes the kernel forget every unused inode of every mount.
+func dropCaches(t *testing.T) {
+	t.Helper()
+	unix.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitNodes waits until the engine holds want nodes.
+func waitNodes(t *testing.T, fsys *FS, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for fsys.NodeCount() != want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := fsys.NodeCount(); got != want {
+		t.Fatalf("engine holds %d nodes, want %d", got, want)
+	}
+}
+
+func TestLookupCountsReachZero(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	for i := 0; i < 40; i++ {
+		for _, base := range []string{top, bottom} {
+			d := filepath.Join(base, fmt.Sprintf("d%02d", i))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for j := 0; j < 50; j++ {
+				name := filepath.Join(d, fmt.Sprintf("%s-%d", filepath.Base(base), j))
+				if err := os.WriteFile(name, []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	fsys, mnt := mountStack(t, top, bottom)
+	// Listing with types and stats (readdirplus) and plain stats.
+	seen := 0
+	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if _, err := d.Info(); err != nil {
+			return err
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen != 1+40+40*100 {
+		t.Fatalf("walked %d entries, want %d", seen, 1+40+40*100)
+	}
+	if fsys.NodeCount() < 40*100 {
+		t.Fatalf("engine holds %d nodes after the walk; the kernel looked up more", fsys.NodeCount())
+	}
+	// A file kept open keeps its node through the kernel's forgetting.
+	f, err := os.Open(filepath.Join(mnt, "d07", top[len(filepath.Dir(top))+1:]+"-3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dropCaches(t)
+	// The root, the open file and its directory stay (the dentry pins
+	// the parent).
+	waitNodes(t, fsys, 3)
+	if _, err := f.Stat(); err != nil {
+		t.Fatalf("fstat of an open file after the kernel forgot the rest: %v", err)
+	}
+	f.Close()
+	dropCaches(t)
+	waitNodes(t, fsys, 1)
+}
+
+func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	mk := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(os.MkdirAll(filepath.Join(top, "d"), 0o755))
+	mk(os.WriteFile(filepath.Join(top, "d/mine"), nil, 0o644))
+	mk(os.Symlink("/etc", filepath.Join(bottom, "d")))
+	mk(os.Symlink("..", filepath.Join(bottom, "up")))
+	mk(os.Symlink("loop", filepath.Join(bottom, "loop")))
+	mk(os.Symlink("../../../../../../etc/passwd", filepath.Join(bottom, "passwd")))
+	_, mnt := mountStack(t, top, bottom)
+	// d is a directory on top: the symlink below does not merge in.
+	if _, err := os.Lstat(filepath.Join(mnt, "d/passwd")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("d/passwd: %v, want ENOENT", err)
+	}
+	for name, target := range map[string]string{"up": "..", "loop": "loop", "passwd": "../../../../../../etc/passwd"} {
+		p := filepath.Join(mnt, name)
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			t.Errorf("%s: %v, mode %v; want a symlink", name, err, fi.Mode())
+		}
+		if got, err := os.Readlink(p); err != nil || got != target {
+			t.Errorf("readlink %s = %q, %v", name, got, err)
+		}
+	}
+	// Following a symlink is the caller's resolution, in the caller's
+	// namespace, as on a kernel mount: a loop fails with ELOOP there.
+	if _, err := os.Stat(filepath.Join(mnt, "loop")); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("stat of a symlink loop: %v, want ELOOP", err)
+	}
+}
