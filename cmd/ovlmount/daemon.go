@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -19,7 +21,10 @@ const daemonEnv = "OVLMOUNT_DAEMON_STATUS_FD"
 func isDaemonChild() bool { return os.Getenv(daemonEnv) != "" }
 
 // daemonize starts the daemon and returns the exit status for the parent.
-func daemonize() int {
+// mountpoint is the validated one: when it is /dev/fd/N (mount.fuse3 -o
+// drop_privileges passes the FUSE fd it mounted), the daemon gets fd N at
+// the same number and the status pipe after it.
+func daemonize(mountpoint string) int {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fail("%v", err)
@@ -32,9 +37,15 @@ func daemonize() int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	var files []*os.File
+	if n, err := strconv.Atoi(strings.TrimPrefix(mountpoint, "/dev/fd/")); err == nil && n >= 3 && strings.HasPrefix(mountpoint, "/dev/fd/") {
+		files = make([]*os.File, n-3+1) // nil entries are closed in the child
+		files[n-3] = os.NewFile(uintptr(n), mountpoint)
+	}
+	files = append(files, w)
 	cmd := exec.Command(self, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), daemonEnv+"=3")
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", daemonEnv, 3+len(files)-1))
+	cmd.ExtraFiles = files
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -61,7 +72,11 @@ func childReady(err error) {
 	if !isDaemonChild() {
 		return
 	}
-	f := os.NewFile(3, "status")
+	fd, convErr := strconv.Atoi(os.Getenv(daemonEnv))
+	if convErr != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "status")
 	if err != nil {
 		fmt.Fprintf(f, "%v", err)
 	} else {

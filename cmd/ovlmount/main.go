@@ -59,7 +59,7 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
 		}
 		if !c.foreground {
-			return daemonize()
+			return daemonize(c.mountpoint)
 		}
 	}
 	return serve(c, childReady)
