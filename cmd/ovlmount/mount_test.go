@@ -1,0 +1,637 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	// A daemonized ovlmount outlives the process that started it. As a
+	// child subreaper this test process becomes its parent, so a test can
+	// wait for it and see how it ended.
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	code := m.Run()
+	reapAll()
+	testenv.RemoveBinary()
+	os.Exit(code)
+}
+
+// makeStack makes two lower layers, an upper and a work directory and a
+// mountpoint in a fresh temporary directory, and returns its path.
+//
+//	l1/d/f "from l1", l1/shadow "l1"; l2/g "from l2", l2/shadow "l2"
+func makeStack(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	for _, dir := range []string{"l1/d", "l2", "upper", "work", "mnt"} {
+		if err := os.MkdirAll(filepath.Join(d, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, data := range map[string]string{"l1/d/f": "from l1", "l1/shadow": "l1", "l2/g": "from l2", "l2/shadow": "l2", "file": ""} {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// execute runs name with args, at most 30 seconds.
+func execute(t *testing.T, env []string, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("%s %q: %v", name, args, err)
+	}
+	return r
+}
+
+// ovlmount runs the binary under test.
+func ovlmount(t *testing.T, args ...string) result {
+	t.Helper()
+	return execute(t, nil, testenv.Binary(t), args...)
+}
+
+// cleanupMount makes sure that, at the end of the test, nothing is
+// mounted on mnt and no daemon naming mnt's directory is left.
+func cleanupMount(t *testing.T, mnt string) {
+	t.Helper()
+	t.Cleanup(func() {
+		testenv.Unmount(t, mnt)
+		for _, pid := range processesFor(filepath.Dir(mnt) + "/") {
+			if waitExit(pid, 5*time.Second) == nil {
+				t.Errorf("process %d serving %s still running after the unmount; killed", pid, mnt)
+				unix.Kill(pid, unix.SIGKILL)
+				waitExit(pid, 5*time.Second)
+			}
+		}
+	})
+}
+
+// mountDaemon mounts with the binary in daemon mode and checks the
+// command succeeded, saying nothing but warnings.
+func mountDaemon(t *testing.T, mnt string, args ...string) {
+	t.Helper()
+	cleanupMount(t, mnt)
+	r := ovlmount(t, args...)
+	if r.code != 0 || r.stdout != "" || !onlyWarnings(r.stderr) {
+		t.Fatalf("ovlmount %q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+	}
+}
+
+// onlyWarnings reports whether every line of stderr is a warning.
+func onlyWarnings(stderr string) bool {
+	for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		if l != "" && !strings.HasPrefix(l, "ovlmount: warning: ") {
+			return false
+		}
+	}
+	return true
+}
+
+// checkLive checks that mnt is an ovlmount mount right now and serves d's
+// layers l1 above l2.
+func checkLive(t *testing.T, d, mnt string) {
+	t.Helper()
+	if typ := testenv.MountType(mnt); typ != "fuse.ovlmount" {
+		t.Fatalf("mountinfo lists %s as %q, want fuse.ovlmount", mnt, typ)
+	}
+	for name, want := range map[string]string{"d/f": "from l1", "g": "from l2", "shadow": "l1"} {
+		got, err := os.ReadFile(filepath.Join(mnt, name))
+		if err != nil || string(got) != want {
+			t.Errorf("read %s: %q, %v; want %q", name, got, err, want)
+		}
+	}
+}
+
+// processesFor returns the live processes whose command line holds key,
+// a path unique to the test (mount.fuse3 -o drop_privileges passes
+// /dev/fd/N instead of the mountpoint, but lowerdir still names it).
+func processesFor(key string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if st := procState(pid); st == "Z" || st == "" {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(cmdline), key) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// procState returns the state letter of pid, "" if there is none.
+func procState(pid int) string {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
+		if f := strings.Fields(string(stat[i+1:])); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
+}
+
+// daemonFor returns the one process whose command line names key (a
+// path unique to the test), normally a child of this test process (see
+// TestMain).
+func daemonFor(t *testing.T, key string) int {
+	t.Helper()
+	pids := processesFor(key)
+	if len(pids) != 1 {
+		t.Fatalf("processes naming %s: %v, want exactly one", key, pids)
+	}
+	return pids[0]
+}
+
+// waitExit waits up to timeout for pid, a child of this process, to end
+// and returns how it ended, or nil if it is still running. When pid is
+// not a child, it waits for it to disappear or become a zombie and
+// returns a zero status.
+func waitExit(pid int, timeout time.Duration) *unix.WaitStatus {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if got == pid {
+			return &ws
+		}
+		if err == unix.ECHILD && (procState(pid) == "" || procState(pid) == "Z") {
+			return new(unix.WaitStatus)
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkDaemonEnds checks that the daemon pid ends with status 0, leaves
+// no process naming key behind, and that mnt is unmounted.
+func checkDaemonEnds(t *testing.T, pid int, key, mnt string) {
+	t.Helper()
+	ws := waitExit(pid, 10*time.Second)
+	switch {
+	case ws == nil:
+		t.Errorf("daemon %d still running 10s after the unmount", pid)
+		return
+	case ws.Signaled():
+		t.Errorf("daemon %d killed by %v, want exit 0", pid, ws.Signal())
+	case ws.ExitStatus() != 0:
+		t.Errorf("daemon %d exited %d, want 0", pid, ws.ExitStatus())
+	}
+	if left := processesFor(key); len(left) != 0 {
+		t.Errorf("processes still naming %s: %v", key, left)
+	}
+	if typ := testenv.MountType(mnt); typ != "" {
+		t.Errorf("%s still mounted (%s)", mnt, typ)
+	}
+}
+
+// reapAll collects every child that ended, daemons included, so that no
+// zombie outlives the tests.
+func reapAll() {
+	for {
+		var ws unix.WaitStatus
+		if pid, _ := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 {
+			return
+		}
+	}
+}
+
+func TestDaemonExitsWhenMountIsLive(t *testing.T) {
+	testenv.RequireMount(t)
+	d := makeStack(t)
+	mnt := d + "/mnt"
+	mountDaemon(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
+	checkLive(t, d, mnt)
+
+	// Relative paths and the mount helper argument order.
+	d2 := makeStack(t)
+	t.Chdir(d2)
+	cleanupMount(t, d2+"/mnt")
+	if r := ovlmount(t, "mysource", "mnt", "-o", "lowerdir=l1:l2,upperdir=upper,workdir=work"); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	checkLive(t, d2, d2+"/mnt")
+}
+
+func TestUnmountEndsDaemon(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, tc := range []struct {
+		name string
+		cmd  []string
+	}{
+		{"umount", []string{"umount"}},
+		{"fusermount3", []string{"fusermount3", "-u"}},
+		{"umount lazy", []string{"umount", "-l"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := makeStack(t)
+			mnt := d + "/mnt"
+			mountDaemon(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2,upperdir="+d+"/upper,workdir="+d+"/work", mnt)
+			checkLive(t, d, mnt)
+			pid := daemonFor(t, d+"/")
+			if r := execute(t, nil, tc.cmd[0], append(tc.cmd[1:], mnt)...); r.code != 0 {
+				t.Fatalf("%s: exit %d: %s", tc.cmd, r.code, r.stderr)
+			}
+			checkDaemonEnds(t, pid, d+"/", mnt)
+			// Nothing orphaned in the workdir: only the empty work/.
+			if names := listNames(t, d+"/work"); strings.Join(names, " ") != "work" {
+				t.Errorf("workdir holds %q, want only work", names)
+			}
+			if names := listNames(t, d+"/work/work"); len(names) != 0 {
+				t.Errorf("workdir/work holds %q, want nothing", names)
+			}
+		})
+	}
+}
+
+func listNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// foreground is an ovlmount -f process.
+type foreground struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	done   chan struct{} // closed once the process ended; err is then set
+	err    error
+}
+
+// wait waits up to timeout for the process to end and returns how it
+// ended, or false if it is still running.
+func (p *foreground) wait(timeout time.Duration) (error, bool) {
+	select {
+	case <-p.done:
+		return p.err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+// startForeground starts ovlmount -f and waits until the mount is live.
+func startForeground(t *testing.T, mnt string, args ...string) *foreground {
+	t.Helper()
+	cleanupMount(t, mnt)
+	p := &foreground{done: make(chan struct{})}
+	p.cmd = exec.Command(testenv.Binary(t), append([]string{"-f"}, args...)...)
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if _, ended := p.wait(10 * time.Second); !ended {
+			t.Errorf("ovlmount -f (pid %d) still running at the end of the test; killed", p.cmd.Process.Pid)
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for testenv.MountType(mnt) != "fuse.ovlmount" {
+		if err, ended := p.wait(0); ended {
+			t.Fatalf("ovlmount -f ended before mounting (%v): %s", err, p.stderr.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ovlmount -f: %s not mounted after 10s", mnt)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return p
+}
+
+func TestSignalsUnmount(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			d := makeStack(t)
+			mnt := d + "/mnt"
+			p := startForeground(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
+			checkLive(t, d, mnt)
+			if err := p.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err, ended := p.wait(10 * time.Second)
+			if !ended {
+				t.Fatalf("still running 10s after %v", sig)
+			}
+			if err != nil {
+				t.Errorf("after %v: %v, want exit 0; stderr %q", sig, err, p.stderr.String())
+			}
+			if typ := testenv.MountType(mnt); typ != "" {
+				t.Errorf("%s still mounted (%s) after %v", mnt, typ, sig)
+			}
+		})
+	}
+}
+
+func TestForegroundUnmount(t *testing.T) {
+	testenv.RequireMount(t)
+	d := makeStack(t)
+	mnt := d + "/mnt"
+	p := startForeground(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
+	if r := execute(t, nil, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount: %s", r.stderr)
+	}
+	err, ended := p.wait(10 * time.Second)
+	if !ended {
+		t.Fatal("ovlmount -f still running 10s after umount")
+	}
+	if err != nil {
+		t.Errorf("after umount: %v, want exit 0; stderr %q", err, p.stderr.String())
+	}
+}
+
+// snapshot lists every path under dir with its type, mode and size.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %v %d\n", p, fi.Mode(), fi.Size())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestBadInput(t *testing.T) {
+	testenv.RequireMount(t)
+	cases := badInput
+	cases = append(cases[:len(cases):len(cases)], struct{ name, opts, mnt, want string }{
+		"workdir on another filesystem", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/tmpfs", "%D/mnt", "workdir",
+	})
+	for _, tc := range cases {
+		for _, mode := range []string{"daemon", "foreground"} {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				d := layout(t)
+				if strings.Contains(tc.opts, "%D/tmpfs") {
+					if err := os.Mkdir(d+"/tmpfs", 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := unix.Mount("tmpfs", d+"/tmpfs", "tmpfs", 0, "size=1m"); err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { testenv.Unmount(t, d+"/tmpfs") })
+				}
+				mnt := fill(tc.mnt, d)
+				cleanupMount(t, mnt)
+				cleanupMount(t, d+"/mnt")
+				before := snapshot(t, d)
+				args := []string{"-o", fill(tc.opts, d), mnt}
+				if mode == "foreground" {
+					args = append([]string{"-f"}, args...)
+				}
+				r := ovlmount(t, args...)
+				if r.code == 0 {
+					t.Errorf("exit 0, want failure")
+				}
+				want := fill(tc.want, d)
+				if lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n"); len(lines) != 1 || !strings.HasPrefix(r.stderr, "ovlmount: ") || !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr %q, want one line starting \"ovlmount: \" naming %s", r.stderr, want)
+				}
+				if r.stdout != "" {
+					t.Errorf("stdout %q, want nothing", r.stdout)
+				}
+				for _, m := range []string{mnt, d + "/mnt"} {
+					if typ := testenv.MountType(m); typ != "" {
+						t.Errorf("%s mounted (%s) after a refused command", m, typ)
+					}
+				}
+				if after := snapshot(t, d); after != before {
+					t.Errorf("files changed by a refused command:\nbefore:\n%safter:\n%s", before, after)
+				}
+			})
+		}
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	testenv.RequireMount(t)
+	for name, opts := range map[string]string{"ro": "ro,lowerdir=%D/l1:%D/l2", "lowers only": "lowerdir=%D/l1:%D/l2"} {
+		t.Run(name, func(t *testing.T) {
+			d := makeStack(t)
+			mnt := d + "/mnt"
+			mountDaemon(t, mnt, "-o", fill(opts, d), mnt)
+			checkLive(t, d, mnt)
+			if err := os.WriteFile(mnt+"/new", []byte("x"), 0o644); !errors.Is(err, unix.EROFS) {
+				t.Errorf("create a file: %v, want EROFS", err)
+			}
+			if f, err := os.OpenFile(mnt+"/g", os.O_WRONLY, 0); !errors.Is(err, unix.EROFS) {
+				if f != nil {
+					f.Close()
+				}
+				t.Errorf("open a lower file for writing: %v, want EROFS", err)
+			}
+			if err := os.Mkdir(mnt+"/newdir", 0o755); !errors.Is(err, unix.EROFS) {
+				t.Errorf("mkdir: %v, want EROFS", err)
+			}
+			if err := os.Remove(mnt + "/g"); !errors.Is(err, unix.EROFS) {
+				t.Errorf("unlink: %v, want EROFS", err)
+			}
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	for _, flag := range []string{"--version", "-V"} {
+		r := ovlmount(t, flag)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "ovlmount ") || r.stderr != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", flag, r.code, r.stdout, r.stderr)
+		}
+	}
+	for _, flag := range []string{"--help", "-h"} {
+		r := ovlmount(t, flag)
+		if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "usage: ovlmount") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", flag, r.code, r.stdout, r.stderr)
+			continue
+		}
+		for _, o := range options {
+			if !strings.Contains(r.stdout, "  "+o.name) {
+				t.Errorf("%s does not list option %s", flag, o.name)
+			}
+		}
+	}
+}
+
+// shellPath is the PATH mount.fuse3 finds the program in: util-linux
+// mount(8) removes PATH from the environment of the helpers it runs,
+// and mount.fuse3 runs the program through /bin/sh, which then falls
+// back to its built-in default (dash's, Debian's).
+var shellPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// installed returns where mount.fuse3 will find ovlmount for
+// -t fuse.ovlmount. Without one the test is skipped, and fails in CI:
+// make install puts it in /usr/local/bin.
+func installed(t *testing.T) string {
+	t.Helper()
+	for _, dir := range shellPath {
+		p := filepath.Join(dir, "ovlmount")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			if same, err := sameFile(p, testenv.Binary(t)); err == nil && !same {
+				t.Logf("note: mount(8) runs %s, not the binary under test %s", p, testenv.Binary(t))
+			}
+			return p
+		}
+	}
+	msg := "mount -t fuse.ovlmount needs ovlmount in one of " + strings.Join(shellPath, ":") +
+		" (mount(8) clears PATH for mount.fuse3); run make install"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+func sameFile(a, b string) (bool, error) {
+	x, err := os.ReadFile(a)
+	if err != nil {
+		return false, err
+	}
+	y, err := os.ReadFile(b)
+	return bytes.Equal(x, y), err
+}
+
+// TestMountHelper mounts through mount(8) and mount.fuse3, from the
+// command line and from an fstab line, as type fuse.ovlmount (the
+// installed program) and as type fuse with the "PROGRAM#SOURCE" form
+// (the binary under test, wherever it is).
+func TestMountHelper(t *testing.T) {
+	testenv.RequireMount(t)
+	if _, err := exec.LookPath("mount.fuse3"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no mount.fuse3 (Debian package fuse3)")
+		}
+		t.Skip("no mount.fuse3 (Debian package fuse3)")
+	}
+	for _, tc := range []struct {
+		name  string
+		typ   string
+		fstab bool
+		extra string
+	}{
+		{"type fuse.ovlmount", "fuse.ovlmount", false, ""},
+		{"type fuse.ovlmount from fstab", "fuse.ovlmount", true, ""},
+		{"program#source", "fuse", false, ""},
+		{"program#source from fstab", "fuse", true, ""},
+		{"program#source with options around", "fuse", false, "nodev,noexec,"},
+		{"type fuse.ovlmount drop_privileges", "fuse.ovlmount", false, "drop_privileges,"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			source := "ovlsrc"
+			if tc.typ == "fuse.ovlmount" {
+				installed(t)
+			} else {
+				source = testenv.Binary(t) + "#" + source
+			}
+			d := makeStack(t)
+			mnt := d + "/mnt"
+			opts := tc.extra + "lowerdir=" + d + "/l1:" + d + "/l2"
+			cleanupMount(t, mnt)
+			var r result
+			if tc.fstab {
+				fstab := d + "/fstab"
+				line := fmt.Sprintf("# test\n%s %s %s %s 0 0\n", source, mnt, tc.typ, opts)
+				if err := os.WriteFile(fstab, []byte(line), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				r = execute(t, nil, "mount", "-T", fstab, mnt)
+			} else {
+				r = execute(t, nil, "mount", "-t", tc.typ, source, mnt, "-o", opts)
+			}
+			if r.code != 0 || !onlyWarnings(r.stderr) {
+				t.Fatalf("mount: exit %d, stderr %q", r.code, r.stderr)
+			}
+			checkLive(t, d, mnt)
+			pid := daemonFor(t, d+"/")
+			if !strings.HasPrefix(tc.extra, "drop_privileges") {
+				if info := mountOptions(t, mnt); strings.Contains(tc.extra, "nodev") != strings.Contains(info, "nodev") ||
+					strings.Contains(tc.extra, "noexec") != strings.Contains(info, "noexec") {
+					t.Errorf("mount options %q, want nodev and noexec as in %q", info, tc.extra)
+				}
+			}
+			if r := execute(t, nil, "umount", mnt); r.code != 0 {
+				t.Fatalf("umount: exit %d, stderr %q", r.code, r.stderr)
+			}
+			checkDaemonEnds(t, pid, d+"/", mnt)
+		})
+	}
+}
+
+// mountOptions returns the per-mount options mountinfo lists for mnt.
+func mountOptions(t *testing.T, mnt string) string {
+	t.Helper()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == mnt {
+			return f[5]
+		}
+	}
+	t.Fatalf("%s not in mountinfo", mnt)
+	return ""
+}
