@@ -111,6 +111,11 @@ func serve(c *config, ready func(error)) int {
 	if c.allowOther || os.Geteuid() == 0 {
 		cfg.Options["allow_other"] = ""
 	}
+	if _, nosuid := cfg.Options["nosuid"]; os.Geteuid() == 0 && !nosuid {
+		// As fuse-overlayfs does for root: setuid programs in a
+		// container's layers must keep working.
+		cfg.Options["suid"] = ""
+	}
 	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, errLog), cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)

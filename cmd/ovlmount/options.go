@@ -230,9 +230,25 @@ func (c *config) apply(o string) error {
 	case "default_permissions":
 		// Always on.
 	default:
-		c.mountFlags = append(c.mountFlags, name)
+		// Of two flags that cancel each other the last one wins, as with
+		// mount(8); the FUSE library would pick one at random.
+		flags := c.mountFlags[:0]
+		for _, f := range c.mountFlags {
+			if f != name && f != oppositeFlag[name] {
+				flags = append(flags, f)
+			}
+		}
+		c.mountFlags = append(flags, name)
 	}
 	return nil
+}
+
+// oppositeFlag pairs the mount flags that cancel each other.
+var oppositeFlag = map[string]string{
+	"suid": "nosuid", "nosuid": "suid",
+	"dev": "nodev", "nodev": "dev",
+	"exec": "noexec", "noexec": "exec",
+	"atime": "noatime", "noatime": "atime",
 }
 
 // splitOptions splits an -o argument at commas. A backslash escapes the
