@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -634,4 +635,47 @@ func mountOptions(t *testing.T, mnt string) string {
 	}
 	t.Fatalf("%s not in mountinfo", mnt)
 	return ""
+}
+
+// TestMountFlags checks the mount(2) flags the kernel shows: as root the
+// defaults of fuse-overlayfs (suid, noatime; nodev as for every FUSE
+// mount), and of two flags that cancel each other the last one given.
+func TestMountFlags(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, tc := range []struct {
+		opts     string
+		has, not []string
+	}{
+		{"", []string{"noatime", "nodev", "ro"}, []string{"nosuid", "noexec"}},
+		{"nosuid,noexec", []string{"nosuid", "noexec"}, nil},
+		{"nosuid,suid", nil, []string{"nosuid"}},
+		{"suid,nosuid", []string{"nosuid"}, nil},
+		{"dev", nil, []string{"nodev"}},
+		{"exec,noexec", []string{"noexec"}, nil},
+		{"noexec,exec", nil, []string{"noexec"}},
+		{"atime", nil, []string{"noatime"}},
+		{"atime,noatime", []string{"noatime"}, nil},
+	} {
+		// Commas in a test name would reach the temporary paths.
+		name := strings.ReplaceAll(tc.opts, ",", " then ")
+		if name == "" {
+			name = "defaults"
+		}
+		t.Run(name, func(t *testing.T) {
+			d := makeStack(t)
+			mnt := d + "/mnt"
+			mountDaemon(t, mnt, "-o", tc.opts+",lowerdir="+d+"/l1", mnt)
+			flags := strings.Split(mountOptions(t, mnt), ",")
+			for _, f := range tc.has {
+				if !slices.Contains(flags, f) {
+					t.Errorf("-o %s: mount flags %q lack %s", tc.opts, flags, f)
+				}
+			}
+			for _, f := range tc.not {
+				if slices.Contains(flags, f) {
+					t.Errorf("-o %s: mount flags %q have %s", tc.opts, flags, f)
+				}
+			}
+		})
+	}
 }

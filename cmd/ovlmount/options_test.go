@@ -199,6 +199,14 @@ func TestOptionEffects(t *testing.T) {
 	if len(c.mountFlags) != 0 {
 		t.Errorf("mount flags = %q, want none", c.mountFlags)
 	}
+	// Of two flags that cancel each other, the last one given wins.
+	c, err = parseArgs([]string{"-o", "lowerdir=/l,nosuid,dev,suid,noexec,nodev,atime,exec,noatime,nosuid", "/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"nodev", "exec", "noatime", "nosuid"}; !reflect.DeepEqual(c.mountFlags, want) {
+		t.Errorf("mount flags = %q, want %q", c.mountFlags, want)
+	}
 	c, err = parseArgs([]string{"-o", "lowerdir=/l,ro,rw", "/m"})
 	if err != nil || c.readOnly {
 		t.Errorf("ro,rw: readOnly %v, %v; want the last one to win", c != nil && c.readOnly, err)
