@@ -39,14 +39,16 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESO
 // Open opens the directory at path as a layer. The path itself may go
 // through symlinks (containers-storage passes links under its l/ directory);
 // nothing below it will.
+//
+// A lower layer is reached, like in the kernel's overlay, through a private
+// clone of its mount made read-only and noatime: the kernel itself then
+// refuses any write to it and updates no atime, readlink's included (which
+// O_NOATIME cannot prevent). Cloning needs CAP_SYS_ADMIN over the mount
+// namespace; without it the layer is opened directly, and lower files are
+// still opened with O_NOATIME. A clone does not include mounts below the
+// layer's root, as in the kernel.
 func Open(path string, index int, upper bool) (*Layer, error) {
-	// A readable fd, not O_PATH: open_by_handle_at and the filesystem
-	// uuid ioctl refuse O_PATH fds. A root the caller may only search
-	// falls back to O_PATH.
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err == unix.EACCES {
-		fd, err = unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	}
+	fd, err := openRoot(path, upper)
 	if err != nil {
 		if err == unix.ENOTDIR {
 			return nil, fmt.Errorf("%s: not a directory", path)
@@ -63,6 +65,46 @@ func Open(path string, index int, upper bool) (*Layer, error) {
 		l.noatime = unix.O_NOATIME
 	}
 	return l, nil
+}
+
+// openRoot returns the layer's root directory fd: readable, not O_PATH,
+// because open_by_handle_at and the filesystem uuid ioctl refuse O_PATH
+// fds; O_PATH only for a root the caller may search but not read.
+func openRoot(path string, upper bool) (int, error) {
+	dir, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if !upper {
+		if tree, err := readOnlyClone(dir); err == nil {
+			unix.Close(dir)
+			dir = tree
+		}
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err == unix.EACCES {
+		fd, err = unix.Openat(dir, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	}
+	return fd, err
+}
+
+// readOnlyClone returns an O_PATH fd of a detached, read-only, noatime
+// clone of the mount holding directory dir, rooted at dir.
+func readOnlyClone(dir int) (int, error) {
+	tree, err := unix.OpenTree(dir, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return -1, err
+	}
+	attr := unix.MountAttr{
+		Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOATIME,
+		Attr_clr: unix.MOUNT_ATTR__ATIME,
+	}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(tree)
+		return -1, err
+	}
+	return tree, nil
 }
 
 // Close releases the root fd.

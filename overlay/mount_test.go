@@ -19,6 +19,13 @@ import (
 // mountStack mounts the layer directories dirs (top first, read-only) in
 // this process, so the test can look inside the engine while the kernel
 // uses it.
+//
+// Files on such a mount must be opened with unix.Open, never os.Open (a
+// directory may: FUSE directories do not poll): os
+// registers a file with epoll through a raw syscall that keeps its P, and
+// on a FUSE file epoll_ctl waits for a FUSE_POLL answer from this very
+// process; a garbage collection starting then waits for that P forever,
+// and no worker is left to answer.
 func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 	t.Helper()
 	testenv.RequireMount(t)
@@ -60,11 +67,14 @@ func dropCaches(t *testing.T) {
 	}
 }
 
-// waitNodes waits until the engine holds want nodes.
-func waitNodes(t *testing.T, fsys *FS, want int) {
+// forgetDown makes the kernel forget unused inodes until the engine holds
+// want nodes. Dropping caches is repeated: an inode stays pinned until
+// the answer to its asynchronous RELEASE arrives.
+func forgetDown(t *testing.T, fsys *FS, want int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for fsys.NodeCount() != want && time.Now().Before(deadline) {
+		dropCaches(t)
 		time.Sleep(20 * time.Millisecond)
 	}
 	if got := fsys.NodeCount(); got != want {
@@ -111,21 +121,19 @@ func TestLookupCountsReachZero(t *testing.T) {
 		t.Fatalf("engine holds %d nodes after the walk; the kernel looked up more", fsys.NodeCount())
 	}
 	// A file kept open keeps its node through the kernel's forgetting.
-	f, err := os.Open(filepath.Join(mnt, "d07", top[len(filepath.Dir(top))+1:]+"-3"))
+	fd, err := unix.Open(filepath.Join(mnt, "d07", filepath.Base(top)+"-3"), unix.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dropCaches(t)
 	// The root, the open file and its directory stay (the dentry pins
 	// the parent).
-	waitNodes(t, fsys, 3)
-	if _, err := f.Stat(); err != nil {
+	forgetDown(t, fsys, 3)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		t.Fatalf("fstat of an open file after the kernel forgot the rest: %v", err)
 	}
-	f.Close()
-	dropCaches(t)
-	waitNodes(t, fsys, 1)
+	unix.Close(fd)
+	forgetDown(t, fsys, 1)
 }
 
 func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
@@ -161,5 +169,51 @@ func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 	// namespace, as on a kernel mount: a loop fails with ELOOP there.
 	if _, err := os.Stat(filepath.Join(mnt, "loop")); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("stat of a symlink loop: %v, want ELOOP", err)
+	}
+}
+
+func TestLowerAtimesUntouched(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	mk := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(os.MkdirAll(filepath.Join(bottom, "dir/sub"), 0o755))
+	mk(os.WriteFile(filepath.Join(bottom, "dir/file"), []byte("content"), 0o644))
+	mk(os.Symlink("file", filepath.Join(bottom, "dir/link")))
+	mk(os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
+	// Atimes far in the past: relatime would update every one of them on
+	// an access that does not avoid it.
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	paths := []string{"dir/file", "dir/link", "dir/sub", "dir", "."}
+	for _, p := range paths {
+		ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), {Nsec: unix.UTIME_OMIT}}
+		mk(unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	_, mnt := mountStack(t, top, bottom)
+	fd, err := unix.Open(filepath.Join(mnt, "dir/file"), unix.O_RDONLY, 0)
+	mk(err)
+	buf := make([]byte, 64)
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil || string(buf[:n]) != "content" {
+		t.Fatalf("read: %q, %v", buf[:n], err)
+	}
+	if got, err := os.Readlink(filepath.Join(mnt, "dir/link")); err != nil || got != "file" {
+		t.Fatalf("readlink: %q, %v", got, err)
+	}
+	for _, d := range []string{"", "dir", "dir/sub"} {
+		if _, err := os.ReadDir(filepath.Join(mnt, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range paths {
+		var st unix.Stat_t
+		mk(unix.Lstat(filepath.Join(bottom, p), &st))
+		if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
+			t.Errorf("lower %s: atime %v, want it untouched (%v)", p, got.UTC(), old)
+		}
 	}
 }
