@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -215,5 +216,89 @@ func TestLowerAtimesUntouched(t *testing.T) {
 		if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
 			t.Errorf("lower %s: atime %v, want it untouched (%v)", p, got.UTC(), old)
 		}
+	}
+}
+
+// direntNames parses getdents64 records into names and their d_off.
+func direntNames(buf []byte) (names []string, offs []int64) {
+	for len(buf) >= 19 {
+		off := int64(binary.NativeEndian.Uint64(buf[8:16]))
+		reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
+		name := buf[19:reclen]
+		for i, c := range name {
+			if c == 0 {
+				name = name[:i]
+				break
+			}
+		}
+		names, offs = append(names, string(name)), append(offs, off)
+		buf = buf[reclen:]
+	}
+	return names, offs
+}
+
+func TestSeekdirThroughTheMount(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	for i := 0; i < 300; i++ {
+		dir := top
+		if i%2 == 1 {
+			dir = bottom
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("entry-%03d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, mnt := mountStack(t, top, bottom)
+	fd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var all []string
+	var offs []int64
+	buf := make([]byte, 1024) // small: many reads, each resuming at an offset
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		names, o := direntNames(buf[:n])
+		all, offs = append(all, names...), append(offs, o...)
+	}
+	if len(all) != 302 {
+		t.Fatalf("listed %d names, want 300 and . ..", len(all))
+	}
+	// seekdir to every tenth telldir position gives the listing from there.
+	for i := 0; i < len(offs)-1; i += 10 {
+		if _, err := unix.Seek(fd, offs[i], 0); err != nil {
+			t.Fatal(err)
+		}
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, _ := direntNames(buf[:n])
+		if len(names) == 0 || names[0] != all[i+1] {
+			t.Fatalf("after seekdir to the offset of %q: %v, want %q first", all[i], names, all[i+1])
+		}
+	}
+}
+
+func TestStatfsIsTheTopLayers(t *testing.T) {
+	top, bottom := t.TempDir(), t.TempDir()
+	_, mnt := mountStack(t, top, bottom)
+	var got, want unix.Statfs_t
+	if err := unix.Statfs(mnt, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Statfs(top, &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Blocks != want.Blocks || got.Files != want.Files || got.Bsize != want.Bsize || got.Frsize != want.Frsize {
+		t.Errorf("statfs: blocks %d files %d bsize %d frsize %d; top layer has %d %d %d %d",
+			got.Blocks, got.Files, got.Bsize, got.Frsize, want.Blocks, want.Files, want.Bsize, want.Frsize)
 	}
 }

@@ -122,6 +122,18 @@ func serve(c *config, ready func(error)) int {
 		ready(err)
 		return fail("%v", err)
 	}
+	if c.upper != "" {
+		// The kernel keeps workdir/work for its temporaries; create it
+		// the same way, once the mount is live, so that either can mount
+		// the layers next and a failed mount leaves nothing behind.
+		if err := os.Mkdir(c.work+"/work", 0); err != nil && !os.IsExist(err) {
+			unmount(c.mountpoint)
+			mfs.Join(context.Background())
+			err = fmt.Errorf("workdir %s: %v", c.work, err)
+			ready(err)
+			return fail("%v", err)
+		}
+	}
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
 		// For profiling: a CPU profile of the daemon until unmount.
@@ -164,13 +176,6 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 			return fail(fmt.Errorf("lowerdir %v", err))
 		}
 		stack = append(stack, l)
-	}
-	if c.upper != "" {
-		// The kernel keeps workdir/work for its temporaries; create it
-		// the same way so either can mount the layers next.
-		if err := os.Mkdir(c.work+"/work", 0); err != nil && !os.IsExist(err) {
-			return fail(fmt.Errorf("workdir %s: %v", c.work, err))
-		}
 	}
 	fs, err := overlay.New(stack, overlay.Options{
 		Timeout:     c.timeout,
