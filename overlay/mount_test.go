@@ -59,6 +59,13 @@ func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 	return fsys, mnt
 }
 
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // dropCaches makes the kernel forget every unused inode of every mount.
 func dropCaches(t *testing.T) {
 	t.Helper()
@@ -139,18 +146,12 @@ func TestLookupCountsReachZero(t *testing.T) {
 
 func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	mk := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk(os.MkdirAll(filepath.Join(top, "d"), 0o755))
-	mk(os.WriteFile(filepath.Join(top, "d/mine"), nil, 0o644))
-	mk(os.Symlink("/etc", filepath.Join(bottom, "d")))
-	mk(os.Symlink("..", filepath.Join(bottom, "up")))
-	mk(os.Symlink("loop", filepath.Join(bottom, "loop")))
-	mk(os.Symlink("../../../../../../etc/passwd", filepath.Join(bottom, "passwd")))
+	must(t, os.MkdirAll(filepath.Join(top, "d"), 0o755))
+	must(t, os.WriteFile(filepath.Join(top, "d/mine"), nil, 0o644))
+	must(t, os.Symlink("/etc", filepath.Join(bottom, "d")))
+	must(t, os.Symlink("..", filepath.Join(bottom, "up")))
+	must(t, os.Symlink("loop", filepath.Join(bottom, "loop")))
+	must(t, os.Symlink("../../../../../../etc/passwd", filepath.Join(bottom, "passwd")))
 	_, mnt := mountStack(t, top, bottom)
 	// d is a directory on top: the symlink below does not merge in.
 	if _, err := os.Lstat(filepath.Join(mnt, "d/passwd")); !errors.Is(err, fs.ErrNotExist) {
@@ -175,27 +176,21 @@ func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 
 func TestLowerAtimesUntouched(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	mk := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk(os.MkdirAll(filepath.Join(bottom, "dir/sub"), 0o755))
-	mk(os.WriteFile(filepath.Join(bottom, "dir/file"), []byte("content"), 0o644))
-	mk(os.Symlink("file", filepath.Join(bottom, "dir/link")))
-	mk(os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
+	must(t, os.MkdirAll(filepath.Join(bottom, "dir/sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(bottom, "dir/file"), []byte("content"), 0o644))
+	must(t, os.Symlink("file", filepath.Join(bottom, "dir/link")))
+	must(t, os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
 	// Atimes far in the past: relatime would update every one of them on
 	// an access that does not avoid it.
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	paths := []string{"dir/file", "dir/link", "dir/sub", "dir", "."}
 	for _, p := range paths {
 		ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), {Nsec: unix.UTIME_OMIT}}
-		mk(unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
+		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
 	}
 	_, mnt := mountStack(t, top, bottom)
 	fd, err := unix.Open(filepath.Join(mnt, "dir/file"), unix.O_RDONLY, 0)
-	mk(err)
+	must(t, err)
 	buf := make([]byte, 64)
 	n, err := unix.Read(fd, buf)
 	unix.Close(fd)
@@ -212,7 +207,7 @@ func TestLowerAtimesUntouched(t *testing.T) {
 	}
 	for _, p := range paths {
 		var st unix.Stat_t
-		mk(unix.Lstat(filepath.Join(bottom, p), &st))
+		must(t, unix.Lstat(filepath.Join(bottom, p), &st))
 		if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
 			t.Errorf("lower %s: atime %v, want it untouched (%v)", p, got.UTC(), old)
 		}
