@@ -1,0 +1,468 @@
+package copyup
+
+import (
+	"strings"
+
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// Test hooks, set only by tests while no copy runs.
+var (
+	// failAt is called before each step of a copy; an error it returns
+	// fails the copy there.
+	failAt func(step string) error
+	// noTmpfile makes regular files take the temporary-name path, as on
+	// a filesystem without O_TMPFILE.
+	noTmpfile bool
+	// noEmptyPathLink makes the link of an O_TMPFILE take the
+	// /proc/self/fd path, as without CAP_DAC_READ_SEARCH.
+	noEmptyPathLink bool
+)
+
+// Copy copies object rel (a path below the layer roots: valid names joined
+// by '/') of lower layer src into the upper layer at the same rel, and
+// returns the new upper object's attributes. The parent of rel must
+// already be a directory in the upper layer, and rel must not exist there
+// (EEXIST). A directory is copied empty: its lower entries stay merged.
+//
+// Copy changes the upper parent directory (its entry, its impure marker,
+// its times): two copies of the same rel, or a copy racing another change
+// of rel in the upper layer, are the caller's to prevent. Copies into one
+// parent may run concurrently. The parent's atime and mtime are set back
+// to what they were when Copy began, as the kernel does, so a change to
+// the parent made meanwhile by another operation loses its mtime update
+// unless the caller orders the two.
+//
+// Every error is a syscall.Errno. On failure the upper layer is unchanged
+// and no temporary is left in the work directory. The errnos of note:
+// EEXIST (rel is in the upper layer), ENOENT and ELOOP (rel is missing in
+// src, or one of its parents is a symlink in src, or the upper parent is
+// missing or a symlink), ENOTDIR (the upper parent is not a directory),
+// EOVERFLOW or EPERM (the lower owner cannot be set), EXDEV (the work
+// directory is not on the upper layer's filesystem), EINVAL (bad rel).
+func (w *Work) Copy(src, upper *layers.Layer, rel string, opts Options) (unix.Stat_t, error) {
+	c := copier{w: w, src: src, upper: upper, rel: rel, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
+	err := c.run()
+	st := c.result
+	if err != nil {
+		c.removeTemp()
+	}
+	c.closeAll()
+	if err != nil {
+		return unix.Stat_t{}, layers.Errno(err)
+	}
+	return st, nil
+}
+
+// copier is one copy in progress.
+type copier struct {
+	w          *Work
+	src, upper *layers.Layer
+	rel        string
+	opts       Options
+	name       string // last component of rel
+
+	sfd  int         // O_PATH fd of the lower object
+	sst  unix.Stat_t // its attributes
+	rfd  int         // the lower regular file or directory, opened for reading; -1 otherwise
+	pfd  int         // O_PATH fd of the upper parent
+	pst  unix.Stat_t // its attributes before the copy
+	tfd  int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
+	temp string      // its name in work; "" for an O_TMPFILE or once placed
+	kind uint32      // S_IFMT of the object
+	buf  []byte      // read/write buffer when copy_file_range cannot be used
+
+	result unix.Stat_t
+}
+
+func step(name string) error {
+	if failAt != nil {
+		return failAt(name)
+	}
+	return nil
+}
+
+func (c *copier) run() error {
+	parent, name, ok := split(c.rel)
+	if !ok {
+		return unix.EINVAL
+	}
+	c.name = name
+	if !c.upper.Upper {
+		return unix.EROFS
+	}
+	if c.src.Upper || c.src == c.upper {
+		return unix.EINVAL
+	}
+	if c.upper.Dev != c.w.dev {
+		return unix.EXDEV
+	}
+	if err := c.open(parent); err != nil {
+		return err
+	}
+	if err := step("create"); err != nil {
+		return err
+	}
+	var err error
+	switch c.kind {
+	case unix.S_IFREG:
+		err = c.createFile()
+	case unix.S_IFDIR:
+		err = c.createDir()
+	case unix.S_IFLNK:
+		err = c.createSymlink()
+	default:
+		err = c.createNode()
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.metadata(); err != nil {
+		return err
+	}
+	return c.place()
+}
+
+// split splits rel into its parent ("" for the root) and last name, and
+// checks every name.
+func split(rel string) (parent, name string, ok bool) {
+	for _, n := range strings.Split(rel, "/") {
+		if !layers.ValidName(n) {
+			return "", "", false
+		}
+	}
+	i := strings.LastIndexByte(rel, '/')
+	if i < 0 {
+		return "", rel, true
+	}
+	return rel[:i], rel[i+1:], true
+}
+
+// open opens the lower object and the upper parent, and checks that rel
+// is free in the upper layer.
+func (c *copier) open(parent string) error {
+	if err := step("open"); err != nil {
+		return err
+	}
+	var err error
+	if c.sfd, err = c.src.OpenPath(c.rel); err != nil {
+		return err
+	}
+	if err := unix.Fstat(c.sfd, &c.sst); err != nil {
+		return err
+	}
+	c.kind = c.sst.Mode & unix.S_IFMT
+	switch c.kind {
+	case unix.S_IFREG:
+		c.rfd, err = reopen(c.sfd, unix.O_RDONLY)
+	case unix.S_IFDIR:
+		// Only for the inode flags: an unreadable directory is copied
+		// without them.
+		if c.rfd, err = reopen(c.sfd, unix.O_RDONLY|unix.O_DIRECTORY); err == unix.EACCES {
+			err = nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if c.pfd, err = c.upper.OpenPath(parent); err != nil {
+		return err
+	}
+	if err := unix.Fstat(c.pfd, &c.pst); err != nil {
+		return err
+	}
+	if c.pst.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unix.ENOTDIR
+	}
+	return free(c.pfd, c.name)
+}
+
+// free returns nil if dir has no entry name, EEXIST if it has one.
+func free(dir int, name string) error {
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err {
+	case nil:
+		return unix.EEXIST
+	case unix.ENOENT:
+		return nil
+	default:
+		return err
+	}
+}
+
+// reopen opens the object an O_PATH fd holds, through /proc/self/fd: the
+// same inode, whatever happened to its name meanwhile. Lower files are
+// read with O_NOATIME where the host allows it.
+func reopen(fd, flags int) (int, error) {
+	p := procPath(fd)
+	r, err := openRetry(p, flags|unix.O_NOATIME)
+	if err == unix.EPERM {
+		// O_NOATIME needs ownership or CAP_FOWNER.
+		r, err = openRetry(p, flags)
+	}
+	return r, err
+}
+
+func openRetry(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// createFile makes the temporary of a regular file and copies the data.
+func (c *copier) createFile() error {
+	var err error
+	c.tfd = -1
+	if !noTmpfile {
+		c.tfd, err = unix.Openat(c.w.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	}
+	if noTmpfile || err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
+		err = c.named(func(name string) (err error) {
+			c.tfd, err = unix.Openat(c.w.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			return err
+		})
+	}
+	if err != nil {
+		c.tfd = -1
+		return err
+	}
+	if err := step("data"); err != nil {
+		return err
+	}
+	size := c.sst.Size
+	if c.opts.Truncate {
+		size = 0
+	}
+	if size > 0 {
+		if err := c.copyData(size); err != nil {
+			return err
+		}
+	}
+	// The size the lower file had, even if the data ends in a hole or
+	// the file changed meanwhile (the kernel's ovl_set_size).
+	return unix.Ftruncate(c.tfd, size)
+}
+
+// named creates a temporary in work under a fresh name with create,
+// retrying while the name is taken, and records the name.
+func (c *copier) named(create func(name string) error) error {
+	for {
+		name := c.w.TempName()
+		err := create(name)
+		if err == unix.EEXIST {
+			continue
+		}
+		if err == nil {
+			c.temp = name
+		}
+		return err
+	}
+}
+
+func (c *copier) createDir() error {
+	err := c.named(func(name string) error { return unix.Mkdirat(c.w.fd, name, 0o700) })
+	if err != nil {
+		return err
+	}
+	c.tfd, err = openBeneath(c.w.fd, c.temp, unix.O_RDONLY|unix.O_DIRECTORY)
+	return err
+}
+
+func (c *copier) createSymlink() error {
+	target, err := readlink(c.sfd)
+	if err != nil {
+		return err
+	}
+	err = c.named(func(name string) error { return unix.Symlinkat(target, c.w.fd, name) })
+	if err != nil {
+		return err
+	}
+	c.tfd, err = openBeneath(c.w.fd, c.temp, unix.O_PATH)
+	return err
+}
+
+// createNode makes the temporary of a fifo, socket or device, mode 0
+// until the metadata step.
+func (c *copier) createNode() error {
+	err := c.named(func(name string) error {
+		return unix.Mknodat(c.w.fd, name, c.kind, int(c.sst.Rdev))
+	})
+	if err != nil {
+		return err
+	}
+	c.tfd, err = openBeneath(c.w.fd, c.temp, unix.O_PATH)
+	return err
+}
+
+func readlink(fd int) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// metadata gives the temporary the lower object's owner, xattrs, inode
+// flags, origin, mode and times, in an order that keeps each: chown
+// clears setuid, setgid and security.capability, so it comes first; the
+// mode after the ACLs, which would change it.
+func (c *copier) metadata() error {
+	if err := step("chown"); err != nil {
+		return err
+	}
+	err := unix.Fchownat(c.tfd, "", int(c.sst.Uid), int(c.sst.Gid), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.EINVAL {
+		// The owner has no mapping in this user namespace.
+		err = unix.EOVERFLOW
+	}
+	if err != nil {
+		return err
+	}
+	if err := step("xattr"); err != nil {
+		return err
+	}
+	if err := c.copyXattrs(); err != nil {
+		return err
+	}
+	if err := step("fileattr"); err != nil {
+		return err
+	}
+	if err := c.copyFlags(); err != nil {
+		return err
+	}
+	if err := step("origin"); err != nil {
+		return err
+	}
+	if err := c.setOrigin(); err != nil {
+		return err
+	}
+	if c.kind != unix.S_IFLNK {
+		if err := step("chmod"); err != nil {
+			return err
+		}
+		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(c.tfd), c.sst.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	if err := step("times"); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{c.sst.Atim, c.sst.Mtim}
+	if err := unix.UtimesNanoAt(c.tfd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if c.opts.Fsync && (c.kind == unix.S_IFREG || c.kind == unix.S_IFDIR) {
+		if err := step("fsync"); err != nil {
+			return err
+		}
+		if err := unix.Fsync(c.tfd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// place puts the temporary at rel in the upper layer with one link or
+// rename, after marking the parent impure (undone if the link fails), and
+// restores the parent's times.
+func (c *copier) place() error {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	if err := step("impure"); err != nil {
+		return err
+	}
+	impure := c.opts.xattr("impure")
+	old, err := layers.FdGetxattr(c.pfd, impure)
+	set := false
+	if err != nil || string(old) != "y" {
+		if err != nil {
+			old = nil
+		}
+		switch err := layers.FdSetxattr(c.pfd, impure, []byte("y"), 0); err {
+		case nil:
+			set = true
+		case unix.EOPNOTSUPP:
+			// The kernel goes on without xattrs on such an upper layer.
+		default:
+			return err
+		}
+	}
+	err = step("place")
+	if err == nil {
+		err = c.link()
+	}
+	if err != nil {
+		if set {
+			if old == nil {
+				layers.FdRemovexattr(c.pfd, impure)
+			} else {
+				layers.FdSetxattr(c.pfd, impure, old, 0)
+			}
+		}
+		return err
+	}
+	// Best effort, as in the kernel: the object is in place.
+	unix.UtimesNanoAt(c.pfd, "", []unix.Timespec{c.pst.Atim, c.pst.Mtim}, unix.AT_EMPTY_PATH)
+	unix.Fstat(c.tfd, &c.result)
+	return nil
+}
+
+// link puts the temporary at rel, failing with EEXIST if the name is
+// taken.
+func (c *copier) link() error {
+	if c.temp == "" {
+		// An O_TMPFILE: linkat of the fd itself needs
+		// CAP_DAC_READ_SEARCH; its /proc/self/fd link does not.
+		var err error = unix.ENOENT
+		if !noEmptyPathLink {
+			err = unix.Linkat(c.tfd, "", c.pfd, c.name, unix.AT_EMPTY_PATH)
+		}
+		if err == unix.ENOENT || err == unix.EPERM {
+			err = unix.Linkat(unix.AT_FDCWD, procPath(c.tfd), c.pfd, c.name, unix.AT_SYMLINK_FOLLOW)
+		}
+		return err
+	}
+	err := unix.Renameat2(c.w.fd, c.temp, c.pfd, c.name, unix.RENAME_NOREPLACE)
+	if err == unix.EINVAL {
+		// A filesystem without RENAME_NOREPLACE.
+		if err = free(c.pfd, c.name); err == nil {
+			err = unix.Renameat(c.w.fd, c.temp, c.pfd, c.name)
+		}
+	}
+	if err == nil {
+		c.temp = ""
+	}
+	return err
+}
+
+// removeTemp removes a named temporary after a failure; an O_TMPFILE goes
+// with its fd.
+func (c *copier) removeTemp() {
+	if c.temp == "" {
+		return
+	}
+	flags := 0
+	if c.kind == unix.S_IFDIR {
+		flags = unix.AT_REMOVEDIR
+	}
+	unix.Unlinkat(c.w.fd, c.temp, flags)
+	c.temp = ""
+}
+
+func (c *copier) closeAll() {
+	for _, fd := range []int{c.sfd, c.rfd, c.pfd, c.tfd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}

@@ -1,0 +1,211 @@
+// Package copyup owns moving one object from a lower layer into the upper
+// layer, atomically, through workdir/work, as the kernel's copy_up.c does.
+//
+// The object is built complete in the work directory (a regular file as an
+// O_TMPFILE, everything else under a temporary name), then put in place
+// with one link or rename: the upper layer shows either no object or the
+// whole one, after a crash too. The package does not decide when an object
+// must be copied up (the overlay package does), never writes to a lower
+// layer, and reaches layer objects only through fds (package layers), so
+// that no symlink stored in a layer is ever followed.
+//
+// What a copy writes, checked against the kernel's overlay (6.18):
+//   - data (holes kept), the xattrs but the overlay's own, owner, mode,
+//     atime and mtime; the inode flags sync and noatime; append-only and
+//     immutable recorded as overlay.protattr ("a", "i", "ai") instead;
+//   - overlay.origin, a struct ovl_fb file handle of the lower object, on
+//     directories and on non-directories with one link (copy-up breaks a
+//     hard link, and the kernel then records no origin);
+//   - overlay.impure=y on the upper parent, for every copied object;
+//   - the upper parent's atime and mtime as they were before.
+package copyup
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// Work is workdir/work of a stack, on the upper layer's filesystem. Its
+// methods are safe for concurrent use.
+type Work struct {
+	fd  int
+	dev uint64
+	seq atomic.Uint64
+	// mu serialises putting copies in place: the impure marker of the
+	// parent is decided, set and, if the link fails, undone under it.
+	mu sync.Mutex
+}
+
+// Open creates workdir/work (mode 0, like the kernel) if it is missing,
+// opens it, and removes every entry left inside it by an interrupted
+// operation, recursively and without following symlinks. Like the kernel,
+// it also removes POSIX ACLs from work, so that no temporary inherits one.
+func Open(workdir string) (*Work, error) {
+	dir, err := unix.Open(workdir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", workdir, err)
+	}
+	defer unix.Close(dir)
+	if err := unix.Mkdirat(dir, "work", 0); err != nil && err != unix.EEXIST {
+		return nil, fmt.Errorf("%s/work: %w", workdir, err)
+	}
+	fd, err := openWork(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s/work: %w", workdir, err)
+	}
+	for _, acl := range []string{"system.posix_acl_default", "system.posix_acl_access"} {
+		layers.FdRemovexattr(fd, acl)
+	}
+	w := &Work{fd: fd}
+	var st unix.Stat_t
+	if err = unix.Fstat(fd, &st); err == nil {
+		w.dev = st.Dev
+		err = empty(fd)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s/work: %w", workdir, err)
+	}
+	return w, nil
+}
+
+// openWork opens dir's entry "work", a directory and not a symlink. A
+// mode 0 directory cannot be opened without CAP_DAC_OVERRIDE: its owner
+// then makes it 0700.
+func openWork(dir int) (int, error) {
+	fd, err := openBeneath(dir, "work", unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != unix.EACCES {
+		return fd, err
+	}
+	pfd, err := openBeneath(dir, "work", unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return -1, err
+	}
+	err = unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), 0o700, 0)
+	unix.Close(pfd)
+	if err != nil {
+		return -1, unix.EACCES
+	}
+	return openBeneath(dir, "work", unix.O_RDONLY|unix.O_DIRECTORY)
+}
+
+// openBeneath opens the single component name in dir, never following a
+// symlink.
+func openBeneath(dir int, name string, flags int) (int, error) {
+	how := unix.OpenHow{
+		Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(dir, name, &how)
+		if err != unix.EINTR && err != unix.EAGAIN {
+			return fd, err
+		}
+	}
+}
+
+// Close releases the work directory.
+func (w *Work) Close() error { return unix.Close(w.fd) }
+
+// Fd returns the work directory's fd, for callers that build other
+// temporaries in it (whiteouts, new files). It stays owned by the Work.
+func (w *Work) Fd() int { return w.fd }
+
+// TempName returns a name for a temporary in the work directory, unique
+// in this process, in the kernel's form "#%x". The work directory is
+// emptied at Open, so no leftover holds it.
+func (w *Work) TempName() string {
+	return "#" + strconv.FormatUint(w.seq.Add(1), 16)
+}
+
+// Options says how copies are written.
+type Options struct {
+	// Fsync syncs a copied regular file or directory before it is put in
+	// place, as the kernel does unless the mount is volatile or fsync=0.
+	Fsync bool
+	// Trusted writes the overlay's xattrs as trusted.overlay.*; false
+	// writes user.overlay.* (userxattr, for rootless mounts).
+	Trusted bool
+	// Truncate copies a regular file without its data (size 0), as the
+	// kernel does for an open with O_TRUNC.
+	Truncate bool
+}
+
+func (o Options) xattr(name string) string {
+	if o.Trusted {
+		return layers.TrustedPrefix + name
+	}
+	return layers.UserPrefix + name
+}
+
+func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// empty removes every entry of directory dir, recursively.
+func empty(dir int) error {
+	for {
+		names, err := readNames(dir)
+		if err != nil || len(names) == 0 {
+			return err
+		}
+		for _, name := range names {
+			if err := removeAll(dir, name); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readNames lists directory dir through a new open file description, so
+// that each listing starts at the beginning.
+func readNames(dir int) ([]string, error) {
+	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "work")
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, layers.Errno(err)
+	}
+	return names, nil
+}
+
+// removeAll removes entry name of dir and, for a directory, everything
+// below it. A symlink is removed itself.
+func removeAll(dir int, name string) error {
+	err := unix.Unlinkat(dir, name, 0)
+	if err != unix.EISDIR {
+		if err == unix.ENOENT {
+			return nil
+		}
+		return err
+	}
+	fd, err := openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err == unix.EACCES {
+		// A temporary directory of mode 0, without CAP_DAC_OVERRIDE.
+		if pfd, err := openBeneath(dir, name, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+			unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), 0o700, 0)
+			unix.Close(pfd)
+		}
+		fd, err = openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
+	}
+	if err != nil {
+		return err
+	}
+	err = empty(fd)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(dir, name, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
+		return err
+	}
+	return nil
+}

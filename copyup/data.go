@@ -1,0 +1,110 @@
+package copyup
+
+import "golang.org/x/sys/unix"
+
+// copyData copies the first size bytes of the lower file into the
+// temporary: a clone of the whole file where the filesystem shares
+// extents (FICLONE), else each data segment found with SEEK_DATA and
+// SEEK_HOLE, through copy_file_range or, where that is refused, read and
+// write. Holes are not written, so they stay holes; the caller sets the
+// size.
+func (c *copier) copyData(size int64) error {
+	if unix.IoctlFileClone(c.tfd, c.rfd) == nil {
+		return nil
+	}
+	seek := true
+	for off := int64(0); off < size; {
+		start, end := off, size
+		if seek {
+			data, err := unix.Seek(c.rfd, off, unix.SEEK_DATA)
+			switch {
+			case err == unix.ENXIO:
+				// Nothing but a hole up to the end.
+				return nil
+			case err != nil:
+				// No hole detection here: copy everything.
+				seek = false
+			default:
+				start = data
+				if hole, err := unix.Seek(c.rfd, data, unix.SEEK_HOLE); err == nil && hole < size {
+					end = hole
+				}
+			}
+		}
+		if start >= size {
+			return nil
+		}
+		n, err := c.copyRange(start, end-start)
+		if err != nil {
+			return err
+		}
+		if n < end-start {
+			// The lower file shrank meanwhile: the rest reads as zeros.
+			return nil
+		}
+		off = end
+	}
+	return nil
+}
+
+// copyRange copies n bytes at off, the same offset in both files, and
+// returns how many it copied (fewer at the lower file's end).
+func (c *copier) copyRange(off, n int64) (int64, error) {
+	done := int64(0)
+	for c.buf == nil && done < n {
+		src, dst := off+done, off+done
+		chunk := n - done
+		if chunk > 1<<30 {
+			chunk = 1 << 30
+		}
+		k, err := unix.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EXDEV || err == unix.EOPNOTSUPP || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EBADF:
+			// Not between these files: read and write from now on.
+			c.buf = make([]byte, 1<<20)
+		case err != nil:
+			return done, err
+		case k == 0:
+			return done, nil
+		default:
+			done += int64(k)
+		}
+	}
+	for done < n {
+		chunk := c.buf
+		if int64(len(chunk)) > n-done {
+			chunk = chunk[:n-done]
+		}
+		k, err := unix.Pread(c.rfd, chunk, off+done)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		if k == 0 {
+			return done, nil
+		}
+		if err := pwriteAll(c.tfd, chunk[:k], off+done); err != nil {
+			return done, err
+		}
+		done += int64(k)
+	}
+	return done, nil
+}
+
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		k, err := unix.Pwrite(fd, b, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b, off = b[k:], off+int64(k)
+	}
+	return nil
+}

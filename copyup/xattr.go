@@ -1,0 +1,120 @@
+package copyup
+
+import (
+	"strings"
+
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// copyXattrs copies the lower object's extended attributes to the
+// temporary, ACLs and security.capability included, but not the overlay's
+// own. A user's escaped overlay xattr (trusted.overlay.overlay.X, which
+// the mount shows as trusted.overlay.X) is copied as it is, as the kernel
+// does.
+//
+// The kernel skips only the private namespace of the mount
+// (trusted.overlay.* or, with userxattr, user.overlay.*) and copies the
+// other one. ovlmount reads the markers of every namespace
+// (layers.IsPrivateXattr), so it copies none of them: a lower
+// user.overlay.opaque copied onto a directory would hide that directory's
+// own lower entries, a stale user.overlay.origin would give a hard link's
+// copy a wrong inode number.
+func (c *copier) copyXattrs() error {
+	names, err := layers.FdListxattr(c.sfd)
+	if err == unix.EOPNOTSUPP {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if private(name) {
+			continue
+		}
+		v, err := layers.FdGetxattr(c.sfd, name)
+		if err == unix.ENODATA {
+			// Removed since the listing.
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = layers.FdSetxattr(c.tfd, name, v, 0)
+		if err == unix.EOPNOTSUPP && !mustCopy(name) {
+			// The kernel ignores xattrs the upper filesystem does not
+			// know, but not ACLs and security.*.
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func private(name string) bool {
+	if strings.HasPrefix(name, layers.TrustedPrefix+"overlay.") || strings.HasPrefix(name, layers.UserPrefix+"overlay.") {
+		return false // escaped: a user's own
+	}
+	return layers.IsPrivateXattr(name)
+}
+
+func mustCopy(name string) bool {
+	return name == "system.posix_acl_access" || name == "system.posix_acl_default" || strings.HasPrefix(name, "security.")
+}
+
+// Inode flags the kernel copies up (OVL_COPY_FS_FLAGS_MASK), and those it
+// records in overlay.protattr instead of setting them, since the upper
+// object could not be linked or changed afterwards
+// (OVL_PROT_FS_FLAGS_MASK).
+const (
+	flagSync      = 0x8  // FS_SYNC_FL
+	flagImmutable = 0x10 // FS_IMMUTABLE_FL
+	flagAppend    = 0x20 // FS_APPEND_FL
+	flagNoatime   = 0x80 // FS_NOATIME_FL
+
+	copyFlags = flagSync | flagNoatime
+	protFlags = flagAppend | flagImmutable
+)
+
+// copyFlags copies the inode flags of a regular file or directory, as the
+// kernel's ovl_copy_fileattr: sync and noatime are set on the temporary;
+// append-only and immutable become overlay.protattr, "a" and/or "i".
+func (c *copier) copyFlags() error {
+	if c.rfd < 0 || c.tfd < 0 || (c.kind != unix.S_IFREG && c.kind != unix.S_IFDIR) {
+		return nil
+	}
+	flags, err := unix.IoctlGetUint32(c.rfd, unix.FS_IOC_GETFLAGS)
+	if err != nil || flags&(copyFlags|protFlags) == 0 {
+		// No flags on the lower filesystem: nothing to copy.
+		return nil
+	}
+	if flags&protFlags != 0 {
+		var prot []byte
+		if flags&flagAppend != 0 {
+			prot = append(prot, 'a')
+		}
+		if flags&flagImmutable != 0 {
+			prot = append(prot, 'i')
+		}
+		err := layers.FdSetxattr(c.tfd, c.opts.xattr("protattr"), prot, 0)
+		if err != nil && err != unix.EPERM {
+			// EPERM: user.* on an upper layer that refuses it; the kernel
+			// goes on without.
+			return err
+		}
+	}
+	if flags&copyFlags == 0 {
+		return nil
+	}
+	upper, err := unix.IoctlGetUint32(c.tfd, unix.FS_IOC_GETFLAGS)
+	if err == unix.ENOTTY || err == unix.EINVAL || err == unix.EOPNOTSUPP {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	upper = upper&^copyFlags | flags&copyFlags
+	return unix.IoctlSetPointerInt(c.tfd, unix.FS_IOC_SETFLAGS, int(upper))
+}
