@@ -32,6 +32,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envOpsHelper) != "" {
+		os.Exit(opsHelperMain())
+	}
 	envProblem = checkEnvironment()
 	var cleanup func()
 	if envProblem == "" {

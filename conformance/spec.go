@@ -71,7 +71,7 @@ var DefaultMtime = time.Date(2021, 3, 4, 5, 6, 7, 123456789, time.UTC)
 type Node struct {
 	Path    string // slash-separated, relative to the layer root
 	Kind    Kind
-	Mode    os.FileMode // permission bits only
+	Mode    os.FileMode // permission bits, and setuid, setgid, sticky as 0o7000 or os.ModeSetuid...
 	UID     int
 	GID     int
 	Mtime   time.Time
@@ -276,7 +276,14 @@ func (n Node) applyMeta(p string) error {
 	}
 	// Symlink permissions are fixed at 0777 and chmod would follow the link.
 	if n.Kind != Symlink {
-		mode := n.Mode.Perm()
+		mode := n.Mode & 0o7777
+		for _, b := range []struct{ from, to os.FileMode }{
+			{os.ModeSetuid, unix.S_ISUID}, {os.ModeSetgid, unix.S_ISGID}, {os.ModeSticky, unix.S_ISVTX},
+		} {
+			if n.Mode&b.from != 0 {
+				mode |= b.to
+			}
+		}
 		if mode == 0 {
 			mode = 0o644
 			if n.Kind == Dir || n.Kind == Socket {

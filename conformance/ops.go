@@ -1,0 +1,702 @@
+package conformance
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// OpKind names a filesystem operation. The names are those of the system
+// calls the operation makes, so a report reads like a strace.
+type OpKind string
+
+// Operations on paths (relative to the mount root).
+const (
+	OpOpen        OpKind = "open"        // openat(Path, Flags, Mode); kept as handle FD if set, else closed
+	OpWrite       OpKind = "write"       // open(Path, O_WRONLY|Flags), pwrite(Data, Off), close
+	OpAppend      OpKind = "append"      // open(Path, O_WRONLY|O_APPEND), write(Data), close
+	OpMmapWrite   OpKind = "mmap-write"  // open(Path, O_RDWR), mmap(MAP_SHARED), copy Data to Off, msync, munmap, close
+	OpRead        OpKind = "read"        // open(Path, O_RDONLY), read everything, close
+	OpTruncate    OpKind = "truncate"    // truncate(Path, Off)
+	OpMkdir       OpKind = "mkdir"       // mkdirat(Path, Mode)
+	OpMknod       OpKind = "mknod"       // mknodat(Path, Mode, Major:Minor); Mode holds the type
+	OpSocket      OpKind = "bind"        // socket(AF_UNIX), bind(Path), close
+	OpSymlink     OpKind = "symlink"     // symlinkat(Target, Path)
+	OpLink        OpKind = "link"        // linkat(Path, Target, 0)
+	OpUnlink      OpKind = "unlink"      // unlinkat(Path, 0)
+	OpRmdir       OpKind = "rmdir"       // unlinkat(Path, AT_REMOVEDIR)
+	OpRename      OpKind = "rename"      // renameat2(Path, Target, Flags); Flags 0 is renameat
+	OpChmod       OpKind = "chmod"       // fchmodat(Path, Mode)
+	OpChown       OpKind = "chown"       // fchownat(Path, UID, GID, AT_SYMLINK_NOFOLLOW); -1 keeps
+	OpUtimens     OpKind = "utimensat"   // utimensat(Path, {Atime, Mtime}, AT_SYMLINK_NOFOLLOW)
+	OpSetxattr    OpKind = "setxattr"    // lsetxattr(Path, Name, Data, Flags)
+	OpRemovexattr OpKind = "removexattr" // lremovexattr(Path, Name)
+	OpGetxattr    OpKind = "getxattr"    // lgetxattr(Path, Name)
+	OpListxattr   OpKind = "listxattr"   // llistxattr(Path), names sorted
+	OpStat        OpKind = "lstat"       // fstatat(Path, AT_SYMLINK_NOFOLLOW)
+	OpReadlink    OpKind = "readlink"    // readlinkat(Path)
+)
+
+// Operations on a handle kept by an earlier OpOpen with the same FD.
+const (
+	OpPwrite    OpKind = "pwrite"    // pwrite(FD, Data, Off)
+	OpPread     OpKind = "pread"     // pread(FD, Len bytes at Off)
+	OpFstat     OpKind = "fstat"     // fstat(FD)
+	OpFchmod    OpKind = "fchmod"    // fchmod(FD, Mode)
+	OpFtruncate OpKind = "ftruncate" // ftruncate(FD, Off)
+	OpFallocate OpKind = "fallocate" // fallocate(FD, Flags, Off, Len)
+	OpFsync     OpKind = "fsync"     // fsync(FD)
+	OpClose     OpKind = "close"     // close(FD)
+)
+
+// Special values of Op.Atime and Op.Mtime.
+const (
+	UtimeNow  int64 = math.MinInt64     // UTIME_NOW
+	UtimeOmit int64 = math.MinInt64 + 1 // UTIME_OMIT
+)
+
+// Cred is the identity a helper process takes to perform an operation.
+type Cred struct {
+	UID, GID uint32
+}
+
+// Op is one operation of a scenario, as a plain value so that a helper
+// process running as another user can receive it as JSON. Which fields an
+// operation reads is listed with its OpKind; the constructors below fill
+// them in.
+type Op struct {
+	Kind   OpKind
+	Path   string // relative to the mount root
+	Target string // rename and link destination, symlink content
+	FD     string // name of a kept handle
+	Flags  int    // open, rename, setxattr, fallocate flags
+	Mode   uint32
+	Major  uint32
+	Minor  uint32
+	Off    int64  // offset; the size for truncate and ftruncate
+	Len    int64  // pread and fallocate length
+	Data   string // bytes written; xattr value
+	Name   string // xattr name
+	UID    int
+	GID    int
+	Atime  int64 // nanoseconds since the epoch, UtimeNow or UtimeOmit
+	Mtime  int64
+	As     *Cred // perform as this user (in a helper process); nil is root
+	// Expect, if set, is the errno name (or "ok") the scenario's author
+	// expects of the kernel; a kernel result other than that means the
+	// scenario does not test what it says. Not compared with other sides.
+	Expect string
+}
+
+// Constructors, one per OpKind, in the order of the kinds above.
+
+func Open(path string, flags int, mode uint32) Op {
+	return Op{Kind: OpOpen, Path: path, Flags: flags, Mode: mode}
+}
+func Create(path string, mode uint32, data string) Op {
+	return Op{Kind: OpWrite, Path: path, Flags: unix.O_CREAT | unix.O_EXCL, Mode: mode, Data: data}
+}
+func Write(path string, off int64, data string) Op {
+	return Op{Kind: OpWrite, Path: path, Off: off, Data: data}
+}
+func Append(path, data string) Op { return Op{Kind: OpAppend, Path: path, Data: data} }
+func MmapWrite(path string, off int64, data string) Op {
+	return Op{Kind: OpMmapWrite, Path: path, Off: off, Data: data}
+}
+func Read(path string) Op                 { return Op{Kind: OpRead, Path: path} }
+func Truncate(path string, size int64) Op { return Op{Kind: OpTruncate, Path: path, Off: size} }
+func Mkdir(path string, mode uint32) Op   { return Op{Kind: OpMkdir, Path: path, Mode: mode} }
+func Mknod(path string, mode, major, minor uint32) Op {
+	return Op{Kind: OpMknod, Path: path, Mode: mode, Major: major, Minor: minor}
+}
+func Mkfifo(path string, mode uint32) Op { return Mknod(path, unix.S_IFIFO|mode, 0, 0) }
+func MkSocket(path string) Op            { return Op{Kind: OpSocket, Path: path} }
+func MkSymlink(target, path string) Op   { return Op{Kind: OpSymlink, Path: path, Target: target} }
+func Link(oldpath, newpath string) Op    { return Op{Kind: OpLink, Path: oldpath, Target: newpath} }
+func Unlink(path string) Op              { return Op{Kind: OpUnlink, Path: path} }
+func Rmdir(path string) Op               { return Op{Kind: OpRmdir, Path: path} }
+func Rename(oldpath, newpath string) Op  { return Op{Kind: OpRename, Path: oldpath, Target: newpath} }
+func Chmod(path string, mode uint32) Op  { return Op{Kind: OpChmod, Path: path, Mode: mode} }
+func Chown(path string, uid, gid int) Op { return Op{Kind: OpChown, Path: path, UID: uid, GID: gid} }
+func Removexattr(path, name string) Op   { return Op{Kind: OpRemovexattr, Path: path, Name: name} }
+func Getxattr(path, name string) Op      { return Op{Kind: OpGetxattr, Path: path, Name: name} }
+func Listxattr(path string) Op           { return Op{Kind: OpListxattr, Path: path} }
+func Stat(path string) Op                { return Op{Kind: OpStat, Path: path} }
+func Readlink(path string) Op            { return Op{Kind: OpReadlink, Path: path} }
+func Pwrite(fd string, off int64, data string) Op {
+	return Op{Kind: OpPwrite, FD: fd, Off: off, Data: data}
+}
+func Pread(fd string, off, n int64) Op   { return Op{Kind: OpPread, FD: fd, Off: off, Len: n} }
+func Fstat(fd string) Op                 { return Op{Kind: OpFstat, FD: fd} }
+func Fchmod(fd string, mode uint32) Op   { return Op{Kind: OpFchmod, FD: fd, Mode: mode} }
+func Ftruncate(fd string, size int64) Op { return Op{Kind: OpFtruncate, FD: fd, Off: size} }
+func Fallocate(fd string, mode int, off, n int64) Op {
+	return Op{Kind: OpFallocate, FD: fd, Flags: mode, Off: off, Len: n}
+}
+func Fsync(fd string) Op { return Op{Kind: OpFsync, FD: fd} }
+func Close(fd string) Op { return Op{Kind: OpClose, FD: fd} }
+
+// Rename2 is renameat2 with flags (RENAME_NOREPLACE, RENAME_EXCHANGE,
+// RENAME_WHITEOUT).
+func Rename2(oldpath, newpath string, flags int) Op {
+	return Op{Kind: OpRename, Path: oldpath, Target: newpath, Flags: flags}
+}
+
+// Setxattr sets name to value with flags (0, XATTR_CREATE, XATTR_REPLACE).
+func Setxattr(path, name, value string, flags int) Op {
+	return Op{Kind: OpSetxattr, Path: path, Name: name, Data: value, Flags: flags}
+}
+
+// Utimens sets both times; UtimeNow and UtimeOmit are also accepted as
+// nanosecond values through UtimensNs.
+func Utimens(path string, atime, mtime time.Time) Op {
+	return UtimensNs(path, atime.UnixNano(), mtime.UnixNano())
+}
+func UtimensNs(path string, atime, mtime int64) Op {
+	return Op{Kind: OpUtimens, Path: path, Atime: atime, Mtime: mtime}
+}
+
+// Keep makes an OpOpen keep its descriptor as handle fd for later
+// operations instead of closing it. Handles left open at the end of a run
+// are closed then.
+func (o Op) Keep(fd string) Op { o.FD = fd; return o }
+
+// AsUser makes the operation run in a helper process with uid and gid and
+// no supplementary groups. Consecutive operations with the same identity
+// share one helper, and with it their handles.
+func (o Op) AsUser(uid, gid uint32) Op { o.As = &Cred{UID: uid, GID: gid}; return o }
+
+// Want sets the errno name (or "ok") the kernel must return for o.
+func (o Op) Want(errno string) Op { o.Expect = errno; return o }
+
+// WithFlags returns o with extra flags (open flags for OpOpen and OpWrite).
+func (o Op) WithFlags(flags int) Op { o.Flags |= flags; return o }
+
+func (o Op) String() string {
+	var args []string
+	add := func(s ...string) { args = append(args, s...) }
+	q := func(s string) string {
+		if len(s) > 24 {
+			return fmt.Sprintf("<%d bytes>", len(s))
+		}
+		return strconv.Quote(s)
+	}
+	if o.Path != "" {
+		add(o.Path)
+	}
+	if o.FD != "" && o.Kind != OpOpen {
+		add("fd " + o.FD)
+	}
+	switch o.Kind {
+	case OpOpen:
+		add(openFlagString(o.Flags))
+		if o.Flags&unix.O_CREAT != 0 {
+			add(fmt.Sprintf("%#o", o.Mode))
+		}
+		if o.FD != "" {
+			add("keep " + o.FD)
+		}
+	case OpWrite:
+		if o.Flags != 0 {
+			add(openFlagString(o.Flags | unix.O_WRONLY))
+		}
+		if o.Flags&unix.O_CREAT != 0 {
+			add(fmt.Sprintf("%#o", o.Mode))
+		}
+		add(q(o.Data), "@"+strconv.FormatInt(o.Off, 10))
+	case OpPwrite, OpMmapWrite:
+		add(q(o.Data), "@"+strconv.FormatInt(o.Off, 10))
+	case OpAppend:
+		add(q(o.Data))
+	case OpTruncate, OpFtruncate:
+		add(strconv.FormatInt(o.Off, 10))
+	case OpPread:
+		add(fmt.Sprintf("%d@%d", o.Len, o.Off))
+	case OpFallocate:
+		add(fmt.Sprintf("mode %#x", o.Flags), fmt.Sprintf("%d@%d", o.Len, o.Off))
+	case OpMkdir, OpChmod, OpFchmod:
+		add(fmt.Sprintf("%#o", o.Mode))
+	case OpMknod:
+		add(fmt.Sprintf("%#o", o.Mode), fmt.Sprintf("%d:%d", o.Major, o.Minor))
+	case OpSymlink:
+		args = []string{q(o.Target), o.Path}
+	case OpLink:
+		add(o.Target)
+	case OpRename:
+		add(o.Target)
+		if o.Flags != 0 {
+			add(renameFlagString(o.Flags))
+		}
+	case OpChown:
+		add(fmt.Sprintf("%d:%d", o.UID, o.GID))
+	case OpUtimens:
+		add(utimeString(o.Atime), utimeString(o.Mtime))
+	case OpSetxattr:
+		add(o.Name, q(o.Data))
+		switch o.Flags {
+		case unix.XATTR_CREATE:
+			add("CREATE")
+		case unix.XATTR_REPLACE:
+			add("REPLACE")
+		}
+	case OpRemovexattr, OpGetxattr:
+		add(o.Name)
+	}
+	s := string(o.Kind) + "(" + strings.Join(args, ", ") + ")"
+	if o.As != nil {
+		s += fmt.Sprintf(" as %d:%d", o.As.UID, o.As.GID)
+	}
+	return s
+}
+
+func openFlagString(flags int) string {
+	var parts []string
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		parts = append(parts, "O_RDONLY")
+	case unix.O_WRONLY:
+		parts = append(parts, "O_WRONLY")
+	case unix.O_RDWR:
+		parts = append(parts, "O_RDWR")
+	}
+	rest := flags &^ unix.O_ACCMODE
+	if rest&unix.O_TMPFILE == unix.O_TMPFILE {
+		parts = append(parts, "O_TMPFILE")
+		rest &^= unix.O_TMPFILE
+	}
+	for _, f := range []struct {
+		bit  int
+		name string
+	}{
+		{unix.O_CREAT, "O_CREAT"}, {unix.O_EXCL, "O_EXCL"}, {unix.O_TRUNC, "O_TRUNC"},
+		{unix.O_APPEND, "O_APPEND"}, {unix.O_DIRECTORY, "O_DIRECTORY"}, {unix.O_NOFOLLOW, "O_NOFOLLOW"},
+		{unix.O_NONBLOCK, "O_NONBLOCK"}, {unix.O_PATH, "O_PATH"},
+	} {
+		if rest&f.bit != 0 {
+			parts = append(parts, f.name)
+			rest &^= f.bit
+		}
+	}
+	if rest != 0 {
+		parts = append(parts, fmt.Sprintf("%#x", rest))
+	}
+	return strings.Join(parts, "|")
+}
+
+func renameFlagString(flags int) string {
+	var parts []string
+	for _, f := range []struct {
+		bit  int
+		name string
+	}{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}} {
+		if flags&f.bit != 0 {
+			parts = append(parts, f.name)
+			flags &^= f.bit
+		}
+	}
+	if flags != 0 {
+		parts = append(parts, fmt.Sprintf("%#x", flags))
+	}
+	return strings.Join(parts, "|")
+}
+
+func utimeString(ns int64) string {
+	switch ns {
+	case UtimeNow:
+		return "NOW"
+	case UtimeOmit:
+		return "OMIT"
+	}
+	return timeString(ns)
+}
+
+// Result is what one operation returned. Two implementations agree on an
+// operation when their Results are equal.
+type Result struct {
+	Err string // "" on success, else the errno's name (ENOENT)
+	N   int64  // bytes transferred, for the operations that count them
+	Out string // what the operation observed: content, xattr value, stat fields
+}
+
+func (r Result) String() string {
+	s := "ok"
+	if r.Err != "" {
+		s = r.Err
+	}
+	if r.N != 0 {
+		s += " " + strconv.FormatInt(r.N, 10)
+	}
+	if r.Out != "" {
+		s += " " + r.Out
+	}
+	return s
+}
+
+func errResult(err error) Result {
+	if err == nil {
+		return Result{}
+	}
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		if name := unix.ErrnoName(errno); name != "" {
+			return Result{Err: name}
+		}
+	}
+	return Result{Err: err.Error()}
+}
+
+// summarize renders observed bytes: short printable content verbatim,
+// anything else as its length and a digest prefix.
+func summarize(b []byte) string {
+	if len(b) <= 48 && strconv.CanBackquote(string(b)) {
+		return strconv.Quote(string(b))
+	}
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("<%d bytes sha256:%s>", len(b), hex.EncodeToString(sum[:6]))
+}
+
+// statString renders the fields of a stat an operation reports. Times and
+// numbers are left to the walks, which compare them with their rules.
+func statString(st *unix.Stat_t) string {
+	s := fmt.Sprintf("mode=%#o uid=%d gid=%d nlink=%d", st.Mode, st.Uid, st.Gid, st.Nlink)
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		s += fmt.Sprintf(" size=%d", st.Size)
+	}
+	return s
+}
+
+// opRunner performs operations relative to a directory descriptor.
+type opRunner struct {
+	root    int
+	handles map[string]int
+}
+
+// proc names path for the system calls that have no *at form.
+func (r *opRunner) proc(path string) string {
+	return fmt.Sprintf("/proc/self/fd/%d/%s", r.root, path)
+}
+
+func (r *opRunner) closeAll() {
+	for name, fd := range r.handles {
+		unix.Close(fd)
+		delete(r.handles, name)
+	}
+}
+
+func (r *opRunner) run(o Op) Result {
+	switch o.Kind {
+	case OpOpen:
+		fd, err := unix.Openat(r.root, o.Path, o.Flags|unix.O_CLOEXEC, o.Mode)
+		if err != nil {
+			return errResult(err)
+		}
+		if o.FD == "" {
+			return errResult(unix.Close(fd))
+		}
+		if old, ok := r.handles[o.FD]; ok {
+			unix.Close(old)
+		}
+		r.handles[o.FD] = fd
+		return Result{}
+	case OpWrite, OpAppend:
+		flags := unix.O_WRONLY | o.Flags
+		if o.Kind == OpAppend {
+			flags |= unix.O_APPEND
+		}
+		return r.withFile(o.Path, flags, o.Mode, func(fd int) Result {
+			var n int
+			var err error
+			if o.Kind == OpAppend {
+				n, err = unix.Write(fd, []byte(o.Data))
+			} else {
+				n, err = unix.Pwrite(fd, []byte(o.Data), o.Off)
+			}
+			res := errResult(err)
+			res.N = int64(n)
+			return res
+		})
+	case OpMmapWrite:
+		return r.withFile(o.Path, unix.O_RDWR, 0, func(fd int) Result { return mmapWrite(fd, o.Off, o.Data) })
+	case OpRead:
+		return r.withFile(o.Path, unix.O_RDONLY, 0, func(fd int) Result {
+			var all []byte
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := unix.Read(fd, buf)
+				if err != nil {
+					return errResult(err)
+				}
+				if n == 0 {
+					return Result{Out: summarize(all)}
+				}
+				all = append(all, buf[:n]...)
+			}
+		})
+	case OpTruncate:
+		return errResult(unix.Truncate(r.proc(o.Path), o.Off))
+	case OpMkdir:
+		return errResult(unix.Mkdirat(r.root, o.Path, o.Mode))
+	case OpMknod:
+		return errResult(unix.Mknodat(r.root, o.Path, o.Mode, int(unix.Mkdev(o.Major, o.Minor))))
+	case OpSocket:
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return errResult(err)
+		}
+		defer unix.Close(fd)
+		return errResult(unix.Bind(fd, &unix.SockaddrUnix{Name: r.proc(o.Path)}))
+	case OpSymlink:
+		return errResult(unix.Symlinkat(o.Target, r.root, o.Path))
+	case OpLink:
+		return errResult(unix.Linkat(r.root, o.Path, r.root, o.Target, 0))
+	case OpUnlink:
+		return errResult(unix.Unlinkat(r.root, o.Path, 0))
+	case OpRmdir:
+		return errResult(unix.Unlinkat(r.root, o.Path, unix.AT_REMOVEDIR))
+	case OpRename:
+		if o.Flags == 0 {
+			return errResult(unix.Renameat(r.root, o.Path, r.root, o.Target))
+		}
+		return errResult(unix.Renameat2(r.root, o.Path, r.root, o.Target, uint(o.Flags)))
+	case OpChmod:
+		return errResult(unix.Fchmodat(r.root, o.Path, o.Mode, 0))
+	case OpChown:
+		return errResult(unix.Fchownat(r.root, o.Path, o.UID, o.GID, unix.AT_SYMLINK_NOFOLLOW))
+	case OpUtimens:
+		ts := []unix.Timespec{utimeSpec(o.Atime), utimeSpec(o.Mtime)}
+		return errResult(unix.UtimesNanoAt(r.root, o.Path, ts, unix.AT_SYMLINK_NOFOLLOW))
+	case OpSetxattr:
+		return errResult(unix.Lsetxattr(r.proc(o.Path), o.Name, []byte(o.Data), o.Flags))
+	case OpRemovexattr:
+		return errResult(unix.Lremovexattr(r.proc(o.Path), o.Name))
+	case OpGetxattr:
+		p := r.proc(o.Path)
+		v, err := xattrCall(func(b []byte) (int, error) { return unix.Lgetxattr(p, o.Name, b) })
+		if err != nil {
+			return errResult(err)
+		}
+		return Result{Out: summarize(v)}
+	case OpListxattr:
+		xs, err := listXattrs(r.proc(o.Path))
+		if err != nil {
+			return errResult(err)
+		}
+		names := make([]string, len(xs))
+		for i, x := range xs {
+			names[i] = x.Name
+		}
+		return Result{Out: "[" + strings.Join(names, " ") + "]"}
+	case OpStat:
+		var st unix.Stat_t
+		if err := unix.Fstatat(r.root, o.Path, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errResult(err)
+		}
+		return Result{Out: statString(&st)}
+	case OpReadlink:
+		buf := make([]byte, unix.PathMax)
+		n, err := unix.Readlinkat(r.root, o.Path, buf)
+		if err != nil {
+			return errResult(err)
+		}
+		return Result{Out: strconv.Quote(string(buf[:n]))}
+	}
+	fd, ok := r.handles[o.FD]
+	if !ok {
+		return Result{Err: fmt.Sprintf("harness: no handle %q for %s", o.FD, o.Kind)}
+	}
+	switch o.Kind {
+	case OpPwrite:
+		n, err := unix.Pwrite(fd, []byte(o.Data), o.Off)
+		res := errResult(err)
+		res.N = int64(n)
+		return res
+	case OpPread:
+		buf := make([]byte, o.Len)
+		n, err := unix.Pread(fd, buf, o.Off)
+		if err != nil {
+			return errResult(err)
+		}
+		return Result{Out: summarize(buf[:n])}
+	case OpFstat:
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return errResult(err)
+		}
+		return Result{Out: statString(&st)}
+	case OpFchmod:
+		return errResult(unix.Fchmod(fd, o.Mode))
+	case OpFtruncate:
+		return errResult(unix.Ftruncate(fd, o.Off))
+	case OpFallocate:
+		return errResult(unix.Fallocate(fd, uint32(o.Flags), o.Off, o.Len))
+	case OpFsync:
+		return errResult(unix.Fsync(fd))
+	case OpClose:
+		delete(r.handles, o.FD)
+		return errResult(unix.Close(fd))
+	}
+	return Result{Err: fmt.Sprintf("harness: unknown operation %q", o.Kind)}
+}
+
+// withFile opens path, runs f on the descriptor and closes it. A failing
+// open is the operation's result; so is a failing close after a
+// successful f, because FUSE reports write-back errors there.
+func (r *opRunner) withFile(path string, flags int, mode uint32, f func(fd int) Result) Result {
+	fd, err := unix.Openat(r.root, path, flags|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return errResult(err)
+	}
+	res := f(fd)
+	if err := unix.Close(fd); err != nil && res.Err == "" {
+		res.Err = errResult(err).Err
+	}
+	return res
+}
+
+func utimeSpec(ns int64) unix.Timespec {
+	switch ns {
+	case UtimeNow:
+		return unix.Timespec{Nsec: unix.UTIME_NOW}
+	case UtimeOmit:
+		return unix.Timespec{Nsec: unix.UTIME_OMIT}
+	}
+	return unix.NsecToTimespec(ns)
+}
+
+// mmapWrite stores data at off through a shared writable mapping of the
+// whole file and msyncs it. A store beyond the end of the file would raise
+// SIGBUS, so that is refused up front (and a fault still becomes a result,
+// not a crash).
+func mmapWrite(fd int, off int64, data string) (res Result) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return errResult(err)
+	}
+	if off+int64(len(data)) > st.Size || len(data) == 0 {
+		return Result{Err: fmt.Sprintf("harness: mmap store %d@%d outside the file's %d bytes", len(data), off, st.Size)}
+	}
+	m, err := unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return errResult(err)
+	}
+	defer unix.Munmap(m)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			res = Result{Err: fmt.Sprintf("fault: %v", p)}
+		}
+	}()
+	copy(m[off:], data)
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		return errResult(err)
+	}
+	return Result{N: int64(len(data))}
+}
+
+// RunOps performs ops in order relative to the directory root and returns
+// one Result per operation. Operations with an As identity run in a helper
+// process (the test binary, re-executed): set*id in Go changes every
+// thread of the process, so the test process itself must stay root.
+// Handles are per process: a handle kept by a root operation cannot be
+// used by an operation as another user, or the other way round.
+func RunOps(root string, ops []Op) ([]Result, error) {
+	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rootFD)
+	r := &opRunner{root: rootFD, handles: map[string]int{}}
+	defer r.closeAll()
+	results := make([]Result, 0, len(ops))
+	for i := 0; i < len(ops); {
+		if ops[i].As == nil {
+			results = append(results, r.run(ops[i]))
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(ops) && ops[j].As != nil && *ops[j].As == *ops[i].As {
+			j++
+		}
+		res, err := runAsHelper(rootFD, *ops[i].As, ops[i:j])
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, res...)
+		i = j
+	}
+	return results, nil
+}
+
+// envOpsHelper makes the test binary act as an operations helper: it reads
+// JSON []Op on stdin, performs them relative to descriptor 3 and writes
+// JSON []Result on stdout. TestMain must call opsHelperMain first thing
+// when it is set.
+const envOpsHelper = "OVL_CONFORMANCE_OPS_HELPER"
+
+func runAsHelper(rootFD int, c Cred, ops []Op) ([]Result, error) {
+	in, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	// /proc/self/exe rather than the binary's path: the helper execs after
+	// taking the new identity, and the test binary usually sits in a
+	// directory only root may enter; the magic link skips that walk.
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), envOpsHelper+"=1")
+	cmd.Stdin = bytes.NewReader(in)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// A duplicate, because the *os.File owns its descriptor and closes it.
+	dup, err := unix.FcntlInt(uintptr(rootFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	root := os.NewFile(uintptr(dup), "mount root")
+	defer root.Close()
+	cmd.ExtraFiles = []*os.File{root}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: []uint32{}}}
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("ops helper as %d:%d: %w: %s", c.UID, c.GID, err, stderr.Bytes())
+	}
+	var out []Result
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || len(out) != len(ops) {
+		return nil, fmt.Errorf("ops helper as %d:%d: bad answer (%v): %q %s", c.UID, c.GID, err, stdout.Bytes(), stderr.Bytes())
+	}
+	return out, nil
+}
+
+// opsHelperMain is the helper process's main function; it returns the exit
+// status.
+func opsHelperMain() int {
+	var ops []Op
+	if err := json.NewDecoder(os.Stdin).Decode(&ops); err != nil {
+		fmt.Fprintln(os.Stderr, "ops helper:", err)
+		return 2
+	}
+	r := &opRunner{root: 3, handles: map[string]int{}}
+	results := make([]Result, len(ops))
+	for i, o := range ops {
+		results[i] = r.run(o)
+	}
+	r.closeAll()
+	if err := json.NewEncoder(os.Stdout).Encode(results); err != nil {
+		fmt.Fprintln(os.Stderr, "ops helper:", err)
+		return 2
+	}
+	return 0
+}
