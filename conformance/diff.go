@@ -1,7 +1,12 @@
 package conformance
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
+	"math"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +33,64 @@ type DiffOptions struct {
 	// IgnoreInodeNumbers drops st_ino and d_ino: when the kernel mounts a
 	// translated copy of the layers, its objects are different inodes.
 	IgnoreInodeNumbers bool
+
+	// LowerInos, when set, holds every inode number of the lower layers,
+	// which both sides share. st_ino and d_ino values that are one of them
+	// must then be equal; any other value belongs to an object of an upper
+	// layer, which each side built or created on its own, so only its
+	// identity is compared (see normalise).
+	LowerInos map[uint64]bool
+
+	// KernelOps and OtherOps are the spans of wall-clock time during which
+	// each side ran a scenario's operations (zero: none).
+	KernelOps, OtherOps Window
+}
+
+// Window is a span of wall-clock time.
+type Window struct {
+	From, To time.Time
+}
+
+func (w Window) contains(ns int64) bool {
+	return !w.From.IsZero() && ns >= w.From.UnixNano() && ns <= w.To.UnixNano()
+}
+
+// mtimeDuringOps replaces a modification time that falls within the
+// operations' window.
+const mtimeDuringOps = math.MinInt64
+
+// side is what normalise needs to know about the tree an entry is from.
+type side struct {
+	ops Window
+	// firstPath maps an inode number that is not a lower layer's to the
+	// first path, in sorted order, at which the tree shows it.
+	firstPath map[uint64]string
+}
+
+func newSide(t *Tree, ops Window, opts DiffOptions) side {
+	s := side{ops: ops}
+	if opts.LowerInos == nil {
+		return s
+	}
+	s.firstPath = map[uint64]string{}
+	for _, p := range t.Paths() {
+		if e := t.Entries[p]; e.LstatErr == "" && !opts.LowerInos[e.Ino] {
+			if _, seen := s.firstPath[e.Ino]; !seen {
+				s.firstPath[e.Ino] = p
+			}
+		}
+	}
+	return s
+}
+
+func (s side) alias(ino uint64, opts DiffOptions) string {
+	if s.firstPath == nil || opts.LowerInos[ino] {
+		return ""
+	}
+	if p, ok := s.firstPath[ino]; ok {
+		return "upper object first seen at " + strconv.Quote(p)
+	}
+	return "upper number that no lstat shows"
 }
 
 // normalise returns a copy of e with the fields that may legitimately
@@ -45,15 +108,40 @@ type DiffOptions struct {
 //   - Ctime: cannot be set from userspace; the kernel itself changes the
 //     ctime of upper objects when it records overlay xattrs at mount.
 //   - Ino and DIno everywhere when opts.IgnoreInodeNumbers is set.
-func normalise(e Entry, opts DiffOptions) Entry {
+//
+// After a scenario's operations (write path), two more:
+//
+//   - Ino and DIno of upper objects, when opts.LowerInos is set: the two
+//     sides run on separate copies of the upper layer, so a file created,
+//     or copied up with its own number (one name of a hard link), or built
+//     into the upper layer has a different number on each side. Such a
+//     number is replaced by the first path that shows it, so what is
+//     compared is which paths share an object; a number found in a lower
+//     layer (copy-up keeps the lower number) is compared as it is.
+//   - Mtime within the side's operations window is replaced by
+//     mtimeDuringOps: writes, creations and removals stamp the current
+//     time, which differs between the two runs. Layers are built with
+//     times years in the past and utimensat ops set explicit times, so
+//     any other value is a time an implementation preserved or was told
+//     to set, and must be equal. This holds for directories too: the
+//     kernel stamps an upper directory when it creates or removes a name
+//     in it (a whiteout included), but copy-up of a child leaves the
+//     parent's times as they were (it restores them), so a merged
+//     directory in which a file was only copied up keeps its old mtime.
+func normalise(e Entry, s side, opts DiffOptions) Entry {
 	e.Dev = 0
 	e.Blocks, e.Blksize = 0, 0
 	e.Atime, e.Ctime = 0, 0
+	if s.ops.contains(e.Mtime) {
+		e.Mtime = mtimeDuringOps
+	}
+	e.inoAlias, e.dinoAlias = s.alias(e.Ino, opts), s.alias(e.DIno, opts)
 	if e.Path == "." {
-		e.Ino = 0
+		e.Ino, e.inoAlias = 0, ""
 	}
 	if opts.IgnoreInodeNumbers {
 		e.Ino, e.DIno = 0, 0
+		e.inoAlias, e.dinoAlias = "", ""
 	}
 	return e
 }
@@ -65,13 +153,13 @@ var fields = []struct {
 	show func(*Entry) string
 }{
 	{"d_type", func(e *Entry) string { return dtypeName(e.DType) }},
-	{"d_ino", func(e *Entry) string { return strconv.FormatUint(e.DIno, 10) }},
+	{"d_ino", func(e *Entry) string { return cmp.Or(e.dinoAlias, strconv.FormatUint(e.DIno, 10)) }},
 	{"mode", func(e *Entry) string { return fmt.Sprintf("%#o", e.Mode) }},
 	{"uid", func(e *Entry) string { return strconv.FormatUint(uint64(e.UID), 10) }},
 	{"gid", func(e *Entry) string { return strconv.FormatUint(uint64(e.GID), 10) }},
 	{"size", func(e *Entry) string { return strconv.FormatInt(e.Size, 10) }},
 	{"nlink", func(e *Entry) string { return strconv.FormatUint(e.Nlink, 10) }},
-	{"st_ino", func(e *Entry) string { return strconv.FormatUint(e.Ino, 10) }},
+	{"st_ino", func(e *Entry) string { return cmp.Or(e.inoAlias, strconv.FormatUint(e.Ino, 10)) }},
 	{"st_dev", func(e *Entry) string { return devString(e.Dev) }},
 	{"rdev", func(e *Entry) string { return devString(e.Rdev) }},
 	{"blocks", func(e *Entry) string { return strconv.FormatInt(e.Blocks, 10) }},
@@ -90,6 +178,7 @@ var fields = []struct {
 // mounting the same layers, returning differences sorted by path.
 func Diff(kernel, other *Tree, opts DiffOptions) []Difference {
 	var out []Difference
+	kSide, oSide := newSide(kernel, opts.KernelOps, opts), newSide(other, opts.OtherOps, opts)
 	for _, p := range kernel.Paths() {
 		k := kernel.Entries[p]
 		o, ok := other.Entries[p]
@@ -97,7 +186,7 @@ func Diff(kernel, other *Tree, opts DiffOptions) []Difference {
 			out = append(out, Difference{Path: p, Field: "exists", Kernel: fileType(k.Mode), Other: "missing"})
 			continue
 		}
-		kn, on := normalise(*k, opts), normalise(*o, opts)
+		kn, on := normalise(*k, kSide, opts), normalise(*o, oSide, opts)
 		for _, f := range fields {
 			if ks, vs := f.show(&kn), f.show(&on); ks != vs {
 				out = append(out, Difference{Path: p, Field: f.name, Kernel: ks, Other: vs})
@@ -174,6 +263,9 @@ func devString(d uint64) string {
 }
 
 func timeString(ns int64) string {
+	if ns == mtimeDuringOps {
+		return "during the operations"
+	}
 	return time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
 }
 
@@ -183,4 +275,131 @@ func xattrString(xs []Xattr) string {
 		parts[i] = x.Name + "=" + strconv.Quote(x.Value)
 	}
 	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// UpperObject is what the comparison of raw upper layers looks at for one
+// path: the on-disk format an implementation leaves behind, which the
+// kernel (or the implementation itself, on its next mount) must read back.
+// Left out, with reasons:
+//
+//   - times: the merged walks compare the visible objects' mtimes, with
+//     their rules; whiteouts and markers have no meaningful times.
+//   - inode numbers and nlink: each side's upper is a separate copy, and
+//     the kernel makes whiteouts as links of one shared whiteout inode
+//     kept in the work directory, so their nlink counts its own history.
+//   - size of directories: ext4 directory sizes depend on their history.
+//   - the work directory: it is scratch space, emptied at every mount.
+//   - the values of origin and uuid: a file handle and a random id, which
+//     an implementation may encode differently and still be read back;
+//     only their presence is compared (the interop test checks that the
+//     kernel follows an implementation's origins to the same numbers).
+type UpperObject struct {
+	Type    string // file type; "whiteout" is a char device 0/0, "aufs-whiteout" a .wh.NAME file
+	Mode    string // permission bits (with setuid, setgid, sticky)
+	Owner   string
+	Size    string // non-directories
+	Content string // regular files: sha256
+	Target  string // symlinks
+	Rdev    string // devices other than whiteouts
+	Xattrs  string // every xattr but the overlay's private ones
+	Private string // trusted.overlay.*, decoded: opaque, impure and redirect values; origin, uuid and others by name
+}
+
+// upperFields orders UpperObject's fields in reports.
+var upperFields = []struct {
+	name string
+	get  func(*UpperObject) string
+}{
+	{"type", func(u *UpperObject) string { return u.Type }},
+	{"mode", func(u *UpperObject) string { return u.Mode }},
+	{"owner", func(u *UpperObject) string { return u.Owner }},
+	{"size", func(u *UpperObject) string { return u.Size }},
+	{"content sha256", func(u *UpperObject) string { return u.Content }},
+	{"symlink target", func(u *UpperObject) string { return u.Target }},
+	{"rdev", func(u *UpperObject) string { return u.Rdev }},
+	{"xattrs", func(u *UpperObject) string { return u.Xattrs }},
+	{"overlay xattrs", func(u *UpperObject) string { return u.Private }},
+}
+
+const privatePrefix = "trusted.overlay."
+
+// UpperObjects turns a walk of a raw (unmounted) upper directory into
+// UpperObjects by path. An AUFS whiteout .wh.NAME is reported at NAME, so
+// that it lines up with the kernel's whiteout for the same name.
+func UpperObjects(t *Tree) map[string]*UpperObject {
+	out := map[string]*UpperObject{}
+	for p, e := range t.Entries {
+		u := &UpperObject{
+			Type:  fileType(e.Mode),
+			Mode:  fmt.Sprintf("%#o", e.Mode&07777),
+			Owner: fmt.Sprintf("%d:%d", e.UID, e.GID),
+		}
+		if e.LstatErr != "" {
+			u.Type = "unstattable: " + e.LstatErr
+		}
+		switch e.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+		case unix.S_IFREG:
+			u.Size = strconv.FormatInt(e.Size, 10)
+			u.Content = e.SHA256
+		case unix.S_IFLNK:
+			u.Size = strconv.FormatInt(e.Size, 10)
+			u.Target = strconv.Quote(e.Target)
+		case unix.S_IFCHR, unix.S_IFBLK:
+			u.Rdev = devString(e.Rdev)
+			if e.Mode&unix.S_IFMT == unix.S_IFCHR && e.Rdev == 0 {
+				u.Type, u.Rdev = "whiteout", ""
+			}
+		default:
+			u.Size = strconv.FormatInt(e.Size, 10)
+		}
+		var user, private []string
+		for _, x := range e.Xattrs {
+			name, ok := strings.CutPrefix(x.Name, privatePrefix)
+			// trusted.overlay.overlay.X is a user's trusted.overlay.X, escaped.
+			if !ok || strings.HasPrefix(name, "overlay.") {
+				user = append(user, x.Name+"="+strconv.Quote(x.Value))
+				continue
+			}
+			switch name {
+			case "opaque", "impure", "redirect":
+				private = append(private, name+"="+strconv.Quote(x.Value))
+			default:
+				private = append(private, name)
+			}
+		}
+		u.Xattrs = "[" + strings.Join(user, " ") + "]"
+		u.Private = "[" + strings.Join(private, " ") + "]"
+		dir, base := path.Split(p)
+		if rest, ok := strings.CutPrefix(base, aufsWhiteoutPref); ok && rest != "" && base != aufsOpaqueName && e.Mode&unix.S_IFMT == unix.S_IFREG {
+			u.Type, u.Size, u.Content = "aufs-whiteout ("+base+")", "", ""
+			p = dir + rest
+		}
+		out[p] = u
+	}
+	return out
+}
+
+// DiffUpper compares the raw upper layers two implementations left.
+func DiffUpper(kernel, other *Tree) []Difference {
+	k, o := UpperObjects(kernel), UpperObjects(other)
+	var out []Difference
+	for _, p := range slices.Sorted(maps.Keys(k)) {
+		ko, ok := o[p]
+		if !ok {
+			out = append(out, Difference{Path: p, Field: "exists", Kernel: k[p].Type, Other: "missing"})
+			continue
+		}
+		for _, f := range upperFields {
+			if ks, vs := f.get(k[p]), f.get(ko); ks != vs {
+				out = append(out, Difference{Path: p, Field: f.name, Kernel: ks, Other: vs})
+			}
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(o)) {
+		if _, ok := k[p]; !ok {
+			out = append(out, Difference{Path: p, Field: "exists", Kernel: "missing", Other: o[p].Type})
+		}
+	}
+	return out
 }

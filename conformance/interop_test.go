@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"cmp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,4 +130,92 @@ func TestXinoAcrossFilesystems(t *testing.T) {
 	if ino := ours.Entries["tagged"].Ino; ino>>62 == 0 {
 		t.Errorf("a tmpfs object's number %#x carries no filesystem index", ino)
 	}
+}
+
+// TestOvlmountWritesKernelReads is the converse of
+// TestKernelWritesOvlmountReads: a session of mixed writes through
+// ovlmount, then a kernel mount of the same layers must show exactly the
+// merged tree ovlmount showed, inode numbers and d_ino included. That
+// holds only if ovlmount writes the kernel's format: whiteouts, opaque
+// directories, origins the kernel can follow back to the lower objects,
+// impure parents (without which the kernel's d_ino would not be the
+// origin number).
+func TestOvlmountWritesKernelReads(t *testing.T) {
+	prog := programUnderTest(t)
+	spec := writeBase()
+	l := build(t, spec)
+	base := t.TempDir()
+	// As in the write scenarios: the kernel's own lazy bookkeeping on
+	// directories the session never touches is not ovlmount's to copy.
+	if err := settle(base, l); err != nil {
+		t.Fatal(err)
+	}
+	const user = 1000
+	// Every step succeeds on the kernel but the two that are there for
+	// their errors.
+	session := []Op{
+		Write("f", 0, "rewritten by ovlmount"),
+		Append("big", "appended"),
+		Chmod("x", 0o600),
+		Setxattr("x", "user.added", "v", 0),
+		Removexattr("x", "user.a"),
+		Utimens("d/sub/c", tPast, tFuture),
+		Truncate("h1", 2), // one name of a hard link
+		Link("f", "m/f-link"),
+		Unlink("d/a"),
+		Unlink("m/l1"),
+		Unlink("wf").Want("ENOENT"),
+		Rename("m/l0", "m/renamed"),
+		Rename("u/dir", "m/moved-dir"),
+		Rmdir("e"),
+		Rmdir("mw"),
+		Rmdir("wd").Want("ENOENT"),
+		Mkdir("wd", 0o750),
+		Create("wd/new", 0o640, "in an opaque dir"),
+		Create("m/new", 0o600, "new"),
+		Mkdir("newdir", 0o755),
+		MkSymlink("../f", "newdir/link"),
+		Mkfifo("newdir/fifo", 0o600),
+		Create("pub/users", 0o644, "a user's").AsUser(user, user),
+		Chown("sym", 7, 8),
+		Mkdir("sgid/sub", 0o755),
+	}
+	for i := range session {
+		if session[i].Expect == "" {
+			session[i] = session[i].Want("ok")
+		}
+	}
+	l.Work = filepath.Join(base, "work")
+	mnt := filepath.Join(base, "mnt")
+	for _, d := range []string{l.Work, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := prog.Mount(l, mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmountIfMounted(m) })
+	results, err := RunOps(mnt, session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		if got := cmp.Or(r.Err, "ok"); got != session[i].Expect {
+			t.Errorf("%s: %v gave %v, the kernel gives %s", prog.Name(), session[i], r, session[i].Expect)
+		}
+	}
+	ours, err := Walk(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	l.Work = ""
+	kernel := mountAndWalk(t, Kernel{}, l, nil)
+	expectSame(t, "the kernel on ovlmount's upper layer", kernel, ours, DiffOptions{})
+	expectConsistentInos(t, "the kernel on ovlmount's upper layer", kernel)
+	expectConsistentInos(t, prog.Name(), ours)
 }

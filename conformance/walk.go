@@ -53,6 +53,9 @@ type Entry struct {
 	// error's text. Listing alone would not catch a private xattr that is
 	// hidden from llistxattr but still readable by name.
 	Probes []Xattr
+
+	// Set by normalise only: the identity an upper inode number stands for.
+	inoAlias, dinoAlias string
 }
 
 // probedXattrs are marker and bookkeeping xattrs an overlay must not expose

@@ -1,0 +1,265 @@
+package conformance
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Scenario is a write-path test: layers, and operations to perform on the
+// merged tree. Spec.Upper nil means an empty upper layer.
+type Scenario struct {
+	Name string
+	Spec Spec
+	Ops  []Op
+}
+
+// Run is what one implementation did with a scenario.
+type Run struct {
+	Impl    Impl
+	Results []Result // one per operation
+	Window  Window   // when the operations ran (and the walk after them)
+	Merged  *Tree    // the merged tree after the operations
+	Remount *Tree    // the merged tree after unmounting and mounting again
+	Upper   *Tree    // the raw upper directory after the last unmount
+	Log     string   // the program's output, if any
+}
+
+// Report lists every way the other implementation's run differs from the
+// kernel's, grouped by the stage that found it.
+type Report struct {
+	Scenario string
+	Intent   []string     // kernel results other than an Op's Expect: the scenario is wrong
+	Ops      []string     // operations with a different result
+	Merged   []Difference // merged tree after the operations
+	Remount  []Difference // other's tree after a remount vs before it
+	Kernel   []Difference // the kernel's own remount vs before it (a harness problem)
+	Upper    []Difference // raw upper layers
+	Inos     []string     // d_ino vs st_ino within the other's merged tree
+}
+
+// Problem is one finding of a Report.
+type Problem struct {
+	Kind string // "op", or stage and field ("merged mtime"): findings of one Kind are often one cause
+	Text string
+}
+
+// Problems lists the report's findings, one line each, in stage order.
+func (r Report) Problems() []Problem {
+	var out []Problem
+	for _, s := range r.Intent {
+		out = append(out, Problem{"scenario", s})
+	}
+	for _, s := range r.Ops {
+		out = append(out, Problem{"op", s})
+	}
+	for _, g := range []struct {
+		label   string
+		diffs   []Difference
+		remount bool // Kernel and Other of the differences are before and after
+	}{
+		{"merged", r.Merged, false}, {"after remount", r.Remount, true}, {"upper layer", r.Upper, false},
+		{"kernel after remount", r.Kernel, true},
+	} {
+		for _, d := range g.diffs {
+			text := g.label + ": " + d.String()
+			if g.remount {
+				text = fmt.Sprintf("%s: %s: %s: before %s, after %s", g.label, d.Path, d.Field, d.Kernel, d.Other)
+			}
+			out = append(out, Problem{g.label + " " + d.Field, text})
+		}
+	}
+	for _, s := range r.Inos {
+		out = append(out, Problem{"d_ino vs st_ino", "d_ino vs st_ino: " + s})
+	}
+	return out
+}
+
+// Digest picks up to n problems for a one-line summary: every kind of
+// problem before a second one of any kind, so that one systematic
+// difference does not hide the others.
+func Digest(problems []Problem, n int) []string {
+	var firsts, rest []string
+	seen := map[string]bool{}
+	for _, p := range problems {
+		if seen[p.Kind] {
+			rest = append(rest, p.Text)
+			continue
+		}
+		seen[p.Kind] = true
+		firsts = append(firsts, p.Text)
+	}
+	out := append(firsts, rest...)
+	return out[:min(n, len(out))]
+}
+
+// RunScenario builds s's layers under dir, runs s on the kernel and on
+// other, and compares. The lower layers are built once and shared, so the
+// numbers of lower objects are the same for both; each side gets its own
+// upper and work directories, built from the same Spec. An error means the
+// scenario could not be run at all (layers, mounts, walks); differences
+// are in the Report.
+func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error) {
+	rep := Report{Scenario: s.Name}
+	lowers := filepath.Join(dir, "lowers")
+	if err := os.Mkdir(lowers, 0o755); err != nil {
+		return rep, nil, nil, err
+	}
+	l, err := Spec{Lowers: s.Spec.Lowers}.Build(lowers)
+	if err != nil {
+		return rep, nil, nil, err
+	}
+	lowerInos, err := inodeNumbers(l.Lowers)
+	if err != nil {
+		return rep, nil, nil, err
+	}
+	var runs [2]*Run
+	for i, impl := range []Impl{Kernel{}, other} {
+		side := filepath.Join(dir, fmt.Sprintf("%d-%s", i, impl.Name()))
+		if runs[i], err = runOn(side, l.Lowers, s, impl); err != nil {
+			return rep, runs[0], runs[1], fmt.Errorf("%s: %w", impl.Name(), err)
+		}
+	}
+	k, o := runs[0], runs[1]
+	for i, op := range s.Ops {
+		if got := k.Results[i].String(); op.Expect != "" && op.Expect != cmp.Or(k.Results[i].Err, "ok") {
+			rep.Intent = append(rep.Intent, fmt.Sprintf("op %d %v: the scenario expects %s of the kernel, which gave %s", i+1, op, op.Expect, got))
+		}
+		if k.Results[i] != o.Results[i] {
+			rep.Ops = append(rep.Ops, fmt.Sprintf("op %d %v: kernel %v, other %v", i+1, op, k.Results[i], o.Results[i]))
+		}
+	}
+	rep.Merged = Diff(k.Merged, o.Merged, DiffOptions{LowerInos: lowerInos, KernelOps: k.Window, OtherOps: o.Window})
+	rep.Remount = Diff(o.Merged, o.Remount, DiffOptions{})
+	rep.Kernel = Diff(k.Merged, k.Remount, DiffOptions{})
+	rep.Upper = DiffUpper(k.Upper, o.Upper)
+	rep.Inos = o.Merged.DirentInoMismatches()
+	return rep, k, o, nil
+}
+
+// runOn performs s with impl in the directory side: build the upper,
+// settle it, mount, operate, walk, remount, walk, and walk the raw upper.
+func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
+	upper := s.Spec.Upper
+	if upper == nil {
+		upper = Layer{}
+	}
+	if err := os.Mkdir(side, 0o755); err != nil {
+		return nil, err
+	}
+	built, err := Spec{Upper: upper}.Build(side)
+	if err != nil {
+		return nil, err
+	}
+	l := Layers{Lowers: lowers, Upper: built.Upper, Work: filepath.Join(side, "work")}
+	mnt := filepath.Join(side, "mnt")
+	for _, d := range []string{l.Work, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if len(upper) > 0 {
+		if err := settle(side, l); err != nil {
+			return nil, err
+		}
+	}
+	run := &Run{Impl: impl}
+	m, err := impl.Mount(l, mnt)
+	if err != nil {
+		return nil, err
+	}
+	run.Log = m.Log
+	defer unmountIfMounted(m)
+	// The slack covers coarse file timestamps, which may lag the clock
+	// read here by a tick.
+	run.Window.From = time.Now().Add(-time.Second)
+	if run.Results, err = RunOps(mnt, s.Ops); err != nil {
+		return run, err
+	}
+	if run.Merged, err = Walk(mnt); err != nil {
+		return run, err
+	}
+	run.Window.To = time.Now().Add(time.Second)
+	if err := m.Unmount(); err != nil {
+		return run, err
+	}
+	if m, err = impl.Mount(l, mnt); err != nil {
+		return run, fmt.Errorf("mounting again: %w", err)
+	}
+	defer unmountIfMounted(m)
+	if run.Remount, err = Walk(mnt); err != nil {
+		return run, err
+	}
+	if err := m.Unmount(); err != nil {
+		return run, err
+	}
+	if run.Upper, err = Walk(l.Upper); err != nil {
+		return run, err
+	}
+	return run, nil
+}
+
+// settle mounts the kernel once over a pristine upper layer and walks it.
+// On the first mount the kernel records origin and impure xattrs on upper
+// directories that merge with lower ones (see kernelReference); without
+// this, the kernel's side would write them during the scenario and the
+// raw upper comparison would charge the other side for not doing the
+// same lazy bookkeeping on objects the scenario never touched.
+func settle(side string, l Layers) error {
+	l.Work = filepath.Join(side, "settle-work")
+	mnt := filepath.Join(side, "settle-mnt")
+	for _, d := range []string{l.Work, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	m, err := Kernel{}.Mount(l, mnt)
+	if err != nil {
+		return fmt.Errorf("settling the upper layer: %w", err)
+	}
+	defer unmountIfMounted(m)
+	if _, err := Walk(mnt); err != nil {
+		return err
+	}
+	if err := m.Unmount(); err != nil {
+		return err
+	}
+	return os.RemoveAll(l.Work)
+}
+
+func unmountIfMounted(m *Mount) {
+	if mounted, _ := IsMounted(m.Dir); mounted {
+		m.Unmount()
+	}
+}
+
+// inodeNumbers collects the inode number of every object in dirs.
+func inodeNumbers(dirs []string) (map[uint64]bool, error) {
+	out := map[uint64]bool{}
+	for _, d := range dirs {
+		err := filepath.WalkDir(d, func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				return &os.PathError{Op: "lstat", Path: p, Err: err}
+			}
+			out[st.Ino] = true
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no lower layers")
+	}
+	return out, nil
+}
