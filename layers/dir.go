@@ -21,10 +21,12 @@ func (l *Layer) ReadDir(rel string) ([]Dirent, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	return readDirFd(fd)
+	return ReadDirFd(fd)
 }
 
-func readDirFd(fd int) ([]Dirent, error) {
+// ReadDirFd returns the entries of the open directory fd, from its
+// current offset on, except "." and "..".
+func ReadDirFd(fd int) ([]Dirent, error) {
 	var out []Dirent
 	buf := make([]byte, 32<<10)
 	for {

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,15 +24,42 @@ type Attr struct {
 // GetAttr returns the current attributes of node id, read from the layer
 // object that wins.
 func (fs *FS) GetAttr(id uint64) (Attr, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
 		return Attr{}, err
 	}
-	st, err := n.objs[0].layer.Lstat(n.rel)
+	st, err := fs.stat(n)
 	if err != nil {
-		return Attr{}, errno(err)
+		return Attr{}, err
 	}
 	return fs.attr(n, &st), nil
+}
+
+// stat returns the host attributes of n's winning object; for an
+// unlinked node, through one of its open fds.
+// Preconditions: renameMu held.
+func (fs *FS) stat(n *node) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	n.mu.Lock()
+	objs, unlinked := n.objs, n.unlinked
+	fd := -1
+	for h := range n.open {
+		fd = h.fd
+		break
+	}
+	if unlinked && fd >= 0 {
+		err := unix.Fstat(fd, &st)
+		n.mu.Unlock()
+		return st, errno(err)
+	}
+	n.mu.Unlock()
+	if unlinked {
+		return st, syscall.ENOENT
+	}
+	st, err := objs[0].layer.Lstat(n.path())
+	return st, errno(err)
 }
 
 func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {

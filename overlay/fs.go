@@ -7,16 +7,20 @@
 // a mount. Host access goes through package layers only: the engine never
 // builds a host path and never writes to a lower layer.
 //
-// Locking: the read-only engine's nodes are immutable after creation, so
-// the only locks are the node table's (inodes.Table.mu, a leaf) and the
-// handle table's (FS.hmu, a leaf). Neither is held across a host syscall.
+// Locking (order from outer to inner): FS.renameMu; a directory's dirMu;
+// any node's mu (never two at once); the leaves inodes.Table.mu and
+// FS.hmu, which are never held across a host syscall. Every operation holds renameMu for
+// reading, rename holds it for writing, so paths are stable during an
+// operation. Each method says what it needs held.
 package overlay
 
 import (
+	"fmt"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -33,6 +37,11 @@ type Options struct {
 	// StaticNlink gives every directory nlink 1 (fuse-overlayfs's
 	// static_nlink).
 	StaticNlink bool
+	// Work is the upper layer's workdir/work; nil for a read-only stack.
+	Work *copyup.Work
+	// NoFsync skips the fsyncs the kernel does for durability (copy-up
+	// data, syncfs): fuse-overlayfs's volatile and fsync=0.
+	NoFsync bool
 }
 
 // FS is a merged view of a layer stack.
@@ -43,6 +52,16 @@ type FS struct {
 	scheme *inodes.Scheme
 	nodes  *inodes.Table[*node]
 	uuids  map[[16]byte][]*layers.Layer // lower layers by filesystem uuid
+	work   *copyup.Work
+	// Forms the upper layer takes, probed at mount: kernel whiteouts
+	// need mknod of char 0/0, trusted.overlay.* xattrs need
+	// CAP_SYS_ADMIN; without them the rootless forms are written.
+	charWhiteouts bool
+	trusted       bool
+
+	// renameMu is held for writing by rename and for reading by every
+	// other operation: see the lock order above.
+	renameMu sync.RWMutex
 
 	// hmu guards handles and nextHandle.
 	hmu        sync.Mutex
@@ -54,7 +73,7 @@ type FS struct {
 // first). It reads the root directories' markers and nothing else: no work
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
-	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]any), uuids: make(map[[16]byte][]*layers.Layer)}
+	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]any), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work}
 	devs := make([]uint64, len(stack))
 	for i, l := range stack {
 		devs[i] = l.Dev
@@ -67,6 +86,12 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs.scheme = inodes.New(devs, fs.upper != nil)
 	if opts.XinoOff {
 		fs.scheme = inodes.New(devs[:1], false)
+	}
+	if fs.upper != nil && fs.work == nil {
+		return nil, fmt.Errorf("an upper layer needs a workdir")
+	}
+	if fs.work != nil {
+		fs.charWhiteouts, fs.trusted = probe(fs.work)
 	}
 	root := &node{id: inodes.RootID, typ: unix.S_IFDIR}
 	for _, l := range stack {
@@ -83,9 +108,28 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
-	root.parent = root
+	root.at.Store(&place{parent: root})
 	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: st.Dev, Ino: st.Ino}, fs.scheme.Fallback())
 	return fs, nil
+}
+
+// probe finds which forms the upper layer's filesystem takes from this
+// process: char 0/0 whiteouts (mknod) and trusted.* xattrs.
+func probe(w *copyup.Work) (charWhiteouts, trusted bool) {
+	name := w.TempName()
+	if unix.Mknodat(w.Fd(), name, unix.S_IFCHR, 0) == nil {
+		charWhiteouts = true
+		unix.Unlinkat(w.Fd(), name, 0)
+	}
+	if err := unix.Mkdirat(w.Fd(), name, 0o700); err == nil {
+		fd, err := unix.Openat(w.Fd(), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == nil {
+			trusted = unix.Fsetxattr(fd, layers.TrustedPrefix+"opaque", []byte("y"), 0) == nil
+			unix.Close(fd)
+		}
+		unix.Unlinkat(w.Fd(), name, unix.AT_REMOVEDIR)
+	}
+	return charWhiteouts, trusted
 }
 
 // ReadOnly reports whether the stack has no upper layer.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"log"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -105,8 +106,123 @@ func (f *fuseFS) dispatch(ctx context.Context, op any) error {
 		return f.GetXattr(ctx, o)
 	case *fuseops.ListXattrOp:
 		return f.ListXattr(ctx, o)
+	case *fuseops.SetInodeAttributesOp:
+		return f.SetInodeAttributes(ctx, o)
+	case *fuseops.MkDirOp:
+		return f.MkDir(ctx, o)
+	case *fuseops.MkNodeOp:
+		return f.MkNode(ctx, o)
+	case *fuseops.CreateFileOp:
+		return f.CreateFile(ctx, o)
+	case *fuseops.CreateSymlinkOp:
+		return f.CreateSymlink(ctx, o)
+	case *fuseops.CreateLinkOp:
+		return f.CreateLink(ctx, o)
+	case *fuseops.RenameOp:
+		return f.fs.Rename(uint64(o.OldParent), o.OldName, uint64(o.NewParent), o.NewName)
+	case *fuseops.RmDirOp:
+		return f.fs.Rmdir(uint64(o.Parent), o.Name)
+	case *fuseops.UnlinkOp:
+		return f.fs.Unlink(uint64(o.Parent), o.Name)
+	case *fuseops.WriteFileOp:
+		return f.fs.Write(uint64(o.Handle), o.Data, o.Offset)
+	case *fuseops.SyncFileOp:
+		return f.fs.Fsync(uint64(o.Handle))
+	case *fuseops.FlushFileOp:
+		return nil
+	case *fuseops.FallocateOp:
+		return f.fs.Fallocate(uint64(o.Handle), o.Mode, int64(o.Offset), int64(o.Length))
+	case *fuseops.SetXattrOp:
+		return f.fs.Setxattr(uint64(o.Inode), o.Name, o.Value, int(o.Flags))
+	case *fuseops.RemoveXattrOp:
+		return f.fs.Removexattr(uint64(o.Inode), o.Name)
+	case *fuseops.SyncFSOp:
+		return f.fs.SyncFS()
 	}
 	return syscall.ENOSYS
+}
+
+// cred returns the caller of the operation in ctx. The request header
+// carries the gid that OpContext lacks; GetFuseContext reads only ctx.
+func cred(ctx context.Context) Cred {
+	uid, gid, _, err := new(fuse.MountedFileSystem).GetFuseContext(ctx)
+	if err != nil {
+		return Cred{}
+	}
+	return Cred{Uid: uid, Gid: gid}
+}
+
+// perm returns the permission bits of a mode from the library: the type
+// bits it sets (MkDirOp carries a stray os.ModeDevice) are dropped.
+func perm(m os.FileMode) uint32 {
+	return fuse.ConvertGoMode(m) & 0o7777
+}
+
+func (f *fuseFS) SetInodeAttributes(_ context.Context, op *fuseops.SetInodeAttributesOp) error {
+	in := SetAttrs{Uid: op.Uid, Gid: op.Gid, Size: op.Size, Atime: op.Atime, Mtime: op.Mtime}
+	if op.Mode != nil {
+		m := perm(*op.Mode)
+		in.Mode = &m
+	}
+	if op.Handle != nil {
+		h := uint64(*op.Handle)
+		in.Handle = &h
+	}
+	a, err := f.fs.SetAttr(uint64(op.Inode), in)
+	if err != nil {
+		return err
+	}
+	op.Attributes = fuseAttr(&a)
+	op.AttributesExpiration = f.expiry()
+	return nil
+}
+
+func (f *fuseFS) MkDir(ctx context.Context, op *fuseops.MkDirOp) error {
+	e, err := f.fs.Mkdir(uint64(op.Parent), op.Name, perm(op.Mode), cred(ctx))
+	if err != nil {
+		return err
+	}
+	op.Entry = f.entry(e)
+	return nil
+}
+
+func (f *fuseFS) MkNode(ctx context.Context, op *fuseops.MkNodeOp) error {
+	mode := fuse.ConvertGoMode(op.Mode)
+	maj, min := op.Rdev>>8&0xfff, op.Rdev&0xff|op.Rdev>>12&0xfff00
+	e, err := f.fs.Mknod(uint64(op.Parent), op.Name, mode, unix.Mkdev(maj, min), cred(ctx))
+	if err != nil {
+		return err
+	}
+	op.Entry = f.entry(e)
+	return nil
+}
+
+func (f *fuseFS) CreateFile(ctx context.Context, op *fuseops.CreateFileOp) error {
+	e, h, err := f.fs.Create(uint64(op.Parent), op.Name, perm(op.Mode), int(op.OpenFlags), cred(ctx))
+	if err != nil {
+		return err
+	}
+	op.Entry = f.entry(e)
+	op.Handle = fuseops.HandleID(h)
+	return nil
+}
+
+func (f *fuseFS) CreateSymlink(ctx context.Context, op *fuseops.CreateSymlinkOp) error {
+	e, err := f.fs.Symlink(uint64(op.Parent), op.Name, op.Target, cred(ctx))
+	if err != nil {
+		return err
+	}
+	op.Entry = f.entry(e)
+	return nil
+}
+
+func (f *fuseFS) CreateLink(_ context.Context, op *fuseops.CreateLinkOp) error {
+	e, err := f.fs.Link(uint64(op.Target), uint64(op.Parent), op.Name)
+	if err != nil {
+		return err
+	}
+	op.Entry = f.entry(e)
+	return nil
 }
 
 func (f *fuseFS) expiry() time.Time { return time.Now().Add(f.fs.Timeout()) }
@@ -193,7 +309,7 @@ func (f *fuseFS) OpenDir(_ context.Context, op *fuseops.OpenDirOp) error {
 	}
 	op.Handle = fuseops.HandleID(h)
 	// The layers of a read-only stack do not change under the mount.
-	op.KeepCache, op.CacheDir = true, true
+	op.KeepCache, op.CacheDir = f.fs.ReadOnly(), f.fs.ReadOnly()
 	return nil
 }
 
@@ -266,7 +382,8 @@ func (f *fuseFS) OpenFile(_ context.Context, op *fuseops.OpenFileOp) error {
 		return err
 	}
 	op.Handle = fuseops.HandleID(h)
-	// Lower files do not change under the mount: keep their pages.
+	// A file changes only through this mount (layers must not change
+	// behind it), and the kernel's page cache follows those changes.
 	op.KeepPageCache = true
 	return nil
 }

@@ -29,6 +29,8 @@ type found struct {
 // Lookup resolves name in directory parent and adds a kernel reference to
 // the node it names.
 func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
 	p, err := fs.get(parent)
 	if err != nil {
 		return Entry{}, err
@@ -41,39 +43,67 @@ func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
 }
 
 // acquire turns a resolved name into a node held by the kernel.
+// Preconditions: renameMu held for reading.
 func (fs *FS) acquire(p *node, name string, f found) Entry {
 	num, ok, key := fs.number(p, name, f)
 	id, n := fs.nodes.Acquire(num, ok, key, func(id uint64) *node {
-		return &node{id: id, typ: f.typ, parent: p, rel: layers.Join(p.rel, name), objs: f.objs}
+		n := &node{id: id, typ: f.typ, objs: f.objs}
+		n.at.Store(&place{parent: p, name: name})
+		return n
 	})
+	n.mu.Lock()
+	if n.unlinked {
+		// A hard link of an unlinked node, found under another name:
+		// the node lives on there. A non-directory has no children
+		// whose paths could depend on its place.
+		n.unlinked = false
+		n.objs = f.objs
+		n.at.Store(&place{parent: p, name: name})
+	}
+	n.mu.Unlock()
 	return Entry{ID: id, Attr: fs.attr(n, &f.st)}
+}
+
+// checkName validates a name the kernel sends for a directory entry.
+func checkName(name string) error {
+	if !layers.ValidName(name) {
+		return syscall.EINVAL
+	}
+	if len(name) > maxName {
+		return syscall.ENAMETOOLONG
+	}
+	return nil
 }
 
 // resolve finds what name means in directory p, searching its layers top
 // down like the kernel's ovl_lookup: a whiteout ends the search, a
 // non-directory ends it, a directory goes on into the layers below until
 // one is opaque or holds something that is not a directory.
+// Preconditions: renameMu held.
 func (fs *FS) resolve(p *node, name string) (found, error) {
+	return fs.resolveIn(p, p.layersOf(), name)
+}
+
+// resolveIn is resolve over the given layer objects of p.
+func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 	var f found
 	if !p.isDir() {
 		return f, syscall.ENOTDIR
 	}
-	if !layers.ValidName(name) {
-		return f, syscall.EINVAL
-	}
-	if len(name) > maxName {
-		return f, syscall.ENAMETOOLONG
+	if err := checkName(name); err != nil {
+		return f, err
 	}
 	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
 		// AUFS markers are not objects of the merged tree.
 		return f, syscall.ENOENT
 	}
-	rel := layers.Join(p.rel, name)
-	for _, po := range p.objs {
+	dir := p.path()
+	rel := layers.Join(dir, name)
+	for _, po := range pobjs {
 		l := po.layer
 		st, err := l.Lstat(rel)
 		if err == unix.ENOENT {
-			if aufsWhiteout(l, p.rel, name) {
+			if aufsWhiteout(l, dir, name) {
 				break
 			}
 			continue
@@ -107,6 +137,27 @@ func (fs *FS) resolve(p *node, name string) (found, error) {
 	return f, nil
 }
 
+// lowerPositive reports whether name in directory p shows an object from
+// a lower layer when the upper layer is left out: whether removing it
+// needs a whiteout.
+// Preconditions: renameMu held.
+func (fs *FS) lowerPositive(p *node, name string) (bool, error) {
+	var lowers []obj
+	for _, o := range p.layersOf() {
+		if !o.layer.Upper {
+			lowers = append(lowers, o)
+		}
+	}
+	if len(lowers) == 0 {
+		return false, nil
+	}
+	_, err := fs.resolveIn(p, lowers, name)
+	if err == syscall.ENOENT {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // aufsWhiteout reports whether layer l has an AUFS whiteout .wh.NAME for
 // name in directory dir.
 func aufsWhiteout(l *layers.Layer, dir, name string) bool {
@@ -125,6 +176,7 @@ func aufsWhiteout(l *layers.Layer, dir, name string) bool {
 // number of its topmost lower directory when it has one; an upper
 // non-directory takes its copy-up origin's number when the origin is
 // known and was not a hard link; everything else keeps its own.
+// Preconditions: renameMu held.
 func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
 	src := f.objs[0]
 	if src.layer.Upper {
@@ -132,7 +184,7 @@ func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
 			if len(f.objs) > 1 {
 				src = f.objs[1]
 			}
-		} else if k, nlink, ok := fs.origin(layers.Join(p.rel, name)); ok && nlink == 1 {
+		} else if k, nlink, ok := fs.origin(layers.Join(p.path(), name)); ok && nlink == 1 {
 			src = obj{dev: k.Dev, ino: k.Ino}
 		}
 	}

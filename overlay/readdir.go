@@ -30,6 +30,8 @@ type dirHandle struct {
 
 // OpenDir opens directory id and returns a handle.
 func (fs *FS) OpenDir(id uint64) (uint64, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
 		return 0, err
@@ -54,6 +56,8 @@ func (fs *FS) ReadDir(h uint64, offset uint64) ([]Dirent, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if offset == 0 || d.ents == nil {
+		fs.renameMu.RLock()
+		defer fs.renameMu.RUnlock()
 		ents, err := fs.merge(d.n)
 		if err != nil {
 			return nil, err
@@ -69,14 +73,16 @@ func (fs *FS) ReadDir(h uint64, offset uint64) ([]Dirent, error) {
 // merge builds the listing of directory n: ".", "..", then the union of
 // its layers' entries, top layer first, the first occurrence of a name
 // winning, markers and whited-out names left out.
+// Preconditions: renameMu held.
 func (fs *FS) merge(n *node) ([]Dirent, error) {
 	ents := []Dirent{
 		{Name: ".", Ino: n.id, Type: unix.DT_DIR},
-		{Name: "..", Ino: n.parent.id, Type: unix.DT_DIR},
+		{Name: "..", Ino: n.parent().id, Type: unix.DT_DIR},
 	}
 	seen := make(map[string]bool)
-	for i, o := range n.objs {
-		raw, err := o.layer.ReadDir(n.rel)
+	objs, dir := n.layersOf(), n.path()
+	for i, o := range objs {
+		raw, err := o.layer.ReadDir(dir)
 		if err != nil {
 			return nil, errno(err)
 		}
@@ -92,10 +98,10 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 				continue
 			}
 			seen[e.Name] = true
-			if fs.isWhiteout(o, layers.Join(n.rel, e.Name), e.Type) {
+			if fs.isWhiteout(o, layers.Join(dir, e.Name), e.Type) {
 				continue
 			}
-			de, err := fs.dirent(n, i, e)
+			de, err := fs.dirent(n, objs, i, e)
 			if err != nil {
 				if err == syscall.ENOENT {
 					continue // gone meanwhile
@@ -131,18 +137,19 @@ func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
 	return false
 }
 
-// dirent makes the listing entry for raw entry e of layer i of directory
-// n. d_ino must equal the st_ino stat shows: an entry that is a lower
-// non-directory, or a directory with nothing below it to merge with, has
-// its real number; anything else goes through the lookup rules.
-func (fs *FS) dirent(n *node, i int, e layers.Dirent) (Dirent, error) {
-	o := n.objs[i]
-	if !o.layer.Upper && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(n.objs)-1) {
+// dirent makes the listing entry for raw entry e of layer object i of
+// directory n. d_ino must equal the st_ino stat shows: an entry that is a
+// lower non-directory, or a directory with nothing below it to merge with,
+// has its real number; anything else goes through the lookup rules.
+// Preconditions: renameMu held.
+func (fs *FS) dirent(n *node, objs []obj, i int, e layers.Dirent) (Dirent, error) {
+	o := objs[i]
+	if !o.layer.Upper && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(objs)-1) {
 		if ino, ok := fs.scheme.Ino(o.dev, e.Ino); ok {
 			return Dirent{Name: e.Name, Ino: ino, Type: e.Type}, nil
 		}
 	}
-	f, err := fs.resolve(n, e.Name)
+	f, err := fs.resolveIn(n, objs, e.Name)
 	if err != nil {
 		return Dirent{}, err
 	}

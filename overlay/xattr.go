@@ -39,6 +39,8 @@ func userXattrName(name string, privileged bool) (string, bool) {
 
 // Getxattr returns the value of xattr name of node id.
 func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
 		return nil, err
@@ -47,18 +49,20 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	if !ok {
 		return nil, syscall.ENODATA
 	}
-	v, err := n.objs[0].layer.Getxattr(n.rel, host)
+	v, err := n.layersOf()[0].layer.Getxattr(n.path(), host)
 	return v, errno(err)
 }
 
 // Listxattr returns the xattr names of node id that the caller may see;
 // privileged is whether the caller has CAP_SYS_ADMIN.
 func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
 		return nil, err
 	}
-	names, err := n.objs[0].layer.Listxattr(n.rel)
+	names, err := n.layersOf()[0].layer.Listxattr(n.path())
 	if err != nil {
 		return nil, errno(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/jacobsa/fuse"
+	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/layers"
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
@@ -81,7 +82,7 @@ func serve(c *config, ready func(error)) int {
 	cfg := &fuse.MountConfig{
 		FSName:                c.source,
 		Subtype:               "ovlmount",
-		ReadOnly:              true,
+		ReadOnly:              c.readOnly || c.upper == "",
 		Options:               map[string]string{},
 		EnableParallelDirOps:  true,
 		EnableReaddirplus:     true,
@@ -121,18 +122,6 @@ func serve(c *config, ready func(error)) int {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)
 		return fail("%v", err)
-	}
-	if c.upper != "" {
-		// The kernel keeps workdir/work for its temporaries; create it
-		// the same way, once the mount is live, so that either can mount
-		// the layers next and a failed mount leaves nothing behind.
-		if err := os.Mkdir(c.work+"/work", 0); err != nil && !os.IsExist(err) {
-			unmount(c.mountpoint)
-			mfs.Join(context.Background())
-			err = fmt.Errorf("workdir %s: %v", c.work, err)
-			ready(err)
-			return fail("%v", err)
-		}
 	}
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
@@ -177,12 +166,26 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		}
 		stack = append(stack, l)
 	}
-	fs, err := overlay.New(stack, overlay.Options{
+	opts := overlay.Options{
 		Timeout:     c.timeout,
 		XinoOff:     c.xinoOff,
 		StaticNlink: c.staticNlink,
-	})
+		NoFsync:     c.noFsync,
+	}
+	if c.upper != "" {
+		// workdir/work holds the temporaries of atomic changes; like the
+		// kernel, create it and empty it of an interrupted session's.
+		w, err := copyup.Open(c.work)
+		if err != nil {
+			return fail(fmt.Errorf("workdir %s: %v", c.work, err))
+		}
+		opts.Work = w
+	}
+	fs, err := overlay.New(stack, opts)
 	if err != nil {
+		if opts.Work != nil {
+			opts.Work.Close()
+		}
 		return fail(err)
 	}
 	return fs, stack, nil

@@ -43,7 +43,7 @@ var options = []option{
 	{"static_nlink", done, []string{""}, "every directory reports nlink 1"},
 	{"debug", done, []string{""}, "log every FUSE operation to stderr and stay in the foreground"},
 	{"ro", done, []string{""}, "mount read-only"},
-	{"rw", done, []string{""}, "read-write; until writes are implemented every mount is served read-only"},
+	{"rw", done, []string{""}, "read-write when there is an upper layer (default)"},
 	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
 	{"allow_root", done, []string{""}, "treated as allow_other"},
 	{"default_permissions", done, []string{""}, "the kernel checks permissions against the attributes shown (always on)"},
@@ -65,8 +65,8 @@ var options = []option{
 	{"context", ignored, nil, "SELinux labels are not applied"},
 	{"noacl", ignored, []string{""}, "the kernel does not enforce POSIX ACLs on this FUSE mount"},
 	{"writeback", ignored, []string{"0", "1"}, "no write path yet"},
-	{"fsync", ignored, []string{"0", "1"}, "no write path yet"},
-	{"volatile", ignored, []string{""}, "no write path yet"},
+	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
+	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", ignored, []string{"off", "follow", "nofollow"}, "redirects are neither written nor followed"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", ignored, []string{"0"}, "0 is the default; 1 and 2 are not implemented yet"},
@@ -103,6 +103,7 @@ type config struct {
 	timeout     time.Duration
 	xinoOff     bool
 	staticNlink bool
+	noFsync     bool
 	readOnly    bool
 	allowOther  bool
 	maxWrite    uint32
@@ -200,7 +201,6 @@ func (c *config) apply(o string) error {
 		c.lower = splitLower(value)
 	case "upperdir":
 		c.upper = value
-		c.warnings = append(c.warnings, "writes are not implemented yet: the mount is read-only")
 	case "workdir":
 		c.work = value
 	case "timeout":
@@ -213,6 +213,10 @@ func (c *config) apply(o string) error {
 		c.xinoOff = value == "off"
 	case "static_nlink":
 		c.staticNlink = true
+	case "volatile":
+		c.noFsync = true
+	case "fsync":
+		c.noFsync = value == "0"
 	case "debug":
 		c.debug, c.foreground = true, true
 	case "ro":

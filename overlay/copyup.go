@@ -1,0 +1,72 @@
+package overlay
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlmount/ovlmount/copyup"
+	"github.com/ovlmount/ovlmount/layers"
+)
+
+// copyUp makes n's winning object an upper one, copying its parents up
+// first, top down, as the kernel's ovl_copy_up does. The copy is atomic
+// (package copyup): after a crash the upper layer holds the whole object
+// or none of it. A second caller waits on n.mu and finds the work done.
+// Preconditions: renameMu held; no node's mu held.
+func (fs *FS) copyUp(n *node) error { return fs.copyUpTrunc(n, false) }
+
+// copyUpTrunc is copyUp; with trunc, a regular file is copied empty, for
+// an open with O_TRUNC (as the kernel does).
+func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
+	if fs.upper == nil {
+		return syscall.EROFS
+	}
+	if n.upper() {
+		return nil
+	}
+	if p := n.parent(); p != n {
+		if err := fs.copyUp(p); err != nil {
+			return err
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.unlinked {
+		return syscall.ENOENT
+	}
+	if n.objs[0].layer.Upper {
+		return nil
+	}
+	st, err := fs.work.Copy(n.objs[0].layer, fs.upper, n.path(), copyup.Options{
+		Fsync: !fs.opts.NoFsync, Trusted: fs.trusted, Truncate: trunc && n.typ == unix.S_IFREG,
+	})
+	if err != nil {
+		return errno(err)
+	}
+	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	if n.isDir() {
+		// The copied directory is empty: the lower ones stay merged.
+		n.objs = append([]obj{up}, n.objs...)
+	} else {
+		n.objs = []obj{up}
+	}
+	return nil
+}
+
+// upperDir opens directory node p's upper directory as an O_PATH fd for
+// *at calls on its entries; the caller closes it.
+// Preconditions: renameMu held; p copied up.
+func (fs *FS) upperDir(p *node) (int, error) {
+	fd, err := fs.upper.OpenPath(p.path())
+	return fd, errno(err)
+}
+
+// privateXattr returns the name of overlay xattr x ("opaque", ...) in the
+// namespace this mount writes.
+func (fs *FS) privateXattr(x string) string {
+	if fs.trusted {
+		return layers.TrustedPrefix + x
+	}
+	return layers.UserPrefix + x
+}

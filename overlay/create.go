@@ -1,0 +1,304 @@
+package overlay
+
+import (
+	"strings"
+	"syscall"
+
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// Creating: a new object is built complete in workdir/work (type, owner,
+// mode, opaque marker) and moved into the upper layer with one rename, so
+// the name never shows a half-made object; over a whiteout, that rename
+// replaces it, as the kernel's ovl_create_over_whiteout does.
+
+// Cred is the caller of an operation.
+type Cred struct {
+	Uid, Gid uint32
+}
+
+// placed is what create hands back: the new entry, and for a regular file
+// the fd of the open object.
+type placed struct {
+	entry Entry
+	fd    int
+}
+
+// make builds an object named tmp in the work directory wfd with the
+// given permission bits; for a regular file it returns an open fd (else
+// -1).
+type maker func(wfd int, tmp string, perm uint32) (fd int, err error)
+
+// create makes name in directory parent with mode (type and permission
+// bits) owned by c, through mk.
+func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) (placed, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return placed{fd: -1}, syscall.EROFS
+	}
+	p, err := fs.get(parent)
+	if err != nil {
+		return placed{fd: -1}, err
+	}
+	if err := checkName(name); err != nil {
+		return placed{fd: -1}, err
+	}
+	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
+		// Such a name would read back as a marker.
+		return placed{fd: -1}, syscall.EPERM
+	}
+	if err := fs.copyUp(p); err != nil {
+		return placed{fd: -1}, err
+	}
+	p.dirMu.Lock()
+	defer p.dirMu.Unlock()
+	if _, err := fs.resolve(p, name); err != syscall.ENOENT {
+		if err == nil {
+			err = syscall.EEXIST
+		}
+		return placed{fd: -1}, err
+	}
+	pfd, err := fs.upperDir(p)
+	if err != nil {
+		return placed{fd: -1}, err
+	}
+	defer unix.Close(pfd)
+	over, aufs := fs.whiteoutAt(pfd, name)
+
+	// Owner: the caller, but a setgid directory gives its group, and
+	// its setgid bit to new directories (the umask is already applied).
+	var pst unix.Stat_t
+	if err := unix.Fstat(pfd, &pst); err != nil {
+		return placed{fd: -1}, errno(err)
+	}
+	gid := c.Gid
+	perm := mode &^ unix.S_IFMT
+	if pst.Mode&unix.S_ISGID != 0 {
+		gid = pst.Gid
+		if mode&unix.S_IFMT == unix.S_IFDIR {
+			perm |= unix.S_ISGID
+		}
+	}
+	wfd, tmp := fs.work.Fd(), fs.work.TempName()
+	fd, err := mk(wfd, tmp, perm)
+	if err != nil {
+		return placed{fd: -1}, errno(err)
+	}
+	fail := func(err error) (placed, error) {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		removeAll(wfd, tmp)
+		return placed{fd: -1}, errno(err)
+	}
+	if err := unix.Fchownat(wfd, tmp, int(c.Uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fail(err)
+	}
+	if mode&unix.S_IFMT != unix.S_IFLNK {
+		// After chown, which clears setuid and setgid.
+		if err := unix.Fchmodat(wfd, tmp, perm, 0); err != nil {
+			return fail(err)
+		}
+	}
+	if mode&unix.S_IFMT == unix.S_IFDIR && (over || aufs) {
+		// Over a whiteout the lower directory must not show through.
+		if err := setxattrAt(wfd, tmp, fs.privateXattr("opaque"), "y"); err != nil {
+			return fail(err)
+		}
+	}
+	flags := uint(unix.RENAME_NOREPLACE)
+	if over {
+		// rename(2) replaces a whiteout with a non-directory; a
+		// directory is exchanged with it, and the whiteout, now in the
+		// workdir, removed.
+		flags = 0
+		if mode&unix.S_IFMT == unix.S_IFDIR {
+			flags = unix.RENAME_EXCHANGE
+		}
+	}
+	if err := unix.Renameat2(wfd, tmp, pfd, name, flags); err != nil {
+		return fail(err)
+	}
+	if flags == unix.RENAME_EXCHANGE {
+		unix.Unlinkat(wfd, tmp, 0)
+	}
+	if aufs {
+		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
+	}
+	f, err := fs.resolve(p, name)
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return placed{fd: -1}, err
+	}
+	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
+}
+
+// whiteoutAt reports whether the upper directory pfd has a kernel
+// whiteout named name, or an AUFS whiteout file for it.
+func (fs *FS) whiteoutAt(pfd int, name string) (char, aufs bool) {
+	var st unix.Stat_t
+	if unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && layers.IsWhiteout(&st) {
+		char = true
+	}
+	if len(name)+len(layers.WhiteoutPrefix) <= maxName &&
+		unix.Fstatat(pfd, layers.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		aufs = true
+	}
+	return char, aufs
+}
+
+// Create creates and opens regular file name in directory parent; flags
+// are the open(2) flags.
+func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, uint64, error) {
+	pl, err := fs.create(parent, name, unix.S_IFREG|mode&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
+		return unix.Openat(wfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+	})
+	if err != nil {
+		return Entry{}, 0, err
+	}
+	n, err := fs.get(pl.entry.ID)
+	if err != nil {
+		unix.Close(pl.fd)
+		return Entry{}, 0, err
+	}
+	h := &fileHandle{n: n, fd: pl.fd}
+	n.mu.Lock()
+	if n.open == nil {
+		n.open = make(map[*fileHandle]struct{})
+	}
+	n.open[h] = struct{}{}
+	n.mu.Unlock()
+	return pl.entry, fs.addHandle(h), nil
+}
+
+// Mkdir creates directory name in directory parent.
+func (fs *FS) Mkdir(parent uint64, name string, perm uint32, c Cred) (Entry, error) {
+	pl, err := fs.create(parent, name, unix.S_IFDIR|perm&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
+		return -1, unix.Mkdirat(wfd, tmp, perm)
+	})
+	return pl.entry, err
+}
+
+// Mknod creates a fifo, socket or device node. A char device 0/0 is a
+// whiteout on disk and is refused with EPERM, as the kernel does.
+func (fs *FS) Mknod(parent uint64, name string, mode uint32, rdev uint64, c Cred) (Entry, error) {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFBLK, unix.S_IFREG:
+	case unix.S_IFCHR:
+		if rdev == 0 {
+			return Entry{}, syscall.EPERM
+		}
+	default:
+		return Entry{}, syscall.EINVAL
+	}
+	pl, err := fs.create(parent, name, mode, c, func(wfd int, tmp string, perm uint32) (int, error) {
+		return -1, unix.Mknodat(wfd, tmp, mode&unix.S_IFMT|perm, int(rdev))
+	})
+	return pl.entry, err
+}
+
+// Symlink creates symlink name to target in directory parent.
+func (fs *FS) Symlink(parent uint64, name, target string, c Cred) (Entry, error) {
+	pl, err := fs.create(parent, name, unix.S_IFLNK|0o777, c, func(wfd int, tmp string, _ uint32) (int, error) {
+		return -1, unix.Symlinkat(target, wfd, tmp)
+	})
+	return pl.entry, err
+}
+
+// Link makes name in directory parent a new link to node target, which
+// is copied up first.
+func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return Entry{}, syscall.EROFS
+	}
+	t, err := fs.get(target)
+	if err != nil {
+		return Entry{}, err
+	}
+	p, err := fs.get(parent)
+	if err != nil {
+		return Entry{}, err
+	}
+	if t.isDir() {
+		return Entry{}, syscall.EPERM
+	}
+	if err := checkName(name); err != nil {
+		return Entry{}, err
+	}
+	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
+		return Entry{}, syscall.EPERM
+	}
+	if err := fs.copyUp(t); err != nil {
+		return Entry{}, err
+	}
+	if err := fs.copyUp(p); err != nil {
+		return Entry{}, err
+	}
+	p.dirMu.Lock()
+	defer p.dirMu.Unlock()
+	if _, err := fs.resolve(p, name); err != syscall.ENOENT {
+		if err == nil {
+			err = syscall.EEXIST
+		}
+		return Entry{}, err
+	}
+	pfd, err := fs.upperDir(p)
+	if err != nil {
+		return Entry{}, err
+	}
+	defer unix.Close(pfd)
+	tfd, err := fs.upper.OpenPath(t.path())
+	if err != nil {
+		return Entry{}, errno(err)
+	}
+	defer unix.Close(tfd)
+	over, aufs := fs.whiteoutAt(pfd, name)
+	if over {
+		// Link in the workdir, then replace the whiteout with one rename.
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		if err := linkFd(tfd, wfd, tmp); err != nil {
+			return Entry{}, errno(err)
+		}
+		if err := unix.Renameat(wfd, tmp, pfd, name); err != nil {
+			unix.Unlinkat(wfd, tmp, 0)
+			return Entry{}, errno(err)
+		}
+	} else if err := linkFd(tfd, pfd, name); err != nil {
+		return Entry{}, errno(err)
+	}
+	if aufs {
+		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
+	}
+	f, err := fs.resolve(p, name)
+	if err != nil {
+		return Entry{}, err
+	}
+	return fs.acquire(p, name, f), nil
+}
+
+// linkFd links the object of O_PATH fd at name in directory dfd.
+func linkFd(fd, dfd int, name string) error {
+	err := unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
+	if err == unix.ENOENT || err == unix.EPERM {
+		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
+		err = unix.Linkat(unix.AT_FDCWD, procPath(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
+	}
+	return err
+}
+
+// setxattrAt sets xattr name of entry name of directory dfd, never
+// following a symlink.
+func setxattrAt(dfd int, entry, name, value string) error {
+	fd, err := unix.Openat(dfd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Setxattr(procPath(fd), name, []byte(value), 0)
+}

@@ -1,0 +1,187 @@
+package overlay
+
+import (
+	"strconv"
+	"syscall"
+
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// Removing: a name with nothing below it in the lower layers is removed
+// from the upper layer; a name that would show a lower object gets a
+// whiteout instead, put in place with one rename from the workdir (a
+// directory is exchanged with it, then emptied in the workdir), so the
+// name never shows what lies below. Unlinking a lower file does not copy
+// it up.
+
+func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// Unlink removes non-directory name from directory parent.
+func (fs *FS) Unlink(parent uint64, name string) error {
+	return fs.remove(parent, name, false)
+}
+
+// Rmdir removes directory name from directory parent; it must be empty in
+// the merged view (whiteouts do not count).
+func (fs *FS) Rmdir(parent uint64, name string) error {
+	return fs.remove(parent, name, true)
+}
+
+func (fs *FS) remove(parent uint64, name string, dir bool) error {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return syscall.EROFS
+	}
+	p, err := fs.get(parent)
+	if err != nil {
+		return err
+	}
+	if err := fs.copyUp(p); err != nil {
+		return err
+	}
+	p.dirMu.Lock()
+	defer p.dirMu.Unlock()
+	f, err := fs.resolve(p, name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case dir && f.typ != unix.S_IFDIR:
+		return syscall.ENOTDIR
+	case !dir && f.typ == unix.S_IFDIR:
+		return syscall.EISDIR
+	}
+	if dir {
+		if err := fs.checkEmpty(p, name, f); err != nil {
+			return err
+		}
+	}
+	lower, err := fs.lowerPositive(p, name)
+	if err != nil {
+		return err
+	}
+	pfd, err := fs.upperDir(p)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	inUpper := f.objs[0].layer.Upper
+	switch {
+	case lower:
+		err = fs.putWhiteout(pfd, name, inUpper && dir)
+	case dir:
+		// Out of sight with one rename, then emptied of any
+		// whiteouts it still holds.
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		if err = unix.Renameat(pfd, name, wfd, tmp); err == nil {
+			removeAll(wfd, tmp)
+		}
+	default:
+		err = unix.Unlinkat(pfd, name, 0)
+	}
+	if err != nil {
+		return errno(err)
+	}
+	fs.forgetName(p, name, f)
+	return nil
+}
+
+// checkEmpty fails with ENOTEMPTY unless directory name of p, resolved as
+// f, shows no entry in the merged view.
+// Preconditions: renameMu held.
+func (fs *FS) checkEmpty(p *node, name string, f found) error {
+	d := &node{typ: unix.S_IFDIR, objs: f.objs}
+	d.at.Store(&place{parent: p, name: name})
+	ents, err := fs.merge(d)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 2 {
+		return syscall.ENOTEMPTY
+	}
+	return nil
+}
+
+// putWhiteout makes name in upper directory pfd a whiteout, replacing the
+// upper object there, if any (exchange says it is a directory). The
+// whiteout is made in the workdir and moved in with one rename. Where
+// mknod is refused (rootless), it is an AUFS .wh.NAME file instead,
+// created before the upper object goes, so that the lower one never
+// shows.
+func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
+	wfd, tmp := fs.work.Fd(), fs.work.TempName()
+	if !fs.charWhiteouts {
+		fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		if err := unix.Renameat(wfd, tmp, pfd, layers.WhiteoutPrefix+name); err != nil {
+			unix.Unlinkat(wfd, tmp, 0)
+			return err
+		}
+		if exchange {
+			if err := unix.Renameat(pfd, name, wfd, tmp); err != nil {
+				return err
+			}
+			removeAll(wfd, tmp)
+			return nil
+		}
+		if err := unix.Unlinkat(pfd, name, 0); err != nil && err != unix.ENOENT {
+			return err
+		}
+		return nil
+	}
+	if err := unix.Mknodat(wfd, tmp, unix.S_IFCHR, 0); err != nil {
+		return err
+	}
+	if exchange {
+		if err := unix.Renameat2(wfd, tmp, pfd, name, unix.RENAME_EXCHANGE); err != nil {
+			unix.Unlinkat(wfd, tmp, 0)
+			return err
+		}
+		removeAll(wfd, tmp)
+		return nil
+	}
+	if err := unix.Renameat(wfd, tmp, pfd, name); err != nil {
+		unix.Unlinkat(wfd, tmp, 0)
+		return err
+	}
+	return nil
+}
+
+// forgetName marks the node the kernel holds for name of p, if any, as
+// unlinked: it lives on through its open handles, or under another hard
+// link when it is looked up again.
+// Preconditions: renameMu held.
+func (fs *FS) forgetName(p *node, name string, f found) {
+	n := fs.held(p, name, f)
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	n.unlinked = true
+	n.mu.Unlock()
+}
+
+// removeAll removes entry name of directory dfd and, for a directory,
+// everything below it, without following symlinks. It is for the
+// workdir's temporaries; errors leave the rest for the next mount's
+// cleaning.
+func removeAll(dfd int, name string) {
+	if unix.Unlinkat(dfd, name, 0) == nil {
+		return
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	ents, _ := layers.ReadDirFd(fd)
+	for _, e := range ents {
+		removeAll(fd, e.Name)
+	}
+	unix.Close(fd)
+	unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+}

@@ -1,0 +1,178 @@
+package overlay
+
+import (
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// SetAttrs are the attributes a setattr changes; nil fields stay.
+type SetAttrs struct {
+	Mode         *uint32 // permission bits
+	Uid, Gid     *uint32
+	Size         *uint64
+	Atime, Mtime *time.Time
+	// Handle is the open file the change comes through, if any (ftruncate,
+	// fchmod): it still works on an unlinked file.
+	Handle *uint64
+}
+
+// SetAttr changes attributes of node id, copying it up first as the
+// kernel does, and returns the new attributes.
+func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return Attr{}, syscall.EROFS
+	}
+	n, err := fs.get(id)
+	if err != nil {
+		return Attr{}, err
+	}
+	// Through an open file: the one the request names (ftruncate), or,
+	// for an unlinked node, any (the kernel sends fchmod without one).
+	fd := -1
+	n.mu.Lock()
+	if in.Handle != nil {
+		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objs[0].layer.Upper) {
+			fd = f.fd
+		}
+	}
+	if fd < 0 && n.unlinked {
+		for h := range n.open {
+			fd = h.fd
+			break
+		}
+	}
+	n.mu.Unlock()
+	if fd < 0 {
+		if err := fs.copyUp(n); err != nil {
+			return Attr{}, err
+		}
+		pfd, err := fs.upper.OpenPath(n.path())
+		if err != nil {
+			return Attr{}, errno(err)
+		}
+		defer unix.Close(pfd)
+		fd = pfd
+	}
+	if err := setAttrs(fd, n.typ, in); err != nil {
+		return Attr{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return Attr{}, errno(err)
+	}
+	return fs.attr(n, &st), nil
+}
+
+// setAttrs applies in to the object of fd (an O_PATH or open fd of an
+// upper object of type typ). Ownership goes first: chown clears setuid
+// and setgid, which a chmod in the same request sets again.
+func setAttrs(fd int, typ uint32, in SetAttrs) error {
+	if in.Size != nil {
+		if typ != unix.S_IFREG {
+			return syscall.EINVAL
+		}
+		wfd, err := unix.Open(procPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errno(err)
+		}
+		err = unix.Ftruncate(wfd, int64(*in.Size))
+		unix.Close(wfd)
+		if err != nil {
+			return errno(err)
+		}
+	}
+	if in.Uid != nil || in.Gid != nil {
+		uid, gid := -1, -1
+		if in.Uid != nil {
+			uid = int(*in.Uid)
+		}
+		if in.Gid != nil {
+			gid = int(*in.Gid)
+		}
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errno(err)
+		}
+	}
+	if in.Mode != nil {
+		if typ == unix.S_IFLNK {
+			return syscall.EOPNOTSUPP
+		}
+		if err := unix.Chmod(procPath(fd), *in.Mode&0o7777); err != nil {
+			return errno(err)
+		}
+	}
+	if in.Atime != nil || in.Mtime != nil {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if in.Atime != nil {
+			ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
+		}
+		if in.Mtime != nil {
+			ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errno(err)
+		}
+	}
+	return nil
+}
+
+// Setxattr sets xattr name of node id, copying it up first.
+func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return syscall.EROFS
+	}
+	n, err := fs.get(id)
+	if err != nil {
+		return err
+	}
+	host, ok := hostXattrName(name)
+	if !ok {
+		return syscall.EPERM
+	}
+	if err := fs.copyUp(n); err != nil {
+		return err
+	}
+	fd, err := fs.upper.OpenPath(n.path())
+	if err != nil {
+		return errno(err)
+	}
+	defer unix.Close(fd)
+	return errno(unix.Setxattr(procPath(fd), host, value, flags))
+}
+
+// Removexattr removes xattr name of node id. An xattr the object does
+// not have is ENODATA, without a copy-up.
+func (fs *FS) Removexattr(id uint64, name string) error {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return syscall.EROFS
+	}
+	n, err := fs.get(id)
+	if err != nil {
+		return err
+	}
+	host, ok := hostXattrName(name)
+	if !ok {
+		return syscall.ENODATA
+	}
+	if _, err := n.layersOf()[0].layer.Getxattr(n.path(), host); err != nil {
+		return errno(err)
+	}
+	if err := fs.copyUp(n); err != nil {
+		return err
+	}
+	fd, err := fs.upper.OpenPath(n.path())
+	if err != nil {
+		return errno(err)
+	}
+	defer unix.Close(fd)
+	return errno(unix.Removexattr(procPath(fd), host))
+}
+

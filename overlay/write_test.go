@@ -1,0 +1,206 @@
+package overlay
+
+import (
+	"log"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse"
+	"github.com/ovlmount/ovlmount/copyup"
+	"github.com/ovlmount/ovlmount/internal/testenv"
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// mountRW mounts lower (one layer) under a new upper layer in this
+// process; see mountStack for the rules on touching the mount.
+func mountRW(t *testing.T, lower string) (upper, mnt string) {
+	t.Helper()
+	testenv.RequireMount(t)
+	base := t.TempDir()
+	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
+	must(t, os.Mkdir(upper, 0o755))
+	must(t, os.Mkdir(work, 0o755))
+	u, err := layers.Open(upper, 0, true)
+	must(t, err)
+	l, err := layers.Open(lower, 1, false)
+	must(t, err)
+	w, err := copyup.Open(work)
+	must(t, err)
+	t.Cleanup(func() { u.Close(); l.Close(); w.Close() })
+	fsys, err := New([]*layers.Layer{u, l}, Options{Timeout: time.Hour, Work: w})
+	must(t, err)
+	mnt = filepath.Join(base, "mnt")
+	must(t, os.Mkdir(mnt, 0o755))
+	mfs, err := fuse.Mount(mnt, fsys.Server(4, log.New(os.Stderr, "ovlmount: ", 0)), &fuse.MountConfig{Subtype: "ovlmount", FSName: "ovlmount-test"})
+	must(t, err)
+	t.Cleanup(func() {
+		testenv.Unmount(t, mnt)
+		mfs.Join(t.Context())
+	})
+	return upper, mnt
+}
+
+func lstatType(t *testing.T, p string) (uint32, unix.Stat_t) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return 0, st
+	}
+	return st.Mode & unix.S_IFMT, st
+}
+
+func writeFile(t *testing.T, p string, flags int, data string) {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_WRONLY|flags, 0o644)
+	must(t, err)
+	_, err = unix.Write(fd, []byte(data))
+	must(t, err)
+	must(t, unix.Close(fd))
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_RDONLY, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	buf := make([]byte, 4096)
+	n, err := unix.Read(fd, buf)
+	must(t, err)
+	return string(buf[:n])
+}
+
+func TestWritesInTheKernelFormat(t *testing.T) {
+	lower := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(lower, "dir/sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(lower, "dir/file"), []byte("lower"), 0o644))
+	must(t, os.WriteFile(filepath.Join(lower, "dir/sub/x"), []byte("x"), 0o644))
+	must(t, os.WriteFile(filepath.Join(lower, "gone"), []byte("g"), 0o644))
+	must(t, os.WriteFile(filepath.Join(lower, "moved"), []byte("m"), 0o644))
+	upper, mnt := mountRW(t, lower)
+	m := func(p string) string { return filepath.Join(mnt, p) }
+	u := func(p string) string { return filepath.Join(upper, p) }
+
+	var before unix.Stat_t
+	must(t, unix.Lstat(m("dir/file"), &before))
+	writeFile(t, m("dir/file"), unix.O_APPEND, "+more")
+	if got := readFile(t, m("dir/file")); got != "lower+more" {
+		t.Errorf("after append: %q", got)
+	}
+	if got := readFile(t, filepath.Join(lower, "dir/file")); got != "lower" {
+		t.Fatalf("the lower file changed: %q", got)
+	}
+	var after unix.Stat_t
+	must(t, unix.Lstat(m("dir/file"), &after))
+	if after.Ino != before.Ino {
+		t.Errorf("copy-up changed st_ino %d -> %d", before.Ino, after.Ino)
+	}
+
+	// Unlinking a lower file leaves a char 0/0 whiteout and copies
+	// nothing up.
+	must(t, unix.Unlink(m("gone")))
+	if typ, st := lstatType(t, u("gone")); typ != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("upper gone: type %o rdev %d, want a whiteout", typ, st.Rdev)
+	}
+	if _, err := os.Lstat(m("gone")); !os.IsNotExist(err) {
+		t.Errorf("gone still shows: %v", err)
+	}
+
+	// Renaming a lower file leaves a whiteout at the old name.
+	must(t, unix.Rename(m("moved"), m("dir/moved")))
+	if typ, _ := lstatType(t, u("moved")); typ != unix.S_IFCHR {
+		t.Errorf("old name of a renamed lower file: type %o, want a whiteout", typ)
+	}
+	if got := readFile(t, m("dir/moved")); got != "m" {
+		t.Errorf("renamed file reads %q", got)
+	}
+
+	// A directory that exists below cannot be renamed (EXDEV).
+	if err := unix.Rename(m("dir/sub"), m("sub2")); err != syscall.EXDEV {
+		t.Errorf("rename of a lower dir: %v, want EXDEV", err)
+	}
+
+	// rmdir of a merged directory that still shows entries.
+	if err := unix.Rmdir(m("dir/sub")); err != syscall.ENOTEMPTY {
+		t.Errorf("rmdir of a non-empty dir: %v, want ENOTEMPTY", err)
+	}
+	must(t, unix.Unlink(m("dir/sub/x")))
+	must(t, unix.Rmdir(m("dir/sub")))
+	if typ, _ := lstatType(t, u("dir/sub")); typ != unix.S_IFCHR {
+		t.Errorf("removed lower dir: upper type %o, want a whiteout", typ)
+	}
+
+	// mkdir over that whiteout makes an opaque directory.
+	must(t, unix.Mkdir(m("dir/sub"), 0o750))
+	if v, err := layersGetxattr(u("dir/sub"), layers.TrustedPrefix+"opaque"); err != nil || v != "y" {
+		t.Errorf("dir made over a whiteout: opaque %q, %v", v, err)
+	}
+	if ents, err := os.ReadDir(m("dir/sub")); err != nil || len(ents) != 0 {
+		t.Errorf("new dir over a whiteout lists %v, %v", ents, err)
+	}
+
+	// char 0/0 is refused; other nodes are made.
+	if err := unix.Mknod(m("wh"), unix.S_IFCHR|0o600, 0); err != syscall.EPERM {
+		t.Errorf("mknod 0/0: %v, want EPERM", err)
+	}
+	must(t, unix.Mkfifo(m("fifo"), 0o640))
+	must(t, unix.Symlink("dir/file", m("link")))
+	must(t, unix.Link(m("dir/file"), m("hard")))
+	var a, b unix.Stat_t
+	must(t, unix.Lstat(m("hard"), &a))
+	must(t, unix.Lstat(m("dir/file"), &b))
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Errorf("hard link: inos %d %d nlink %d", a.Ino, b.Ino, a.Nlink)
+	}
+
+	// chmod copies up; the mode is exact.
+	must(t, unix.Chmod(m("dir/moved"), 0o4751))
+	if _, st := lstatType(t, u("dir/moved")); st.Mode&0o7777 != 0o4751 {
+		t.Errorf("chmod: upper mode %o", st.Mode&0o7777)
+	}
+
+	// Nothing is left in the workdir.
+	ents, err := os.ReadDir(filepath.Join(filepath.Dir(upper), "work/work"))
+	if err != nil || len(ents) != 0 {
+		t.Errorf("workdir/work holds %v (%v)", ents, err)
+	}
+}
+
+func TestOpenUnlinkedFileKeepsWorking(t *testing.T) {
+	lower := t.TempDir()
+	upper, mnt := mountRW(t, lower)
+	p := filepath.Join(mnt, "f")
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	must(t, err)
+	defer unix.Close(fd)
+	must(t, unix.Unlink(p))
+	if _, err := unix.Write(fd, []byte("still here")); err != nil {
+		t.Fatalf("write after unlink: %v", err)
+	}
+	must(t, unix.Fchmod(fd, 0o640))
+	var st unix.Stat_t
+	must(t, unix.Fstat(fd, &st))
+	if st.Mode&0o777 != 0o640 || st.Size != 10 {
+		t.Errorf("fstat after unlink: mode %o size %d", st.Mode&0o777, st.Size)
+	}
+	buf := make([]byte, 32)
+	n, err := unix.Pread(fd, buf, 0)
+	if err != nil || string(buf[:n]) != "still here" {
+		t.Errorf("read after unlink: %q, %v", buf[:n], err)
+	}
+	if _, err := os.Lstat(filepath.Join(upper, "f")); !os.IsNotExist(err) {
+		t.Errorf("upper still has the unlinked file: %v", err)
+	}
+}
+
+func layersGetxattr(p, name string) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(p, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
