@@ -175,4 +175,3 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	defer unix.Close(fd)
 	return errno(unix.Removexattr(procPath(fd), host))
 }
-
