@@ -46,7 +46,7 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	objs, unlinked := n.objs, n.unlinked
 	fd := -1
 	for h := range n.open {
-		fd = h.fd
+		fd = h.file()
 		break
 	}
 	if unlinked && fd >= 0 {

@@ -165,7 +165,7 @@ func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred)
 		unix.Close(pl.fd)
 		return Entry{}, 0, err
 	}
-	h := &fileHandle{n: n, fd: pl.fd}
+	h := &fileHandle{n: n, fd: pl.fd, stale: -1}
 	n.mu.Lock()
 	if n.open == nil {
 		n.open = make(map[*fileHandle]struct{})

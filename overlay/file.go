@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -9,8 +10,53 @@ import (
 // fileHandle is an open regular file: the host fd of the layer object
 // that won when it was opened (the upper one when opened for writing).
 type fileHandle struct {
-	n  *node
-	fd int
+	n *node
+	// mu guards the fields below. A read switches fd to the upper copy
+	// once the node has been copied up, as the kernel does for an fd
+	// opened before a copy-up; the lower fd stays open until release,
+	// since a read in flight may still use it.
+	mu    sync.Mutex
+	fd    int
+	lower bool // fd is a lower layer's file
+	stale int  // the lower fd after a switch, or -1
+}
+
+// file returns h's current fd.
+// Preconditions: h.n.mu may be held (it comes before h.mu).
+func (h *fileHandle) file() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fd
+}
+
+// readFd returns the fd to read h through.
+func (fs *FS) readFd(h *fileHandle) int {
+	h.mu.Lock()
+	fd, lower := h.fd, h.lower
+	h.mu.Unlock()
+	if !lower || !h.n.upper() {
+		return fd
+	}
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	h.n.mu.Lock()
+	gone := h.n.unlinked
+	h.n.mu.Unlock()
+	if gone {
+		return fd
+	}
+	up, err := fs.upper.OpenFile(h.n.path(), unix.O_RDONLY)
+	if err != nil {
+		return fd
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.lower {
+		unix.Close(up)
+		return h.fd
+	}
+	h.stale, h.fd, h.lower = h.fd, up, false
+	return up
 }
 
 // Open opens regular file id with open(2) flags and returns a handle.
@@ -57,7 +103,7 @@ func (fs *FS) openHandle(n *node, flags int) (uint64, error) {
 	if err != nil {
 		return 0, errno(err)
 	}
-	h := &fileHandle{n: n, fd: fd}
+	h := &fileHandle{n: n, fd: fd, lower: !n.objs[0].layer.Upper, stale: -1}
 	if n.open == nil {
 		n.open = make(map[*fileHandle]struct{})
 	}
@@ -79,9 +125,10 @@ func (fs *FS) Read(h uint64, dst []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	fd := fs.readFd(f)
 	total := 0
 	for total < len(dst) {
-		n, err := unix.Pread(f.fd, dst[total:], off+int64(total))
+		n, err := unix.Pread(fd, dst[total:], off+int64(total))
 		if err == unix.EINTR {
 			continue
 		}
@@ -102,8 +149,9 @@ func (fs *FS) Write(h uint64, data []byte, off int64) error {
 	if err != nil {
 		return err
 	}
+	fd := f.file()
 	for len(data) > 0 {
-		n, err := unix.Pwrite(f.fd, data, off)
+		n, err := unix.Pwrite(fd, data, off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -124,7 +172,7 @@ func (fs *FS) Fsync(h uint64) error {
 	if fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Fsync(f.fd))
+	return errno(unix.Fsync(f.file()))
 }
 
 // Fallocate is fallocate(2) on handle h.
@@ -133,7 +181,7 @@ func (fs *FS) Fallocate(h uint64, mode uint32, off, length int64) error {
 	if err != nil {
 		return err
 	}
-	return errno(unix.Fallocate(f.fd, mode, off, length))
+	return errno(unix.Fallocate(f.file(), mode, off, length))
 }
 
 // Release closes handle h.
@@ -145,7 +193,12 @@ func (fs *FS) Release(h uint64) {
 	f.n.mu.Lock()
 	delete(f.n.open, f)
 	f.n.mu.Unlock()
+	f.mu.Lock()
 	unix.Close(f.fd)
+	if f.stale >= 0 {
+		unix.Close(f.stale)
+	}
+	f.mu.Unlock()
 }
 
 // Readlink returns the target of symlink id.

@@ -67,6 +67,9 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 		return err
 	}
 	defer unix.Close(pfd)
+	// Found before the change: its number may come from the upper
+	// object's origin, which goes with it.
+	gone := fs.held(p, name, f)
 	inUpper := f.objs[0].layer.Upper
 	switch {
 	case lower:
@@ -84,7 +87,7 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err != nil {
 		return errno(err)
 	}
-	fs.forgetName(p, name, f)
+	unlinked(gone)
 	return nil
 }
 
@@ -152,12 +155,10 @@ func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
 	return nil
 }
 
-// forgetName marks the node the kernel holds for name of p, if any, as
-// unlinked: it lives on through its open handles, or under another hard
-// link when it is looked up again.
-// Preconditions: renameMu held.
-func (fs *FS) forgetName(p *node, name string, f found) {
-	n := fs.held(p, name, f)
+// unlinked marks n, a node the kernel holds (or nil), as having lost its
+// name: it lives on through its open handles, or under another hard link
+// when it is looked up again.
+func unlinked(n *node) {
 	if n == nil {
 		return
 	}

@@ -74,6 +74,7 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 	if err := fs.copyUp(np); err != nil {
 		return err
 	}
+	fromLower := !src.objs[0].layer.Upper
 	sn := fs.held(op, oldName, src)
 	if !srcDir {
 		// Copy the source up through its node, or a node made for the
@@ -90,12 +91,6 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 	if err != nil {
 		return err
 	}
-	dstLower := false
-	if dstExists || srcDir {
-		if dstLower, err = fs.lowerPositive(np, newName); err != nil {
-			return err
-		}
-	}
 	ofd, err := fs.upperDir(op)
 	if err != nil {
 		return err
@@ -106,7 +101,12 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 		return err
 	}
 	defer unix.Close(nfd)
-	if srcDir && dstLower {
+	// A purely upper directory moving into a merged directory becomes
+	// opaque, lest a lower directory of the same name show through
+	// later (the kernel's ovl_rename does this whatever lies below the
+	// new name).
+	opaque := srcDir && !src.objs[0].marks.Opaque && np.merged()
+	if opaque {
 		if err := setxattrAt(ofd, oldName, fs.privateXattr("opaque"), "y"); err != nil {
 			return errno(err)
 		}
@@ -116,15 +116,22 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 			return err
 		}
 	}
+	var replaced *node
+	if dstExists {
+		replaced = fs.held(np, newName, dst)
+	}
 	if err := fs.renameUpper(ofd, oldName, nfd, newName, whiteout); err != nil {
 		return err
 	}
-	if dstExists {
-		fs.forgetName(np, newName, dst)
+	if whiteout || fromLower {
+		// The new parent now holds an object whose number comes from a
+		// lower layer: the kernel marks such a directory impure.
+		setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
 	}
+	unlinked(replaced)
 	if sn != nil {
 		sn.at.Store(&place{parent: np, name: newName})
-		if srcDir && dstLower {
+		if opaque {
 			sn.mu.Lock()
 			objs := append([]obj(nil), sn.objs...)
 			objs[0].marks.Opaque = true

@@ -36,12 +36,12 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	n.mu.Lock()
 	if in.Handle != nil {
 		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objs[0].layer.Upper) {
-			fd = f.fd
+			fd = f.file()
 		}
 	}
 	if fd < 0 && n.unlinked {
 		for h := range n.open {
-			fd = h.fd
+			fd = h.file()
 			break
 		}
 	}

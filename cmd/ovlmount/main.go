@@ -89,7 +89,11 @@ func serve(c *config, ready func(error)) int {
 		EnableAutoReaddirplus: true,
 		EnableAsyncReads:      true,
 		EnableSymlinkCaching:  true,
-		MaxWrite:              c.maxWrite,
+		// The writeback cache makes the kernel keep its own mtime while
+		// writes reach the layer later and set another: mtimes would
+		// change across a remount.
+		DisableWritebackCaching: true,
+		MaxWrite:                c.maxWrite,
 	}
 	if cfg.FSName == "" {
 		cfg.FSName = "ovlmount"
@@ -116,6 +120,11 @@ func serve(c *config, ready func(error)) int {
 		// As fuse-overlayfs does for root: setuid programs in a
 		// container's layers must keep working.
 		cfg.Options["suid"] = ""
+	}
+	if _, nodev := cfg.Options["nodev"]; os.Geteuid() == 0 && !nodev {
+		// Device nodes in the layers (a container's /dev/null) open as
+		// on a kernel overlay mount, which mount.fuse3 asks for too.
+		cfg.Options["dev"] = ""
 	}
 	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, errLog), cfg)
 	if err != nil {

@@ -663,7 +663,8 @@ func TestMountFlags(t *testing.T) {
 		opts     string
 		has, not []string
 	}{
-		{"", []string{"noatime", "nodev", "ro"}, []string{"nosuid", "noexec"}},
+		{"", []string{"noatime", "ro"}, []string{"nosuid", "noexec", "nodev"}},
+		{"nodev", []string{"nodev"}, nil},
 		{"nosuid,noexec", []string{"nosuid", "noexec"}, nil},
 		{"nosuid,suid", nil, []string{"nosuid"}},
 		{"suid,nosuid", []string{"nosuid"}, nil},
