@@ -58,4 +58,20 @@ echo "== opaque-dir:          $(ls merged/opaque-dir)"
 echo "== aufs-dir:            $(ls merged/aufs-dir)"
 echo "== xdir:                $(ls merged/xdir)"
 echo "== user.colour:         $(getfattr --only-values -n user.colour merged/data/tagged)"
-echo "== a write is refused:  $(touch merged/x 2>&1 || true)"
+echo "== writes: change a lower file, delete one, rename one, make a dir"
+echo "edited" >> merged/etc/app.conf
+rm merged/data/tagged-hardlink
+mv merged/data/fifo merged/data/pipe
+mkdir merged/etc/conf.d
+echo "== etc/app.conf now:    $(cat merged/etc/app.conf | tr '\n' ' ')"
+echo "== the upper layer (kernel format: char 0/0 whiteouts, trusted.overlay.* xattrs)"
+(cd upper && find . -mindepth 1 -printf '%M %p\n' | sort -k2)
+getfattr -R -d -m trusted.overlay -e hex upper 2>/dev/null | sed -n 's/^# file: /   /p; s/^trusted/     trusted/p'
+umount merged
+trap - EXIT
+echo "== unmounted; a kernel overlay mount of the same layers shows the same tree"
+echo "   (the AUFS directory left out: the kernel does not read those markers)"
+mkdir -p kwork kmerged
+mount -t overlay overlay -o "lowerdir=$PWD/lower1:$PWD/lower2:$PWD/lower3,upperdir=$PWD/upper,workdir=$PWD/kwork" kmerged
+(cd kmerged && find . -mindepth 1 -printf '%M %p\n' 2>/dev/null | grep -v aufs-dir | sort -k2) || true
+umount kmerged
