@@ -6,6 +6,9 @@ set -euo pipefail
 bin=$(realpath "${1:-bin/ovlmount}")
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] || { echo "run as root (mknod and trusted.* xattrs)"; exit 1; }
+for m in run/merged run/kmerged; do   # left by an interrupted run
+	mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+done
 rm -rf run
 mkdir -p run/{lower1,lower2,lower3,upper,work,merged}
 cd run
@@ -73,5 +76,5 @@ echo "== unmounted; a kernel overlay mount of the same layers shows the same tre
 echo "   (the AUFS directory left out: the kernel does not read those markers)"
 mkdir -p kwork kmerged
 mount -t overlay overlay -o "lowerdir=$PWD/lower1:$PWD/lower2:$PWD/lower3,upperdir=$PWD/upper,workdir=$PWD/kwork" kmerged
+trap 'umount kmerged' EXIT
 (cd kmerged && find . -mindepth 1 -printf '%M %p\n' 2>/dev/null | grep -v aufs-dir | sort -k2) || true
-umount kmerged
