@@ -163,9 +163,8 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	}
 
 	// Nothing is left in the workdir.
-	ents, err := os.ReadDir(filepath.Join(filepath.Dir(upper), "work/work"))
-	if err != nil || len(ents) != 0 {
-		t.Errorf("workdir/work holds %v (%v)", ents, err)
+	if ents := dirNames(t, filepath.Join(filepath.Dir(upper), "work/work")); len(ents) != 0 {
+		t.Errorf("workdir/work holds %v", ents)
 	}
 }
 
@@ -203,4 +202,53 @@ func layersGetxattr(p, name string) (string, error) {
 		return "", err
 	}
 	return string(buf[:n]), nil
+}
+
+func TestConcurrentOpenersCopyUpOnce(t *testing.T) {
+	lower := t.TempDir()
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i % 251)
+	}
+	must(t, os.WriteFile(filepath.Join(lower, "f"), data, 0o644))
+	upper, mnt := mountRW(t, lower)
+	var before unix.Stat_t
+	must(t, unix.Stat(filepath.Join(mnt, "f"), &before))
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			fd, err := unix.Open(filepath.Join(mnt, "f"), unix.O_RDWR, 0)
+			if err == nil {
+				err = unix.Close(fd)
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		must(t, <-errs)
+	}
+	got, err := os.ReadFile(filepath.Join(upper, "f"))
+	must(t, err)
+	if len(got) != len(data) || string(got) != string(data) {
+		t.Fatalf("upper copy: %d bytes, want the lower %d", len(got), len(data))
+	}
+	var after unix.Stat_t
+	must(t, unix.Stat(filepath.Join(mnt, "f"), &after))
+	if after.Ino != before.Ino {
+		t.Errorf("st_ino changed across copy-up: %d -> %d", before.Ino, after.Ino)
+	}
+	if ents := dirNames(t, filepath.Join(filepath.Dir(upper), "work/work")); len(ents) != 0 {
+		t.Errorf("workdir/work holds %v", ents)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	must(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
 }
