@@ -197,7 +197,7 @@ func TestOvlmountWritesKernelReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unmountIfMounted(m) })
-	results, err := RunOps(mnt, session)
+	results, err := guardedOps(m, session)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestOvlmountWritesKernelReads(t *testing.T) {
 			t.Errorf("%s: %v gave %v, the kernel gives %s", prog.Name(), session[i], r, session[i].Expect)
 		}
 	}
-	ours, err := Walk(mnt)
+	ours, err := guardedWalk(m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -79,7 +80,9 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 	m := &Mount{Dir: dir, Impl: f, Log: dir + ".log"}
 	// A file, not a pipe: the daemon inherits the descriptors, and waiting
 	// for a pipe to close would wait for the daemon to exit.
-	log, err := os.Create(m.Log)
+	// Appended to, so that mounting the same directory again keeps what
+	// the earlier daemon wrote.
+	log, err := os.OpenFile(m.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -150,10 +153,58 @@ func (m *Mount) Unmount() error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still mounted (%v) or served by pids %v after unmount", m.Dir, mounted, daemons)
+			// A daemon that outlives its mount would stay forever; it is
+			// known by the mount point in its arguments, which is unique
+			// to the test.
+			for _, pid := range daemons {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return fmt.Errorf("%s still mounted (%v) or served by pids %v %v after unmount (killed)", m.Dir, mounted, daemons, unmountTimeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Abort aborts m's FUSE connection through fusectl: every request the
+// daemon has not answered, and every later one, fails with ENOTCONN. It
+// is the only way to free a process blocked on a daemon that stopped
+// answering; even the test binary's own timeout cannot end such a process.
+func (m *Mount) Abort() error {
+	if _, ok := m.Impl.(FUSE); !ok {
+		return fmt.Errorf("%s is not a FUSE mount", m.Dir)
+	}
+	dev, err := mountDevice(m.Dir)
+	if err != nil {
+		return err
+	}
+	// The connection directory is named after the mount's device number,
+	// major 0 for the anonymous devices FUSE uses.
+	major, minor, ok := strings.Cut(dev, ":")
+	if !ok || major != "0" {
+		return fmt.Errorf("%s: unexpected device %q", m.Dir, dev)
+	}
+	return os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+}
+
+// mountDevice returns the major:minor of the filesystem mounted at dir,
+// from mountinfo: a stat of a hung FUSE mount would block.
+func mountDevice(dir string) (string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	dir = filepath.Clean(dir)
+	dev := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		// The last mount on dir is the one in effect.
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+			dev = f[2]
+		}
+	}
+	if dev == "" {
+		return "", fmt.Errorf("%s is not a mount point", dir)
+	}
+	return dev, nil
 }
 
 // IsMounted reports whether dir is a mount point in this mount namespace.

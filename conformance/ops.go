@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -613,6 +614,11 @@ func mmapWrite(fd int, off int64, data string) (res Result) {
 // Handles are per process: a handle kept by a root operation cannot be
 // used by an operation as another user, or the other way round.
 func RunOps(root string, ops []Op) ([]Result, error) {
+	return runOps(root, ops, nil)
+}
+
+// runOps is RunOps, counting finished operations in done (if not nil).
+func runOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}
@@ -625,6 +631,9 @@ func RunOps(root string, ops []Op) ([]Result, error) {
 		if ops[i].As == nil {
 			results = append(results, r.run(ops[i]))
 			i++
+			if done != nil {
+				done.Add(1)
+			}
 			continue
 		}
 		j := i + 1
@@ -636,6 +645,9 @@ func RunOps(root string, ops []Op) ([]Result, error) {
 			return nil, err
 		}
 		results = append(results, res...)
+		if done != nil {
+			done.Add(int64(j - i))
+		}
 		i = j
 	}
 	return results, nil

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +19,10 @@ type Scenario struct {
 	Name string
 	Spec Spec
 	Ops  []Op
+	// Pristine skips settling the upper layer (see settle): the scenario
+	// is about what a first mount does to an upper layer no overlay has
+	// mounted yet.
+	Pristine bool
 }
 
 // Run is what one implementation did with a scenario.
@@ -164,7 +169,7 @@ func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
 			return nil, err
 		}
 	}
-	if len(upper) > 0 {
+	if len(upper) > 0 && !s.Pristine {
 		if err := settle(side, l); err != nil {
 			return nil, err
 		}
@@ -179,10 +184,10 @@ func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
 	// The slack covers coarse file timestamps, which may lag the clock
 	// read here by a tick.
 	run.Window.From = time.Now().Add(-time.Second)
-	if run.Results, err = RunOps(mnt, s.Ops); err != nil {
+	if run.Results, err = guardedOps(m, s.Ops); err != nil {
 		return run, err
 	}
-	if run.Merged, err = Walk(mnt); err != nil {
+	if run.Merged, err = guardedWalk(m); err != nil {
 		return run, err
 	}
 	run.Window.To = time.Now().Add(time.Second)
@@ -193,7 +198,7 @@ func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
 		return run, fmt.Errorf("mounting again: %w", err)
 	}
 	defer unmountIfMounted(m)
-	if run.Remount, err = Walk(mnt); err != nil {
+	if run.Remount, err = guardedWalk(m); err != nil {
 		return run, err
 	}
 	if err := m.Unmount(); err != nil {
@@ -262,4 +267,78 @@ func inodeNumbers(dirs []string) (map[uint64]bool, error) {
 		return nil, errors.New("no lower layers")
 	}
 	return out, nil
+}
+
+// hangTimeout is how long an operation or a walk of a FUSE mount may go
+// without progress before the harness decides the daemon hung and aborts
+// its connection. Without that, a process blocked in a FUSE request
+// cannot even be ended by the test timeout, and go test hangs for good.
+const hangTimeout = 20 * time.Second
+
+// guard runs f, which works on m, and aborts m's FUSE connection if done
+// (nil: f as a whole) does not advance for hangTimeout.
+func guard(m *Mount, done *atomic.Int64, f func() error) error {
+	if _, ok := m.Impl.(FUSE); !ok {
+		return f()
+	}
+	if done == nil {
+		done = new(atomic.Int64)
+	}
+	finished := make(chan error, 1)
+	go func() { finished <- f() }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last, since := done.Load(), time.Now()
+	for {
+		select {
+		case err := <-finished:
+			return err
+		case <-tick.C:
+		}
+		if n := done.Load(); n != last {
+			last, since = n, time.Now()
+			continue
+		}
+		if time.Since(since) < hangTimeout {
+			continue
+		}
+		abortErr := m.Abort()
+		select {
+		case <-finished:
+		case <-time.After(hangTimeout):
+		}
+		if abortErr != nil {
+			return fmt.Errorf("%s hung for %v, and aborting its connection failed: %w", m.Impl.Name(), hangTimeout, abortErr)
+		}
+		return fmt.Errorf("%w: %s answered nothing for %v; its connection was aborted", errHung, m.Impl.Name(), hangTimeout)
+	}
+}
+
+var errHung = errors.New("hung")
+
+func guardedOps(m *Mount, ops []Op) ([]Result, error) {
+	var results []Result
+	done := new(atomic.Int64)
+	err := guard(m, done, func() (err error) {
+		results, err = runOps(m.Dir, ops, done)
+		return err
+	})
+	if errors.Is(err, errHung) {
+		if i := int(done.Load()); i < len(ops) {
+			err = fmt.Errorf("op %d %v: %w", i+1, ops[i], err)
+		}
+	}
+	return results, err
+}
+
+func guardedWalk(m *Mount) (*Tree, error) {
+	var tree *Tree
+	err := guard(m, nil, func() (err error) {
+		tree, err = Walk(m.Dir)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk: %w", err)
+	}
+	return tree, nil
 }

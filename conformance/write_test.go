@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -194,6 +193,22 @@ func writeScenarios() []Scenario {
 		scenario("errors/private-xattr-names", Setxattr("f", "trusted.overlay.opaque", "y", 0), Getxattr("f", "trusted.overlay.opaque"),
 			Listxattr("f"), Setxattr("u/file", "trusted.overlay.foo", "1", 0), Listxattr("u/file"), Removexattr("u/file", "trusted.overlay.foo")),
 
+		scenario("copy-up/setxattr-dir", Setxattr("d", "user.k", "v", 0).Want("ok"), Setxattr("m", "user.k", "v", 0).Want("ok"),
+			Removexattr("m", "user.k").Want("ok"), Listxattr("m")),
+		scenario("copy-up/symlink-utimens", Utimens("sym", tPast, tPast).Want("ok"), Readlink("sym")),
+		scenario("copy-up/open-creat-existing", Open("f", unix.O_WRONLY|unix.O_CREAT, 0o600).Want("ok"), Stat("f")),
+		scenario("data/o-tmpfile", Open("m", unix.O_TMPFILE|unix.O_RDWR, 0o600).Keep("t").Want("ok"), Pwrite("t", 0, "anonymous"),
+			Fstat("t"), Close("t"), Open("d", unix.O_TMPFILE|unix.O_RDWR, 0o600).Want("ok")),
+		scenario("create/upper-hard-link", Link("f", "f2").Want("ok"), Write("f2", 0, "both").Want("ok"), Read("f"), Stat("f")),
+		scenario("remove/unlink-one-link-name", Unlink("h1").Want("ok"), Stat("h2"), Read("h2")),
+		scenario("rename/back-over-own-whiteout", Rename("f", "g").Want("ok"), Rename("g", "f").Want("ok"), Read("f")),
+		scenario("rename/over-whiteout", Rename("u/file", "wf").Want("ok"), Rename("u/dir", "wd").Want("ok"), Stat("wd/inner").Want("ok")),
+		scenario("rename/exchange-dirs", Rename2("d", "e", unix.RENAME_EXCHANGE).Want("EXDEV"),
+			Rename2("u/dir", "d", unix.RENAME_EXCHANGE).Want("EXDEV"), Mkdir("u/e2", 0o700),
+			Rename2("u/dir", "u/e2", unix.RENAME_EXCHANGE).Want("ok")),
+		{Name: "mount/pristine-empty-upper", Spec: Spec{Lowers: writeBase().Lowers}, Ops: []Op{Write("f", 0, "x").Want("ok")}},
+		{Name: "mount/pristine-lookups", Spec: writeBase(), Pristine: true, Ops: []Op{Stat("m/sub").Want("ok"), Stat("mw").Want("ok")}},
+
 		// Permissions, as an unprivileged user.
 		scenario("perm/private-dir", Create("priv/new", 0o644, "").AsUser(user, user).Want("EACCES"),
 			Read("priv/secret").AsUser(user, user).Want("EACCES"), Stat("priv/secret").AsUser(user, user).Want("EACCES"),
@@ -214,6 +229,13 @@ func writeScenarios() []Scenario {
 		scenario("perm/user-handles", Open("owned", unix.O_RDWR, 0).Keep("h").AsUser(user, user).Want("ok"),
 			Unlink("owned").AsUser(user, user).Want("EACCES"), Pwrite("h", 0, "mine").AsUser(user, user),
 			Fchmod("h", 0o640).AsUser(user, user).Want("ok"), Fstat("h").AsUser(user, user)),
+		scenario("perm/write-clears-setuid", Chmod("pub/rootfile", 0o6777).Want("ok"),
+			Write("pub/rootfile", 0, "user").AsUser(user, user).Want("ok"), Stat("pub/rootfile")),
+		scenario("perm/chown-clears-setuid", Chmod("f", 0o6755).Want("ok"), Chown("f", user, user).Want("ok"), Stat("f")),
+		scenario("perm/denied-no-copy-up", Truncate("ro", 0).AsUser(user, user).Want("EACCES"),
+			Open("f", unix.O_WRONLY|unix.O_TRUNC, 0).AsUser(user, user).Want("EACCES"),
+			Setxattr("f", "user.u", "1", 0).AsUser(user, user).Want("EACCES"), Utimens("f", tPast, tPast).AsUser(user, user).Want("EPERM")),
+		scenario("perm/write-as-owner", Write("owned", 0, "OWNED").AsUser(user, user).Want("ok"), Stat("owned")),
 	}
 }
 
@@ -237,11 +259,11 @@ func runScenarios(t *testing.T, other Impl, scenarios []Scenario) {
 					summary[s.Name] = line
 					mu.Unlock()
 				}()
+				if err != nil || len(rep.Problems()) > 0 {
+					logOutput(t, o)
+				}
 				if err != nil {
 					line = "ERROR " + err.Error()
-					if o != nil && o.Log != "" {
-						line += " (log " + filepath.Base(o.Log) + ")"
-					}
 					t.Fatal(err)
 				}
 				problems := rep.Problems()
@@ -274,6 +296,17 @@ func runScenarios(t *testing.T, other Impl, scenarios []Scenario) {
 		fmt.Fprintf(&b, "\n  %-40s %s", s.Name, line)
 	}
 	t.Logf("%s vs kernel: %d of %d scenarios pass in %v:%s", other.Name(), pass, ran, time.Since(start).Round(time.Millisecond), b.String())
+}
+
+// logOutput logs what the program under test printed during run, if
+// anything.
+func logOutput(t *testing.T, run *Run) {
+	if run == nil || run.Log == "" {
+		return
+	}
+	if out, err := os.ReadFile(run.Log); err == nil && len(out) > 0 {
+		t.Logf("%s output:\n%s", run.Impl.Name(), out)
+	}
 }
 
 // envKeep names a variable that, set to 1, keeps each scenario's
