@@ -15,6 +15,7 @@
 package overlay
 
 import (
+	"crypto/rand"
 	"fmt"
 	"sync"
 	"syscall"
@@ -92,6 +93,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	}
 	if fs.work != nil {
 		fs.charWhiteouts, fs.trusted = probe(fs.work)
+		fs.stampUUID()
 	}
 	root := &node{id: inodes.RootID, typ: unix.S_IFDIR}
 	for _, l := range stack {
@@ -130,6 +132,24 @@ func probe(w *copyup.Work) (charWhiteouts, trusted bool) {
 		unix.Unlinkat(w.Fd(), name, unix.AT_REMOVEDIR)
 	}
 	return charWhiteouts, trusted
+}
+
+// stampUUID gives the upper layer a persistent overlay uuid, as the
+// kernel does at mount when the upper filesystem has none of its own
+// (its file handles then cannot name the filesystem).
+func (fs *FS) stampUUID() {
+	if u, err := fsUUID(fs.upper.Root()); err == nil && u != ([16]byte{}) {
+		return
+	}
+	name := fs.privateXattr("uuid")
+	if _, err := layers.FdGetxattr(fs.upper.Root(), name); err == nil {
+		return
+	}
+	var u [16]byte
+	rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	unix.Fsetxattr(fs.upper.Root(), name, u[:], 0)
 }
 
 // ReadOnly reports whether the stack has no upper layer.

@@ -120,8 +120,22 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 	if dstExists {
 		replaced = fs.held(np, newName, dst)
 	}
-	if err := fs.renameUpper(ofd, oldName, nfd, newName, whiteout); err != nil {
+	over, aufs := fs.whiteoutAt(nfd, newName)
+	if over && srcDir {
+		// rename(2) cannot put a directory over the char-device
+		// whiteout: exchange the two, then the whiteout, now at the old
+		// name, stays if a lower object shows there and goes if not.
+		if err := unix.Renameat2(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
+			return errno(err)
+		}
+		if !whiteout {
+			unix.Unlinkat(ofd, oldName, 0)
+		}
+	} else if err := fs.renameUpper(ofd, oldName, nfd, newName, whiteout); err != nil {
 		return err
+	}
+	if aufs {
+		unix.Unlinkat(nfd, layers.WhiteoutPrefix+newName, 0)
 	}
 	if whiteout || fromLower {
 		// The new parent now holds an object whose number comes from a
