@@ -668,7 +668,7 @@ func runAsHelper(rootFD int, c Cred, ops []Op) ([]Result, error) {
 	// taking the new identity, and the test binary usually sits in a
 	// directory only root may enter; the magic link skips that walk.
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = append(os.Environ(), envOpsHelper+"=1")
+	cmd.Env = append(raceEnv(), envOpsHelper+"=1")
 	cmd.Stdin = bytes.NewReader(in)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

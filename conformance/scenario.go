@@ -307,14 +307,23 @@ func guard(m *Mount, done *atomic.Int64, f func() error) error {
 		case <-finished:
 		case <-time.After(hangTimeout):
 		}
-		if abortErr != nil {
-			return fmt.Errorf("%s hung for %v, and aborting its connection failed: %w", m.Impl.Name(), hangTimeout, abortErr)
-		}
-		return fmt.Errorf("%w: %s answered nothing for %v; its connection was aborted", errHung, m.Impl.Name(), hangTimeout)
+		return &hungError{impl: m.Impl.Name(), done: last, abortErr: abortErr}
 	}
 }
 
-var errHung = errors.New("hung")
+// hungError reports a FUSE daemon that stopped answering.
+type hungError struct {
+	impl     string
+	done     int64 // progress when it stopped
+	abortErr error
+}
+
+func (e *hungError) Error() string {
+	if e.abortErr != nil {
+		return fmt.Sprintf("%s answered nothing for %v, and aborting its connection failed: %v", e.impl, hangTimeout, e.abortErr)
+	}
+	return fmt.Sprintf("%s answered nothing for %v; its connection was aborted", e.impl, hangTimeout)
+}
 
 func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 	var results []Result
@@ -323,10 +332,8 @@ func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 		results, err = runOps(m.Dir, ops, done)
 		return err
 	})
-	if errors.Is(err, errHung) {
-		if i := int(done.Load()); i < len(ops) {
-			err = fmt.Errorf("op %d %v: %w", i+1, ops[i], err)
-		}
+	if h, ok := err.(*hungError); ok && int(h.done) < len(ops) {
+		err = fmt.Errorf("op %d %v: %w", h.done+1, ops[h.done], err)
 	}
 	return results, err
 }
