@@ -80,6 +80,12 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(lower, "dir/sub/x"), []byte("x"), 0o644))
 	must(t, os.WriteFile(filepath.Join(lower, "gone"), []byte("g"), 0o644))
 	must(t, os.WriteFile(filepath.Join(lower, "moved"), []byte("m"), 0o644))
+	sum := testenv.TreeSum(t, lower)
+	t.Cleanup(func() {
+		if testenv.TreeSum(t, lower) != sum {
+			t.Error("the lower layer changed")
+		}
+	})
 	upper, mnt := mountRW(t, lower)
 	m := func(p string) string { return filepath.Join(mnt, p) }
 	u := func(p string) string { return filepath.Join(upper, p) }

@@ -40,6 +40,7 @@ func TestCrashSafety(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(lower, "a"), []byte("A"), 0o644))
 	must(t, os.WriteFile(filepath.Join(lower, "c"), []byte("C"), 0o644))
 
+	lowerSum := testenv.TreeSum(t, lower)
 	states := map[string]int{}
 	for run := 0; run < crashRuns; run++ {
 		dir := filepath.Join(base, fmt.Sprint(run))
@@ -73,6 +74,9 @@ func TestCrashSafety(t *testing.T) {
 		if t.Failed() {
 			break
 		}
+	}
+	if testenv.TreeSum(t, lower) != lowerSum {
+		t.Error("the lower layer changed")
 	}
 	t.Logf("%d kills; upper layer states after them (big / a,b / c): %v", crashRuns, states)
 }
