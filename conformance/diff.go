@@ -288,6 +288,7 @@ func xattrString(xs []Xattr) string {
 //     the kernel makes whiteouts as links of one shared whiteout inode
 //     kept in the work directory, so their nlink counts its own history.
 //   - size of directories: ext4 directory sizes depend on their history.
+//   - block counts: only whether a regular file has holes is compared.
 //   - the work directory: it is scratch space, emptied at every mount.
 //   - the values of origin and uuid: a file handle and a random id, which
 //     an implementation may encode differently and still be read back;
@@ -299,6 +300,7 @@ type UpperObject struct {
 	Owner   string
 	Size    string // non-directories
 	Content string // regular files: sha256
+	Sparse  string // regular files: "holes" if fewer bytes are allocated than the size says
 	Target  string // symlinks
 	Rdev    string // devices other than whiteouts
 	Xattrs  string // every xattr but the overlay's private ones
@@ -315,6 +317,7 @@ var upperFields = []struct {
 	{"owner", func(u *UpperObject) string { return u.Owner }},
 	{"size", func(u *UpperObject) string { return u.Size }},
 	{"content sha256", func(u *UpperObject) string { return u.Content }},
+	{"sparse", func(u *UpperObject) string { return u.Sparse }},
 	{"symlink target", func(u *UpperObject) string { return u.Target }},
 	{"rdev", func(u *UpperObject) string { return u.Rdev }},
 	{"xattrs", func(u *UpperObject) string { return u.Xattrs }},
@@ -342,6 +345,11 @@ func UpperObjects(t *Tree) map[string]*UpperObject {
 		case unix.S_IFREG:
 			u.Size = strconv.FormatInt(e.Size, 10)
 			u.Content = e.SHA256
+			// Exact block counts depend on how data was written; whether a
+			// file kept its holes (truncate up, copy-up) does not.
+			if e.Blocks*512 < e.Size {
+				u.Sparse = "holes"
+			}
 		case unix.S_IFLNK:
 			u.Size = strconv.FormatInt(e.Size, 10)
 			u.Target = strconv.Quote(e.Target)
