@@ -137,7 +137,7 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 			rep.Intent = append(rep.Intent, fmt.Sprintf("op %d %v: the scenario expects %s of the kernel, which gave %s", i+1, op, op.Expect, got))
 		}
 		if k.Results[i] != o.Results[i] {
-			rep.Ops = append(rep.Ops, fmt.Sprintf("op %d %v: kernel %v, other %v", i+1, op, k.Results[i], o.Results[i]))
+			rep.Ops = append(rep.Ops, fmt.Sprintf("op %d %v: kernel %v, %s %v", i+1, op, k.Results[i], other.Name(), o.Results[i]))
 		}
 	}
 	rep.Merged = Diff(k.Merged, o.Merged, DiffOptions{LowerInos: lowerInos, KernelOps: k.Window, OtherOps: o.Window})
@@ -211,11 +211,14 @@ func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
 }
 
 // settle mounts the kernel once over a pristine upper layer and walks it.
-// On the first mount the kernel records origin and impure xattrs on upper
-// directories that merge with lower ones (see kernelReference); without
-// this, the kernel's side would write them during the scenario and the
-// raw upper comparison would charge the other side for not doing the
-// same lazy bookkeeping on objects the scenario never touched.
+// On a first mount the kernel stores a random trusted.overlay.uuid on the
+// upper root (unless the root is already marked impure), and lookups
+// record origin on upper directories that merge with lower ones and mark
+// their parents impure (see kernelReference). Without settling, the
+// kernel's side would write all that during the scenario and the raw
+// upper comparison would charge the other side for not doing the same
+// bookkeeping on objects the scenario never touched. Scenarios marked
+// Pristine test exactly that bookkeeping.
 func settle(side string, l Layers) error {
 	l.Work = filepath.Join(side, "settle-work")
 	mnt := filepath.Join(side, "settle-mnt")
