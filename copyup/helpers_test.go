@@ -366,7 +366,7 @@ func expectedOrigin(t *testing.T, path string) string {
 	must(t, err)
 	fd, err := unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	must(t, err)
-	uuid, err := fsUUID(fd)
+	uuid, err := layers.FSUUID(fd)
 	unix.Close(fd)
 	must(t, err)
 	fb := []byte{0, 0xfb, byte(21 + len(h.Bytes())), 0, byte(h.Type())}

@@ -163,7 +163,7 @@ func TestKernelTmpfs(t *testing.T) {
 	rels := kernelTree(t, lowerDir)
 	fd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	must(t, err)
-	uuid, err := fsUUID(fd)
+	uuid, err := layers.FSUUID(fd)
 	unix.Close(fd)
 	must(t, err)
 	if uuid == ([16]byte{}) {

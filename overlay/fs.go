@@ -80,7 +80,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		devs[i] = l.Dev
 		if l.Upper {
 			fs.upper = l
-		} else if u, err := fsUUID(l.Root()); err == nil {
+		} else if u, err := layers.FSUUID(l.Root()); err == nil {
 			fs.uuids[u] = append(fs.uuids[u], l)
 		}
 	}
@@ -138,7 +138,7 @@ func probe(w *copyup.Work) (charWhiteouts, trusted bool) {
 // kernel does at mount when the upper filesystem has none of its own
 // (its file handles then cannot name the filesystem).
 func (fs *FS) stampUUID() {
-	if u, err := fsUUID(fs.upper.Root()); err == nil && u != ([16]byte{}) {
+	if u, err := layers.FSUUID(fs.upper.Root()); err == nil && u != ([16]byte{}) {
 		return
 	}
 	name := fs.privateXattr("uuid")
