@@ -47,12 +47,9 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	n.mu.Unlock()
 	if fd < 0 {
-		if err := fs.copyUp(n); err != nil {
-			return Attr{}, err
-		}
-		pfd, err := fs.upper.OpenPath(n.path())
+		pfd, err := fs.upperObject(n)
 		if err != nil {
-			return Attr{}, errno(err)
+			return Attr{}, err
 		}
 		defer unix.Close(pfd)
 		fd = pfd
@@ -65,6 +62,17 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 		return Attr{}, errno(err)
 	}
 	return fs.attr(n, &st), nil
+}
+
+// upperObject copies n up and opens its upper object as an O_PATH fd;
+// the caller closes it.
+// Preconditions: renameMu held.
+func (fs *FS) upperObject(n *node) (int, error) {
+	if err := fs.copyUp(n); err != nil {
+		return -1, err
+	}
+	fd, err := fs.upper.OpenPath(n.path())
+	return fd, errno(err)
 }
 
 // setAttrs applies in to the object of fd (an O_PATH or open fd of an
@@ -135,12 +143,9 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
 	if !ok {
 		return syscall.EPERM
 	}
-	if err := fs.copyUp(n); err != nil {
-		return err
-	}
-	fd, err := fs.upper.OpenPath(n.path())
+	fd, err := fs.upperObject(n)
 	if err != nil {
-		return errno(err)
+		return err
 	}
 	defer unix.Close(fd)
 	return errno(unix.Setxattr(procPath(fd), host, value, flags))
@@ -165,12 +170,9 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	if _, err := n.layersOf()[0].layer.Getxattr(n.path(), host); err != nil {
 		return errno(err)
 	}
-	if err := fs.copyUp(n); err != nil {
-		return err
-	}
-	fd, err := fs.upper.OpenPath(n.path())
+	fd, err := fs.upperObject(n)
 	if err != nil {
-		return errno(err)
+		return err
 	}
 	defer unix.Close(fd)
 	return errno(unix.Removexattr(procPath(fd), host))
