@@ -169,7 +169,7 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	}
 
 	// Nothing is left in the workdir.
-	if ents := dirNames(t, filepath.Join(filepath.Dir(upper), "work/work")); len(ents) != 0 {
+	if ents := testenv.DirNames(t, filepath.Join(filepath.Dir(upper), "work/work")); len(ents) != 0 {
 		t.Errorf("workdir/work holds %v", ents)
 	}
 }
@@ -243,18 +243,7 @@ func TestConcurrentOpenersCopyUpOnce(t *testing.T) {
 	if after.Ino != before.Ino {
 		t.Errorf("st_ino changed across copy-up: %d -> %d", before.Ino, after.Ino)
 	}
-	if ents := dirNames(t, filepath.Join(filepath.Dir(upper), "work/work")); len(ents) != 0 {
+	if ents := testenv.DirNames(t, filepath.Join(filepath.Dir(upper), "work/work")); len(ents) != 0 {
 		t.Errorf("workdir/work holds %v", ents)
 	}
-}
-
-func dirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	must(t, err)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
 }

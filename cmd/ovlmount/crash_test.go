@@ -64,7 +64,7 @@ func TestCrashSafety(t *testing.T) {
 
 		// The next mount cleans the workdir and shows a consistent view.
 		daemon = startDaemon(t, bin, opts, mnt)
-		if names := dirNames(t, filepath.Join(work, "work")); len(names) != 0 {
+		if names := testenv.DirNames(t, filepath.Join(work, "work")); len(names) != 0 {
 			t.Errorf("run %d: workdir/work holds %v after the next mount", run, names)
 		}
 		checkView(t, run, mnt, bigSum)
@@ -116,7 +116,7 @@ func checkUpper(t *testing.T, run int, upper string, bigSum [32]byte) string {
 		}
 		return fmt.Sprintf("mode %o", st.Mode)
 	}
-	for _, name := range dirNames(t, upper) {
+	for _, name := range testenv.DirNames(t, upper) {
 		if name != "big" && name != "a" && name != "b" && name != "c" {
 			t.Errorf("run %d: stray %q in the upper layer", run, name)
 		}
@@ -164,17 +164,6 @@ func checkView(t *testing.T, run int, mnt string, bigSum [32]byte) {
 	default:
 		t.Errorf("run %d: a %q (%v), b %q (%v)", run, a, errA, b, errB)
 	}
-}
-
-func dirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	must(t, err)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 func must(t *testing.T, err error) {

@@ -294,27 +294,14 @@ func TestUnmountEndsDaemon(t *testing.T) {
 			}
 			checkDaemonEnds(t, pid, d+"/", mnt)
 			// Nothing orphaned in the workdir: only the empty work/.
-			if names := listNames(t, d+"/work"); strings.Join(names, " ") != "work" {
+			if names := testenv.DirNames(t, d+"/work"); strings.Join(names, " ") != "work" {
 				t.Errorf("workdir holds %q, want only work", names)
 			}
-			if names := listNames(t, d+"/work/work"); len(names) != 0 {
+			if names := testenv.DirNames(t, d+"/work/work"); len(names) != 0 {
 				t.Errorf("workdir/work holds %q, want nothing", names)
 			}
 		})
 	}
-}
-
-func listNames(t *testing.T, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 // foreground is an ovlmount -f process.

@@ -202,3 +202,17 @@ func isOctal(s string) bool {
 	}
 	return true
 }
+
+// DirNames returns the names in dir (sorted, as os.ReadDir gives them).
+func DirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
