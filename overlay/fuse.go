@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -47,6 +48,9 @@ func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
 // against a disk read or a copy-up.
 const stallTick = time.Millisecond
 
+// yieldEvery is how often a busy reader passes through the scheduler.
+const yieldEvery = time.Millisecond
+
 type server struct {
 	f       *fuseFS
 	workers int32
@@ -75,7 +79,16 @@ func (s *server) ServeOps(c *fuse.Connection) {
 // is an extra reader and another reader is waiting.
 func (s *server) serve(c *fuse.Connection) {
 	defer s.wg.Done()
+	yielded := time.Now()
 	for {
+		if now := time.Now(); now.Sub(yielded) > yieldEvery {
+			// The runtime takes a goroutine that has run for 10 ms
+			// without passing through the scheduler for a CPU hog:
+			// it takes the P away while the reader waits in read(2)
+			// and keeps its monitor thread polling every 20 µs.
+			runtime.Gosched()
+			yielded = now
+		}
 		s.waiting.Add(1)
 		ctx, op, err := c.ReadOp()
 		s.waiting.Add(-1)
@@ -216,7 +229,9 @@ func (f *fuseFS) dispatch(ctx context.Context, op any) error {
 	case *fuseops.SyncFileOp:
 		return f.fs.Fsync(uint64(o.Handle))
 	case *fuseops.FlushFileOp:
-		return nil
+		// Nothing to do at close; ENOSYS tells the kernel to stop
+		// sending FLUSH, one request less per close.
+		return syscall.ENOSYS
 	case *fuseops.FallocateOp:
 		return f.fs.Fallocate(uint64(o.Handle), o.Mode, int64(o.Offset), int64(o.Length))
 	case *fuseops.SetXattrOp:

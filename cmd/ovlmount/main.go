@@ -69,6 +69,9 @@ func run(args []string) int {
 // serve mounts the overlay described by c, calls ready with the outcome
 // once the mount is live (or failed), and serves until unmounted.
 func serve(c *config, ready func(error)) int {
+	// The kernel applies the caller's umask before a request reaches the
+	// daemon; the daemon's own would strip bits again and cost a chmod.
+	unix.Umask(0)
 	fs, stack, err := open(c)
 	if err != nil {
 		ready(err)
