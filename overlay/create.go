@@ -93,14 +93,9 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		removeAll(wfd, tmp)
 		return placed{fd: -1}, errno(err)
 	}
-	if err := unix.Fchownat(wfd, tmp, int(c.Uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	st, err := fs.own(fd, wfd, tmp, mode&unix.S_IFMT, perm, c.Uid, gid)
+	if err != nil {
 		return fail(err)
-	}
-	if mode&unix.S_IFMT != unix.S_IFLNK {
-		// After chown, which clears setuid and setgid.
-		if err := unix.Fchmodat(wfd, tmp, perm, 0); err != nil {
-			return fail(err)
-		}
 	}
 	if mode&unix.S_IFMT == unix.S_IFDIR && (over || aufs) {
 		// Over a whiteout the lower directory must not show through.
@@ -127,14 +122,47 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	if aufs {
 		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
 	}
-	f, err := fs.resolve(p, name)
-	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return placed{fd: -1}, err
-	}
+	// The name was negative in every layer, or now covers a whiteout
+	// (a directory made opaque): the upper object is all it shows.
+	o := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	o.marks.Opaque = mode&unix.S_IFMT == unix.S_IFDIR && (over || aufs)
+	f := found{typ: mode & unix.S_IFMT, objs: []obj{o}, st: st, fresh: true}
 	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
+}
+
+// own gives the new object tmp in work directory wfd (open as fd when
+// fd >= 0) owner uid:gid and permission bits perm, and returns its
+// attributes. It changes only what differs: the daemon, usually root with
+// umask 0, mostly creates objects right already.
+func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	stat := func() error {
+		if fd >= 0 {
+			return unix.Fstat(fd, &st)
+		}
+		return unix.Fstatat(wfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err := stat(); err != nil {
+		return st, err
+	}
+	changed := false
+	if st.Uid != uid || st.Gid != gid {
+		if err := unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return st, err
+		}
+		changed = true
+	}
+	// After chown, which clears setuid and setgid.
+	if typ != unix.S_IFLNK && (st.Mode&0o7777 != perm || changed && perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
+		if err := unix.Fchmodat(wfd, tmp, perm, 0); err != nil {
+			return st, err
+		}
+		changed = true
+	}
+	if changed {
+		return st, stat()
+	}
+	return st, nil
 }
 
 // whiteoutAt reports whether the upper directory pfd has a kernel

@@ -18,6 +18,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +65,10 @@ type FS struct {
 	// other operation: see the lock order above.
 	renameMu sync.RWMutex
 
+	// Directory fds held by nodes (dirfd.go), and their bound.
+	dirFdCount atomic.Int64
+	dirFdMax   int64
+
 	// hmu guards handles and nextHandle.
 	hmu        sync.Mutex
 	handles    map[uint64]any // *dirHandle or *fileHandle
@@ -75,6 +80,12 @@ type FS struct {
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]any), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work}
+	// Half the fd limit for held directory fds leaves the rest to open
+	// files and copy-ups.
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		fs.dirFdMax = int64(lim.Cur / 2)
+	}
 	devs := make([]uint64, len(stack))
 	for i, l := range stack {
 		devs[i] = l.Dev
@@ -170,7 +181,12 @@ func (fs *FS) get(id uint64) (*node, error) {
 }
 
 // Forget drops n kernel references to id.
-func (fs *FS) Forget(id, n uint64) { fs.nodes.Forget(id, n) }
+func (fs *FS) Forget(id, n uint64) {
+	node, ok := fs.nodes.Get(id)
+	if fs.nodes.Forget(id, n) && ok && node.isDir() {
+		fs.closeDirFds(node)
+	}
+}
 
 // StatFS returns the numbers of the top layer's filesystem (the upper
 // layer, or the top lower one), as the kernel does.

@@ -24,6 +24,8 @@ type found struct {
 	typ  uint32
 	objs []obj
 	st   unix.Stat_t // the winner's attributes
+	// fresh marks an object just created: it has no copy-up origin.
+	fresh bool
 }
 
 // Lookup resolves name in directory parent and adds a kernel reference to
@@ -101,9 +103,9 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 	rel := layers.Join(dir, name)
 	for _, po := range pobjs {
 		l := po.layer
-		st, err := l.Lstat(rel)
+		st, err := fs.statAt(p, l, name)
 		if err == unix.ENOENT {
-			if aufsWhiteout(l, dir, name) {
+			if fs.aufsWhiteout(p, l, name) {
 				break
 			}
 			continue
@@ -158,13 +160,14 @@ func (fs *FS) lowerPositive(p *node, name string) (bool, error) {
 	return err == nil, err
 }
 
-// aufsWhiteout reports whether layer l has an AUFS whiteout .wh.NAME for
-// name in directory dir.
-func aufsWhiteout(l *layers.Layer, dir, name string) bool {
+// aufsWhiteout reports whether directory p has an AUFS whiteout .wh.NAME
+// for name in layer l.
+// Preconditions: renameMu held; p has an object in l.
+func (fs *FS) aufsWhiteout(p *node, l *layers.Layer, name string) bool {
 	if len(name)+len(layers.WhiteoutPrefix) > maxName {
 		return false
 	}
-	_, err := l.Lstat(layers.Join(dir, layers.WhiteoutPrefix+name))
+	_, err := fs.statAt(p, l, layers.WhiteoutPrefix+name)
 	return err == nil
 }
 
@@ -184,8 +187,10 @@ func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
 			if len(f.objs) > 1 {
 				src = f.objs[1]
 			}
-		} else if k, nlink, ok := fs.origin(layers.Join(p.path(), name)); ok && nlink == 1 {
-			src = obj{dev: k.Dev, ino: k.Ino}
+		} else if !f.fresh {
+			if k, nlink, ok := fs.origin(layers.Join(p.path(), name)); ok && nlink == 1 {
+				src = obj{dev: k.Dev, ino: k.Ino}
+			}
 		}
 	}
 	n, ok := fs.scheme.Ino(src.dev, src.ino)

@@ -45,6 +45,14 @@ type node struct {
 	// open are the host fds of the node's open file handles, which
 	// stat and chmod use once it is unlinked.
 	open map[*fileHandle]struct{}
+	// noCaps records that the object has no security.capability: the
+	// kernel asks before every write. xattrGen counts xattr changes, so
+	// that an answer read before a change is not recorded after it.
+	noCaps   bool
+	xattrGen uint64
+
+	// dfd are the fds a directory node holds (dirfd.go).
+	dfd dirFds
 }
 
 // place is a node's parent directory (itself for the root) and name.

@@ -38,13 +38,17 @@ func (fs *FS) originLayers(uuid [16]byte) []*layers.Layer {
 // origin decodes the copy-up origin (layers.Origin) recorded on upper
 // object rel and returns the lower object's identity and link count.
 func (fs *FS) origin(rel string) (inodes.Key, uint64, bool) {
+	ofd, err := fs.upper.OpenPath(rel)
+	if err != nil {
+		return inodes.Key{}, 0, false
+	}
 	var v []byte
-	var err error
 	for _, name := range []string{layers.TrustedPrefix + "origin", layers.UserPrefix + "origin"} {
-		if v, err = fs.upper.Getxattr(rel, name); err == nil {
+		if v, err = layers.FdGetxattr(ofd, name); err == nil {
 			break
 		}
 	}
+	unix.Close(ofd)
 	if err != nil {
 		return inodes.Key{}, 0, false
 	}

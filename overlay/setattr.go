@@ -148,7 +148,9 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return errno(unix.Setxattr(procPath(fd), host, value, flags))
+	err = unix.Setxattr(procPath(fd), host, value, flags)
+	n.xattrsChanged()
+	return errno(err)
 }
 
 // Removexattr removes xattr name of node id. An xattr the object does

@@ -49,8 +49,32 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	if !ok {
 		return nil, syscall.ENODATA
 	}
+	caps := name == capsXattr
+	n.mu.Lock()
+	known, gen := caps && n.noCaps, n.xattrGen
+	n.mu.Unlock()
+	if known {
+		return nil, syscall.ENODATA
+	}
 	v, err := n.layersOf()[0].layer.Getxattr(n.path(), host)
+	if caps && err == syscall.ENODATA {
+		n.mu.Lock()
+		n.noCaps = n.xattrGen == gen
+		n.mu.Unlock()
+	}
 	return v, errno(err)
+}
+
+// capsXattr holds file capabilities; only setxattr can add it.
+const capsXattr = "security.capability"
+
+// xattrsChanged forgets what is known of n's xattrs.
+// Preconditions: the change is made.
+func (n *node) xattrsChanged() {
+	n.mu.Lock()
+	n.xattrGen++
+	n.noCaps = false
+	n.mu.Unlock()
 }
 
 // Listxattr returns the xattr names of node id that the caller may see;

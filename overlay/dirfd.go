@@ -1,0 +1,88 @@
+package overlay
+
+import (
+	"sync"
+
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// Held directory fds. A lookup searches every layer of the parent
+// directory; resolving the parent's whole path beneath each layer root for
+// every name cost a path walk per layer. A directory node keeps an O_PATH
+// fd of its directory in each layer once it has been searched, and a
+// lookup is then one fstatat of a single name on it. The fd follows its
+// directory through renames, as the node does.
+//
+// Fds held over all nodes are bounded (dirFdMax): past the bound a lookup
+// opens and closes the directory as before. A node's fds are closed when
+// the kernel forgets it.
+
+// dirFds are a directory node's held fds.
+type dirFds struct {
+	// mu is a leaf lock: held for reading while an fd is used for one
+	// syscall, for writing to add fds or close them.
+	mu     sync.RWMutex
+	fds    map[*layers.Layer]int
+	closed bool // forgotten: hold nothing more
+}
+
+// statAt stats name in directory p's object in layer l, never following
+// a symlink.
+// Preconditions: renameMu held; p has an object in l.
+func (fs *FS) statAt(p *node, l *layers.Layer, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	d := &p.dfd
+	for {
+		d.mu.RLock()
+		fd, ok := d.fds[l]
+		if ok {
+			err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+			d.mu.RUnlock()
+			return st, err
+		}
+		d.mu.RUnlock()
+		fd, err := l.OpenPath(p.path())
+		if err != nil {
+			return st, err
+		}
+		if !fs.holdDirFd(d, l, fd) {
+			err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+			unix.Close(fd)
+			return st, err
+		}
+	}
+}
+
+// holdDirFd adds fd as d's fd in layer l, and reports false if it is not
+// held (over the bound, forgotten, or another caller's came first), the
+// caller keeping it.
+func (fs *FS) holdDirFd(d *dirFds, l *layers.Layer, fd int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.fds[l]; ok || d.closed {
+		return false
+	}
+	if fs.dirFdCount.Add(1) > fs.dirFdMax {
+		fs.dirFdCount.Add(-1)
+		return false
+	}
+	if d.fds == nil {
+		d.fds = make(map[*layers.Layer]int, 2)
+	}
+	d.fds[l] = fd
+	return true
+}
+
+// closeDirFds closes the fds node n holds, and holds none from now on.
+func (fs *FS) closeDirFds(n *node) {
+	d := &n.dfd
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	for l, fd := range d.fds {
+		unix.Close(fd)
+		delete(d.fds, l)
+		fs.dirFdCount.Add(-1)
+	}
+}
