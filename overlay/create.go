@@ -195,6 +195,9 @@ func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred)
 	}
 	h := &fileHandle{n: n, fd: pl.fd, stale: -1}
 	n.mu.Lock()
+	// A new file has no file capabilities: the kernel's check before
+	// each write needs no host call.
+	n.noCaps = true
 	if n.open == nil {
 		n.open = make(map[*fileHandle]struct{})
 	}
