@@ -1,7 +1,10 @@
 package layers
 
 import (
+	"runtime"
 	"strconv"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,5 +85,68 @@ func FdListxattr(fd int) ([]string, error) {
 			}
 		}
 		return names, nil
+	}
+}
+
+// xattrArgs is the kernel's struct xattr_args.
+type xattrArgs struct {
+	value uint64
+	size  uint32
+	flags uint32
+}
+
+// GetxattrAt returns attribute attr of entry name of directory dfd (an
+// O_PATH fd will do), never following a symlink. It is one getxattrat(2)
+// (Linux 6.13) where the kernel has it, else an O_PATH open of the entry
+// and a getxattr through /proc.
+func GetxattrAt(dfd int, name, attr string) ([]byte, error) {
+	if !noGetxattrat.Load() {
+		v, err := getxattrat(dfd, name, attr)
+		if err != unix.ENOSYS {
+			return v, err
+		}
+		noGetxattrat.Store(true)
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return FdGetxattr(fd, attr)
+}
+
+// noGetxattrat is set once the kernel has answered getxattrat with ENOSYS.
+var noGetxattrat atomic.Bool
+
+func getxattrat(dfd int, name, attr string) ([]byte, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return nil, err
+	}
+	a, err := unix.BytePtrFromString(attr)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 256)
+	for {
+		args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&buf[0]))), size: uint32(len(buf))}
+		n, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dfd), uintptr(unsafe.Pointer(p)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+		runtime.KeepAlive(buf)
+		switch {
+		case e == unix.ERANGE:
+			// Ask for the size, then read again.
+			args = xattrArgs{}
+			sz, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dfd), uintptr(unsafe.Pointer(p)),
+				unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+			if e != 0 {
+				return nil, e
+			}
+			buf = make([]byte, sz+64)
+		case e != 0:
+			return nil, e
+		default:
+			return buf[:n], nil
+		}
 	}
 }

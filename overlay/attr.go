@@ -58,7 +58,7 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	if unlinked {
 		return st, syscall.ENOENT
 	}
-	st, err := objs[0].layer.Lstat(n.path())
+	st, err := fs.lstat(n, objs[0].layer)
 	return st, errno(err)
 }
 

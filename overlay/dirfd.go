@@ -27,31 +27,67 @@ type dirFds struct {
 	closed bool // forgotten: hold nothing more
 }
 
-// statAt stats name in directory p's object in layer l, never following
-// a symlink.
+// inDir calls f with an fd of directory p's object in layer l, and
+// returns what f returns. f makes *at calls on single names only.
 // Preconditions: renameMu held; p has an object in l.
-func (fs *FS) statAt(p *node, l *layers.Layer, name string) (unix.Stat_t, error) {
-	var st unix.Stat_t
+func (fs *FS) inDir(p *node, l *layers.Layer, f func(dfd int) error) error {
 	d := &p.dfd
 	for {
 		d.mu.RLock()
 		fd, ok := d.fds[l]
 		if ok {
-			err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+			err := f(fd)
 			d.mu.RUnlock()
-			return st, err
+			return err
 		}
 		d.mu.RUnlock()
 		fd, err := l.OpenPath(p.path())
 		if err != nil {
-			return st, err
+			return err
 		}
 		if !fs.holdDirFd(d, l, fd) {
-			err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+			err := f(fd)
 			unix.Close(fd)
-			return st, err
+			return err
 		}
 	}
+}
+
+// statAt stats name in directory p's object in layer l, never following
+// a symlink.
+// Preconditions: renameMu held; p has an object in l.
+func (fs *FS) statAt(p *node, l *layers.Layer, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := fs.inDir(p, l, func(dfd int) error {
+		return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	return st, err
+}
+
+// lstat stats n's object in layer l.
+// Preconditions: renameMu held; n has an object in l.
+func (fs *FS) lstat(n *node, l *layers.Layer) (unix.Stat_t, error) {
+	at := n.at.Load()
+	if at.parent == n {
+		return l.Lstat("")
+	}
+	return fs.statAt(at.parent, l, at.name)
+}
+
+// getxattr reads attribute attr of n's object in layer l.
+// Preconditions: renameMu held; n has an object in l.
+func (fs *FS) getxattr(n *node, l *layers.Layer, attr string) ([]byte, error) {
+	at := n.at.Load()
+	if at.parent == n {
+		return l.Getxattr("", attr)
+	}
+	var v []byte
+	err := fs.inDir(at.parent, l, func(dfd int) error {
+		var err error
+		v, err = layers.GetxattrAt(dfd, at.name, attr)
+		return err
+	})
+	return v, err
 }
 
 // holdDirFd adds fd as d's fd in layer l, and reports false if it is not

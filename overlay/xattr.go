@@ -56,7 +56,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	if known {
 		return nil, syscall.ENODATA
 	}
-	v, err := n.layersOf()[0].layer.Getxattr(n.path(), host)
+	v, err := fs.getxattr(n, n.layersOf()[0].layer, host)
 	if caps && err == syscall.ENODATA {
 		n.mu.Lock()
 		n.noCaps = n.xattrGen == gen
