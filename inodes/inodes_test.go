@@ -105,3 +105,31 @@ func TestTableNeverSharesAnID(t *testing.T) {
 		t.Fatal("fallback id kept after forget")
 	}
 }
+
+// TestTableShrinks checks that forgetting most ids rebuilds the maps, and
+// that ids still held, fallback ones included, survive the rebuild.
+func TestTableShrinks(t *testing.T) {
+	tab := NewTable("root", Key{1, 2}, 1<<63)
+	mk := func(id uint64) string { return "node" }
+	const n = 4 * minShrink
+	for i := uint64(10); i < 10+n; i++ {
+		tab.Acquire(i, true, Key{1, i}, mk)
+	}
+	// Another object with a taken number: a fallback id.
+	fid, _ := tab.Acquire(10, true, Key{2, 10}, mk)
+	for i := uint64(11); i < 10+n; i++ {
+		tab.Forget(i, 1)
+	}
+	if tab.Shrinks() == 0 {
+		t.Fatalf("no rebuild after forgetting %d of %d ids", n-1, n+2)
+	}
+	if _, ok := tab.Get(10); !ok {
+		t.Error("id 10 lost in the rebuild")
+	}
+	if id, _ := tab.Acquire(10, true, Key{2, 10}, mk); id != fid {
+		t.Errorf("fallback id after the rebuild = %d, want %d", id, fid)
+	}
+	if tab.Len() != 3 {
+		t.Errorf("Len = %d, want 3", tab.Len())
+	}
+}

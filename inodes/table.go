@@ -18,6 +18,12 @@ type Table[N any] struct {
 	slots    map[uint64]*slot[N]
 	fallback map[Key]uint64 // fallback ids, stable while their slot lives
 	next     uint64
+	// peak is the most slots held since the maps were last rebuilt: Go
+	// maps keep their size when emptied, so after the kernel forgets
+	// most of what a tree walk looked up, they are copied into small
+	// ones (Forget), and shrinks counts those rebuilds.
+	peak    int
+	shrinks int64
 }
 
 type slot[N any] struct {
@@ -62,6 +68,7 @@ func (t *Table[N]) Acquire(id uint64, ok bool, key Key, mk func(id uint64) N) (u
 		if s, held := t.slots[id]; !held {
 			n := mk(id)
 			t.slots[id] = &slot[N]{node: n, key: key, refs: 1}
+			t.peak = max(t.peak, len(t.slots))
 			return id, n
 		} else if s.key == key && id != RootID {
 			s.refs++
@@ -77,6 +84,7 @@ func (t *Table[N]) Acquire(id uint64, ok bool, key Key, mk func(id uint64) N) (u
 	t.next++
 	n := mk(fid)
 	t.slots[fid] = &slot[N]{node: n, key: key, refs: 1}
+	t.peak = max(t.peak, len(t.slots))
 	t.fallback[key] = fid
 	return fid, n
 }
@@ -98,10 +106,42 @@ func (t *Table[N]) Forget(id uint64, n uint64) bool {
 		if fid, ok := t.fallback[s.key]; ok && fid == id {
 			delete(t.fallback, s.key)
 		}
+		t.shrink()
 		return true
 	}
 	s.refs -= n
 	return false
+}
+
+// minShrink is the peak below which the maps are left as they are.
+const minShrink = 4096
+
+// shrink rebuilds the maps once they hold a quarter of their peak: each
+// rebuild copies at most a third of the slots forgotten since the last.
+// Preconditions: t.mu held.
+func (t *Table[N]) shrink() {
+	n := len(t.slots)
+	if t.peak < minShrink || n > t.peak/4 {
+		return
+	}
+	slots := make(map[uint64]*slot[N], n)
+	for id, s := range t.slots {
+		slots[id] = s
+	}
+	fallback := make(map[Key]uint64, len(t.fallback))
+	for k, id := range t.fallback {
+		fallback[k] = id
+	}
+	t.slots, t.fallback, t.peak = slots, fallback, n
+	t.shrinks++
+}
+
+// Shrinks returns how many times the table has given back the memory of
+// forgotten ids.
+func (t *Table[N]) Shrinks() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.shrinks
 }
 
 // Len returns the number of ids held, the root included.

@@ -17,6 +17,7 @@ package overlay
 import (
 	"crypto/rand"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,6 +69,11 @@ type FS struct {
 	// Directory fds held by nodes (dirfd.go), and their bound.
 	dirFdCount atomic.Int64
 	dirFdMax   int64
+
+	// Table shrinks seen, and whether memory is being given back
+	// (Forgotten).
+	shrinks atomic.Int64
+	freeing atomic.Bool
 
 	// hmu guards handles and nextHandle.
 	hmu        sync.Mutex
@@ -186,6 +192,23 @@ func (fs *FS) Forget(id, n uint64) {
 	if fs.nodes.Forget(id, n) && ok && node.isDir() {
 		fs.closeDirFds(node)
 	}
+}
+
+// Forgotten is told that a batch of forgets is done. When the node table
+// has given back the memory of most of its nodes, the heap goes back to
+// the host at once: the Go runtime returns freed memory only slowly on
+// its own, and the daemon's footprint should follow what the kernel
+// holds (a tree walk and a drop of the kernel's caches).
+func (fs *FS) Forgotten() {
+	s := fs.nodes.Shrinks()
+	if s == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
+		return
+	}
+	fs.shrinks.Store(s)
+	go func() {
+		debug.FreeOSMemory()
+		fs.freeing.Store(false)
+	}()
 }
 
 // StatFS returns the numbers of the top layer's filesystem (the upper

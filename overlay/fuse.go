@@ -394,6 +394,7 @@ func (f *fuseFS) GetInodeAttributes(_ context.Context, op *fuseops.GetInodeAttri
 
 func (f *fuseFS) ForgetInode(_ context.Context, op *fuseops.ForgetInodeOp) error {
 	f.fs.Forget(uint64(op.Inode), op.N)
+	f.fs.Forgotten()
 	return nil
 }
 
@@ -401,6 +402,7 @@ func (f *fuseFS) BatchForget(_ context.Context, op *fuseops.BatchForgetOp) error
 	for _, e := range op.Entries {
 		f.fs.Forget(uint64(e.Inode), e.N)
 	}
+	f.fs.Forgotten()
 	return nil
 }
 
