@@ -69,20 +69,36 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 
 	// Owner: the caller, but a setgid directory gives its group, and
 	// its setgid bit to new directories (the umask is already applied).
+	// Owners are stored mapped back (uidmapping); with xattr_permissions
+	// they and the mode go to the override xattr, and the object itself
+	// keeps the mount's own owner with the permissions it needs.
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
 		return placed{fd: -1}, errno(err)
 	}
-	gid := c.Gid
+	pgid, pmode := pst.Gid, pst.Mode
+	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
+		pgid, pmode = o.gid, o.perm
+	}
+	typ := mode & unix.S_IFMT
+	uid, gid := fs.opts.UIDs.stored(c.Uid), fs.opts.GIDs.stored(c.Gid)
 	perm := mode &^ unix.S_IFMT
-	if pst.Mode&unix.S_ISGID != 0 {
-		gid = pst.Gid
-		if mode&unix.S_IFMT == unix.S_IFDIR {
+	if pmode&unix.S_ISGID != 0 {
+		gid = pgid
+		if typ == unix.S_IFDIR {
 			perm |= unix.S_ISGID
 		}
 	}
+	ownPerm, inXattr := perm, fs.writesOverride(typ)
+	if inXattr {
+		ownPerm = perm&0o777 | 0o600
+		if typ == unix.S_IFDIR {
+			ownPerm |= 0o700
+		}
+	}
+	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
 	wfd, tmp := fs.work.Fd(), fs.work.TempName()
-	fd, err := mk(wfd, tmp, perm)
+	fd, err := mk(wfd, tmp, ownPerm)
 	if err != nil {
 		return placed{fd: -1}, errno(err)
 	}
@@ -93,12 +109,18 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		removeAll(wfd, tmp)
 		return placed{fd: -1}, errno(err)
 	}
-	if err := unix.Fchownat(wfd, tmp, int(c.Uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if inXattr {
+		o := override{uid: uid, gid: gid, perm: perm}
+		if err := setxattrAt(wfd, tmp, fs.overrideWrite, o.String()); err != nil {
+			return fail(err)
+		}
+	} else if err := unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !squashed {
+		// Under squash_to_* fuse-overlayfs keeps what it could not chown.
 		return fail(err)
 	}
-	if mode&unix.S_IFMT != unix.S_IFLNK {
+	if typ != unix.S_IFLNK {
 		// After chown, which clears setuid and setgid.
-		if err := unix.Fchmodat(wfd, tmp, perm, 0); err != nil {
+		if err := unix.Fchmodat(wfd, tmp, ownPerm, 0); err != nil {
 			return fail(err)
 		}
 	}

@@ -7,6 +7,9 @@ import (
 	"github.com/ovlmount/ovlmount/layers"
 )
 
+// The override xattrs the mount reads or writes (override.go) are not
+// shown either, and cannot be set or removed.
+//
 // The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
 // user.fuseoverlayfs.* forms ovlmount also honours) are never shown. A
 // user's trusted.overlay.X is stored escaped as trusted.overlay.overlay.X
@@ -46,7 +49,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 		return nil, err
 	}
 	host, ok := hostXattrName(name)
-	if !ok {
+	if !ok || fs.overridden(name) {
 		return nil, syscall.ENODATA
 	}
 	v, err := n.layersOf()[0].layer.Getxattr(n.path(), host)
@@ -68,7 +71,7 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 	}
 	out := names[:0]
 	for _, h := range names {
-		if u, ok := userXattrName(h, privileged); ok {
+		if u, ok := userXattrName(h, privileged); ok && !fs.overridden(h) {
 			out = append(out, u)
 		}
 	}
