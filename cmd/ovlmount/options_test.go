@@ -214,7 +214,7 @@ func TestOptionEffects(t *testing.T) {
 	}
 }
 
-func TestOwnerOptions(t *testing.T) {
+func TestOwnerOptionsParse(t *testing.T) {
 	c, err := parseArgs([]string{"-o", "lowerdir=/l,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:2000:1,squash_to_root,squash_to_gid=5,xattr_permissions=2", "/m"})
 	if err != nil {
 		t.Fatal(err)
