@@ -216,6 +216,22 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 	return override{}, false
 }
 
+// overrideDirentType returns the d_type of regular file rel of layer l:
+// that of the type its override names, so that a listing agrees with
+// stat.
+// Preconditions: renameMu held.
+func (fs *FS) overrideDirentType(l *layers.Layer, rel string) uint8 {
+	for _, name := range fs.overrideRead[l] {
+		if v, err := l.Getxattr(rel, name); err == nil {
+			if o, ok := parseOverride(string(v)); ok && o.typ != 0 && o.typ != unix.S_IFDIR {
+				return uint8(o.typ >> 12)
+			}
+			break
+		}
+	}
+	return unix.DT_REG
+}
+
 // writesOverride reports whether a change of owner or mode of an object
 // of type typ goes to the override xattr.
 func (fs *FS) writesOverride(typ uint32) bool {

@@ -211,6 +211,21 @@ func TestOverrideRead(t *testing.T) {
 			t.Errorf("%s: shows %+v, want %+v", path, got, want)
 		}
 	}
+	// A listing shows the types stat shows.
+	h, err := fs.OpenDir(inodes.RootID)
+	must(t, err)
+	ents, err := fs.ReadDir(h, 0)
+	must(t, err)
+	fs.ReleaseDir(h)
+	types := map[string]uint8{}
+	for _, e := range ents {
+		types[e.Name] = e.Type
+	}
+	for name, want := range map[string]uint8{"f": unix.DT_REG, "d": unix.DT_DIR, "tty": unix.DT_CHR, "ln": unix.DT_LNK, "bad": unix.DT_REG, "fakedir": unix.DT_REG} {
+		if types[name] != want {
+			t.Errorf("%s listed with type %d, want %d", name, types[name], want)
+		}
+	}
 	e, err := walk(fs, "ln")
 	must(t, err)
 	if target, err := fs.Readlink(e.ID); err != nil || target != "target" {
