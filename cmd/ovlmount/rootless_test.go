@@ -122,6 +122,22 @@ func TestUserNamespaceWrites(t *testing.T) {
 	checkNamespaceWrites(t, d, bin, out, err)
 }
 
+// asRootlessUser runs a command as rootlessUID in a user namespace of
+// its own, where the user is root, with a /dev/fuse of its own (on a
+// tmpfs on d/dev).
+func asRootlessUser(d string, cmd ...string) ([]byte, error) {
+	id := strconv.Itoa(rootlessUID)
+	setup := `set -e
+dev="$1"; shift
+mount -t tmpfs -o mode=755 ovlmount-test-dev "$dev"
+mknod -m 600 "$dev/fuse" c 10 229
+chown ` + id + `:` + id + ` "$dev/fuse"
+mount --bind "$dev/fuse" /dev/fuse
+exec setpriv --reuid=` + id + ` --regid=` + id + ` --clear-groups -- unshare -U -r -m "$@"`
+	args := append([]string{"-m", "--propagation", "private", "sh", "-c", setup, "sh", filepath.Join(d, "dev")}, cmd...)
+	return exec.Command("unshare", args...).CombinedOutput()
+}
+
 // rootlessUID is the unprivileged user TestRootless runs as. It needs no
 // account: setpriv switches to the bare ids.
 const rootlessUID = 64123
@@ -139,22 +155,56 @@ func TestRootless(t *testing.T) {
 		}
 	}
 	d, bin := nsLayers(t, rootlessUID)
-	id := strconv.Itoa(rootlessUID)
-	dev := filepath.Join(d, "dev")
-	setup := `set -e
-dev="$1"; shift
-mount -t tmpfs -o mode=755 ovlmount-test-dev "$dev"
-mknod -m 600 "$dev/fuse" c 10 229
-chown ` + id + `:` + id + ` "$dev/fuse"
-mount --bind "$dev/fuse" /dev/fuse
-exec setpriv --reuid=` + id + ` --regid=` + id + ` --clear-groups -- "$@"`
-	out, err := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", dev,
-		"unshare", "-U", "-r", "-m", "sh", "-c", nsScript, "sh", d, bin).CombinedOutput()
+	out, err := asRootlessUser(d, "sh", "-c", nsScript, "sh", d, bin)
 	checkNamespaceWrites(t, d, bin, out, err)
 	// What the user made belongs to it on the host.
 	var st syscall.Stat_t
 	must(t, syscall.Lstat(filepath.Join(d, "u/d/new"), &st))
 	if st.Uid != rootlessUID || st.Gid != rootlessUID {
 		t.Errorf("u/d/new owned by %d:%d, want %d:%d", st.Uid, st.Gid, rootlessUID, rootlessUID)
+	}
+}
+
+// TestRootlessOverride: a rootless user cannot make a file setuid root or
+// owned by another user for real; with xattr_permissions=2 the mount
+// keeps what the namespace asked for in user.fuseoverlayfs.override_stat
+// and shows it, and the file itself stays the user's, without the bit.
+func TestRootlessOverride(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, tool := range []string{"unshare", "setpriv", "getfattr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (util-linux, attr)", tool)
+		}
+	}
+	d, bin := nsLayers(t, rootlessUID)
+	script := `set -e
+cd "$1"
+"$2" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w,xattr_permissions=2" m
+echo x > m/s
+chmod 4755 m/s
+chmod 700 m/a
+stat -c '%n %u:%g %a' m/s m/a
+umount m
+"$2" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w2" m
+stat -c '%n %a' m/s
+getfattr -n user.fuseoverlayfs.override_stat m/s 2>&1 | grep -c 'No such attribute'
+umount m`
+	out, err := asRootlessUser(d, "sh", "-c", script, "sh", d, bin)
+	// A later mount without the option reads the upper layer the same way:
+	// its root carries the marker.
+	want := "m/s 0:0 4755\nm/a 0:0 700\nm/s 4755\n1"
+	if got := strings.TrimSpace(string(out)); err != nil || got != want {
+		t.Fatalf("in the namespace: %v\n%s\nwant\n%s", err, got, want)
+	}
+	for rel, v := range map[string]string{"s": "0:0:04755", "a": "0:0:0700"} {
+		got, err := exec.Command("getfattr", "--only-values", "-n", "user.fuseoverlayfs.override_stat", filepath.Join(d, "u", rel)).Output()
+		if err != nil || string(got) != v {
+			t.Errorf("u/%s override %q, %v; want %q", rel, got, err, v)
+		}
+		var st syscall.Stat_t
+		must(t, syscall.Lstat(filepath.Join(d, "u", rel), &st))
+		if st.Uid != rootlessUID || st.Mode&0o7000 != 0 {
+			t.Errorf("u/%s itself: owner %d mode %o, want the user's without special bits", rel, st.Uid, st.Mode&0o7777)
+		}
 	}
 }
