@@ -35,6 +35,9 @@ type Options struct {
 	// XinoOff shows real inode numbers even when layers span several
 	// filesystems (numbers that collide get fallback ids).
 	XinoOff bool
+	// Ino32 keeps inode numbers below 1<<32 (fuse-overlayfs's ino32_t):
+	// see inodes.NewWidth.
+	Ino32 bool
 	// StaticNlink gives every directory nlink 1 (fuse-overlayfs's
 	// static_nlink).
 	StaticNlink bool
@@ -97,9 +100,13 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 			fs.uuids[u] = append(fs.uuids[u], l)
 		}
 	}
-	fs.scheme = inodes.New(devs, fs.upper != nil)
+	width := uint(64)
+	if opts.Ino32 {
+		width = 32
+	}
+	fs.scheme = inodes.NewWidth(devs, fs.upper != nil, width)
 	if opts.XinoOff {
-		fs.scheme = inodes.New(devs[:1], false)
+		fs.scheme = inodes.NewWidth(devs[:1], false, width)
 	}
 	if fs.upper != nil && fs.work == nil {
 		return nil, fmt.Errorf("an upper layer needs a workdir")

@@ -178,6 +178,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 	opts := overlay.Options{
 		Timeout:          c.timeout,
 		XinoOff:          c.xinoOff,
+		Ino32:            c.ino32,
 		StaticNlink:      c.staticNlink,
 		NoFsync:          c.noFsync,
 		XattrPermissions: c.xattrPerm,

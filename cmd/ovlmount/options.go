@@ -77,7 +77,7 @@ var options = []option{
 	{"squash_to_root", done, []string{""}, "every object shows as owned by 0:0"},
 	{"squash_to_uid", done, nil, "every object shows as owned by this uid (over squash_to_root)"},
 	{"squash_to_gid", done, nil, "every object shows as owned by this gid (over squash_to_root)"},
-	{"ino32_t", later, []string{""}, "not implemented yet: inode numbers are the FUSE node ids, which are 64-bit"},
+	{"ino32_t", done, []string{""}, "inode numbers below 2^32, for 32-bit programs: the xino layout over 32 bits; a number that does not fit gets one from a reserved range"},
 	{"plugins", later, nil, "not implemented yet"},
 }
 
@@ -104,6 +104,7 @@ type config struct {
 
 	timeout     time.Duration
 	xinoOff     bool
+	ino32       bool
 	staticNlink bool
 	noFsync     bool
 	readOnly    bool
@@ -220,6 +221,8 @@ func (c *config) apply(o string) error {
 		c.xinoOff = value == "off"
 	case "static_nlink":
 		c.staticNlink = true
+	case "ino32_t":
+		c.ino32 = true
 	case "volatile":
 		c.noFsync = true
 	case "fsync":

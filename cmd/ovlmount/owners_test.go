@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/ovlmount/ovlmount/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // The owner options have no kernel equivalent: fuse-overlayfs is the
@@ -114,5 +116,67 @@ func TestOwnerOptionsMount(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIno32 mounts an upper layer and a lower one on another filesystem,
+// where the xino layout puts the filesystem index in bit 63; with ino32_t
+// every number, stat's and readdir's, stays below 1<<32 and distinct.
+func TestIno32(t *testing.T) {
+	testenv.RequireMount(t)
+	d := t.TempDir()
+	for _, dir := range []string{"l", "u", "w", "m"} {
+		must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
+	}
+	lower := filepath.Join(d, "l")
+	must(t, unix.Mount("ovlmount-test", lower, "tmpfs", 0, "mode=755"))
+	t.Cleanup(func() { unix.Unmount(lower, unix.MNT_DETACH) })
+	for _, name := range []string{"a", "b", "c"} {
+		must(t, os.WriteFile(filepath.Join(lower, name), nil, 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(d, "u/up"), nil, 0o644))
+	mnt := filepath.Join(d, "m")
+	opts := "lowerdir=" + lower + ",upperdir=" + d + "/u,workdir=" + d + "/w"
+	numbers := func(extra string) map[string]uint64 {
+		t.Helper()
+		mountDaemon(t, mnt, "-o", opts+extra, mnt)
+		defer testenv.Unmount(t, mnt)
+		ents, err := os.ReadDir(mnt)
+		must(t, err)
+		out := map[string]uint64{}
+		for _, e := range ents {
+			var st unix.Stat_t
+			must(t, unix.Lstat(filepath.Join(mnt, e.Name()), &st))
+			out[e.Name()] = st.Ino
+		}
+		// d_ino as readdir gives it.
+		f, err := os.Open(mnt)
+		must(t, err)
+		defer f.Close()
+		buf := make([]byte, 4096)
+		n, err := unix.ReadDirent(int(f.Fd()), buf)
+		must(t, err)
+		for off := 0; off < n; {
+			de := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
+			name := unix.ByteSliceToString((*[256]byte)(unsafe.Pointer(&de.Name))[:])
+			if ino, ok := out[name]; ok && ino != de.Ino {
+				t.Errorf("%s%s: d_ino %d, st_ino %d", opts, extra, de.Ino, ino)
+			}
+			off += int(de.Reclen)
+		}
+		return out
+	}
+	if wide := numbers(""); wide["a"] < 1<<32 {
+		t.Fatalf("without ino32_t a lower number is %#x: the layers share a filesystem, the test proves nothing", wide["a"])
+	}
+	seen := map[uint64]string{}
+	for name, ino := range numbers(",ino32_t") {
+		if ino >= 1<<32 {
+			t.Errorf("ino32_t: %s has %#x", name, ino)
+		}
+		if other, dup := seen[ino]; dup {
+			t.Errorf("ino32_t: %s and %s share %d", name, other, ino)
+		}
+		seen[ino] = name
 	}
 }
