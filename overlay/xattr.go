@@ -7,13 +7,12 @@ import (
 	"github.com/ovlmount/ovlmount/layers"
 )
 
-// The override xattrs the mount reads or writes (override.go) are not
-// shown either, and cannot be set or removed.
-//
 // The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
-// user.fuseoverlayfs.* forms ovlmount also honours) are never shown. A
-// user's trusted.overlay.X is stored escaped as trusted.overlay.overlay.X
-// and shown un-escaped, as the kernel does.
+// user.fuseoverlayfs.* forms ovlmount also honours) are never shown, nor
+// are the override xattrs the mount reads or writes (override.go), which
+// cannot be set or removed either. A user's trusted.overlay.X is stored
+// escaped as trusted.overlay.overlay.X and shown un-escaped, as the kernel
+// does.
 const escapedPrefix = layers.TrustedPrefix + "overlay."
 
 // hostXattrName maps a name the user asks for to the name stored in the
