@@ -135,6 +135,10 @@ type Options struct {
 	// Truncate copies a regular file without its data (size 0), as the
 	// kernel does for an open with O_TRUNC.
 	Truncate bool
+	// Xattrs are set on the copy after those copied, before it is put
+	// in place: an owner override the copy must keep under the name
+	// the upper layer is read with.
+	Xattrs map[string]string
 }
 
 func (o Options) xattr(name string) string {

@@ -50,6 +50,11 @@ func (c *copier) copyXattrs() error {
 			return err
 		}
 	}
+	for name, v := range c.opts.Xattrs {
+		if err := layers.FdSetxattr(c.tfd, name, []byte(v), 0); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -46,6 +46,30 @@ func TestSchemeXino(t *testing.T) {
 	}
 }
 
+func TestScheme32(t *testing.T) {
+	s := NewWidth([]uint64{7, 7}, true, 32)
+	if n, ok := s.Ino(7, 1234); !ok || n != 1234 {
+		t.Errorf("samefs: %d, %v; want the real number", n, ok)
+	}
+	if _, ok := s.Ino(7, 1<<31); ok {
+		t.Error("samefs: a number past 31 bits must take a fallback")
+	}
+	if s.Fallback() != 1<<31 {
+		t.Errorf("samefs fallback %#x, want 1<<31", s.Fallback())
+	}
+	// Two filesystems: 2 xino bits below bit 32.
+	s = NewWidth([]uint64{5, 7}, true, 32)
+	if n, ok := s.Ino(7, 3); !ok || n != 1<<31|3 {
+		t.Errorf("xino: %#x, %v; want %#x", n, ok, uint64(1<<31|3))
+	}
+	if _, ok := s.Ino(5, 1<<30); ok {
+		t.Error("xino: a number reaching the xino bits must take a fallback")
+	}
+	if s.Fallback() != 1<<30 {
+		t.Errorf("xino fallback %#x, want 1<<30", s.Fallback())
+	}
+}
+
 func TestTableCountsAndForgets(t *testing.T) {
 	tab := NewTable("root", Key{1, 2}, 1<<63)
 	made := 0

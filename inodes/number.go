@@ -16,7 +16,8 @@ import "math/bits"
 // shows. It is immutable after New and safe for concurrent use.
 type Scheme struct {
 	fsid  map[uint64]uint64 // st_dev of a layer filesystem -> fsid
-	shift uint              // 64 - xino bits; 0 for samefs
+	shift uint              // width - xino bits; 0 for samefs
+	width uint              // bits of the numbers shown: 64, or 32
 }
 
 // New builds the scheme for layers whose root st_dev values are devs, top
@@ -28,8 +29,16 @@ type Scheme struct {
 // filesystem, xino takes ilog2(numfs-1)+2 high bits, numfs counting fsid
 // 0: the fsid goes above the lowest of them, which is reserved for
 // numbers that cannot be mapped (Fallback).
-func New(devs []uint64, hasUpper bool) *Scheme {
-	s := &Scheme{fsid: make(map[uint64]uint64)}
+func New(devs []uint64, hasUpper bool) *Scheme { return NewWidth(devs, hasUpper, 64) }
+
+// NewWidth is New for numbers of width bits: 64, or 32 for programs that
+// cannot take larger ones (fuse-overlayfs's ino32_t). With 32, the xino
+// layout is laid over 32 bits as the kernel does on 32-bit machines, and
+// with one filesystem a real number from 1<<31 up gets a fallback number
+// instead of being cut: cut numbers would collide, and the numbers are
+// the FUSE node ids.
+func NewWidth(devs []uint64, hasUpper bool, width uint) *Scheme {
+	s := &Scheme{fsid: make(map[uint64]uint64), width: width}
 	numfs := uint64(1)
 	for i, d := range devs {
 		if _, ok := s.fsid[d]; ok {
@@ -43,7 +52,7 @@ func New(devs []uint64, hasUpper bool) *Scheme {
 		numfs++
 	}
 	if len(s.fsid) > 1 {
-		s.shift = 64 - uint(bits.Len64(numfs-1)-1+2)
+		s.shift = width - uint(bits.Len64(numfs-1)-1+2)
 	}
 	return s
 }
@@ -56,7 +65,7 @@ func (s *Scheme) SameFS() bool { return s.shift == 0 }
 // needs a fallback number.
 func (s *Scheme) Ino(dev, ino uint64) (n uint64, ok bool) {
 	if s.shift == 0 {
-		return ino, ino != 0
+		return ino, ino != 0 && (s.width == 64 || ino < 1<<(s.width-1))
 	}
 	if ino>>s.shift != 0 {
 		return 0, false
@@ -66,10 +75,11 @@ func (s *Scheme) Ino(dev, ino uint64) (n uint64, ok bool) {
 
 // Fallback returns the first number of the range for objects without a
 // usable natural number: the reserved xino bit, or the top bit when all
-// layers share one filesystem (real inode numbers do not reach it).
+// layers share one filesystem (real inode numbers do not reach it; with
+// 32 bits they may, and then take the fallback too).
 func (s *Scheme) Fallback() uint64 {
 	if s.shift == 0 {
-		return 1 << 63
+		return 1 << (s.width - 1)
 	}
 	return 1 << s.shift
 }

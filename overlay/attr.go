@@ -62,6 +62,9 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	return st, errno(err)
 }
 
+// attr turns the host attributes of n's winning object into those shown:
+// its override xattr, if read, then the owner mapping.
+// Preconditions: renameMu held; n.mu not held.
 func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 	a := Attr{
 		Ino:   n.id,
@@ -78,5 +81,19 @@ func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 	if n.isDir() && (n.merged() || fs.opts.StaticNlink) {
 		a.Nlink = 1
 	}
+	if o, ok := fs.overrideOf(n, st.Mode&unix.S_IFMT); ok {
+		a.Uid, a.Gid = o.uid, o.gid
+		typ := a.Mode & unix.S_IFMT
+		if o.typ != 0 && o.typ != typ {
+			// A regular file standing for another type.
+			typ, a.Rdev = o.typ, o.rdev
+			if typ != unix.S_IFLNK {
+				a.Size = 0
+			}
+		}
+		a.Mode = typ | o.perm
+	}
+	a.Uid = fs.opts.UIDs.shown(a.Uid)
+	a.Gid = fs.opts.GIDs.shown(a.Gid)
 	return a
 }

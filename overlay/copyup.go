@@ -30,6 +30,14 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 			return err
 		}
 	}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.trusted, Truncate: trunc && n.typ == unix.S_IFREG}
+	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
+		// The copy shows what the lower object shows, under the name
+		// the upper layer is read with.
+		if o, ok := fs.overrideOf(n, n.typ); ok {
+			opts.Xattrs = map[string]string{names[0]: o.String()}
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.unlinked {
@@ -38,9 +46,7 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 	if n.objs[0].layer.Upper {
 		return nil
 	}
-	st, err := fs.work.Copy(n.objs[0].layer, fs.upper, n.path(), copyup.Options{
-		Fsync: !fs.opts.NoFsync, Trusted: fs.trusted, Truncate: trunc && n.typ == unix.S_IFREG,
-	})
+	st, err := fs.work.Copy(n.objs[0].layer, fs.upper, n.path(), opts)
 	if err != nil {
 		return errno(err)
 	}

@@ -69,20 +69,36 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 
 	// Owner: the caller, but a setgid directory gives its group, and
 	// its setgid bit to new directories (the umask is already applied).
+	// Owners are stored mapped back (uidmapping); with xattr_permissions
+	// they and the mode go to the override xattr, and the object itself
+	// keeps the mount's own owner with the permissions it needs.
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
 		return placed{fd: -1}, errno(err)
 	}
-	gid := c.Gid
+	pgid, pmode := pst.Gid, pst.Mode
+	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
+		pgid, pmode = o.gid, o.perm
+	}
+	typ := mode & unix.S_IFMT
+	uid, gid := fs.opts.UIDs.stored(c.Uid), fs.opts.GIDs.stored(c.Gid)
 	perm := mode &^ unix.S_IFMT
-	if pst.Mode&unix.S_ISGID != 0 {
-		gid = pst.Gid
-		if mode&unix.S_IFMT == unix.S_IFDIR {
+	if pmode&unix.S_ISGID != 0 {
+		gid = pgid
+		if typ == unix.S_IFDIR {
 			perm |= unix.S_ISGID
 		}
 	}
+	ownPerm, inXattr := perm, fs.writesOverride(typ)
+	if inXattr {
+		ownPerm = perm&0o777 | 0o600
+		if typ == unix.S_IFDIR {
+			ownPerm |= 0o700
+		}
+	}
+	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
 	wfd, tmp := fs.work.Fd(), fs.work.TempName()
-	fd, err := mk(wfd, tmp, perm)
+	fd, err := mk(wfd, tmp, ownPerm)
 	if err != nil {
 		return placed{fd: -1}, errno(err)
 	}
@@ -93,7 +109,14 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		removeAll(wfd, tmp)
 		return placed{fd: -1}, errno(err)
 	}
-	st, err := fs.own(fd, wfd, tmp, mode&unix.S_IFMT, perm, c.Uid, gid)
+	if inXattr {
+		o := override{uid: uid, gid: gid, perm: perm}
+		if err := setxattrAt(wfd, tmp, fs.overrideWrite, o.String()); err != nil {
+			return fail(err)
+		}
+	}
+	// With the override the object keeps the mount's own owner.
+	st, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, !inXattr, squashed)
 	if err != nil {
 		return fail(err)
 	}
@@ -131,10 +154,11 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 }
 
 // own gives the new object tmp in work directory wfd (open as fd when
-// fd >= 0) owner uid:gid and permission bits perm, and returns its
-// attributes. It changes only what differs: the daemon, usually root with
-// umask 0, mostly creates objects right already.
-func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32) (unix.Stat_t, error) {
+// fd >= 0) owner uid:gid if chown is set, and permission bits perm, and
+// returns its attributes. It changes only what differs: the daemon,
+// usually root with umask 0, mostly creates objects right already. Under
+// squash_to_* a refused chown is ignored, as fuse-overlayfs does.
+func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32, chown, squashed bool) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	stat := func() error {
 		if fd >= 0 {
@@ -146,11 +170,12 @@ func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32) (unix.Sta
 		return st, err
 	}
 	changed := false
-	if st.Uid != uid || st.Gid != gid {
-		if err := unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if chown && (st.Uid != uid || st.Gid != gid) {
+		err := unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil && !squashed {
 			return st, err
 		}
-		changed = true
+		changed = err == nil
 	}
 	// After chown, which clears setuid and setgid.
 	if typ != unix.S_IFLNK && (st.Mode&0o7777 != perm || changed && perm&(unix.S_ISUID|unix.S_ISGID) != 0) {

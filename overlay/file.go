@@ -209,6 +209,9 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if n.typ == unix.S_IFREG {
+		return fs.readOverrideLink(n)
+	}
 	if n.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}

@@ -37,6 +37,9 @@ type Options struct {
 	// XinoOff shows real inode numbers even when layers span several
 	// filesystems (numbers that collide get fallback ids).
 	XinoOff bool
+	// Ino32 keeps inode numbers below 1<<32 (fuse-overlayfs's ino32_t):
+	// see inodes.NewWidth.
+	Ino32 bool
 	// StaticNlink gives every directory nlink 1 (fuse-overlayfs's
 	// static_nlink).
 	StaticNlink bool
@@ -45,6 +48,13 @@ type Options struct {
 	// NoFsync skips the fsyncs the kernel does for durability (copy-up
 	// data, syncfs): fuse-overlayfs's volatile and fsync=0.
 	NoFsync bool
+	// UIDs and GIDs map owners between the layers and the mount
+	// (fuse-overlayfs's uidmapping, gidmapping and squash_to_*).
+	UIDs, GIDs IDMap
+	// XattrPermissions is fuse-overlayfs's xattr_permissions: 0 changes
+	// owners and modes for real; 1 and 2 keep them in the override
+	// xattr OverridePrivileged or OverrideUser (see override.go).
+	XattrPermissions int
 }
 
 // FS is a merged view of a layer stack.
@@ -61,6 +71,12 @@ type FS struct {
 	// CAP_SYS_ADMIN; without them the rootless forms are written.
 	charWhiteouts bool
 	trusted       bool
+	// overrideRead lists, for each layer read with override xattrs, the
+	// names to try, first found wins; overrideWrite is the name owner and
+	// mode changes go to ("" to change them for real). Both are fixed
+	// at mount.
+	overrideRead  map[*layers.Layer][]string
+	overrideWrite string
 
 	// renameMu is held for writing by rename and for reading by every
 	// other operation: see the lock order above.
@@ -101,9 +117,13 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 			fs.uuids[u] = append(fs.uuids[u], l)
 		}
 	}
-	fs.scheme = inodes.New(devs, fs.upper != nil)
+	width := uint(64)
+	if opts.Ino32 {
+		width = 32
+	}
+	fs.scheme = inodes.NewWidth(devs, fs.upper != nil, width)
 	if opts.XinoOff {
-		fs.scheme = inodes.New(devs[:1], false)
+		fs.scheme = inodes.NewWidth(devs[:1], false, width)
 	}
 	if fs.upper != nil && fs.work == nil {
 		return nil, fmt.Errorf("an upper layer needs a workdir")
@@ -111,6 +131,9 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	if fs.work != nil {
 		fs.charWhiteouts, fs.trusted = probe(fs.work)
 		fs.stampUUID()
+	}
+	if err := fs.probeOverrides(); err != nil {
+		return nil, err
 	}
 	root := &node{id: inodes.RootID, typ: unix.S_IFDIR}
 	for _, l := range stack {

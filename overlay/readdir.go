@@ -108,6 +108,9 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 				}
 				return nil, err
 			}
+			if de.Type == unix.DT_REG && fs.overrideRead != nil {
+				de.Type = fs.overrideDirentType(o.layer, layers.Join(dir, e.Name))
+			}
 			ents = append(ents, de)
 		}
 		for _, name := range aufs {

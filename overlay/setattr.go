@@ -54,6 +54,9 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 		defer unix.Close(pfd)
 		fd = pfd
 	}
+	if err := fs.setOwnerMode(n, fd, &in); err != nil {
+		return Attr{}, err
+	}
 	if err := setAttrs(fd, n.typ, in); err != nil {
 		return Attr{}, err
 	}
@@ -62,6 +65,44 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 		return Attr{}, errno(err)
 	}
 	return fs.attr(n, &st), nil
+}
+
+// setOwnerMode does the owner and mode part of a setattr that the
+// mount's options change: with xattr_permissions it writes them to the
+// override xattr of the upper object fd; otherwise it maps a new owner to
+// stored ids, and under squash_to_* changes it without failing, as
+// fuse-overlayfs does. It leaves in what is left to change for real.
+// Preconditions: renameMu held; n copied up; n.mu not held.
+func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
+	if in.Uid == nil && in.Gid == nil && in.Mode == nil {
+		return nil
+	}
+	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
+	if fs.writesOverride(n.typ) {
+		var st unix.Stat_t
+		err := errno(unix.Fstat(fd, &st))
+		if err == nil {
+			err = fs.setOverride(n, fd, &st, in)
+		}
+		in.Uid, in.Gid, in.Mode = nil, nil, nil
+		if squashed {
+			return nil
+		}
+		return err
+	}
+	if in.Uid != nil {
+		u := fs.opts.UIDs.stored(*in.Uid)
+		in.Uid = &u
+	}
+	if in.Gid != nil {
+		g := fs.opts.GIDs.stored(*in.Gid)
+		in.Gid = &g
+	}
+	if squashed && (in.Uid != nil || in.Gid != nil) {
+		setAttrs(fd, n.typ, SetAttrs{Uid: in.Uid, Gid: in.Gid})
+		in.Uid, in.Gid = nil, nil
+	}
+	return nil
 }
 
 // upperObject copies n up and opens its upper object as an O_PATH fd;
@@ -140,7 +181,7 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
 		return err
 	}
 	host, ok := hostXattrName(name)
-	if !ok {
+	if !ok || fs.overridden(name) {
 		return syscall.EPERM
 	}
 	fd, err := fs.upperObject(n)
@@ -166,7 +207,7 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 		return err
 	}
 	host, ok := hostXattrName(name)
-	if !ok {
+	if !ok || fs.overridden(name) {
 		return syscall.ENODATA
 	}
 	if _, err := n.layersOf()[0].layer.Getxattr(n.path(), host); err != nil {

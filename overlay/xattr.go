@@ -8,9 +8,11 @@ import (
 )
 
 // The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
-// user.fuseoverlayfs.* forms ovlmount also honours) are never shown. A
-// user's trusted.overlay.X is stored escaped as trusted.overlay.overlay.X
-// and shown un-escaped, as the kernel does.
+// user.fuseoverlayfs.* forms ovlmount also honours) are never shown, nor
+// are the override xattrs the mount reads or writes (override.go), which
+// cannot be set or removed either. A user's trusted.overlay.X is stored
+// escaped as trusted.overlay.overlay.X and shown un-escaped, as the kernel
+// does.
 const escapedPrefix = layers.TrustedPrefix + "overlay."
 
 // hostXattrName maps a name the user asks for to the name stored in the
@@ -46,7 +48,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 		return nil, err
 	}
 	host, ok := hostXattrName(name)
-	if !ok {
+	if !ok || fs.overridden(name) {
 		return nil, syscall.ENODATA
 	}
 	caps := name == capsXattr
@@ -92,7 +94,7 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 	}
 	out := names[:0]
 	for _, h := range names {
-		if u, ok := userXattrName(h, privileged); ok {
+		if u, ok := userXattrName(h, privileged); ok && !fs.overridden(h) {
 			out = append(out, u)
 		}
 	}

@@ -179,11 +179,14 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		stack = append(stack, l)
 	}
 	opts := overlay.Options{
-		Timeout:     c.timeout,
-		XinoOff:     c.xinoOff,
-		StaticNlink: c.staticNlink,
-		NoFsync:     c.noFsync,
+		Timeout:          c.timeout,
+		XinoOff:          c.xinoOff,
+		Ino32:            c.ino32,
+		StaticNlink:      c.staticNlink,
+		NoFsync:          c.noFsync,
+		XattrPermissions: c.xattrPerm,
 	}
+	opts.UIDs, opts.GIDs = c.idMaps()
 	if c.upper != "" {
 		// workdir/work holds the temporaries of atomic changes; like the
 		// kernel, create it and empty it of an interrupted session's.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ovlmount/ovlmount/overlay"
 )
 
 // status says what ovlmount does with an option it accepts.
@@ -69,13 +71,13 @@ var options = []option{
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", ignored, []string{"off", "follow", "nofollow"}, "redirects are neither written nor followed"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
-	{"xattr_permissions", ignored, []string{"0"}, "0 is the default; 1 and 2 are not implemented yet"},
-	{"uidmapping", later, nil, "not implemented yet"},
-	{"gidmapping", later, nil, "not implemented yet"},
-	{"squash_to_root", later, []string{""}, "not implemented yet"},
-	{"squash_to_uid", later, nil, "not implemented yet"},
-	{"squash_to_gid", later, nil, "not implemented yet"},
-	{"ino32_t", later, []string{""}, "not implemented yet"},
+	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
+	{"uidmapping", done, nil, "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]: owners in the layers shown as other ids; unmapped ids show as 65534 (overflowuid)"},
+	{"gidmapping", done, nil, "as uidmapping, for groups"},
+	{"squash_to_root", done, []string{""}, "every object shows as owned by 0:0"},
+	{"squash_to_uid", done, nil, "every object shows as owned by this uid (over squash_to_root)"},
+	{"squash_to_gid", done, nil, "every object shows as owned by this gid (over squash_to_root)"},
+	{"ino32_t", done, []string{""}, "inode numbers below 2^32, for 32-bit programs: the xino layout over 32 bits; a number that does not fit gets one from a reserved range"},
 	{"plugins", later, nil, "not implemented yet"},
 }
 
@@ -102,11 +104,17 @@ type config struct {
 
 	timeout     time.Duration
 	xinoOff     bool
+	ino32       bool
 	staticNlink bool
 	noFsync     bool
 	readOnly    bool
 	allowOther  bool
 	maxWrite    uint32
+	uids, gids  []overlay.IDRange
+	squashRoot  bool
+	squashUID   *uint32
+	squashGID   *uint32
+	xattrPerm   int
 	mountFlags  []string // mount(2) flags for the FUSE library
 	warnings    []string // one line each, printed before mounting
 }
@@ -213,6 +221,8 @@ func (c *config) apply(o string) error {
 		c.xinoOff = value == "off"
 	case "static_nlink":
 		c.staticNlink = true
+	case "ino32_t":
+		c.ino32 = true
 	case "volatile":
 		c.noFsync = true
 	case "fsync":
@@ -231,6 +241,31 @@ func (c *config) apply(o string) error {
 			return fmt.Errorf("option max_write: invalid value %q (bytes)", value)
 		}
 		c.maxWrite = uint32(n)
+	case "uidmapping", "gidmapping":
+		r, err := overlay.ParseIDRanges(value)
+		if err != nil {
+			return fmt.Errorf("option %s: %v", name, err)
+		}
+		if name == "uidmapping" {
+			c.uids = r
+		} else {
+			c.gids = r
+		}
+	case "squash_to_root":
+		c.squashRoot = true
+	case "squash_to_uid", "squash_to_gid":
+		n, err := strconv.ParseUint(value, 10, 32)
+		if err != nil {
+			return fmt.Errorf("option %s: invalid value %q (an id)", name, value)
+		}
+		id := uint32(n)
+		if name == "squash_to_uid" {
+			c.squashUID = &id
+		} else {
+			c.squashGID = &id
+		}
+	case "xattr_permissions":
+		c.xattrPerm = int(value[0] - '0')
 	case "default_permissions":
 		// Always on.
 	default:
@@ -245,6 +280,21 @@ func (c *config) apply(o string) error {
 		c.mountFlags = append(flags, name)
 	}
 	return nil
+}
+
+// idMaps returns the owner mappings of the options, as fuse-overlayfs
+// combines them: squash_to_uid and squash_to_gid win over squash_to_root.
+func (c *config) idMaps() (uids, gids overlay.IDMap) {
+	uids = overlay.IDMap{Ranges: c.uids, Overflow: overlay.Overflow("uid"), Squash: c.squashUID}
+	gids = overlay.IDMap{Ranges: c.gids, Overflow: overlay.Overflow("gid"), Squash: c.squashGID}
+	root := uint32(0)
+	if c.squashRoot && uids.Squash == nil {
+		uids.Squash = &root
+	}
+	if c.squashRoot && gids.Squash == nil {
+		gids.Squash = &root
+	}
+	return uids, gids
 }
 
 // oppositeFlag pairs the mount flags that cancel each other.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
 )
 
@@ -213,6 +214,28 @@ func TestOptionEffects(t *testing.T) {
 	}
 }
 
+func TestOwnerOptionsParse(t *testing.T) {
+	c, err := parseArgs([]string{"-o", "lowerdir=/l,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:2000:1,squash_to_root,squash_to_gid=5,xattr_permissions=2", "/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []overlay.IDRange{{Stored: 0, Shown: 1000, Count: 1}, {Stored: 1, Shown: 100000, Count: 65536}}
+	if !reflect.DeepEqual(c.uids, want) || !reflect.DeepEqual(c.gids, []overlay.IDRange{{Stored: 0, Shown: 2000, Count: 1}}) {
+		t.Errorf("mappings %v %v", c.uids, c.gids)
+	}
+	if c.xattrPerm != 2 {
+		t.Errorf("xattr_permissions %d, want 2", c.xattrPerm)
+	}
+	// squash_to_gid wins over squash_to_root whatever the order.
+	uids, gids := c.idMaps()
+	if uids.Squash == nil || *uids.Squash != 0 || gids.Squash == nil || *gids.Squash != 5 {
+		t.Errorf("squash uid %v gid %v, want 0 and 5", uids.Squash, gids.Squash)
+	}
+	if uids.Overflow == 0 {
+		t.Errorf("overflow uid 0")
+	}
+}
+
 func TestInvalidValues(t *testing.T) {
 	for _, tc := range []struct{ opt, name string }{
 		{"xino=maybe", "xino"},
@@ -227,7 +250,13 @@ func TestInvalidValues(t *testing.T) {
 		{"max_write=big", "max_write"},
 		{"lowerdir", "lowerdir"},
 		{"threaded=yes", "threaded"},
-		{"xattr_permissions=2", "xattr_permissions"},
+		{"xattr_permissions=3", "xattr_permissions"},
+		{"uidmapping=0:1000", "uidmapping"},
+		{"uidmapping=0:1000:0", "uidmapping"},
+		{"gidmapping=0:x:1", "gidmapping"},
+		{"uidmapping=4294967295:0:2", "uidmapping"},
+		{"squash_to_uid=-1", "squash_to_uid"},
+		{"squash_to_gid=root", "squash_to_gid"},
 		{"redirect_dir=on", "redirect_dir"},
 	} {
 		_, err := parseArgs([]string{"-o", "lowerdir=/l," + tc.opt, "/m"})
@@ -296,7 +325,7 @@ var badInput = []struct {
 	{"invalid timeout value", "lowerdir=%D/l1,timeout=abc", "%D/mnt", "timeout"},
 	{"invalid fsync value", "lowerdir=%D/l1,fsync=2", "%D/mnt", "fsync"},
 	{"value for a flag", "lowerdir=%D/l1,ro=1", "%D/mnt", "ro"},
-	{"option not implemented yet", "lowerdir=%D/l1,uidmapping=0:1000:1", "%D/mnt", "uidmapping"},
+	{"option not implemented yet", "lowerdir=%D/l1,plugins=/p.so", "%D/mnt", "plugins"},
 }
 
 func fill(s, d string) string { return strings.ReplaceAll(s, "%D", d) }
