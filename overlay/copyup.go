@@ -64,7 +64,7 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 // *at calls on its entries; the caller closes it.
 // Preconditions: renameMu held; p copied up.
 func (fs *FS) upperDir(p *node) (int, error) {
-	fd, err := fs.upper.OpenPath(p.path())
+	fd, err := fs.openObj(p, fs.upper)
 	return fd, errno(err)
 }
 

@@ -309,7 +309,7 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	defer unix.Close(pfd)
-	tfd, err := fs.upper.OpenPath(t.path())
+	tfd, err := fs.openObj(t, fs.upper)
 	if err != nil {
 		return Entry{}, errno(err)
 	}

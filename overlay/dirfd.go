@@ -64,6 +64,30 @@ func (fs *FS) statAt(p *node, l *layers.Layer, name string) (unix.Stat_t, error)
 	return st, err
 }
 
+// openAt opens name in directory p's object in layer l as an O_PATH fd,
+// never following a symlink; the caller closes it.
+// Preconditions: renameMu held; p has an object in l.
+func (fs *FS) openAt(p *node, l *layers.Layer, name string) (int, error) {
+	fd := -1
+	err := fs.inDir(p, l, func(dfd int) error {
+		var err error
+		fd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
+}
+
+// openObj opens n's object in layer l as an O_PATH fd; the caller closes
+// it.
+// Preconditions: renameMu held; n has an object in l.
+func (fs *FS) openObj(n *node, l *layers.Layer) (int, error) {
+	at := n.at.Load()
+	if at.parent == n {
+		return l.OpenPath("")
+	}
+	return fs.openAt(at.parent, l, at.name)
+}
+
 // lstat stats n's object in layer l.
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) lstat(n *node, l *layers.Layer) (unix.Stat_t, error) {

@@ -188,7 +188,7 @@ func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
 				src = f.objs[1]
 			}
 		} else if !f.fresh {
-			if k, nlink, ok := fs.origin(layers.Join(p.path(), name)); ok && nlink == 1 {
+			if k, nlink, ok := fs.origin(p, name); ok && nlink == 1 {
 				src = obj{dev: k.Dev, ino: k.Ino}
 			}
 		}

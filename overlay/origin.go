@@ -35,10 +35,12 @@ func (fs *FS) originLayers(uuid [16]byte) []*layers.Layer {
 	return nil
 }
 
-// origin decodes the copy-up origin (layers.Origin) recorded on upper
-// object rel and returns the lower object's identity and link count.
-func (fs *FS) origin(rel string) (inodes.Key, uint64, bool) {
-	ofd, err := fs.upper.OpenPath(rel)
+// origin decodes the copy-up origin (layers.Origin) recorded on the upper
+// object name of directory p and returns the lower object's identity and
+// link count.
+// Preconditions: renameMu held; p has an upper object.
+func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
+	ofd, err := fs.openAt(p, fs.upper, name)
 	if err != nil {
 		return inodes.Key{}, 0, false
 	}

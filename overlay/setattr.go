@@ -112,7 +112,7 @@ func (fs *FS) upperObject(n *node) (int, error) {
 	if err := fs.copyUp(n); err != nil {
 		return -1, err
 	}
-	fd, err := fs.upper.OpenPath(n.path())
+	fd, err := fs.openObj(n, fs.upper)
 	return fd, errno(err)
 }
 
