@@ -152,15 +152,27 @@ func (l *Layer) OpenDir(rel string) (int, error) {
 // O_RDWR plus modifiers). Lower files are opened with O_NOATIME where the
 // host allows it.
 func (l *Layer) OpenFile(rel string, flags int) (int, error) {
+	return l.openFile(func(flags int) (int, error) { return l.openat2(rel, flags) }, flags)
+}
+
+// OpenFileAt is OpenFile for entry name of directory dfd, a directory of
+// this layer: one name, never followed if it is a symlink.
+func (l *Layer) OpenFileAt(dfd int, name string, flags int) (int, error) {
+	return l.openFile(func(flags int) (int, error) {
+		return unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}, flags)
+}
+
+func (l *Layer) openFile(open func(flags int) (int, error), flags int) (int, error) {
 	if l.noatime != 0 {
-		fd, err := l.openat2(rel, flags|l.noatime)
+		fd, err := open(flags | l.noatime)
 		if err != unix.EPERM {
 			return fd, err
 		}
 		// O_NOATIME needs ownership or CAP_FOWNER: fall back for files
 		// of other users when running unprivileged.
 	}
-	return l.openat2(rel, flags)
+	return open(flags)
 }
 
 // Lstat returns the attributes of rel without following a final symlink.

@@ -88,6 +88,20 @@ func (fs *FS) openObj(n *node, l *layers.Layer) (int, error) {
 	return fs.openAt(at.parent, l, at.name)
 }
 
+// openFile opens n's object in layer l, a regular file, with flags
+// (layers.Layer.OpenFile).
+// Preconditions: renameMu held; n has an object in l; n is not the root.
+func (fs *FS) openFile(n *node, l *layers.Layer, flags int) (int, error) {
+	at := n.at.Load()
+	fd := -1
+	err := fs.inDir(at.parent, l, func(dfd int) error {
+		var err error
+		fd, err = l.OpenFileAt(dfd, at.name, flags)
+		return err
+	})
+	return fd, err
+}
+
 // lstat stats n's object in layer l.
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) lstat(n *node, l *layers.Layer) (unix.Stat_t, error) {

@@ -99,7 +99,7 @@ func (fs *FS) openHandle(n *node, flags int) (uint64, error) {
 	if n.unlinked {
 		return 0, syscall.ENOENT
 	}
-	fd, err := n.objs[0].layer.OpenFile(n.path(), host)
+	fd, err := fs.openFile(n, n.objs[0].layer, host)
 	if err != nil {
 		return 0, errno(err)
 	}
