@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# podman.sh MOUNT_PROGRAM|kernel WORKDIR
+# podman.sh [-u USER] MOUNT_PROGRAM|kernel WORKDIR
 #
 # Runs podman end to end with MOUNT_PROGRAM as containers-storage's
 # mount_program (or, given "kernel", with the kernel's overlay: the
 # oracle), keeping every piece of state (storage, run files, configs,
 # temp files) under WORKDIR, which must be empty or missing: the host's
 # default storage and configuration are never read or written.
+#
+# With -u, podman runs rootless as USER (who needs /etc/subuid and
+# /etc/subgid ranges, and newuidmap), from a private mount namespace in
+# which /dev/fuse is a node USER owns; WORKDIR's parent must be open to
+# USER. The podman pause process, which holds the rootless mounts, is
+# ended at the end.
 #
 # It imports a busybox image made here (no network), runs a container that
 # changes files in lower and new directories, checks `podman diff`, commits
@@ -23,9 +29,19 @@
 # private containers.conf.
 set -euo pipefail
 
+user=""
+if [ "${1:-}" = -u ] && [ $# -eq 4 ]; then
+	user=$2
+	shift 2
+fi
 if [ $# -ne 2 ]; then
-	echo "usage: $0 MOUNT_PROGRAM|kernel WORKDIR" >&2
+	echo "usage: $0 [-u USER] MOUNT_PROGRAM|kernel WORKDIR" >&2
 	exit 2
+fi
+# Rootless: go on in a private mount namespace, so that the /dev/fuse
+# made for USER below stays out of the host's view.
+if [ -n "$user" ] && [ -z "${E2E_PRIVATE_MOUNTS:-}" ]; then
+	E2E_PRIVATE_MOUNTS=1 exec unshare -m --propagation private bash "$0" -u "$user" "$@"
 fi
 prog=kernel
 if [ "$1" != kernel ]; then
@@ -37,13 +53,51 @@ if [ -n "$(ls -A "$w")" ]; then
 	echo "$0: $w is not empty" >&2
 	exit 2
 fi
-mkdir -p "$w/bin" "$w/tmp" "$w/net" "$w/rootfs"
+mkdir -p "$w/bin" "$w/tmp" "$w/net" "$w/rootfs" "$w/home" "$w/x" "$w/dev"
+chmod 700 "$w/x"
 : >"$w/result"
 : >"$w/argv.log"
 
 fail() {
 	echo "FAIL: $*" >&2
 	exit 1
+}
+
+# pm runs podman, as USER when rootless. XDG_RUNTIME_DIR must be short:
+# with a long one every attached `podman run` waits 20 seconds.
+pm() {
+	if [ -n "$user" ]; then
+		runuser -u "$user" -- env HOME="$w/home" XDG_RUNTIME_DIR="$w/x" podman "$@"
+	else
+		podman "$@"
+	fi
+}
+
+# mountinfo shows the mounts podman's mount namespace holds: rootless,
+# that of its pause process.
+mountinfo() {
+	if [ -n "$user" ]; then
+		cat "/proc/$(cat "$w/tmp/pause.pid")/mountinfo"
+	else
+		cat /proc/self/mountinfo
+	fi
+}
+
+# endPause ends the rootless pause process, and with it the mount
+# namespace of every rootless mount; on a failure it first removes the
+# containers. Only for use once the private configuration is in place.
+endPause() {
+	local status=$? pid
+	if [ $status -ne 0 ]; then
+		pm rm -a -f -t 0 >/dev/null 2>&1 || true
+		[ -n "$user" ] || pm image unmount -a -f >/dev/null 2>&1 || true
+	fi
+	if [ -n "$user" ] && [ -f "$w/tmp/pause.pid" ]; then
+		pid=$(cat "$w/tmp/pause.pid")
+		kill "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
+	return $status
 }
 say() {
 	printf '\n=== %s (at %ss)\n' "$*" "$SECONDS"
@@ -55,7 +109,12 @@ res() {
 }
 
 # The mount program podman runs: a wrapper that records the argv, then
-# runs the real program with it.
+# runs the real program with it. Rootless, a copy of the program: the
+# original may sit in a directory only root may enter.
+if [ -n "$user" ] && [ "$prog" != kernel ]; then
+	cp "$prog" "$w/bin/"
+	prog="$w/bin/$(basename "$prog")"
+fi
 cat >"$w/bin/mount-program" <<EOF
 #!/bin/sh
 printf '%s\n' "\$*" >>'$w/argv.log'
@@ -68,6 +127,7 @@ cat >"$w/storage.conf" <<EOF
 driver = "overlay"
 graphroot = "$w/root"
 runroot = "$w/run"
+rootless_storage_path = "$w/root"
 EOF
 if [ "$prog" != kernel ]; then
 	cat >>"$w/storage.conf" <<EOF
@@ -100,19 +160,30 @@ EOF
 export CONTAINERS_STORAGE_CONF="$w/storage.conf"
 export CONTAINERS_CONF="$w/containers.conf"
 export TMPDIR="$w/tmp"
+trap endPause EXIT
 cd "$w"
 
+if [ -n "$user" ]; then
+	mount -t tmpfs -o mode=755 tmpfs "$w/dev"
+	mknod -m 600 "$w/dev/fuse" c 10 229
+	chown "$user:" "$w/dev/fuse"
+	mount --bind "$w/dev/fuse" /dev/fuse
+	chown -R "$user:" "$w"
+fi
+
 say "podman info"
-podman --version
-graph=$(podman info --format '{{.Store.GraphDriverName}} {{.Store.GraphRoot}}')
-opts=$(podman info --format '{{json .Store.GraphOptions}}')
-echo "$graph $opts"
-[ "$graph" = "overlay $w/root" ] || fail "podman uses \"$graph\", not overlay in $w/root"
-case "$prog:$opts" in
-kernel:*mount_program*) fail "podman info shows a mount_program: $opts" ;;
+pm --version
+info=$(pm info --format '{{.Store.GraphDriverName}} {{.Store.GraphRoot}} {{json .Store.GraphOptions}}')
+echo "$info"
+case "$info" in
+"overlay $w/root "*) ;;
+*) fail "podman does not use overlay in $w/root: $info" ;;
+esac
+case "$prog:$info" in
+kernel:*mount_program*) fail "podman info shows a mount_program: $info" ;;
 kernel:*) ;;
 *"\"Executable\":\"$w/bin/mount-program\""*) ;;
-*) fail "podman info shows no mount_program $w/bin/mount-program: $opts" ;;
+*) fail "podman info shows no mount_program $w/bin/mount-program: $info" ;;
 esac
 
 # The image: busybox-static with its applets as symlinks, a lower tree to
@@ -183,11 +254,14 @@ mkfifo fifo
 EOF
 chmod 755 "$r/bin/e2e-list" "$r/bin/e2e-change"
 tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$w/rootfs.tar" .
-podman import "$w/rootfs.tar" localhost/e2e:base
+if [ -n "$user" ]; then
+	chown -R "$user:" "$w"
+fi
+pm import "$w/rootfs.tar" localhost/e2e:base
 
 say "container c1: changes"
-podman run --name c1 localhost/e2e:base sh -c 'awk '\''$2 == "/" {print $3}'\'' /proc/mounts >/tmp/fstype && e2e-change && e2e-list' | tee "$w/c1.list"
-podman cp c1:/tmp/fstype "$w/fstype"
+pm run --name c1 localhost/e2e:base sh -c 'awk '\''$2 == "/" {print $3}'\'' /proc/mounts >/tmp/fstype && e2e-change && e2e-list' | tee "$w/c1.list"
+pm cp c1:/tmp/fstype "$w/fstype"
 echo "fs type of / in c1: $(cat "$w/fstype")"
 case "$prog:$(cat "$w/fstype")" in
 kernel:overlay | /*:fuse.*) ;;
@@ -196,44 +270,53 @@ esac
 res "c1 listing" <"$w/c1.list" >/dev/null
 
 say "podman diff c1"
-podman diff c1 | sort | res "podman diff c1"
+pm diff c1 | sort | res "podman diff c1"
 
 say "podman commit c1"
-podman commit c1 localhost/e2e:changed
+pm commit c1 localhost/e2e:changed
 
 say "new image: listing"
-podman run --rm localhost/e2e:changed e2e-list | tee "$w/changed.list" | res "committed image listing" >/dev/null
+pm run --rm localhost/e2e:changed e2e-list | tee "$w/changed.list" | res "committed image listing" >/dev/null
 if ! diff -u "$w/c1.list" "$w/changed.list"; then
 	echo "(the committed image differs from the container: see above)"
 fi
-podman run --rm localhost/e2e:changed sh -c 'cat /lower/a /lower/keep/k /lower/keep/k2 /new/f1; ls /lower/opq; test ! -e /lower/del && test ! -e /lower/deldir && test ! -e /lower/ren && echo gone: del deldir ren' | res "committed image contents"
+pm run --rm localhost/e2e:changed sh -c 'cat /lower/a /lower/keep/k /lower/keep/k2 /new/f1; ls /lower/opq; test ! -e /lower/del && test ! -e /lower/deldir && test ! -e /lower/ren && echo gone: del deldir ren' | res "committed image contents"
 
 say "several containers at once"
 for i in 1 2 3; do
-	podman run -d --name "p$i" localhost/e2e:changed sleep 600
+	pm run -d --name "p$i" localhost/e2e:changed sh -c \
+		"echo container $i >/new/p && echo container $i >>/lower/a && touch /lower/only$i && exec sleep 600"
+done
+pm ps --format '{{.Names}} {{.Status}}'
+# Each container has its own mount of the expected type. (Others may be
+# there too for a while: a --rm container's clean-up runs in the
+# background.)
+for i in 1 2 3; do
+	merged=$(pm inspect --format '{{.GraphDriver.Data.MergedDir}}' "p$i")
+	mountinfo | grep " $merged .* - $(cat "$w/fstype") " ||
+		fail "p$i: no $(cat "$w/fstype") mount on $merged"
 done
 for i in 1 2 3; do
-	podman exec "p$i" sh -c "echo container $i >/new/p && echo container $i >>/lower/a && touch /lower/only$i"
-done
-podman ps --format '{{.Names}} {{.Status}}'
-n=$(grep -c " $w/root/overlay/[^ ]*/merged .* - $(cat "$w/fstype") " /proc/self/mountinfo || true)
-echo "$(cat "$w/fstype") mounts under $w/root: $n"
-[ "$n" -eq 3 ] || fail "expected 3 $(cat "$w/fstype") mounts for 3 running containers, found $n"
-for i in 1 2 3; do
-	podman exec "p$i" sh -c 'cat /new/p; tail -n 2 /lower/a; ls /lower | grep only'
+	pm exec "p$i" sh -c 'while ! ls /lower | grep -q only; do sleep 0.1; done; cat /new/p; tail -n 2 /lower/a; ls /lower | grep only'
 done | res "several containers at once"
-podman rm -f -t 0 p1 p2 p3
+pm rm -f -t 0 p1 p2 p3
 
 say "image mounted read-only"
-m=$(podman image mount localhost/e2e:changed)
-(cd "$m" && cat lower/a new/f1 && ls lower && { touch lower/x 2>&1 || true; } | sed 's/^.*: //') | res "image mount"
-podman image unmount localhost/e2e:changed
+# Rootless, an image mount is seen only inside podman's namespaces.
+look='m=$(podman image mount localhost/e2e:changed) && cd "$m" && cat lower/a new/f1 && ls lower &&
+	{ touch lower/x 2>&1 || true; } | sed "s/^.*: //" && cd / && podman image unmount localhost/e2e:changed >/dev/null'
+if [ -n "$user" ]; then
+	pm unshare sh -c "$look" | res "image mount"
+else
+	sh -c "$look" | res "image mount"
+fi
 
 say "remove all"
-podman rm -a -f
-podman rmi -a -f
-podman ps -a
-if grep " $w/" /proc/self/mountinfo; then
+pm rm -a -f
+pm rmi -a -f
+pm ps -a
+# (The rootless namespace also holds the /dev/fuse node's tmpfs, $w/dev.)
+if mountinfo | grep " $w/" | grep -v " $w/dev "; then
 	fail "mounts left under $w"
 fi
 

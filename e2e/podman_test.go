@@ -27,26 +27,36 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fuseOverlayfs is the program ovlmount stands in for, run for comparison.
-const fuseOverlayfs = "/usr/bin/fuse-overlayfs"
+const (
+	// fuseOverlayfs is the program ovlmount stands in for, run for
+	// comparison.
+	fuseOverlayfs = "/usr/bin/fuse-overlayfs"
+	// rootlessUser runs the rootless podman; the test makes the account
+	// when missing (useradd gives it /etc/subuid and /etc/subgid ranges).
+	rootlessUser = "ovlmount-e2e"
+)
 
-// TestPodman runs e2e/podman.sh three times: with the kernel's overlay,
+// TestPodman runs e2e/podman.sh four times: with the kernel's overlay,
 // with ovlmount and with fuse-overlayfs as containers-storage's
-// mount_program. Each run must pass the script's own checks and leave no
-// mount or process behind; ovlmount's results must equal the kernel's
-// and fuse-overlayfs's except for the differences listed in
-// kernelDiffs and fuseOverlayfsDiffs.
+// mount_program, and with ovlmount under rootless podman. Each run must
+// pass the script's own checks and leave no mount or process behind.
+// ovlmount's results must equal the kernel's and fuse-overlayfs's except
+// for the differences listed in kernelDiffs and fuseOverlayfsDiffs, and
+// the rootless ones must equal the root ones.
 func TestPodman(t *testing.T) {
 	testenv.RequireMount(t)
 	requirePodman(t)
+	uid := requireUser(t, rootlessUser)
 	bin := testenv.Binary(t)
 
-	kernel := runPodman(t, "kernel", "kernel", "overlay")
-	ovl := runPodman(t, "ovlmount", bin, "fuse.ovlmount")
-	fo := runPodman(t, "fuse-overlayfs", fuseOverlayfs, "fuse.fuse-overlayfs")
+	kernel := runPodman(t, "kernel", "kernel", "overlay", "")
+	ovl := runPodman(t, "ovlmount", bin, "fuse.ovlmount", "")
+	fo := runPodman(t, "fuse-overlayfs", fuseOverlayfs, "fuse.fuse-overlayfs", "")
+	rootless := runPodman(t, "ovlmount-rootless", bin, "fuse.ovlmount", uid)
 
 	compareRuns(t, "kernel", kernel, "ovlmount", ovl, kernelDiffs)
 	compareRuns(t, "ovlmount", ovl, "fuse-overlayfs", fo, fuseOverlayfsDiffs)
+	compareRuns(t, "ovlmount", ovl, "ovlmount rootless", rootless, nil)
 }
 
 // A diff is a line of a result section that one run of a comparison may
@@ -124,6 +134,7 @@ func requirePodman(t *testing.T) {
 		{"podman", "podman"},
 		{"runc", "runc"},
 		{fuseOverlayfs, "fuse-overlayfs"},
+		{"newuidmap", "uidmap"},
 	} {
 		if _, err := exec.LookPath(p.bin); err != nil {
 			debs = append(debs, p.deb)
@@ -152,6 +163,21 @@ func requirePodman(t *testing.T) {
 	t.Skip(msg)
 }
 
+// requireUser makes the account name when missing and returns its uid.
+func requireUser(t *testing.T, name string) string {
+	t.Helper()
+	out, err := exec.Command("id", "-u", name).Output()
+	if err != nil {
+		if out, err := exec.Command("useradd", "-M", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd %s: %v\n%s", name, err, out)
+		}
+		if out, err = exec.Command("id", "-u", name).Output(); err != nil {
+			t.Fatalf("id -u %s: %v", name, err)
+		}
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // staticELF reports whether path is an ELF executable with no program
 // interpreter, that is, statically linked.
 func staticELF(path string) bool {
@@ -176,15 +202,26 @@ type run struct {
 }
 
 // runPodman runs podman.sh with prog ("kernel", or a mount program) in a
-// fresh directory, logs its output, checks that the containers' / had
-// type fstype and that nothing is left mounted or running, and returns
-// what the run left.
-func runPodman(t *testing.T, name, prog, fstype string) run {
+// fresh directory, as root or, given a uid, rootless as rootlessUser. It
+// logs the script's output, checks that the containers' / had type
+// fstype and that nothing is left mounted or running, and returns what
+// the run left.
+func runPodman(t *testing.T, name, prog, fstype, uid string) run {
 	t.Helper()
-	w := filepath.Join(t.TempDir(), name)
-	t.Cleanup(func() { cleanUp(t, w) })
-	cmd := exec.Command("bash", "podman.sh", prog, w)
-	out, err := cmd.CombinedOutput()
+	dir := t.TempDir()
+	w := filepath.Join(dir, name)
+	args := []string{"podman.sh", prog, w}
+	if uid != "" {
+		// The rootless user must reach w.
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args = append([]string{"podman.sh", "-u", rootlessUser}, args[1:]...)
+	}
+	t.Cleanup(func() { cleanUp(t, w, uid) })
+	out, err := exec.Command("bash", args...).CombinedOutput()
 	t.Logf("podman.sh %s:\n%s", name, out)
 	if err != nil {
 		t.Fatalf("podman.sh %s: %v", name, err)
@@ -199,7 +236,7 @@ func runPodman(t *testing.T, name, prog, fstype string) run {
 	// mount, shortly after the unmount returns.
 	var procs []string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		procs = procsUsing(w)
+		procs = procsUsing(w, uid)
 		if len(procs) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -316,13 +353,17 @@ func mountsUnder(dir string) []string {
 }
 
 // procsUsing returns "PID ARGV" of every process whose command line names
-// dir: mount program daemons, conmon, containers.
-func procsUsing(dir string) []string {
+// dir (mount program daemons, conmon), or, given a uid, that runs as uid
+// (all of a rootless run's processes, its pause process too).
+func procsUsing(dir, uid string) []string {
 	ents, _ := os.ReadDir("/proc")
 	var out []string
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(dir)) {
+		if err != nil {
+			continue
+		}
+		if !bytes.Contains(b, []byte(dir)) && (uid == "" || procUID(e.Name()) != uid) {
 			continue
 		}
 		out = append(out, e.Name()+" "+strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))))
@@ -330,21 +371,41 @@ func procsUsing(dir string) []string {
 	return out
 }
 
+// procUID returns the real uid of process pid, or "".
+func procUID(pid string) string {
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			return f[1]
+		}
+	}
+	return ""
+}
+
 // cleanUp takes down what a failed run left under w, so that the
-// temporary directory can go: containers and image mounts through podman,
-// then any mount left (lazily), then the processes that served them.
-func cleanUp(t *testing.T, w string) {
-	if len(mountsUnder(w)) == 0 && len(procsUsing(w)) == 0 {
+// temporary directory can go: root containers and image mounts through
+// podman, then any mount left (lazily), then the processes that served
+// them and, rootless, every process of uid.
+func cleanUp(t *testing.T, w, uid string) {
+	if len(mountsUnder(w)) == 0 && len(procsUsing(w, uid)) == 0 {
 		return
 	}
-	env := append(os.Environ(),
-		"CONTAINERS_STORAGE_CONF="+filepath.Join(w, "storage.conf"),
-		"CONTAINERS_CONF="+filepath.Join(w, "containers.conf"))
-	for _, args := range [][]string{{"rm", "-a", "-f", "-t", "0"}, {"image", "unmount", "-a", "-f"}} {
-		cmd := exec.Command("podman", args...)
-		cmd.Env = env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Logf("clean-up: podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	// Without its private configuration, podman would work on the
+	// host's default storage.
+	conf := filepath.Join(w, "storage.conf")
+	if _, err := os.Stat(conf); err == nil && uid == "" {
+		env := append(os.Environ(),
+			"CONTAINERS_STORAGE_CONF="+conf,
+			"CONTAINERS_CONF="+filepath.Join(w, "containers.conf"))
+		for _, args := range [][]string{{"rm", "-a", "-f", "-t", "0"}, {"image", "unmount", "-a", "-f"}} {
+			cmd := exec.Command("podman", args...)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Logf("clean-up: podman %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
 		}
 	}
 	mounts := mountsUnder(w)
@@ -352,7 +413,7 @@ func cleanUp(t *testing.T, w string) {
 	for _, m := range mounts {
 		testenv.Unmount(t, m)
 	}
-	for _, p := range procsUsing(w) {
+	for _, p := range procsUsing(w, uid) {
 		var pid int
 		if _, err := fmt.Sscan(p, &pid); err == nil {
 			syscall.Kill(pid, syscall.SIGKILL)
