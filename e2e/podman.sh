@@ -10,7 +10,9 @@
 # With -u, podman runs rootless as USER (who needs /etc/subuid and
 # /etc/subgid ranges, and newuidmap), from a private mount namespace in
 # which /dev/fuse is a node USER owns; WORKDIR's parent must be open to
-# USER. The podman pause process, which holds the rootless mounts, is
+# USER. Its XDG_RUNTIME_DIR is a fresh short directory under /tmp (removed
+# at the end): with a long one every attached `podman run` waits 20
+# seconds. The podman pause process, which holds the rootless mounts, is
 # ended at the end.
 #
 # It imports a busybox image made here (no network), runs a container that
@@ -53,8 +55,7 @@ if [ -n "$(ls -A "$w")" ]; then
 	echo "$0: $w is not empty" >&2
 	exit 2
 fi
-mkdir -p "$w/bin" "$w/tmp" "$w/net" "$w/rootfs" "$w/home" "$w/x" "$w/dev"
-chmod 700 "$w/x"
+mkdir -p "$w/bin" "$w/tmp" "$w/net" "$w/rootfs" "$w/home" "$w/dev"
 : >"$w/result"
 : >"$w/argv.log"
 
@@ -63,11 +64,10 @@ fail() {
 	exit 1
 }
 
-# pm runs podman, as USER when rootless. XDG_RUNTIME_DIR must be short:
-# with a long one every attached `podman run` waits 20 seconds.
+# pm runs podman, as USER when rootless.
 pm() {
 	if [ -n "$user" ]; then
-		runuser -u "$user" -- env HOME="$w/home" XDG_RUNTIME_DIR="$w/x" podman "$@"
+		runuser -u "$user" -- env HOME="$w/home" XDG_RUNTIME_DIR="$xdg" podman "$@"
 	else
 		podman "$@"
 	fi
@@ -84,8 +84,9 @@ mountinfo() {
 }
 
 # endPause ends the rootless pause process, and with it the mount
-# namespace of every rootless mount; on a failure it first removes the
-# containers. Only for use once the private configuration is in place.
+# namespace of every rootless mount, and removes XDG_RUNTIME_DIR; on a
+# failure it first removes the containers. Only for use once the private
+# configuration is in place.
 endPause() {
 	local status=$? pid
 	if [ $status -ne 0 ]; then
@@ -96,6 +97,9 @@ endPause() {
 		pid=$(cat "$w/tmp/pause.pid")
 		kill "$pid" 2>/dev/null || true
 		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
+	if [ -n "$user" ]; then
+		rm -rf "$xdg"
 	fi
 	return $status
 }
@@ -160,6 +164,10 @@ EOF
 export CONTAINERS_STORAGE_CONF="$w/storage.conf"
 export CONTAINERS_CONF="$w/containers.conf"
 export TMPDIR="$w/tmp"
+if [ -n "$user" ]; then
+	xdg=$(mktemp -d /tmp/e2e-xdg.XXXXXX)
+	chown "$user:" "$xdg"
+fi
 trap endPause EXIT
 cd "$w"
 
