@@ -36,8 +36,10 @@ type IDMap struct {
 // STORED:SHOWN:COUNT, themselves joined with ':', as in
 // "0:1000:1:1:100000:65536".
 func ParseIDRanges(s string) ([]IDRange, error) {
-	f := strings.Split(s, ":")
-	if len(f)%3 != 0 {
+	// containers-storage writes a ':' before every triple, the first
+	// included; fuse-overlayfs skips empty fields.
+	f := strings.FieldsFunc(s, func(r rune) bool { return r == ':' })
+	if len(f) == 0 || len(f)%3 != 0 {
 		return nil, fmt.Errorf("%q: want STORED:SHOWN:COUNT triples separated by ':'", s)
 	}
 	var out []IDRange

@@ -21,7 +21,12 @@ func TestParseIDRanges(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, %v; want %v", got, err, want)
 	}
-	for _, bad := range []string{"", "0:1", "0:1:2:3", "0:1:0", "a:1:1", "-1:0:1", "4294967295:0:2", "0:4294967295:2"} {
+	// As containers-storage passes it.
+	got, err = ParseIDRanges(":0:1000:1:1:100000:65536")
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("leading colon: got %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"", ":", "0:1", "0:1:2:3", "0:1:0", "a:1:1", "-1:0:1", "4294967295:0:2", "0:4294967295:2"} {
 		if r, err := ParseIDRanges(bad); err == nil {
 			t.Errorf("%q: parsed as %v, want an error", bad, r)
 		}
