@@ -684,3 +684,24 @@ func TestMountFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestReadahead checks that a mount as root reads ahead 1 MiB, where FUSE
+// would keep the 128 KiB default of its bdi.
+func TestReadahead(t *testing.T) {
+	testenv.RequireMount(t)
+	d := makeStack(t)
+	mnt := d + "/mnt"
+	mountDaemon(t, mnt, "-o", "lowerdir="+d+"/l1", mnt)
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != readaheadKB {
+		t.Errorf("%s = %s, want %s", p, got, readaheadKB)
+	}
+}
