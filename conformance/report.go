@@ -292,28 +292,18 @@ func writeDivergence(b *strings.Builder, impl string, o Outcome) {
 			rows++
 		}
 	}
-	kinds := map[string]bool{}
+	// Up to three findings of each kind: a kind's repeats are mostly one
+	// cause, and the JSON report has them all.
+	perKind := map[string]int{}
 	for _, p := range o.Problems {
-		if p.Kind == "op" {
+		if p.Kind == "op" || perKind[p.Kind] == 3 {
 			continue
 		}
 		if rows >= mdRows {
 			fmt.Fprintf(b, "| ... | %d findings in all, see the JSON report | |\n", len(o.Problems))
 			break
 		}
-		// One row per kind first would need two passes; a kind's repeats
-		// past the third add nothing to the picture.
-		if kinds[p.Kind+"#3"] {
-			continue
-		}
-		switch {
-		case kinds[p.Kind+"#2"]:
-			kinds[p.Kind+"#3"] = true
-		case kinds[p.Kind]:
-			kinds[p.Kind+"#2"] = true
-		default:
-			kinds[p.Kind] = true
-		}
+		perKind[p.Kind]++
 		what, kernel, other := splitProblem(p.Text)
 		fmt.Fprintf(b, "| %s | %s | %s |\n", mdCell(what), mdCell(kernel), mdCell(other))
 		rows++
