@@ -3,6 +3,7 @@
 #   make example   build, make example layers, mount, show, unmount
 #   make test      install what the tests need, then lint and run every test
 #   make install   install ovlmount where mount(8) and mount.fuse3 find it
+#   make conformance-doc   regenerate docs/conformance.md (ovlmount and fuse-overlayfs vs the kernel)
 
 PREFIX  ?= /usr/local
 GO      ?= go
@@ -14,7 +15,7 @@ GOFILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 DEBS := fuse3 attr fuse-overlayfs
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build install uninstall deps example test lint clean
+.PHONY: build install uninstall deps example test lint clean conformance-doc
 
 build: $(BIN)
 
@@ -54,6 +55,12 @@ lint: $(STATICCHECK)
 # crash test starts hundreds of daemons.
 test: deps install lint $(BIN)-race
 	GORACE=atexit_sleep_ms=0 OVLMOUNT_BIN=$(CURDIR)/$(BIN)-race $(GO) test -race -count=1 ./...
+
+# docs/conformance.md: every conformance scenario on ovlmount and on
+# fuse-overlayfs, compared with kernel overlayfs (run as root).
+conformance-doc: deps $(BIN)
+	$(GO) run ./conformance/cmd/conform -q -impl $(BIN) -impl /usr/bin/fuse-overlayfs \
+		-md docs/conformance.md -json bin/conformance.json
 
 clean:
 	rm -rf bin

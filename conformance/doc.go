@@ -1,7 +1,11 @@
-// Package conformance owns ovlmount's differential test harness: it builds
-// overlay layer trees from Go values, mounts them both with the kernel's
-// overlayfs and with a FUSE overlay program, walks the merged trees and
-// reports every observable difference. Kernel overlayfs is the oracle; any
-// difference it reports is a bug in the FUSE program unless diff.go
-// documents why the field cannot match.
+// Package conformance owns ovlmount's differential conformance suite: it
+// builds overlay layer trees from Go values, runs scenarios of raw system
+// calls on kernel overlayfs and on a FUSE overlay program over identical
+// layers, observes results, merged trees, remounts and raw upper layers,
+// and reports every difference (RunScenario, RunSuite, WriteMarkdown).
+// Kernel overlayfs is the oracle; a difference is a bug in the FUSE
+// program unless diff.go documents why the field cannot match or
+// accepted.txt explains why ovlmount differs. It never modifies the
+// programs it tests, and touches nothing outside the directories it is
+// given.
 package conformance

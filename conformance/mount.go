@@ -44,9 +44,13 @@ type Mount struct {
 	Log string
 }
 
+// How long a mount may take to go live, and a FUSE daemon to exit after
+// its unmount before it counts as leaked. Generous: a daemon may still be
+// finishing a syncfs (which any sync(2) on the machine sends to every FUSE
+// mount) when its mount goes, and that waits for the upper filesystem.
 const (
 	mountTimeout   = 30 * time.Second
-	unmountTimeout = 15 * time.Second
+	unmountTimeout = 60 * time.Second
 )
 
 func (Kernel) Name() string { return "kernel" }

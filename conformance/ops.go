@@ -3,14 +3,17 @@ package conformance
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -49,6 +52,10 @@ const (
 	OpListxattr   OpKind = "listxattr"   // llistxattr(Path), names sorted
 	OpStat        OpKind = "lstat"       // fstatat(Path, AT_SYMLINK_NOFOLLOW)
 	OpReadlink    OpKind = "readlink"    // readlinkat(Path)
+	OpStatx       OpKind = "statx"       // statx(Path, AT_SYMLINK_NOFOLLOW, Mask)
+	OpReaddir     OpKind = "getdents64"  // open(Path, O_DIRECTORY), getdents64 in 512-byte calls to the end, close
+	OpInoMark     OpKind = "ino"         // fstatat(Path): remember st_ino as Name, or compare it with Name's
+	OpXattrTree   OpKind = "xattr-tree"  // llistxattr + lgetxattr of every path below Path, one line each
 )
 
 // Operations on a handle kept by an earlier OpOpen with the same FD.
@@ -61,6 +68,8 @@ const (
 	OpFallocate OpKind = "fallocate" // fallocate(FD, Flags, Off, Len)
 	OpFsync     OpKind = "fsync"     // fsync(FD)
 	OpClose     OpKind = "close"     // close(FD)
+	OpGetdents  OpKind = "getdents"  // getdents64(FD) up to Len entries from the position, then lseek to the last one's d_off
+	OpLseek     OpKind = "lseek"     // lseek(FD, Off, Flags as whence)
 )
 
 // Special values of Op.Atime and Op.Mtime.
@@ -137,6 +146,17 @@ func Getxattr(path, name string) Op      { return Op{Kind: OpGetxattr, Path: pat
 func Listxattr(path string) Op           { return Op{Kind: OpListxattr, Path: path} }
 func Stat(path string) Op                { return Op{Kind: OpStat, Path: path} }
 func Readlink(path string) Op            { return Op{Kind: OpReadlink, Path: path} }
+func Statx(path string, mask int) Op     { return Op{Kind: OpStatx, Path: path, Flags: mask} }
+func Readdir(path string) Op             { return Op{Kind: OpReaddir, Path: path} }
+
+// InoMark records the st_ino of path as name the first time name is used;
+// later uses compare the st_ino of path with it. The result says "same" or
+// "other", so inode identities are compared, not numbers.
+func InoMark(path, name string) Op { return Op{Kind: OpInoMark, Path: path, Name: name} }
+
+// XattrTree lists the xattrs of every path below path, as whoever runs it
+// can see them: run AsUser, it shows what an unprivileged user gets.
+func XattrTree(path string) Op { return Op{Kind: OpXattrTree, Path: path} }
 func Pwrite(fd string, off int64, data string) Op {
 	return Op{Kind: OpPwrite, FD: fd, Off: off, Data: data}
 }
@@ -149,6 +169,27 @@ func Fallocate(fd string, mode int, off, n int64) Op {
 }
 func Fsync(fd string) Op { return Op{Kind: OpFsync, FD: fd} }
 func Close(fd string) Op { return Op{Kind: OpClose, FD: fd} }
+
+// Getdents reads up to n entries of a directory handle from its position
+// and leaves the position just after the last one read (through its d_off),
+// so a later Getdents continues there, as readdir(3) with telldir does.
+// The order of a listing is unspecified, so which entries one call returns
+// is not compared: a call that reaches the end reports every name read
+// through the handle since it was opened or rewound (lseek to 0), with
+// duplicates marked; one that does not reports how many it read.
+func Getdents(fd string, n int64) Op { return Op{Kind: OpGetdents, FD: fd, Len: n} }
+
+// GetdentsExcept is Getdents leaving name out of the report: POSIX leaves
+// unspecified whether a name created or removed after the directory was
+// opened is listed.
+func GetdentsExcept(fd string, n int64, name string) Op {
+	return Op{Kind: OpGetdents, FD: fd, Len: n, Name: name}
+}
+
+// Lseek is lseek(fd, off, whence); the result is the new offset.
+func Lseek(fd string, off int64, whence int) Op {
+	return Op{Kind: OpLseek, FD: fd, Off: off, Flags: whence}
+}
 
 // Rename2 is renameat2 with flags (RENAME_NOREPLACE, RENAME_EXCHANGE,
 // RENAME_WHITEOUT).
@@ -253,8 +294,17 @@ func (o Op) String() string {
 		case unix.XATTR_REPLACE:
 			add("REPLACE")
 		}
-	case OpRemovexattr, OpGetxattr:
+	case OpRemovexattr, OpGetxattr, OpInoMark:
 		add(o.Name)
+	case OpStatx:
+		add(fmt.Sprintf("mask %#x", o.Flags))
+	case OpGetdents:
+		add(strconv.FormatInt(o.Len, 10))
+		if o.Name != "" {
+			add("except " + o.Name)
+		}
+	case OpLseek:
+		add(strconv.FormatInt(o.Off, 10), [...]string{"SEEK_SET", "SEEK_CUR", "SEEK_END", "SEEK_DATA", "SEEK_HOLE"}[o.Flags%5])
 	}
 	s := string(o.Kind) + "(" + strings.Join(args, ", ") + ")"
 	if o.As != nil {
@@ -330,6 +380,9 @@ type Result struct {
 	Err string // "" on success, else the errno's name (ENOENT)
 	N   int64  // bytes transferred, for the operations that count them
 	Out string // what the operation observed: content, xattr value, stat fields
+	// After is lstat of the paths the operation named, taken right after
+	// it: statString or the errno name for each, "; "-separated.
+	After string
 }
 
 func (r Result) String() string {
@@ -342,6 +395,9 @@ func (r Result) String() string {
 	}
 	if r.Out != "" {
 		s += " " + r.Out
+	}
+	if r.After != "" {
+		s += " {" + r.After + "}"
 	}
 	return s
 }
@@ -383,6 +439,35 @@ func statString(st *unix.Stat_t) string {
 type opRunner struct {
 	root    int
 	handles map[string]int
+	inos    map[string]uint64   // InoMark names
+	listed  map[string][]string // names Getdents read through a handle since its open or rewind
+}
+
+func newOpRunner(root int) *opRunner {
+	return &opRunner{root: root, handles: map[string]int{}, inos: map[string]uint64{}, listed: map[string][]string{}}
+}
+
+// do performs o and observes the paths it named.
+func (r *opRunner) do(o Op) Result {
+	res := r.run(o)
+	paths := []string{o.Path}
+	if o.Kind == OpLink || o.Kind == OpRename {
+		paths = append(paths, o.Target)
+	}
+	var after []string
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(r.root, p, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			after = append(after, p+": "+errResult(err).Err)
+			continue
+		}
+		after = append(after, p+": "+statString(&st))
+	}
+	res.After = strings.Join(after, "; ")
+	return res
 }
 
 // proc names path for the system calls that have no *at form.
@@ -411,6 +496,7 @@ func (r *opRunner) run(o Op) Result {
 			unix.Close(old)
 		}
 		r.handles[o.FD] = fd
+		delete(r.listed, o.FD)
 		return Result{}
 	case OpWrite, OpAppend:
 		flags := unix.O_WRONLY | o.Flags
@@ -513,6 +599,41 @@ func (r *opRunner) run(o Op) Result {
 			return errResult(err)
 		}
 		return Result{Out: strconv.Quote(string(buf[:n]))}
+	case OpStatx:
+		var st unix.Statx_t
+		if err := unix.Statx(r.root, o.Path, unix.AT_SYMLINK_NOFOLLOW, o.Flags, &st); err != nil {
+			return errResult(err)
+		}
+		return Result{Out: statxString(&st, o.Flags)}
+	case OpReaddir:
+		fd, err := unix.Openat(r.root, o.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errResult(err)
+		}
+		defer unix.Close(fd)
+		ents, err := getdents(fd, -1, 512)
+		if err != nil {
+			return errResult(err)
+		}
+		return Result{N: int64(len(ents)), Out: direntString(ents)}
+	case OpXattrTree:
+		var lines []string
+		r.xattrTree(o.Path, &lines)
+		return Result{Out: strings.Join(lines, "\n")}
+	case OpInoMark:
+		var st unix.Stat_t
+		if err := unix.Fstatat(r.root, o.Path, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errResult(err)
+		}
+		ino, ok := r.inos[o.Name]
+		switch {
+		case !ok:
+			r.inos[o.Name] = st.Ino
+			return Result{Out: "marked"}
+		case ino == st.Ino:
+			return Result{Out: "same"}
+		}
+		return Result{Out: "other"}
 	}
 	fd, ok := r.handles[o.FD]
 	if !ok {
@@ -548,8 +669,71 @@ func (r *opRunner) run(o Op) Result {
 	case OpClose:
 		delete(r.handles, o.FD)
 		return errResult(unix.Close(fd))
+	case OpGetdents:
+		ents, err := getdents(fd, int(o.Len), 4096)
+		if err != nil {
+			return errResult(err)
+		}
+		if len(ents) > 0 {
+			if _, err := unix.Seek(fd, ents[len(ents)-1].off, unix.SEEK_SET); err != nil {
+				return errResult(err)
+			}
+		}
+		for _, e := range ents {
+			r.listed[o.FD] = append(r.listed[o.FD], e.name+":"+dtypeName(e.typ))
+		}
+		if int64(len(ents)) == o.Len {
+			return Result{N: int64(len(ents))}
+		}
+		return Result{Out: listedString(r.listed[o.FD], o.Name)}
+	case OpLseek:
+		off, err := unix.Seek(fd, o.Off, o.Flags)
+		if err != nil {
+			return errResult(err)
+		}
+		if off == 0 {
+			delete(r.listed, o.FD)
+		}
+		return Result{Out: "offset " + strconv.FormatInt(off, 10)}
 	}
 	return Result{Err: fmt.Sprintf("harness: unknown operation %q", o.Kind)}
+}
+
+// xattrTree appends "path: xattrs" for path and, if it is a directory,
+// everything below it, in name order; errors are recorded in the line.
+func (r *opRunner) xattrTree(path string, lines *[]string) {
+	line := path + ": "
+	xs, err := listXattrs(r.proc(path))
+	if err != nil {
+		line += errResult(errors.Unwrap(err)).Err
+	} else {
+		line += xattrString(xs)
+	}
+	*lines = append(*lines, line)
+	fd, err := unix.Openat(r.root, path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return
+	}
+	if err != nil {
+		*lines = append(*lines, path+"/: "+errResult(err).Err)
+		return
+	}
+	ents, err := getdents(fd, -1, 4096)
+	unix.Close(fd)
+	if err != nil {
+		*lines = append(*lines, path+"/: "+errResult(err).Err)
+		return
+	}
+	var names []string
+	for _, e := range ents {
+		if e.name != "." && e.name != ".." {
+			names = append(names, e.name)
+		}
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		r.xattrTree(path+"/"+n, lines)
+	}
 }
 
 // withFile opens path, runs f on the descriptor and closes it. A failing
@@ -624,12 +808,12 @@ func runOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}
 	}
 	defer unix.Close(rootFD)
-	r := &opRunner{root: rootFD, handles: map[string]int{}}
+	r := newOpRunner(rootFD)
 	defer r.closeAll()
 	results := make([]Result, 0, len(ops))
 	for i := 0; i < len(ops); {
 		if ops[i].As == nil {
-			results = append(results, r.run(ops[i]))
+			results = append(results, r.do(ops[i]))
 			i++
 			if done != nil {
 				done.Add(1)
@@ -655,8 +839,8 @@ func runOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
 
 // envOpsHelper makes the test binary act as an operations helper: it reads
 // JSON []Op on stdin, performs them relative to descriptor 3 and writes
-// JSON []Result on stdout. TestMain must call opsHelperMain first thing
-// when it is set.
+// JSON []Result on stdout. Every program running scenarios calls
+// ServeHelper first thing.
 const envOpsHelper = "OVL_CONFORMANCE_OPS_HELPER"
 
 func runAsHelper(rootFD int, c Cred, ops []Op) ([]Result, error) {
@@ -692,6 +876,16 @@ func runAsHelper(rootFD int, c Cred, ops []Op) ([]Result, error) {
 	return out, nil
 }
 
+// ServeHelper makes the process an operations helper and exits, if it was
+// started as one; otherwise it returns at once. A program that runs
+// scenarios with AsUser operations must call it first thing in main (or
+// TestMain), because helpers are the program itself, re-executed.
+func ServeHelper() {
+	if os.Getenv(envOpsHelper) != "" {
+		os.Exit(opsHelperMain())
+	}
+}
+
 // opsHelperMain is the helper process's main function; it returns the exit
 // status.
 func opsHelperMain() int {
@@ -700,10 +894,10 @@ func opsHelperMain() int {
 		fmt.Fprintln(os.Stderr, "ops helper:", err)
 		return 2
 	}
-	r := &opRunner{root: 3, handles: map[string]int{}}
+	r := newOpRunner(3)
 	results := make([]Result, len(ops))
 	for i, o := range ops {
-		results[i] = r.run(o)
+		results[i] = r.do(o)
 	}
 	r.closeAll()
 	if err := json.NewEncoder(os.Stdout).Encode(results); err != nil {
@@ -711,4 +905,88 @@ func opsHelperMain() int {
 		return 2
 	}
 	return 0
+}
+
+// statxString renders what statx returned for the fields in mask: the
+// basic ones as statString does, and whether a birth time came back, which
+// only some filesystems (and not FUSE) provide.
+func statxString(st *unix.Statx_t, mask int) string {
+	s := fmt.Sprintf("mode=%#o uid=%d gid=%d nlink=%d", st.Mode, st.Uid, st.Gid, st.Nlink)
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		s += fmt.Sprintf(" size=%d", st.Size)
+	}
+	if mask&unix.STATX_BTIME != 0 {
+		s += fmt.Sprintf(" btime=%v", st.Mask&unix.STATX_BTIME != 0)
+	}
+	return s
+}
+
+// dirEntry is one record of getdents64, with the cookie that seeks past it.
+type dirEntry struct {
+	dirent
+	off int64
+}
+
+// getdents reads up to max entries (all if max < 0) from fd's position
+// with getdents64 calls of bufSize bytes. "." and ".." are kept: whether
+// they are listed is part of readdir's behaviour.
+func getdents(fd, max, bufSize int) ([]dirEntry, error) {
+	buf := make([]byte, bufSize)
+	var out []dirEntry
+	for max < 0 || len(out) < max {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+		for b := buf[:n]; len(b) > 0 && (max < 0 || len(out) < max); {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 20 || reclen > len(b) {
+				return nil, fmt.Errorf("malformed dirent record (reclen %d)", reclen)
+			}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			out = append(out, dirEntry{
+				dirent: dirent{name: string(name), ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]},
+				off:    int64(binary.NativeEndian.Uint64(b[8:16])),
+			})
+			b = b[reclen:]
+		}
+	}
+	return out, nil
+}
+
+// listedString renders "name:type" entries read through a handle, sorted,
+// with a count for names read more than once, leaving out the name except.
+func listedString(names []string, except string) string {
+	count := map[string]int{}
+	for _, n := range names {
+		if name, _, _ := strings.Cut(n, ":"); name != except {
+			count[n]++
+		}
+	}
+	out := slices.Sorted(maps.Keys(count))
+	for i, n := range out {
+		if count[n] > 1 {
+			out[i] = fmt.Sprintf("%s(x%d)", n, count[n])
+		}
+	}
+	return "[" + strings.Join(out, " ") + "]"
+}
+
+// direntString renders entries as sorted name:type pairs. The order of a
+// directory listing is unspecified (the kernel's own differs between
+// filesystems), and offsets and inode numbers are left to the walks; the
+// set of names, each with its type, and duplicates are what must agree.
+func direntString(ents []dirEntry) string {
+	parts := make([]string, len(ents))
+	for i, e := range ents {
+		parts[i] = e.name + ":" + dtypeName(e.typ)
+	}
+	slices.Sort(parts)
+	return "[" + strings.Join(parts, " ") + "]"
 }

@@ -32,9 +32,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envOpsHelper) != "" {
-		os.Exit(opsHelperMain())
-	}
+	ServeHelper()
 	envProblem = checkEnvironment()
 	var cleanup func()
 	if envProblem == "" {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +26,28 @@ type Scenario struct {
 	// is about what a first mount does to an upper layer no overlay has
 	// mounted yet.
 	Pristine bool
+	// LowersOnly mounts Spec.Lowers without an upper layer: a read-only
+	// overlay. Spec.Upper must be nil.
+	LowersOnly bool
+	// Foreign marks a Spec with markers the kernel does not read (AUFS
+	// whiteouts and opaque files, user.overlay.opaque,
+	// user.fuseoverlayfs.opaque): the kernel mounts Spec.KernelEquivalent()
+	// instead, built apart, so inode numbers are compared as identities
+	// only (which paths share an object), never as values.
+	Foreign bool
 }
+
+// Area is the part of overlay behaviour s is about: its name up to the
+// first slash ("rename/flags" is in area "rename").
+func (s Scenario) Area() string {
+	area, _, _ := strings.Cut(s.Name, "/")
+	return area
+}
+
+// xattrUser is the identity of the extra walk that lists xattrs as an
+// unprivileged user (trusted.* are hidden from it, and it cannot enter
+// private directories).
+var xattrUser = Cred{UID: 1000, GID: 1000}
 
 // Run is what one implementation did with a scenario.
 type Run struct {
@@ -33,7 +57,10 @@ type Run struct {
 	Merged  *Tree    // the merged tree after the operations
 	Remount *Tree    // the merged tree after unmounting and mounting again
 	Upper   *Tree    // the raw upper directory after the last unmount
-	Log     string   // the program's output, if any
+	// UserXattrs is XattrTree(".") run as xattrUser after the operations:
+	// one "path: xattrs" line per path.
+	UserXattrs string
+	Log        string // the program's output, if any
 }
 
 // Report lists every way the other implementation's run differs from the
@@ -46,6 +73,7 @@ type Report struct {
 	Remount  []Difference // other's tree after a remount vs before it
 	Kernel   []Difference // the kernel's own remount vs before it (a harness problem)
 	Upper    []Difference // raw upper layers
+	User     []Difference // xattrs listed as an unprivileged user
 	Inos     []string     // d_ino vs st_ino within the other's merged tree
 }
 
@@ -69,7 +97,7 @@ func (r Report) Problems() []Problem {
 		diffs   []Difference
 		remount bool // Kernel and Other of the differences are before and after
 	}{
-		{"merged", r.Merged, false}, {"after remount", r.Remount, true}, {"upper layer", r.Upper, false},
+		{"merged", r.Merged, false}, {"as uid 1000", r.User, false}, {"after remount", r.Remount, true}, {"upper layer", r.Upper, false},
 		{"kernel after remount", r.Kernel, true},
 	} {
 		for _, d := range g.diffs {
@@ -112,22 +140,40 @@ func Digest(problems []Problem, n int) []string {
 // are in the Report.
 func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error) {
 	rep := Report{Scenario: s.Name}
-	lowers := filepath.Join(dir, "lowers")
-	if err := os.Mkdir(lowers, 0o755); err != nil {
-		return rep, nil, nil, err
+	specs := [2]Spec{s.Spec, s.Spec}
+	if s.Foreign {
+		specs[0] = s.Spec.KernelEquivalent()
 	}
-	l, err := Spec{Lowers: s.Spec.Lowers}.Build(lowers)
+	// lowers[0] is the kernel's, lowers[1] the other's: the same
+	// directories unless the scenario is Foreign.
+	var lowers [2][]string
+	for i := 1; i >= 0; i-- {
+		if i == 0 && !s.Foreign {
+			lowers[0] = lowers[1]
+			break
+		}
+		p := filepath.Join(dir, fmt.Sprintf("lowers%d", i))
+		if err := os.Mkdir(p, 0o755); err != nil {
+			return rep, nil, nil, err
+		}
+		l, err := Spec{Lowers: specs[i].Lowers}.Build(p)
+		if err != nil {
+			return rep, nil, nil, err
+		}
+		lowers[i] = l.Lowers
+	}
+	lowerInos, err := inodeNumbers(lowers[1])
 	if err != nil {
 		return rep, nil, nil, err
 	}
-	lowerInos, err := inodeNumbers(l.Lowers)
-	if err != nil {
-		return rep, nil, nil, err
+	if s.Foreign {
+		// An empty set: every number is compared as an identity.
+		lowerInos = map[uint64]bool{}
 	}
 	var runs [2]*Run
 	for i, impl := range []Impl{Kernel{}, other} {
 		side := filepath.Join(dir, fmt.Sprintf("%d-%s", i, impl.Name()))
-		if runs[i], err = runOn(side, l.Lowers, s, impl); err != nil {
+		if runs[i], err = runOn(side, lowers[i], s, specs[i].Upper, impl); err != nil {
 			return rep, runs[0], runs[1], fmt.Errorf("%s: %w", impl.Name(), err)
 		}
 	}
@@ -144,32 +190,37 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 	rep.Remount = Diff(o.Merged, o.Remount, DiffOptions{})
 	rep.Kernel = Diff(k.Merged, k.Remount, DiffOptions{})
 	rep.Upper = DiffUpper(k.Upper, o.Upper)
+	rep.User = diffLines(k.UserXattrs, o.UserXattrs, "xattrs")
 	rep.Inos = o.Merged.DirentInoMismatches()
 	return rep, k, o, nil
 }
 
-// runOn performs s with impl in the directory side: build the upper,
+// runOn performs s with impl in the directory side: build upper,
 // settle it, mount, operate, walk, remount, walk, and walk the raw upper.
-func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
-	upper := s.Spec.Upper
+func runOn(side string, lowers []string, s Scenario, upper Layer, impl Impl) (*Run, error) {
 	if upper == nil {
 		upper = Layer{}
 	}
 	if err := os.Mkdir(side, 0o755); err != nil {
 		return nil, err
 	}
-	built, err := Spec{Upper: upper}.Build(side)
-	if err != nil {
-		return nil, err
-	}
-	l := Layers{Lowers: lowers, Upper: built.Upper, Work: filepath.Join(side, "work")}
+	l := Layers{Lowers: lowers}
 	mnt := filepath.Join(side, "mnt")
-	for _, d := range []string{l.Work, mnt} {
+	dirs := []string{mnt}
+	if !s.LowersOnly {
+		built, err := Spec{Upper: upper}.Build(side)
+		if err != nil {
+			return nil, err
+		}
+		l.Upper, l.Work = built.Upper, filepath.Join(side, "work")
+		dirs = append(dirs, l.Work)
+	}
+	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return nil, err
 		}
 	}
-	if len(upper) > 0 && !s.Pristine {
+	if len(upper) > 0 && !s.Pristine && !s.LowersOnly {
 		if err := settle(side, l); err != nil {
 			return nil, err
 		}
@@ -190,6 +241,11 @@ func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
 	if run.Merged, err = guardedWalk(m); err != nil {
 		return run, err
 	}
+	user, err := guardedOps(m, []Op{XattrTree(".").AsUser(xattrUser.UID, xattrUser.GID)})
+	if err != nil {
+		return run, err
+	}
+	run.UserXattrs = user[0].Out
 	run.Window.To = time.Now().Add(time.Second)
 	if err := m.Unmount(); err != nil {
 		return run, err
@@ -204,10 +260,43 @@ func runOn(side string, lowers []string, s Scenario, impl Impl) (*Run, error) {
 	if err := m.Unmount(); err != nil {
 		return run, err
 	}
-	if run.Upper, err = Walk(l.Upper); err != nil {
-		return run, err
+	run.Upper = &Tree{Entries: map[string]*Entry{}}
+	if l.Upper != "" {
+		if run.Upper, err = Walk(l.Upper); err != nil {
+			return run, err
+		}
 	}
 	return run, nil
+}
+
+// diffLines compares two "path: value" listings line by line.
+func diffLines(kernel, other, field string) []Difference {
+	split := func(s string) map[string]string {
+		out := map[string]string{}
+		for _, line := range strings.Split(s, "\n") {
+			if p, v, ok := strings.Cut(line, ": "); ok {
+				out[p] = v
+			}
+		}
+		return out
+	}
+	k, o := split(kernel), split(other)
+	var out []Difference
+	for _, p := range slices.Sorted(maps.Keys(k)) {
+		ov, ok := o[p]
+		switch {
+		case !ok:
+			out = append(out, Difference{Path: p, Field: field, Kernel: k[p], Other: "not listed"})
+		case ov != k[p]:
+			out = append(out, Difference{Path: p, Field: field, Kernel: k[p], Other: ov})
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(o)) {
+		if _, ok := k[p]; !ok {
+			out = append(out, Difference{Path: p, Field: field, Kernel: "not listed", Other: o[p]})
+		}
+	}
+	return out
 }
 
 // settle mounts the kernel once over a pristine upper layer and walks it.

@@ -331,6 +331,11 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if aufs {
 		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
 	}
+	if _, err := layers.FdGetxattr(tfd, fs.privateXattr("origin")); err == nil {
+		// As ovl_link: the parent now holds an object whose number comes
+		// from its origin, so it is impure.
+		setxattrAt(pfd, ".", fs.privateXattr("impure"), "y")
+	}
 	f, err := fs.resolve(p, name)
 	if err != nil {
 		return Entry{}, err

@@ -38,25 +38,22 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err != nil {
 		return err
 	}
+	// Checked before the parent is copied up too: as on the kernel, a
+	// removal that fails leaves the upper layer as it was.
+	p.dirMu.Lock()
+	_, err = fs.removable(p, name, dir)
+	p.dirMu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := fs.copyUp(p); err != nil {
 		return err
 	}
 	p.dirMu.Lock()
 	defer p.dirMu.Unlock()
-	f, err := fs.resolve(p, name)
+	f, err := fs.removable(p, name, dir)
 	if err != nil {
 		return err
-	}
-	switch {
-	case dir && f.typ != unix.S_IFDIR:
-		return syscall.ENOTDIR
-	case !dir && f.typ == unix.S_IFDIR:
-		return syscall.EISDIR
-	}
-	if dir {
-		if err := fs.checkEmpty(p, name, f); err != nil {
-			return err
-		}
 	}
 	lower, err := fs.lowerPositive(p, name)
 	if err != nil {
@@ -89,6 +86,28 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	}
 	unlinked(gone)
 	return nil
+}
+
+// removable resolves name in p and fails as unlink (dir false) or rmdir
+// of it would: ENOENT, ENOTDIR, EISDIR, ENOTEMPTY.
+// Preconditions: renameMu held, p.dirMu held.
+func (fs *FS) removable(p *node, name string, dir bool) (found, error) {
+	f, err := fs.resolve(p, name)
+	if err != nil {
+		return f, err
+	}
+	switch {
+	case dir && f.typ != unix.S_IFDIR:
+		return f, syscall.ENOTDIR
+	case !dir && f.typ == unix.S_IFDIR:
+		return f, syscall.EISDIR
+	}
+	if dir {
+		if err := fs.checkEmpty(p, name, f); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
 }
 
 // checkEmpty fails with ENOTEMPTY unless directory name of p, resolved as

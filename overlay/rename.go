@@ -137,7 +137,7 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 	if aufs {
 		unix.Unlinkat(nfd, layers.WhiteoutPrefix+newName, 0)
 	}
-	if whiteout || fromLower {
+	if whiteout || fromLower || (op != np && hasOrigin(nfd, newName, fs.privateXattr("origin"))) {
 		// The new parent now holds an object whose number comes from a
 		// lower layer: the kernel marks such a directory impure.
 		setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
@@ -214,4 +214,17 @@ func (fs *FS) held(p *node, name string, f found) *node {
 		return nil
 	}
 	return n
+}
+
+// hasOrigin reports whether entry of directory dfd (not followed if a
+// symlink) has the origin xattr name: a copied-up object, whose number
+// comes from a lower layer.
+func hasOrigin(dfd int, entry, name string) bool {
+	fd, err := unix.Openat(dfd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	_, err = layers.FdGetxattr(fd, name)
+	return err == nil
 }
