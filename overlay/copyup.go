@@ -39,15 +39,17 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 		}
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.unlinked {
+		n.mu.Unlock()
 		return syscall.ENOENT
 	}
 	if n.objs[0].layer.Upper {
+		n.mu.Unlock()
 		return nil
 	}
 	st, err := fs.work.Copy(n.objs[0].layer, fs.upper, n.path(), opts)
 	if err != nil {
+		n.mu.Unlock()
 		return errno(err)
 	}
 	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
@@ -56,6 +58,13 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 		n.objs = append([]obj{up}, n.objs...)
 	} else {
 		n.objs = []obj{up}
+	}
+	n.mu.Unlock()
+	if n.isDir() && fs.invalidate != nil {
+		// Merged now, it shows nlink 1: the kernel's cached
+		// attributes of it, a parent of what the request names,
+		// would not know.
+		fs.invalidate(n.id)
 	}
 	return nil
 }

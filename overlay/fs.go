@@ -91,6 +91,11 @@ type FS struct {
 	shrinks atomic.Int64
 	freeing atomic.Bool
 
+	// invalidate, when set (Server), drops the kernel's cached
+	// attributes of a node that changed other than through a request
+	// about it.
+	invalidate func(id uint64)
+
 	// hmu guards handles and nextHandle.
 	hmu        sync.Mutex
 	handles    map[uint64]any // *dirHandle or *fileHandle

@@ -34,13 +34,18 @@ import (
 // a copy-up), up to workers, and extra readers leave once another is
 // waiting for requests again.
 func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
-	return &server{
+	n := fuse.NewNotifier()
+	fs.invalidate = func(id uint64) {
+		// A negative offset drops the attributes, not the pages.
+		n.InvalidateInode(fuseops.InodeID(id), -1, 0)
+	}
+	return fuse.NewServerWithNotifier(n, &server{
 		f:       &fuseFS{fs: fs},
 		workers: int32(max(workers, 1)),
 		errLog:  errLog,
 		done:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
-	}
+	})
 }
 
 // stallTick is how long every reader may be busy before the watcher adds
