@@ -417,8 +417,10 @@ func (f *fuseFS) OpenDir(_ context.Context, op *fuseops.OpenDirOp) error {
 		return err
 	}
 	op.Handle = fuseops.HandleID(h)
-	// The layers of a read-only stack do not change under the mount.
-	op.KeepCache, op.CacheDir = f.fs.ReadOnly(), f.fs.ReadOnly()
+	// The kernel may keep the listing across opens: layers change only
+	// through this mount, and the kernel drops its copy when it changes
+	// the directory itself (a create, remove or rename in it).
+	op.KeepCache, op.CacheDir = true, true
 	return nil
 }
 
