@@ -129,6 +129,18 @@ func (r *results) markdown(b *bench, wls []workload, entries, rounds, cpu int, c
 		}
 	}
 
+	for _, d := range daemons {
+		var peaks []string
+		for _, wl := range []string{"stat-cold", "stat-warm"} {
+			if rss, ok := r.rss[wl][d]; ok {
+				peaks = append(peaks, fmt.Sprintf("%s during %s", mib(rss), wl))
+			}
+		}
+		if len(peaks) > 0 {
+			fmt.Fprintf(&w, "Peak RSS of %s over the stat walks of the %d-entry tree: %s.\n\n", d, entries, strings.Join(peaks, ", "))
+		}
+	}
+
 	fmt.Fprintf(&w, "## Workloads\n\n")
 	fmt.Fprintf(&w, "The merged tree has %d entries. Unless a workload says otherwise, the page, dentry and inode caches are dropped "+
 		"(`sync; echo 3 > /proc/sys/vm/drop_caches`) after the mount and before the timed part. "+
