@@ -88,24 +88,59 @@ func mountFresh(im *impl, lower, base string) (*mounted, error) {
 }
 
 // unmount takes the mount down, waits for its daemon to end and removes
-// the upper and work directories.
+// the upper and work directories. A mount that stays busy is detached,
+// and a daemon that does not end then has its FUSE connection aborted, as
+// a user would; either is reported on stderr.
 func (m *mounted) unmount() error {
-	if err := unix.Unmount(m.mnt, 0); err != nil {
-		// Busy or hung: detach, as a user would with umount -l.
+	var st unix.Stat_t
+	conn := uint64(0)
+	if m.pid != 0 && unix.Stat(m.mnt, &st) == nil {
+		conn = st.Dev
+	}
+	err := unix.Unmount(m.mnt, 0)
+	for i := 0; err == unix.EBUSY && i < 50; i++ {
+		time.Sleep(100 * time.Millisecond)
+		err = unix.Unmount(m.mnt, 0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "unmount %s: %v; detaching it\n", m.mnt, err)
 		if err := unix.Unmount(m.mnt, unix.MNT_DETACH); err != nil {
 			return fmt.Errorf("unmount %s: %v", m.mnt, err)
 		}
 	}
-	if m.pid != 0 {
-		deadline := time.Now().Add(30 * time.Second)
-		for alive(m.pid) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s daemon %d still running 30s after unmount", m.impl.name, m.pid)
-			}
-			time.Sleep(10 * time.Millisecond)
+	if m.pid != 0 && !m.waitDaemon(10*time.Second) {
+		fmt.Fprintf(os.Stderr, "%s daemon %d still running 10s after unmount; aborting its connection\n", m.impl.name, m.pid)
+		abort(conn)
+		if !m.waitDaemon(10 * time.Second) {
+			return fmt.Errorf("%s daemon %d still running after its connection was aborted", m.impl.name, m.pid)
 		}
 	}
 	return os.RemoveAll(m.base)
+}
+
+// waitDaemon waits up to timeout for the daemon to end and reports
+// whether it did.
+func (m *mounted) waitDaemon(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for alive(m.pid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// abort aborts FUSE connection conn (the device number of the mount).
+func abort(conn uint64) {
+	if conn == 0 {
+		return
+	}
+	const ctl = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(ctl + "/" + strconv.FormatUint(conn, 10)); err != nil {
+		unix.Mount("none", ctl, "fusectl", 0, "")
+	}
+	os.WriteFile(ctl+"/"+strconv.FormatUint(conn, 10)+"/abort", []byte("1"), 0)
 }
 
 // peakRSS returns the daemon's peak resident set (VmHWM) in bytes, 0 for
