@@ -18,10 +18,13 @@ type results struct {
 	impls []string
 	secs  map[string]map[string][]float64
 	rss   map[string]map[string]int64 // the largest over the rounds
+	// loadStart is the load average when the run began: other work on
+	// the machine skews FUSE timings most.
+	loadStart string
 }
 
 func newResults(impls []*impl, wls []workload) *results {
-	r := &results{secs: map[string]map[string][]float64{}, rss: map[string]map[string]int64{}}
+	r := &results{secs: map[string]map[string][]float64{}, rss: map[string]map[string]int64{}, loadStart: loadAvg()}
 	for _, im := range impls {
 		r.impls = append(r.impls, im.name)
 	}
@@ -166,6 +169,7 @@ func (r *results) markdown(b *bench, wls []workload, entries, rounds, cpu int, c
 		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
 		{"CPU", fmt.Sprintf("%d × %s (%s)", onlineCPUs(), cpuModel(), pinned)},
 		{"memory", memTotal()},
+		{"load average (1, 5, 15 min) at the start and at the end", r.loadStart + "; " + loadAvg()},
 		{"kernel", output("uname", "-r")},
 		{"file system of the layers", fsType(b.dir)},
 		{"ovlmount", output(b.bin, "--version") + " (" + output("git", "describe", "--always", "--dirty") + ")"},
@@ -222,6 +226,15 @@ func onlineCPUs() int {
 		}
 	}
 	return n
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 func cpuModel() string { return procField("/proc/cpuinfo", "model name") }
