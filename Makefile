@@ -3,6 +3,7 @@
 #   make example   build, make example layers, mount, show, unmount
 #   make test      install what the tests need, then lint and run every test
 #   make install   install ovlmount where mount(8) and mount.fuse3 find it
+#   make bench     time ovlmount against fuse-overlayfs and kernel overlayfs (root)
 #   make conformance-doc   regenerate docs/conformance.md (ovlmount and fuse-overlayfs vs the kernel)
 
 PREFIX  ?= /usr/local
@@ -15,7 +16,7 @@ GOFILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 DEBS := fuse3 attr fuse-overlayfs
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build install uninstall deps example test lint clean conformance-doc
+.PHONY: build install uninstall deps example test lint clean conformance-doc bench
 
 build: $(BIN)
 
@@ -54,13 +55,25 @@ lint: $(STATICCHECK)
 # GORACE: race-built programs sleep a second at exit by default, and the
 # crash test starts hundreds of daemons.
 test: deps install lint $(BIN)-race
-	GORACE=atexit_sleep_ms=0 OVLMOUNT_BIN=$(CURDIR)/$(BIN)-race $(GO) test -race -count=1 ./...
+	GORACE=atexit_sleep_ms=0 OVLMOUNT_BIN=$(CURDIR)/$(BIN)-race $(GO) test -race -count=1 -timeout 30m ./...
 
 # docs/conformance.md: every conformance scenario on ovlmount and on
 # fuse-overlayfs, compared with kernel overlayfs (run as root).
 conformance-doc: deps $(BIN)
 	$(GO) run ./conformance/cmd/conform -q -impl $(BIN) -impl /usr/bin/fuse-overlayfs \
 		-md docs/conformance.md -json bin/conformance.json
+
+# The benchmark: layer fixtures are built once under BENCHDIR (on a disk
+# file system, not tmpfs) and reused; the report goes to docs/benchmarks.md.
+# BENCHFLAGS passes more flags, e.g. -taskset=0, -rounds=5, -only=stat.
+BENCHDIR   ?= /var/tmp/ovlmount-bench
+BENCHFLAGS ?=
+
+bin/ovlbench: $(GOFILES)
+	$(GO) build -o $@ ./bench
+
+bench: deps $(BIN) bin/ovlbench
+	bin/ovlbench -bin $(BIN) -fixtures $(BENCHDIR) -out docs/benchmarks.md $(BENCHFLAGS)
 
 clean:
 	rm -rf bin
