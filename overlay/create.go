@@ -8,10 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Creating: a new object is built complete in workdir/work (type, owner,
-// mode, opaque marker) and moved into the upper layer with one rename, so
-// the name never shows a half-made object; over a whiteout, that rename
-// replaces it, as the kernel's ovl_create_over_whiteout does.
+// Creating: a new object is built complete (type, owner, mode, opaque
+// marker) before its name appears, so the name never shows a half-made
+// object. A regular file that replaces nothing is made unnamed in its
+// directory (O_TMPFILE) and linked in; anything else is built in
+// workdir/work and moved into the upper layer with one rename, which over
+// a whiteout replaces it, as the kernel's ovl_create_over_whiteout does.
 
 // Cred is the caller of an operation.
 type Cred struct {
@@ -98,20 +100,39 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	}
 	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
 	wfd, tmp := fs.work.Fd(), fs.work.TempName()
-	fd, err := mk(wfd, tmp, ownPerm)
-	if err != nil {
-		return placed{fd: -1}, errno(err)
+	// A regular file that replaces nothing is made unnamed in its own
+	// directory (O_TMPFILE) and linked in once complete: a crash leaves
+	// nothing, and its inode is allocated near its siblings, as by the
+	// kernel's own create, rather than all in the workdir's group. Where
+	// the filesystem has no O_TMPFILE, through the workdir.
+	unnamed := false
+	fd := -1
+	if typ == unix.S_IFREG && !over && !aufs {
+		fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ownPerm)
+		unnamed = err == nil
+	}
+	if !unnamed {
+		if fd, err = mk(wfd, tmp, ownPerm); err != nil {
+			return placed{fd: -1}, errno(err)
+		}
 	}
 	fail := func(err error) (placed, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		removeAll(wfd, tmp)
+		if !unnamed {
+			removeAll(wfd, tmp)
+		}
 		return placed{fd: -1}, errno(err)
 	}
 	if inXattr {
 		o := override{uid: uid, gid: gid, perm: perm}
-		if err := setxattrAt(wfd, tmp, fs.overrideWrite, o.String()); err != nil {
+		if unnamed {
+			err = unix.Fsetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
+		} else {
+			err = setxattrAt(wfd, tmp, fs.overrideWrite, o.String())
+		}
+		if err != nil {
 			return fail(err)
 		}
 	}
@@ -125,6 +146,16 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		if err := setxattrAt(wfd, tmp, fs.privateXattr("opaque"), "y"); err != nil {
 			return fail(err)
 		}
+	}
+	if unnamed {
+		if err := linkFd(fd, pfd, name); err != nil {
+			return fail(err)
+		}
+		// Linked: its nlink and ctime have changed.
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fail(err)
+		}
+		return placed{entry: fs.acquire(p, name, fs.fresh(st, typ, false)), fd: fd}, nil
 	}
 	flags := uint(unix.RENAME_NOREPLACE)
 	if over {
@@ -145,16 +176,21 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	if aufs {
 		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
 	}
-	// The name was negative in every layer, or now covers a whiteout
-	// (a directory made opaque): the upper object is all it shows.
-	o := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
-	o.marks.Opaque = mode&unix.S_IFMT == unix.S_IFDIR && (over || aufs)
-	f := found{typ: mode & unix.S_IFMT, objs: []obj{o}, st: st, fresh: true}
+	f := fs.fresh(st, typ, typ == unix.S_IFDIR && (over || aufs))
 	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
 }
 
-// own gives the new object tmp in work directory wfd (open as fd when
-// fd >= 0) owner uid:gid if chown is set, and permission bits perm, and
+// fresh is what a name just created shows: it was negative in every
+// layer, or now covers a whiteout (a directory then made opaque), so the
+// new upper object is all it shows.
+func (fs *FS) fresh(st unix.Stat_t, typ uint32, opaque bool) found {
+	o := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	o.marks.Opaque = opaque
+	return found{typ: typ, objs: []obj{o}, st: st, fresh: true}
+}
+
+// own gives the new object (open as fd when fd >= 0, else tmp in work
+// directory wfd) owner uid:gid if chown is set, and permission bits perm, and
 // returns its attributes. It changes only what differs: the daemon,
 // usually root with umask 0, mostly creates objects right already. Under
 // squash_to_* a refused chown is ignored, as fuse-overlayfs does.
@@ -171,7 +207,12 @@ func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32, chown, sq
 	}
 	changed := false
 	if chown && (st.Uid != uid || st.Gid != gid) {
-		err := unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
+		var err error
+		if fd >= 0 {
+			err = unix.Fchown(fd, int(uid), int(gid))
+		} else {
+			err = unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
+		}
 		if err != nil && !squashed {
 			return st, err
 		}
@@ -179,7 +220,13 @@ func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32, chown, sq
 	}
 	// After chown, which clears setuid and setgid.
 	if typ != unix.S_IFLNK && (st.Mode&0o7777 != perm || changed && perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
-		if err := unix.Fchmodat(wfd, tmp, perm, 0); err != nil {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, perm)
+		} else {
+			err = unix.Fchmodat(wfd, tmp, perm, 0)
+		}
+		if err != nil {
 			return st, err
 		}
 		changed = true
