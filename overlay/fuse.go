@@ -51,10 +51,10 @@ func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
 // stallTick is how long every reader may be busy before the watcher adds
 // one: long enough that a burst of fast requests never starts one, short
 // against a disk read or a copy-up.
-const stallTick = time.Millisecond
+const stallTick = 5 * time.Millisecond
 
 // yieldEvery is how often a busy reader passes through the scheduler.
-const yieldEvery = time.Millisecond
+const yieldEvery = 5 * time.Millisecond
 
 type server struct {
 	f       *fuseFS
