@@ -32,9 +32,9 @@
 # to the mount program, and WORKDIR/fstype the file system type of / seen
 # inside the containers. Exit status 0 means every check here passed.
 #
-# Needs root, podman, runc, busybox-static and getfattr; the flags these machines
-# need (runc, cgroupfs, explicit ulimits, no network) are set in the
-# private containers.conf.
+# Needs root, podman, runc, busybox-static and getfattr; the flags these
+# machines need (runc, cgroupfs, explicit ulimits, no network) are set in
+# the private containers.conf.
 set -euo pipefail
 
 user=""

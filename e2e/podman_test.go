@@ -231,7 +231,7 @@ var fuseOverlayfsDiffs = []diff{
 		section: "force_mask: inside",
 		onlyA:   []string{"/new/d drwx------ 1000:1000", "/new/f -rwxr-s--- 1234:5678"},
 		onlyB:   []string{"/new/d drwx------ 0:0", "/new/f -rwxr-s--- 0:0"},
-		why:     "after chown then chmod of a new file or directory, fuse-overlayfs keeps the mode in its override but not the owner",
+		why:     "fuse-overlayfs 1.10's chmod writes its override with the owner on disk (0:0), losing an earlier chown",
 	},
 	{
 		section: "force_mask: upper layer on disk",
@@ -243,7 +243,7 @@ var fuseOverlayfsDiffs = []diff{
 			"./new/d drwxr-xr-x 0:0 user.fuseoverlayfs.override_stat=0:0:0700",
 			"./new/f -rwxr-xr-x 0:0 user.fuseoverlayfs.override_stat=0:0:2750",
 		},
-		why: "after chown then chmod of a new file or directory, fuse-overlayfs keeps the mode in its override but not the owner " +
+		why: "fuse-overlayfs 1.10's chmod writes its override with the owner on disk (0:0), losing an earlier chown " +
 			"(and makes new files 0755 on disk, ovlmount with the mode asked for)",
 	},
 }
