@@ -24,7 +24,8 @@
 # root with --uidmap 0:100000:65536 (mount program: uidmapping=), rootless
 # with --userns=keep-id, and, with a mount program only, in a storage of
 # its own with force_mask = "shared" (xattr_permissions=2; the image
-# layer's override xattrs are recorded too).
+# layer's override xattrs are recorded too, and the container is
+# committed and the new image listed).
 #
 # Container and podman output goes to stdout. WORKDIR/result gets the
 # normalised observations (no ids, times or paths), for comparing runs with
@@ -312,8 +313,7 @@ chmod 750 "$r/own/d"
 chmod 600 "$r/own/d/g"
 chown 1234:5678 "$r/own/f" "$r/own/d" "$r/own/d/g"
 
-# e2e-own: changes of owner and mode, then the owner and mode of every
-# object under /lower, /new and /own as the container sees them.
+# e2e-own: changes of owner and mode, then e2e-owners.
 cat >"$r/bin/e2e-own" <<'EOF'
 #!/bin/sh
 set -e
@@ -329,11 +329,17 @@ chmod 2750 /new/f
 chown 1000:1000 /new/d
 chmod 700 /new/d
 chown 0:5678 /own/d/g
-find /lower /new /own | sort | while read -r f; do
+exec e2e-owners
+EOF
+# e2e-owners: the owner and mode of every object under /lower, /new and
+# /own.
+cat >"$r/bin/e2e-owners" <<'EOF'
+#!/bin/sh
+find /lower /new /own 2>/dev/null | sort | while read -r f; do
 	echo "$f $(stat -c '%A %u:%g' "$f")"
 done
 EOF
-chmod 755 "$r/bin/e2e-own"
+chmod 755 "$r/bin/e2e-own" "$r/bin/e2e-owners"
 tar --numeric-owner --owner=0 --group=0 --exclude=./own -C "$r" -cf "$w/rootfs.tar" .
 tar --numeric-owner -C "$r" -rf "$w/rootfs.tar" ./own
 if [ -n "$user" ]; then
@@ -459,6 +465,8 @@ if [ "$prog" != kernel ]; then
 	ondisk "$upper" . | res "force_mask: upper layer on disk"
 	layer=$(pm image inspect --format '{{.GraphDriver.Data.UpperDir}}' localhost/e2e:base)
 	ondisk "$layer" ./own ./lower/own ./lower/chm | res "force_mask: image layer on disk"
+	pm commit f1 localhost/e2e:f1
+	pm run --rm localhost/e2e:f1 e2e-owners | res "force_mask: committed image"
 	rmc f1 "$upper"
 	pm rmi -a -f
 	export CONTAINERS_STORAGE_CONF="$w/storage.conf"

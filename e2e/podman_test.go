@@ -105,6 +105,12 @@ var ownerWants = []struct {
 	{"force_mask: image layer on disk", []string{
 		"./own/f -rwxr-xr-x 0:0 user.containers.override_stat=1234:5678:0640",
 	}},
+	// The committed layer is unpacked under force_mask too: setuid and
+	// setgid bits are lost again (/lower/chm, /new/f).
+	{"force_mask: committed image", []string{
+		"/lower/a -rw-r--r-- 0:0", "/lower/chm -rwxr-xr-x 0:0", "/lower/own -rw-r--r-- 1234:5678",
+		"/new/f -rwxr-x--- 1234:5678", "/new/d drwx------ 1000:1000", "/own/d/g -rw------- 0:5678",
+	}},
 }
 
 // wantLines fails the test for every line that section of r lacks.
@@ -166,6 +172,7 @@ var kernelDiffs = []diff{
 	{section: "force_mask: inside", whole: true, why: forceMaskKernel},
 	{section: "force_mask: upper layer on disk", whole: true, why: forceMaskKernel},
 	{section: "force_mask: image layer on disk", whole: true, why: forceMaskKernel},
+	{section: "force_mask: committed image", whole: true, why: forceMaskKernel},
 }
 
 // forceMaskKernel is why the kernel run has no force_mask case.
@@ -207,6 +214,19 @@ var fuseOverlayfsDiffs = []diff{
 		why:     "fuse-overlayfs marks every directory it makes opaque, with two markers",
 	},
 	// fuse-overlayfs 1.10 with xattr_permissions=2 loses owners and modes.
+	{
+		section: "force_mask: committed image",
+		onlyA: []string{
+			"/lower/chm -rwxr-xr-x 0:0", "/lower/own -rw-r--r-- 1234:5678",
+			"/new/d drwx------ 1000:1000", "/new/f -rwxr-x--- 1234:5678", "/own/d/g -rw------- 0:5678",
+		},
+		onlyB: []string{
+			"/lower/chm -rw-r--r-- 0:0", "/lower/own -rw-r--r-- 0:0",
+			"/new/d drwx------ 0:0", "/new/f -rwxr-x--- 0:0", "/own/d/g -rw------- 1234:5678",
+		},
+		why: "the layer podman commit reads through fuse-overlayfs lacks chmod and chown " +
+			"of copied-up files (/lower/chm, /lower/own, /own/d/g) and the owners of new ones",
+	},
 	{
 		section: "force_mask: inside",
 		onlyA:   []string{"/lower/a -rw-r--r-- 0:0", "/own/d drwxr-x--- 1234:5678"},
