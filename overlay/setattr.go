@@ -150,7 +150,7 @@ func setAttrs(fd int, typ uint32, in SetAttrs) error {
 		if typ == unix.S_IFLNK {
 			return syscall.EOPNOTSUPP
 		}
-		if err := unix.Chmod(procPath(fd), *in.Mode&0o7777); err != nil {
+		if err := chmodFd(fd, *in.Mode&0o7777); err != nil {
 			return errno(err)
 		}
 	}
@@ -219,4 +219,15 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	}
 	defer unix.Close(fd)
 	return errno(unix.Removexattr(procPath(fd), host))
+}
+
+// chmodFd changes the mode of the object of fd, an O_PATH fd: one
+// fchmodat2(AT_EMPTY_PATH) (Linux 6.6), or a chmod through /proc, which
+// costs a path walk in procfs, where the kernel lacks it.
+func chmodFd(fd int, mode uint32) error {
+	err := unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH)
+	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+		err = unix.Chmod(procPath(fd), mode)
+	}
+	return err
 }
