@@ -93,9 +93,18 @@ func TestParseOverride(t *testing.T) {
 func rwStack(t *testing.T, opts Options, spec ...string) (fs *FS, lower, upper string) {
 	t.Helper()
 	_, dirs := stack(t, spec)
-	lower = dirs[0]
-	base := t.TempDir()
-	upper, work := filepath.Join(base, "u"), filepath.Join(base, "w")
+	opts.Timeout = time.Second
+	fs, upper, _ = openRW(t, dirs[0], opts)
+	return fs, dirs[0], upper
+}
+
+// openRW opens lower (one layer) under new, empty upper and work
+// directories, with opts (its Work set here), and returns the FS, the
+// upper directory and the directory holding both.
+func openRW(t *testing.T, lower string, opts Options) (fs *FS, upper, base string) {
+	t.Helper()
+	base = t.TempDir()
+	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
 	must(t, os.Mkdir(upper, 0o755))
 	must(t, os.Mkdir(work, 0o755))
 	u, err := layers.Open(upper, 0, true)
@@ -105,10 +114,10 @@ func rwStack(t *testing.T, opts Options, spec ...string) (fs *FS, lower, upper s
 	w, err := copyup.Open(work)
 	must(t, err)
 	t.Cleanup(func() { u.Close(); l.Close(); w.Close() })
-	opts.Timeout, opts.Work = time.Second, w
+	opts.Work = w
 	fs, err = New([]*layers.Layer{u, l}, opts)
 	must(t, err)
-	return fs, lower, upper
+	return fs, upper, base
 }
 
 func lchown(t *testing.T, p string, uid, gid int) {

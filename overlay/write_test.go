@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jacobsa/fuse"
-	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -20,19 +19,7 @@ import (
 func mountRW(t *testing.T, lower string) (upper, mnt string) {
 	t.Helper()
 	testenv.RequireMount(t)
-	base := t.TempDir()
-	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
-	must(t, os.Mkdir(upper, 0o755))
-	must(t, os.Mkdir(work, 0o755))
-	u, err := layers.Open(upper, 0, true)
-	must(t, err)
-	l, err := layers.Open(lower, 1, false)
-	must(t, err)
-	w, err := copyup.Open(work)
-	must(t, err)
-	t.Cleanup(func() { u.Close(); l.Close(); w.Close() })
-	fsys, err := New([]*layers.Layer{u, l}, Options{Timeout: time.Hour, Work: w})
-	must(t, err)
+	fsys, upper, base := openRW(t, lower, Options{Timeout: time.Hour})
 	mnt = filepath.Join(base, "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
 	mfs, err := fuse.Mount(mnt, fsys.Server(4, log.New(os.Stderr, "ovlmount: ", 0)), &fuse.MountConfig{Subtype: "ovlmount", FSName: "ovlmount-test"})
