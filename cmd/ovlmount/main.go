@@ -15,7 +15,9 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -34,16 +36,47 @@ const readaheadKB = "1024"
 
 // setReadahead raises the readahead of the FUSE mount at mountpoint. It
 // needs root (sysfs) and is skipped otherwise, or if mountpoint is not
-// the FUSE mount itself (mount.fuse3's /dev/fd/N).
+// the FUSE mount itself (mount.fuse3's /dev/fd/N). The mount's device
+// comes from /proc/self/mountinfo: a stat of the mountpoint would be a
+// request to this very daemon, and a daemon killed meanwhile could never
+// finish exiting, waiting for its own answer.
 func setReadahead(mountpoint string) {
-	var sfs unix.Statfs_t
-	var st unix.Stat_t
-	if unix.Statfs(mountpoint, &sfs) != nil || sfs.Type != unix.FUSE_SUPER_MAGIC ||
-		unix.Stat(mountpoint, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
 		return
 	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	os.WriteFile(p, []byte(readaheadKB), 0)
+	dev := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE ...
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 5 || sep < 0 || sep+1 >= len(f) || !strings.HasPrefix(f[sep+1], "fuse") {
+			continue
+		}
+		if unescapeMountinfo(f[4]) == mountpoint {
+			dev = f[2] // the last one is on top
+		}
+	}
+	if dev != "" {
+		os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(readaheadKB), 0)
+	}
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) of a
+// path in /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // workers is how many requests are served at once: enough that a few
