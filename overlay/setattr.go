@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"errors"
 	"syscall"
 	"time"
 
@@ -100,14 +101,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 		}
 		return err
 	}
-	if in.Uid != nil {
-		u := fs.opts.UIDs.stored(*in.Uid)
-		in.Uid = &u
-	}
-	if in.Gid != nil {
-		g := fs.opts.GIDs.stored(*in.Gid)
-		in.Gid = &g
-	}
+	fs.storedOwner(in)
 	if squashed && (in.Uid != nil || in.Gid != nil) {
 		setAttrs(fd, n.typ, SetAttrs{Uid: in.Uid, Gid: in.Gid})
 		in.Uid, in.Gid = nil, nil
@@ -129,55 +123,18 @@ func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err err
 	if at.parent == n {
 		return st, false, nil
 	}
-	if in.Uid != nil {
-		u := fs.opts.UIDs.stored(*in.Uid)
-		in.Uid = &u
-	}
-	if in.Gid != nil {
-		g := fs.opts.GIDs.stored(*in.Gid)
-		in.Gid = &g
-	}
+	fs.storedOwner(&in)
 	ok = true
 	err = fs.inDir(at.parent, fs.upper, func(dfd int) error {
-		const nofollow = unix.AT_SYMLINK_NOFOLLOW
-		if in.Uid != nil || in.Gid != nil {
-			uid, gid := -1, -1
-			if in.Uid != nil {
-				uid = int(*in.Uid)
-			}
-			if in.Gid != nil {
-				gid = int(*in.Gid)
-			}
-			if err := unix.Fchownat(dfd, at.name, uid, gid, nofollow); err != nil {
-				return err
-			}
+		err := changeAttrs(dfd, at.name, n.typ, in)
+		if err == errNoFchmodat2 {
+			ok = false
+			return nil
 		}
-		if in.Mode != nil {
-			if n.typ == unix.S_IFLNK {
-				return unix.EOPNOTSUPP
-			}
-			err := unix.Fchmodat(dfd, at.name, *in.Mode&0o7777, nofollow)
-			if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-				ok = false // no fchmodat2: SetAttr goes through an fd
-				return nil
-			}
-			if err != nil {
-				return err
-			}
+		if err != nil {
+			return err
 		}
-		if in.Atime != nil || in.Mtime != nil {
-			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-			if in.Atime != nil {
-				ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
-			}
-			if in.Mtime != nil {
-				ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
-			}
-			if err := unix.UtimesNanoAt(dfd, at.name, ts, nofollow); err != nil {
-				return err
-			}
-		}
-		return unix.Fstatat(dfd, at.name, &st, nofollow)
+		return unix.Fstatat(dfd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	})
 	return st, ok, errno(err)
 }
@@ -211,6 +168,36 @@ func setAttrs(fd int, typ uint32, in SetAttrs) error {
 			return errno(err)
 		}
 	}
+	return errno(changeAttrs(fd, "", typ, in))
+}
+
+// storedOwner maps a new owner in in to the ids stored (uidmapping,
+// gidmapping).
+func (fs *FS) storedOwner(in *SetAttrs) {
+	if in.Uid != nil {
+		u := fs.opts.UIDs.stored(*in.Uid)
+		in.Uid = &u
+	}
+	if in.Gid != nil {
+		g := fs.opts.GIDs.stored(*in.Gid)
+		in.Gid = &g
+	}
+}
+
+// errNoFchmodat2 is changeAttrs's answer for a named object where the
+// kernel lacks fchmodat2: chmod of a name would follow a symlink.
+var errNoFchmodat2 = errors.New("no fchmodat2")
+
+// changeAttrs applies in's owner, mode and times (in that order: chown
+// clears setuid and setgid, which a chmod in the same request sets again)
+// to entry name of directory dfd, or with name "" to the object of dfd, an
+// O_PATH or open fd, never following a symlink. For the object of dfd
+// without fchmodat2 (Linux 6.6), the chmod goes through /proc.
+func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
 	if in.Uid != nil || in.Gid != nil {
 		uid, gid := -1, -1
 		if in.Uid != nil {
@@ -219,16 +206,24 @@ func setAttrs(fd int, typ uint32, in SetAttrs) error {
 		if in.Gid != nil {
 			gid = int(*in.Gid)
 		}
-		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return errno(err)
+		if err := unix.Fchownat(dfd, name, uid, gid, flags); err != nil {
+			return err
 		}
 	}
 	if in.Mode != nil {
 		if typ == unix.S_IFLNK {
-			return syscall.EOPNOTSUPP
+			return unix.EOPNOTSUPP
 		}
-		if err := chmodFd(fd, *in.Mode&0o7777); err != nil {
-			return errno(err)
+		mode := *in.Mode & 0o7777
+		err := unix.Fchmodat(dfd, name, mode, flags)
+		if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+			if name != "" {
+				return errNoFchmodat2
+			}
+			err = unix.Chmod(procPath(dfd), mode)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if in.Atime != nil || in.Mtime != nil {
@@ -239,8 +234,8 @@ func setAttrs(fd int, typ uint32, in SetAttrs) error {
 		if in.Mtime != nil {
 			ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
 		}
-		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return errno(err)
+		if err := unix.UtimesNanoAt(dfd, name, ts, flags); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -296,15 +291,4 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	}
 	defer unix.Close(fd)
 	return errno(unix.Removexattr(procPath(fd), host))
-}
-
-// chmodFd changes the mode of the object of fd, an O_PATH fd: one
-// fchmodat2(AT_EMPTY_PATH) (Linux 6.6), or a chmod through /proc, which
-// costs a path walk in procfs, where the kernel lacks it.
-func chmodFd(fd int, mode uint32) error {
-	err := unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH)
-	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-		err = unix.Chmod(procPath(fd), mode)
-	}
-	return err
 }
