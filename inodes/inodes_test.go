@@ -83,19 +83,19 @@ func TestTableCountsAndForgets(t *testing.T) {
 	if made != 1 {
 		t.Fatalf("node made %d times, want once", made)
 	}
-	if tab.Forget(100, 2) {
+	if _, gone := tab.Forget(100, 2); gone {
 		t.Fatal("forgotten with one reference left")
 	}
 	if _, ok := tab.Get(100); !ok {
 		t.Fatal("id dropped while the kernel holds it")
 	}
-	if !tab.Forget(100, 1) {
+	if n, gone := tab.Forget(100, 1); !gone || n != "node" {
 		t.Fatal("not forgotten at zero")
 	}
 	if _, ok := tab.Get(100); ok || tab.Len() != 1 {
 		t.Fatal("id kept after the last forget")
 	}
-	if tab.Forget(RootID, 1) || tab.Len() != 1 {
+	if _, gone := tab.Forget(RootID, 1); gone || tab.Len() != 1 {
 		t.Fatal("the root must stay")
 	}
 }

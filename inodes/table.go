@@ -90,16 +90,17 @@ func (t *Table[N]) Acquire(id uint64, ok bool, key Key, mk func(id uint64) N) (u
 }
 
 // Forget drops n kernel references to id; at zero the id leaves the table
-// and reports true.
-func (t *Table[N]) Forget(id uint64, n uint64) bool {
+// and Forget returns its node and true.
+func (t *Table[N]) Forget(id uint64, n uint64) (N, bool) {
+	var zero N
 	if id == RootID {
-		return false
+		return zero, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.slots[id]
 	if !ok {
-		return false
+		return zero, false
 	}
 	if n >= s.refs {
 		delete(t.slots, id)
@@ -107,10 +108,10 @@ func (t *Table[N]) Forget(id uint64, n uint64) bool {
 			delete(t.fallback, s.key)
 		}
 		t.shrink()
-		return true
+		return s.node, true
 	}
 	s.refs -= n
-	return false
+	return zero, false
 }
 
 // minShrink is the peak below which the maps are left as they are.

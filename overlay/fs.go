@@ -216,8 +216,7 @@ func (fs *FS) get(id uint64) (*node, error) {
 
 // Forget drops n kernel references to id.
 func (fs *FS) Forget(id, n uint64) {
-	node, ok := fs.nodes.Get(id)
-	if fs.nodes.Forget(id, n) && ok && node.isDir() {
+	if node, gone := fs.nodes.Forget(id, n); gone && node.isDir() {
 		fs.closeDirFds(node)
 	}
 }
