@@ -87,7 +87,16 @@ func linkScenarios() []Scenario {
 
 func xattrScenarios() []Scenario {
 	long := strings.Repeat("v", 4000)
+	// A vfs_cap_data, revision 2, effective, permitting
+	// CAP_NET_BIND_SERVICE. The kernel asks for it before every write
+	// and removes it on a write.
+	caps := "\x01\x00\x00\x02\x00\x04\x00\x00" + strings.Repeat("\x00", 12)
 	return []Scenario{
+		scenario("xattr/capability-and-writes", Write("f", 0, "a").Want("ok"),
+			Setxattr("f", "security.capability", caps, 0).Want("ok"), Getxattr("f", "security.capability").Want("ok"),
+			Write("f", 1, "b").Want("ok"), Getxattr("f", "security.capability").Want("ENODATA"),
+			Create("n", 0o755, "c").Want("ok"), Setxattr("n", "security.capability", caps, 0).Want("ok"),
+			Getxattr("n", "security.capability").Want("ok")),
 		scenario("xattr/get-lower", Getxattr("x", "user.a").Want("ok"), Getxattr("x", "trusted.b").Want("ok"), Getxattr("x", "user.none").Want("ENODATA")),
 		scenario("xattr/list-kinds", Listxattr("f"), Listxattr("d"), Listxattr("sym"), Listxattr("fifo"), Listxattr("m"), Listxattr("u/file")),
 		scenario("xattr/set-upper", Setxattr("u/file", "user.n", "1", 0).Want("ok"), Getxattr("u/file", "user.n")),
