@@ -1,8 +1,10 @@
 package overlay
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -96,12 +98,7 @@ func names(t *testing.T, fs *FS, path string) []string {
 		}
 		id = e.ID
 	}
-	h, err := fs.OpenDir(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fs.ReleaseDir(h)
-	ents, err := fs.ReadDir(h, 0)
+	ents, err := fs.ReadDir(id, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,27 +219,57 @@ func TestBadNames(t *testing.T) {
 
 func TestReadDirOffsetsStayValid(t *testing.T) {
 	fs, dirs := stack(t, []string{"f a 1", "f b 2"}, []string{"f c 3", "f a 0"})
-	h, err := fs.OpenDir(inodes.RootID)
-	if err != nil {
-		t.Fatal(err)
+	names := func(ents []Dirent) (out []string) {
+		for _, e := range ents {
+			out = append(out, fmt.Sprintf("%s@%d", e.Name, e.Off))
+		}
+		return out
 	}
-	defer fs.ReleaseDir(h)
-	first, _ := fs.ReadDir(h, 0)
+	first, _ := fs.ReadDir(inodes.RootID, 0)
 	if len(first) != 5 || first[0].Name != "." || first[1].Name != ".." {
-		t.Fatalf("listing %+v", first)
+		t.Fatalf("listing %v", names(first))
 	}
-	// A change in a layer does not move the offsets of an open listing...
+	for i, e := range first {
+		if e.Off != uint64(i+1) {
+			t.Fatalf("listing %v: offsets are not 1 to 5", names(first))
+		}
+	}
+	// A change in a layer does not move the offsets of a listing being
+	// read...
 	if err := os.WriteFile(filepath.Join(dirs[0], "new"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rest, _ := fs.ReadDir(h, 3)
-	if len(rest) != 2 || rest[0] != first[3] {
-		t.Fatalf("offset 3 after a change: %+v, want %+v", rest, first[3:])
+	rest, _ := fs.ReadDir(inodes.RootID, 3)
+	if got, want := names(rest), names(first[3:]); !slices.Equal(got, want) {
+		t.Fatalf("offset 3 after a change: %v, want %v", got, want)
 	}
-	// ...and a rewind sees it.
-	again, _ := fs.ReadDir(h, 0)
-	if len(again) != 6 {
-		t.Fatalf("rewind: %d entries, want 6", len(again))
+	// ...a rewind sees it, and the names that stayed keep their offsets
+	// and order...
+	if err := os.Remove(filepath.Join(dirs[0], "b")); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := fs.ReadDir(inodes.RootID, 0)
+	var want []string
+	for _, e := range first {
+		if e.Name != "b" {
+			want = append(want, fmt.Sprintf("%s@%d", e.Name, e.Off))
+		}
+	}
+	want = append(want, "new@6")
+	if got := names(again); !slices.Equal(got, want) {
+		t.Fatalf("rewind: %v, want %v", got, want)
+	}
+	// ...so a reader that had got as far as offset 3 before the rewind
+	// goes on with the rest, once each.
+	resumed, _ := fs.ReadDir(inodes.RootID, 3)
+	want = want[:0]
+	for _, e := range again {
+		if e.Off > 3 {
+			want = append(want, fmt.Sprintf("%s@%d", e.Name, e.Off))
+		}
+	}
+	if got := names(resumed); !slices.Equal(got, want) {
+		t.Fatalf("resumed after the rewind: %v, want %v", got, want)
 	}
 	// d_ino equals st_ino.
 	for _, d := range again[2:] {

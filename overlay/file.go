@@ -112,8 +112,10 @@ func (fs *FS) openHandle(n *node, flags int) (uint64, error) {
 }
 
 func (fs *FS) fileHandle(h uint64) (*fileHandle, error) {
-	f, ok := fs.handle(h).(*fileHandle)
-	if !ok {
+	fs.hmu.Lock()
+	defer fs.hmu.Unlock()
+	f := fs.handles[h]
+	if f == nil {
 		return nil, syscall.EBADF
 	}
 	return f, nil
@@ -186,8 +188,8 @@ func (fs *FS) Fallocate(h uint64, mode uint32, off, length int64) error {
 
 // Release closes handle h.
 func (fs *FS) Release(h uint64) {
-	f, ok := fs.dropHandle(h).(*fileHandle)
-	if !ok {
+	f := fs.dropHandle(h)
+	if f == nil {
 		return
 	}
 	f.n.mu.Lock()

@@ -98,7 +98,7 @@ type FS struct {
 
 	// hmu guards handles and nextHandle.
 	hmu        sync.Mutex
-	handles    map[uint64]any // *dirHandle or *fileHandle
+	handles    map[uint64]*fileHandle
 	nextHandle uint64
 }
 
@@ -106,7 +106,7 @@ type FS struct {
 // first). It reads the root directories' markers and nothing else: no work
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
-	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]any), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work}
+	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit
@@ -246,7 +246,7 @@ func (fs *FS) StatFS() (unix.Statfs_t, error) {
 	return st, errno(err)
 }
 
-func (fs *FS) addHandle(h any) uint64 {
+func (fs *FS) addHandle(h *fileHandle) uint64 {
 	fs.hmu.Lock()
 	defer fs.hmu.Unlock()
 	fs.nextHandle++
@@ -254,13 +254,7 @@ func (fs *FS) addHandle(h any) uint64 {
 	return fs.nextHandle
 }
 
-func (fs *FS) handle(id uint64) any {
-	fs.hmu.Lock()
-	defer fs.hmu.Unlock()
-	return fs.handles[id]
-}
-
-func (fs *FS) dropHandle(id uint64) any {
+func (fs *FS) dropHandle(id uint64) *fileHandle {
 	fs.hmu.Lock()
 	defer fs.hmu.Unlock()
 	h := fs.handles[id]

@@ -197,8 +197,6 @@ func (f *fuseFS) dispatch(ctx context.Context, op any) error {
 		return f.ReadDir(ctx, o)
 	case *fuseops.ReadDirPlusOp:
 		return f.ReadDirPlus(ctx, o)
-	case *fuseops.ReleaseDirHandleOp:
-		return f.ReleaseDirHandle(ctx, o)
 	case *fuseops.OpenFileOp:
 		return f.OpenFile(ctx, o)
 	case *fuseops.ReadFileOp:
@@ -411,27 +409,23 @@ func (f *fuseFS) BatchForget(_ context.Context, op *fuseops.BatchForgetOp) error
 	return nil
 }
 
-func (f *fuseFS) OpenDir(_ context.Context, op *fuseops.OpenDirOp) error {
-	h, err := f.fs.OpenDir(uint64(op.Inode))
-	if err != nil {
-		return err
-	}
-	op.Handle = fuseops.HandleID(h)
-	// The kernel may keep the listing across opens: layers change only
-	// through this mount, and the kernel drops its copy when it changes
-	// the directory itself (a create, remove or rename in it).
-	op.KeepCache, op.CacheDir = true, true
-	return nil
+// OpenDir is answered ENOSYS: the kernel then stops sending OPENDIR and
+// RELEASEDIR, and opens directories itself with KEEP_CACHE and CACHE_DIR,
+// so it keeps a listing across opens. That is right because layers change
+// only through this mount, and the kernel drops its copy when it changes
+// the directory itself (a create, remove or rename in it).
+func (f *fuseFS) OpenDir(context.Context, *fuseops.OpenDirOp) error {
+	return syscall.ENOSYS
 }
 
 func (f *fuseFS) ReadDir(_ context.Context, op *fuseops.ReadDirOp) error {
-	ents, err := f.fs.ReadDir(uint64(op.Handle), uint64(op.Offset))
+	ents, err := f.fs.ReadDir(uint64(op.Inode), uint64(op.Offset))
 	if err != nil {
 		return err
 	}
-	for i, e := range ents {
+	for _, e := range ents {
 		n := fuseutil.WriteDirent(op.Dst[op.BytesRead:], fuseutil.Dirent{
-			Offset: op.Offset + fuseops.DirOffset(i+1),
+			Offset: fuseops.DirOffset(e.Off),
 			Inode:  fuseops.InodeID(e.Ino),
 			Name:   e.Name,
 			Type:   fuseutil.DirentType(e.Type),
@@ -448,14 +442,14 @@ func (f *fuseFS) ReadDir(_ context.Context, op *fuseops.ReadDirOp) error {
 // and ".." that reaches the kernel counts as a lookup, so a lookup that
 // does not fit in the reply is given back at once.
 func (f *fuseFS) ReadDirPlus(_ context.Context, op *fuseops.ReadDirPlusOp) error {
-	ents, err := f.fs.ReadDir(uint64(op.Handle), uint64(op.Offset))
+	dir := uint64(op.Inode)
+	ents, err := f.fs.ReadDir(dir, uint64(op.Offset))
 	if err != nil {
 		return err
 	}
-	dir := uint64(op.Inode)
-	for i, e := range ents {
+	for _, e := range ents {
 		d := fuseutil.DirentPlus{Dirent: fuseutil.Dirent{
-			Offset: op.Offset + fuseops.DirOffset(i+1),
+			Offset: fuseops.DirOffset(e.Off),
 			Inode:  fuseops.InodeID(e.Ino),
 			Name:   e.Name,
 			Type:   fuseutil.DirentType(e.Type),
@@ -479,11 +473,6 @@ func (f *fuseFS) ReadDirPlus(_ context.Context, op *fuseops.ReadDirPlusOp) error
 		}
 		op.BytesRead += n
 	}
-	return nil
-}
-
-func (f *fuseFS) ReleaseDirHandle(_ context.Context, op *fuseops.ReleaseDirHandleOp) error {
-	f.fs.ReleaseDir(uint64(op.Handle))
 	return nil
 }
 

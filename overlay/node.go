@@ -11,8 +11,9 @@ import (
 
 // node is one overlay object the kernel holds.
 //
-// Lock order: FS.renameMu, then a directory's dirMu, then any node's mu
-// (never two at once), then the leaves inodes.Table.mu and FS.hmu.
+// Lock order: a directory's listing lock ls.mu, then FS.renameMu, then a
+// directory's dirMu, then any node's mu (never two at once), then the
+// leaves inodes.Table.mu and FS.hmu.
 type node struct {
 	id  uint64
 	typ uint32 // S_IFMT bits, fixed for the node's life
@@ -53,6 +54,9 @@ type node struct {
 
 	// dfd are the fds a directory node holds (dirfd.go).
 	dfd dirFds
+	// ls is a directory's merged listing (readdir.go), with its own
+	// lock: taken before renameMu by ReadDir, never inside any other.
+	ls listing
 }
 
 // place is a node's parent directory (itself for the root) and name.

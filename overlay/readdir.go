@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,61 +14,83 @@ import (
 type Dirent struct {
 	Name string
 	Ino  uint64
-	Type uint8 // DT_*
+	Type uint8  // DT_*
+	Off  uint64 // the offset that resumes the listing after this entry
 }
 
-// dirHandle is an open directory. Like the kernel, it keeps the merged
-// listing it built on the first read and rebuilds it on a read at offset
-// 0 (a rewind), so offsets stay valid for seekdir/telldir while the
-// directory is open, whatever changes meanwhile.
-type dirHandle struct {
-	n *node
-	// mu guards ents. The kernel may send reads on one handle in
-	// parallel.
+// listing is the merged listing of a directory as last built. The kernel
+// does not open directories (FUSE_NO_OPENDIR_SUPPORT: an open and a
+// release less per directory), so there is no handle to keep a listing
+// per open: the directory keeps one, and each entry keeps its offset
+// across rebuilds. A reader that resumes at an offset after someone else
+// rewound the directory then misses no entry that stayed and sees none
+// twice, as on a file system with stable directory cookies.
+type listing struct {
+	// mu guards ents and next; readers of one directory take turns.
 	mu   sync.Mutex
-	ents []Dirent
+	ents []Dirent // by increasing Off
+	next uint64   // the Off of the next new name
 }
 
-// OpenDir opens directory id and returns a handle.
-func (fs *FS) OpenDir(id uint64) (uint64, error) {
-	fs.renameMu.RLock()
-	defer fs.renameMu.RUnlock()
+// ReadDir returns the entries of directory id that follow offset, each
+// with the offset that resumes after it. Offset 0 (an open or a rewind)
+// builds the listing again.
+func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
 	n, err := fs.get(id)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if !n.isDir() {
-		return 0, syscall.ENOTDIR
+		return nil, syscall.ENOTDIR
 	}
-	return fs.addHandle(&dirHandle{n: n}), nil
-}
-
-// ReleaseDir closes a directory handle.
-func (fs *FS) ReleaseDir(h uint64) { fs.dropHandle(h) }
-
-// ReadDir returns the entries of handle h from offset on; an entry's
-// offset is its index plus one. The node of the directory is returned too,
-// for ReadDirPlus.
-func (fs *FS) ReadDir(h uint64, offset uint64) ([]Dirent, error) {
-	d, ok := fs.handle(h).(*dirHandle)
-	if !ok {
-		return nil, syscall.EBADF
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if offset == 0 || d.ents == nil {
+	l := &n.ls
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if offset == 0 || l.ents == nil {
 		fs.renameMu.RLock()
-		defer fs.renameMu.RUnlock()
-		ents, err := fs.merge(d.n)
+		ents, err := fs.merge(n)
+		fs.renameMu.RUnlock()
 		if err != nil {
 			return nil, err
 		}
-		d.ents = ents
+		l.update(ents)
 	}
-	if offset >= uint64(len(d.ents)) {
-		return nil, nil
+	i := sort.Search(len(l.ents), func(i int) bool { return l.ents[i].Off > offset })
+	return l.ents[i:], nil
+}
+
+// update replaces the listing with ents, in merge order. Names already
+// listed keep their offsets and order; new names follow.
+// Preconditions: l.mu held.
+func (l *listing) update(ents []Dirent) {
+	if l.ents == nil {
+		for i := range ents {
+			ents[i].Off = uint64(i + 1)
+		}
+		l.ents, l.next = ents, uint64(len(ents)+1)
+		return
 	}
-	return d.ents[offset:], nil
+	fresh := make(map[string]int, len(ents))
+	for i, e := range ents {
+		fresh[e.Name] = i
+	}
+	out := make([]Dirent, 0, len(ents))
+	for _, old := range l.ents {
+		if i, ok := fresh[old.Name]; ok {
+			e := ents[i]
+			e.Off = old.Off
+			out = append(out, e)
+			delete(fresh, old.Name)
+		}
+	}
+	for _, e := range ents {
+		if _, ok := fresh[e.Name]; ok {
+			e.Off = l.next
+			l.next++
+			out = append(out, e)
+		}
+	}
+	l.ents = out
 }
 
 // merge builds the listing of directory n: ".", "..", then the union of

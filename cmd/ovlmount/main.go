@@ -136,15 +136,16 @@ func serve(c *config, ready func(error)) int {
 		}
 	}()
 	cfg := &fuse.MountConfig{
-		FSName:                c.source,
-		Subtype:               "ovlmount",
-		ReadOnly:              c.readOnly || c.upper == "",
-		Options:               map[string]string{},
-		EnableParallelDirOps:  true,
-		EnableReaddirplus:     true,
-		EnableAutoReaddirplus: true,
-		EnableAsyncReads:      true,
-		EnableSymlinkCaching:  true,
+		FSName:                 c.source,
+		Subtype:                "ovlmount",
+		ReadOnly:               c.readOnly || c.upper == "",
+		Options:                map[string]string{},
+		EnableParallelDirOps:   true,
+		EnableNoOpendirSupport: true,
+		EnableReaddirplus:      true,
+		EnableAutoReaddirplus:  true,
+		EnableAsyncReads:       true,
+		EnableSymlinkCaching:   true,
 		// The writeback cache makes the kernel keep its own mtime while
 		// writes reach the layer later and set another: mtimes would
 		// change across a remount.
