@@ -56,18 +56,36 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	}
 	p.dirMu.Lock()
 	defer p.dirMu.Unlock()
-	if _, err := fs.resolve(p, name); err != syscall.ENOENT {
+	neg, err := fs.resolve(p, name)
+	if err != syscall.ENOENT {
 		if err == nil {
 			err = syscall.EEXIST
 		}
 		return placed{fd: -1}, err
 	}
-	pfd, err := fs.upperDir(p)
+	var f found
+	fd := -1
+	err = fs.inDir(p, fs.upper, func(pfd int) error {
+		var err error
+		f, fd, err = fs.build(p, pfd, name, mode, c, mk, neg.upperFree)
+		return err
+	})
 	if err != nil {
-		return placed{fd: -1}, err
+		return placed{fd: -1}, errno(err)
 	}
-	defer unix.Close(pfd)
-	over, aufs := fs.whiteoutAt(pfd, name)
+	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
+}
+
+// build makes name in p's upper directory pfd, for create, and returns
+// what the name now shows and, for a regular file, its open fd. free
+// says the upper directory is known to hold no whiteout of either kind
+// for name.
+// Preconditions: renameMu held for reading; p.dirMu held; name is free.
+func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker, free bool) (found, int, error) {
+	over, aufs := false, false
+	if !free {
+		over, aufs = fs.whiteoutAt(pfd, name)
+	}
 
 	// Owner: the caller, but a setgid directory gives its group, and
 	// its setgid bit to new directories (the umask is already applied).
@@ -76,7 +94,7 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	// keeps the mount's own owner with the permissions it needs.
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
-		return placed{fd: -1}, errno(err)
+		return found{}, -1, err
 	}
 	pgid, pmode := pst.Gid, pst.Mode
 	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
@@ -107,23 +125,24 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	// the filesystem has no O_TMPFILE, through the workdir.
 	unnamed := false
 	fd := -1
+	var err error
 	if typ == unix.S_IFREG && !over && !aufs {
 		fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ownPerm)
 		unnamed = err == nil
 	}
 	if !unnamed {
 		if fd, err = mk(wfd, tmp, ownPerm); err != nil {
-			return placed{fd: -1}, errno(err)
+			return found{}, -1, err
 		}
 	}
-	fail := func(err error) (placed, error) {
+	fail := func(err error) (found, int, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		if !unnamed {
 			removeAll(wfd, tmp)
 		}
-		return placed{fd: -1}, errno(err)
+		return found{}, -1, err
 	}
 	if inXattr {
 		o := override{uid: uid, gid: gid, perm: perm}
@@ -136,26 +155,33 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 			return fail(err)
 		}
 	}
+	if unnamed {
+		// The daemon's own creation is usually right already; the
+		// attributes are read once, after the link changed them.
+		if !fs.made(uid, gid, pst.Gid, pmode, ownPerm, inXattr) {
+			if _, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, !inXattr, squashed); err != nil {
+				return fail(err)
+			}
+		}
+		if err := linkFd(fd, pfd, name); err != nil {
+			return fail(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fail(err)
+		}
+		return fs.fresh(st, typ, false), fd, nil
+	}
 	// With the override the object keeps the mount's own owner.
 	st, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, !inXattr, squashed)
 	if err != nil {
 		return fail(err)
 	}
-	if mode&unix.S_IFMT == unix.S_IFDIR && (over || aufs) {
+	if typ == unix.S_IFDIR && (over || aufs) {
 		// Over a whiteout the lower directory must not show through.
 		if err := setxattrAt(wfd, tmp, fs.privateXattr("opaque"), "y"); err != nil {
 			return fail(err)
 		}
-	}
-	if unnamed {
-		if err := linkFd(fd, pfd, name); err != nil {
-			return fail(err)
-		}
-		// Linked: its nlink and ctime have changed.
-		if err := unix.Fstat(fd, &st); err != nil {
-			return fail(err)
-		}
-		return placed{entry: fs.acquire(p, name, fs.fresh(st, typ, false)), fd: fd}, nil
 	}
 	flags := uint(unix.RENAME_NOREPLACE)
 	if over {
@@ -163,7 +189,7 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		// directory is exchanged with it, and the whiteout, now in the
 		// workdir, removed.
 		flags = 0
-		if mode&unix.S_IFMT == unix.S_IFDIR {
+		if typ == unix.S_IFDIR {
 			flags = unix.RENAME_EXCHANGE
 		}
 	}
@@ -176,8 +202,26 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	if aufs {
 		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
 	}
-	f := fs.fresh(st, typ, typ == unix.S_IFDIR && (over || aufs))
-	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
+	return fs.fresh(st, typ, typ == unix.S_IFDIR && (over || aufs)), fd, nil
+}
+
+// made reports whether an object the daemon has just created, in an upper
+// directory with group pgid and mode pmode, already has owner uid:gid and
+// permission bits perm: the daemon's own ids (a setgid directory's group),
+// with its umask 0 and no setuid, setgid or sticky bit asked for, which
+// creation could drop.
+func (fs *FS) made(uid, gid, pgid, pmode, perm uint32, inXattr bool) bool {
+	if perm&^0o777 != 0 {
+		return false
+	}
+	if inXattr {
+		return true // the object keeps the daemon's owner
+	}
+	g := fs.egid
+	if pmode&unix.S_ISGID != 0 {
+		g = pgid
+	}
+	return uid == fs.euid && gid == g
 }
 
 // fresh is what a name just created shows: it was negative in every

@@ -71,6 +71,8 @@ type FS struct {
 	// CAP_SYS_ADMIN; without them the rootless forms are written.
 	charWhiteouts bool
 	trusted       bool
+	// euid and egid are the daemon's: the owner of what it creates.
+	euid, egid uint32
 	// overrideRead lists, for each layer read with override xattrs, the
 	// names to try, first found wins; overrideWrite is the name owner and
 	// mode changes go to ("" to change them for real). Both are fixed
@@ -106,7 +108,8 @@ type FS struct {
 // first). It reads the root directories' markers and nothing else: no work
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
-	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work}
+	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work,
+		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid())}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit

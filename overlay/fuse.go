@@ -5,10 +5,12 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,10 +55,18 @@ func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
 // against a disk read or a copy-up.
 const stallTick = 5 * time.Millisecond
 
+// spinFor is how long a reader with nothing to do polls before it sleeps
+// (await).
+const spinFor = 10 * time.Microsecond
+
 // yieldEvery is how often a busy reader passes through the scheduler.
 const yieldEvery = 5 * time.Millisecond
 
 type server struct {
+	// fd is the connection's /dev/fuse fd, made non-blocking so that a
+	// reader can wait for requests its own way (await); -1 if it could
+	// not be told apart, and readers then block in read(2).
+	fd      int
 	f       *fuseFS
 	workers int32
 	errLog  *log.Logger
@@ -73,6 +83,7 @@ type server struct {
 
 // ServeOps serves c until the kernel ends the connection (unmount).
 func (s *server) ServeOps(c *fuse.Connection) {
+	s.fd = connFd()
 	s.wg.Add(2)
 	s.readers.Store(1)
 	go s.serve(c)
@@ -89,13 +100,18 @@ func (s *server) serve(c *fuse.Connection) {
 		if now := time.Now(); now.Sub(yielded) > yieldEvery {
 			// The runtime takes a goroutine that has run for 10 ms
 			// without passing through the scheduler for a CPU hog:
-			// it takes the P away while the reader waits in read(2)
+			// it takes the P away while the reader waits for a request
 			// and keeps its monitor thread polling every 20 µs.
 			runtime.Gosched()
 			yielded = now
 		}
 		s.waiting.Add(1)
 		ctx, op, err := c.ReadOp()
+		if err != nil && s.fd >= 0 && errors.Is(err, syscall.EAGAIN) {
+			s.await()
+			s.waiting.Add(-1)
+			continue
+		}
 		s.waiting.Add(-1)
 		if err != nil {
 			if err != io.EOF {
@@ -544,4 +560,49 @@ func (f *fuseFS) ListXattr(_ context.Context, op *fuseops.ListXattrOp) error {
 		off++
 	}
 	return nil
+}
+
+// connFd finds the connection's /dev/fuse fd, which the library does not
+// show, and makes it non-blocking. It returns -1 unless the process has
+// exactly one such fd.
+func connFd() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	for _, e := range ents {
+		if t, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && t == "/dev/fuse" {
+			if fd >= 0 {
+				return -1
+			}
+			if fd, err = strconv.Atoi(e.Name()); err != nil {
+				return -1
+			}
+		}
+	}
+	if fd < 0 || unix.SetNonblock(fd, true) != nil {
+		return -1
+	}
+	return fd
+}
+
+// await returns when a request may be waiting: it polls without
+// blocking for a while first, because the next request of a busy caller
+// usually follows within microseconds, and a reader asleep in the kernel
+// costs a wake-up per request (a context switch and, across CPUs, an
+// interrupt), which on a virtual machine is the larger part of a small
+// request's cost.
+func (s *server) await() {
+	pfd := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+	for start := time.Now(); time.Since(start) < spinFor; {
+		if n, _ := unix.Poll(pfd, 0); n != 0 {
+			return
+		}
+	}
+	for {
+		if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
+			return
+		}
+	}
 }

@@ -26,6 +26,10 @@ type found struct {
 	st   unix.Stat_t // the winner's attributes
 	// fresh marks an object just created: it has no copy-up origin.
 	fresh bool
+	// upperFree, when the name resolved to nothing, says that the upper
+	// layer holds no whiteout of either kind for it, so create need not
+	// look again.
+	upperFree bool
 }
 
 // Lookup resolves name in directory parent and adds a kernel reference to
@@ -101,13 +105,16 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 	}
 	dir := p.path()
 	rel := layers.Join(dir, name)
-	for _, po := range pobjs {
+	for i, po := range pobjs {
 		l := po.layer
 		st, err := fs.statAt(p, l, name)
 		if err == unix.ENOENT {
-			if fs.aufsWhiteout(p, l, name) {
+			// An AUFS whiteout hides the layers below; the last
+			// layer has none.
+			if i < len(pobjs)-1 && fs.aufsWhiteout(p, l, name) {
 				break
 			}
+			f.upperFree = i == 0 && l.Upper
 			continue
 		}
 		if err != nil {
