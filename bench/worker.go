@@ -16,6 +16,7 @@ import (
 var workers = map[string]func(args []string) error{
 	"stat":    func(a []string) error { return statWalk(a[0]) },
 	"readdir": func(a []string) error { return readdir(a[0]) },
+	"relist":  func(a []string) error { return relist(a[0], a[1]) },
 	"read":    func(a []string) error { return readAll(a[0]) },
 	"copyup":  func(a []string) error { return copyUp(a[0]) },
 	"create":  func(a []string) error { return create(a[0], a[1]) },
@@ -57,6 +58,20 @@ func readdir(dir string) error {
 		err = fmt.Errorf("%s is empty", dir)
 	}
 	return err
+}
+
+// relist lists dir n times, as readdir does.
+func relist(dir, n string) error {
+	count, err := strconv.Atoi(n)
+	if err != nil {
+		return err
+	}
+	for range count {
+		if err := readdir(dir); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readAll reads every regular file under dir.
