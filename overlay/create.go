@@ -10,10 +10,14 @@ import (
 
 // Creating: a new object is built complete (type, owner, mode, opaque
 // marker) before its name appears, so the name never shows a half-made
-// object. A regular file that replaces nothing is made unnamed in its
-// directory (O_TMPFILE) and linked in; anything else is built in
-// workdir/work and moved into the upper layer with one rename, which over
-// a whiteout replaces it, as the kernel's ovl_create_over_whiteout does.
+// object. A regular file or directory that replaces nothing and that the
+// daemon creates complete (its own ids are the owner asked for, no
+// override xattr, no setuid, setgid or sticky bit) is created in place, as
+// the kernel's ovl_create_upper does. Another regular file that replaces
+// nothing is made unnamed in its directory (O_TMPFILE), completed and
+// linked in; anything else is built in workdir/work and moved into the
+// upper layer with one rename, which over a whiteout replaces it, as the
+// kernel's ovl_create_over_whiteout does.
 
 // Cred is the caller of an operation.
 type Cred struct {
@@ -116,6 +120,11 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 			ownPerm |= 0o700
 		}
 	}
+	if !over && !aufs && !inXattr && fs.made(uid, gid, pst.Gid, pmode, ownPerm) {
+		if f, fd, ok, err := fs.inPlace(pfd, name, typ, ownPerm); ok {
+			return f, fd, err
+		}
+	}
 	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
 	wfd, tmp := fs.work.Fd(), fs.work.TempName()
 	// A regular file that replaces nothing is made unnamed in its own
@@ -156,10 +165,11 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 		}
 	}
 	if unnamed {
-		// The daemon's own creation is usually right already; the
+		// With the override the object keeps the daemon's owner and the
+		// mode it was made with; else it takes its owner now. Its
 		// attributes are read once, after the link changed them.
-		if !fs.made(uid, gid, pst.Gid, pmode, ownPerm, inXattr) {
-			if _, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, !inXattr, squashed); err != nil {
+		if !inXattr {
+			if _, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, true, squashed); err != nil {
 				return fail(err)
 			}
 		}
@@ -208,20 +218,50 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 // made reports whether an object the daemon has just created, in an upper
 // directory with group pgid and mode pmode, already has owner uid:gid and
 // permission bits perm: the daemon's own ids (a setgid directory's group),
-// with its umask 0 and no setuid, setgid or sticky bit asked for, which
+// no bit its umask takes away, and no setuid, setgid or sticky bit, which
 // creation could drop.
-func (fs *FS) made(uid, gid, pgid, pmode, perm uint32, inXattr bool) bool {
-	if perm&^0o777 != 0 {
+func (fs *FS) made(uid, gid, pgid, pmode, perm uint32) bool {
+	if perm&^0o777 != 0 || perm&fs.umask != 0 {
 		return false
-	}
-	if inXattr {
-		return true // the object keeps the daemon's owner
 	}
 	g := fs.egid
 	if pmode&unix.S_ISGID != 0 {
 		g = pgid
 	}
 	return uid == fs.euid && gid == g
+}
+
+// inPlace creates regular file or directory name in upper directory pfd
+// with permission bits perm, complete as created (made), and returns what
+// the name shows and a regular file's open fd. ok is false for other
+// types.
+// Preconditions: as build's.
+func (fs *FS) inPlace(pfd int, name string, typ, perm uint32) (f found, fd int, ok bool, err error) {
+	var st unix.Stat_t
+	switch typ {
+	case unix.S_IFREG:
+		fd, err = unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		if err != nil {
+			return found{}, -1, true, err
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			unix.Unlinkat(pfd, name, 0)
+			return found{}, -1, true, err
+		}
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(pfd, name, perm); err != nil {
+			return found{}, -1, true, err
+		}
+		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+			return found{}, -1, true, err
+		}
+		fd = -1
+	default:
+		return found{}, -1, false, nil
+	}
+	return fs.fresh(st, typ, false), fd, true, nil
 }
 
 // fresh is what a name just created shows: it was negative in every

@@ -307,3 +307,11 @@ func TestPrivateXattrsHiddenAndEscaped(t *testing.T) {
 		}
 	}
 }
+
+func TestCurrentUmask(t *testing.T) {
+	old := unix.Umask(0o027)
+	defer unix.Umask(old)
+	if got := currentUmask(); got != 0o027 {
+		t.Errorf("currentUmask() = %#o, want 0o027", got)
+	}
+}

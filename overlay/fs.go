@@ -17,7 +17,10 @@ package overlay
 import (
 	"crypto/rand"
 	"fmt"
+	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,8 +74,9 @@ type FS struct {
 	// CAP_SYS_ADMIN; without them the rootless forms are written.
 	charWhiteouts bool
 	trusted       bool
-	// euid and egid are the daemon's: the owner of what it creates.
-	euid, egid uint32
+	// euid and egid are the daemon's: the owner of what it creates;
+	// umask is its umask (0 in ovlmount), read at mount.
+	euid, egid, umask uint32
 	// overrideRead lists, for each layer read with override xattrs, the
 	// names to try, first found wins; overrideWrite is the name owner and
 	// mode changes go to ("" to change them for real). Both are fixed
@@ -109,7 +113,7 @@ type FS struct {
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work,
-		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid())}
+		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit
@@ -263,6 +267,24 @@ func (fs *FS) dropHandle(id uint64) *fileHandle {
 	h := fs.handles[id]
 	delete(fs.handles, id)
 	return h
+}
+
+// currentUmask returns the process's umask, from /proc/self/status: the
+// umask(2) way to read it sets it for a moment, under other threads'
+// creates.
+func currentUmask() uint32 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777 // unknown: nothing counts as made right
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m)
+			}
+		}
+	}
+	return 0o777
 }
 
 // errno turns a host error into the errno the kernel gets.

@@ -41,9 +41,14 @@ func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
 		// A negative offset drops the attributes, not the pages.
 		n.InvalidateInode(fuseops.InodeID(id), -1, 0)
 	}
+	spin := spinFor
+	if runtime.NumCPU() < 2 {
+		spin = 0
+	}
 	return fuse.NewServerWithNotifier(n, &server{
 		f:       &fuseFS{fs: fs},
 		workers: int32(max(workers, 1)),
+		spin:    spin,
 		errLog:  errLog,
 		done:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
@@ -66,7 +71,11 @@ type server struct {
 	// fd is the connection's /dev/fuse fd, made non-blocking so that a
 	// reader can wait for requests its own way (await); -1 if it could
 	// not be told apart, and readers then block in read(2).
-	fd      int
+	fd int
+	// spin is how long await polls before it sleeps: spinFor, or 0 when
+	// the daemon may use a single CPU, where polling only keeps the
+	// caller from running.
+	spin    time.Duration
 	f       *fuseFS
 	workers int32
 	errLog  *log.Logger
@@ -595,7 +604,7 @@ func connFd() int {
 // request's cost.
 func (s *server) await() {
 	pfd := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
-	for start := time.Now(); time.Since(start) < spinFor; {
+	for start := time.Now(); time.Since(start) < s.spin; {
 		if n, _ := unix.Poll(pfd, 0); n != 0 {
 			return
 		}
