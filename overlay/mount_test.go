@@ -297,3 +297,34 @@ func TestStatfsIsTheTopLayers(t *testing.T) {
 			got.Blocks, got.Files, got.Bsize, got.Frsize, want.Blocks, want.Files, want.Bsize, want.Frsize)
 	}
 }
+
+// TestConnFd: the daemon finds its one /dev/fuse fd and makes it
+// non-blocking, so that readers poll it (await); with two such fds in the
+// process it touches neither, and readers block in read(2).
+func TestConnFd(t *testing.T) {
+	testenv.RequireMount(t)
+	open := func() int {
+		fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	nonblocking := func(fd int) bool {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl&unix.O_NONBLOCK != 0
+	}
+	// No mount of this test binary is alive now, so a is the only one.
+	a := open()
+	if got := connFd(); got != a || !nonblocking(a) {
+		t.Fatalf("with one /dev/fuse fd %d: connFd() = %d, non-blocking %v", a, got, nonblocking(a))
+	}
+	b := open()
+	if got := connFd(); got != -1 || nonblocking(b) {
+		t.Fatalf("with two /dev/fuse fds: connFd() = %d, second non-blocking %v", got, nonblocking(b))
+	}
+}
