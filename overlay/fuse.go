@@ -74,7 +74,7 @@ type server struct {
 	fd int
 	// spin is how long await polls before it sleeps: spinFor, or 0 when
 	// the daemon may use a single CPU, where polling only keeps the
-	// caller from running.
+	// caller from running (and readers then block in read(2)).
 	spin    time.Duration
 	f       *fuseFS
 	workers int32
@@ -92,7 +92,12 @@ type server struct {
 
 // ServeOps serves c until the kernel ends the connection (unmount).
 func (s *server) ServeOps(c *fuse.Connection) {
-	s.fd = connFd()
+	s.fd = -1
+	if s.spin > 0 {
+		// Without polling a blocking read(2) is one call where
+		// await would take three.
+		s.fd = connFd()
+	}
 	s.wg.Add(2)
 	s.readers.Store(1)
 	go s.serve(c)
