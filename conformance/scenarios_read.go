@@ -150,6 +150,11 @@ func readdirScenarios() []Scenario {
 		on("readdir/create-while-listing", mergeBase(), Open("merged", unix.O_RDONLY|unix.O_DIRECTORY, 0).Keep("d"),
 			Getdents("d", 2), Create("merged/new", 0o644, "n"), GetdentsExcept("d", 100, "new"), Lseek("d", 0, unix.SEEK_SET),
 			Getdents("d", 100), Close("d")),
+		// A listing read on one fd goes on, each entry once, after
+		// another fd of the directory started again from the top.
+		on("readdir/rewound-by-another", big(300), Open("big", unix.O_RDONLY|unix.O_DIRECTORY, 0).Keep("d"),
+			Getdents("d", 40), Create("big/new", 0o644, "n"), Open("big", unix.O_RDONLY|unix.O_DIRECTORY, 0).Keep("e"),
+			Getdents("e", 1000), Close("e"), GetdentsExcept("d", 1000, "new"), Close("d")),
 		on("readdir/after-copy-up", mergeBase(), Chmod("merged/from-l1", 0o600), Readdir("merged"), Chmod("merged/sub", 0o700),
 			Readdir("merged/sub")),
 		on("readdir/after-unlink", mergeBase(), Unlink("merged/from-l1").Want("ok"), Unlink("merged/from-up").Want("ok"), Readdir("merged")),
