@@ -120,7 +120,7 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 			ownPerm |= 0o700
 		}
 	}
-	if !over && !aufs && !inXattr && fs.made(uid, gid, pst.Gid, pmode, ownPerm) {
+	if !over && !aufs && !inXattr && fs.made(uid, gid, pst.Gid, pst.Mode, ownPerm) {
 		if f, fd, ok, err := fs.inPlace(pfd, name, typ, ownPerm); ok {
 			return f, fd, err
 		}
@@ -216,10 +216,10 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 }
 
 // made reports whether an object the daemon has just created, in an upper
-// directory with group pgid and mode pmode, already has owner uid:gid and
-// permission bits perm: the daemon's own ids (a setgid directory's group),
-// no bit its umask takes away, and no setuid, setgid or sticky bit, which
-// creation could drop.
+// directory with group pgid and mode pmode on disk (what the host goes
+// by), already has owner uid:gid and permission bits perm: the daemon's
+// own ids (a setgid directory's group), no bit its umask takes away, and
+// no setuid, setgid or sticky bit, which creation could drop.
 func (fs *FS) made(uid, gid, pgid, pmode, perm uint32) bool {
 	if perm&^0o777 != 0 || perm&fs.umask != 0 {
 		return false

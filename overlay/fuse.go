@@ -69,8 +69,9 @@ const yieldEvery = 5 * time.Millisecond
 
 type server struct {
 	// fd is the connection's /dev/fuse fd, made non-blocking so that a
-	// reader can wait for requests its own way (await); -1 if it could
-	// not be told apart, and readers then block in read(2).
+	// reader can wait for requests its own way (await); -1 without
+	// polling (spin 0) or if it could not be told apart, and readers
+	// then block in read(2).
 	fd int
 	// spin is how long await polls before it sleeps: spinFor, or 0 when
 	// the daemon may use a single CPU, where polling only keeps the

@@ -59,28 +59,27 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err != nil {
 		return err
 	}
-	pfd, err := fs.upperDir(p)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(pfd)
 	// Found before the change: its number may come from the upper
-	// object's origin, which goes with it.
+	// object's origin, which goes with it. (Outside inDir below: the
+	// origin is read through the same held fd.)
 	gone := fs.held(p, name, f)
 	inUpper := f.objs[0].layer.Upper
-	switch {
-	case lower:
-		err = fs.putWhiteout(pfd, name, inUpper && dir)
-	case dir:
-		// Out of sight with one rename, then emptied of any
-		// whiteouts it still holds.
-		wfd, tmp := fs.work.Fd(), fs.work.TempName()
-		if err = unix.Renameat(pfd, name, wfd, tmp); err == nil {
+	err = fs.inDir(p, fs.upper, func(pfd int) error {
+		switch {
+		case lower:
+			return fs.putWhiteout(pfd, name, inUpper && dir)
+		case dir:
+			// Out of sight with one rename, then emptied of any
+			// whiteouts it still holds.
+			wfd, tmp := fs.work.Fd(), fs.work.TempName()
+			if err := unix.Renameat(pfd, name, wfd, tmp); err != nil {
+				return err
+			}
 			removeAll(wfd, tmp)
+			return nil
 		}
-	default:
-		err = unix.Unlinkat(pfd, name, 0)
-	}
+		return unix.Unlinkat(pfd, name, 0)
+	})
 	if err != nil {
 		return errno(err)
 	}
