@@ -8,6 +8,8 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"testing"
 	"time"
 
@@ -327,4 +329,56 @@ func TestConnFd(t *testing.T) {
 	if got := connFd(); got != -1 || nonblocking(b) {
 		t.Fatalf("with two /dev/fuse fds: connFd() = %d, second non-blocking %v", got, nonblocking(b))
 	}
+}
+
+// TestStuckReaderGetsHelp: a request never waits behind another that is
+// stuck in the engine. With the reader stuck (renameMu held here), the
+// watcher starts another reader, which serves a statfs.
+func TestStuckReaderGetsHelp(t *testing.T) {
+	lower := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(lower, "f"), nil, 0o644))
+	fsys, mnt := mountStack(t, lower)
+
+	fsys.renameMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			fsys.renameMu.Unlock()
+		}
+	}()
+	looked := make(chan error, 1)
+	go func() {
+		var st unix.Stat_t
+		looked <- unix.Lstat(filepath.Join(mnt, "f"), &st)
+	}()
+	// The lookup's path walk first asks for the root's attributes, and
+	// either request waits for renameMu in the engine.
+	for !stuck.MatchString(goroutines()) {
+		runtime.Gosched()
+	}
+
+	statted := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		statted <- unix.Statfs(mnt, &st)
+	}()
+	select {
+	case err := <-statted:
+		must(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("statfs still waits behind the stuck request: no reader was added")
+	}
+
+	fsys.renameMu.Unlock()
+	locked = false
+	must(t, <-looked)
+}
+
+// stuck matches a goroutine waiting for FS.renameMu in an FS method.
+var stuck = regexp.MustCompile(`sync\.\(\*RWMutex\)\.RLock\(.*\)\n.*\n\S*overlay\.\(\*FS\)\.`)
+
+// goroutines returns the stacks of every goroutine.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
