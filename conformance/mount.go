@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 )
 
 // Impl is an overlay implementation that can mount built layers.
@@ -202,7 +204,7 @@ func mountDevice(dir string) (string, error) {
 	dev := ""
 	for _, line := range strings.Split(string(data), "\n") {
 		// The last mount on dir is the one in effect.
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+		if f := strings.Fields(line); len(f) > 4 && mountinfo.Unescape(f[4]) == dir {
 			dev = f[2]
 		}
 	}
@@ -225,29 +227,11 @@ func IsMounted(dir string) (bool, error) {
 		// Field 5 is the mount point, with space, tab, newline and
 		// backslash octal-escaped.
 		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+		if len(fields) > 4 && mountinfo.Unescape(fields[4]) == dir {
 			return true, nil
 		}
 	}
 	return false, s.Err()
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // processesServing lists processes with dir among their arguments: a FUSE

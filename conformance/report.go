@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,7 +184,7 @@ func mountedBelow(dir string) bool {
 		return true
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(unescapeMountinfo(f[4]), dir) {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(mountinfo.Unescape(f[4]), dir) {
 			return true
 		}
 	}

@@ -17,12 +17,12 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/copyup"
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/layers"
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
@@ -53,30 +53,13 @@ func setReadahead(mountpoint string) {
 		if len(f) < 5 || sep < 0 || sep+1 >= len(f) || !strings.HasPrefix(f[sep+1], "fuse") {
 			continue
 		}
-		if unescapeMountinfo(f[4]) == mountpoint {
+		if mountinfo.Unescape(f[4]) == mountpoint {
 			dev = f[2] // the last one is on top
 		}
 	}
 	if dev != "" {
 		os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(readaheadKB), 0)
 	}
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) of a
-// path in /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // workers is how many requests are served at once: enough that a few

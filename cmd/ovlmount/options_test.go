@@ -406,16 +406,3 @@ func TestValidateWorkdirOtherFilesystem(t *testing.T) {
 		t.Errorf("error %v, want one saying workdir is on another filesystem", err)
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/plain/path`:          "/plain/path",
-		`/with\040space`:       "/with space",
-		`/tab\011and\134slash`: "/tab\tand\\slash",
-		`/short\04`:            `/short\04`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,7 +119,7 @@ func MountType(dir string) string {
 	for s.Scan() {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - TYPE SOURCE SUPER
 		fields := strings.Fields(s.Text())
-		if len(fields) < 5 || unescape(fields[4]) != dir {
+		if len(fields) < 5 || mountinfo.Unescape(fields[4]) != dir {
 			continue
 		}
 		for i := 5; i+1 < len(fields); i++ {
@@ -174,33 +175,6 @@ func canonical(dir string) string {
 		dir = filepath.Join(parent, filepath.Base(dir))
 	}
 	return dir
-}
-
-// unescape undoes mountinfo's octal escapes of space, tab, newline and
-// backslash.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1:i+4]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
 }
 
 // DirNames returns the names in dir (sorted, as os.ReadDir gives them).

@@ -2,25 +2,6 @@ package testenv
 
 import "testing"
 
-func TestUnescape(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a/b`:            "/a/b",
-		`/a\040b`:         "/a b",
-		`/a\011b\012c`:    "/a\tb\nc",
-		`/a\134b`:         `/a\b`,
-		`/a\04`:           `/a\04`,
-		`/tail\`:          `/tail\`,
-		`/not\999octal`:   `/not\999octal`,
-		`\040\040`:        "  ",
-		`/x\0401\040`:     "/x 1 ",
-		`/dir\040with\\x`: `/dir with\\x`,
-	} {
-		if got := unescape(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestMountType(t *testing.T) {
 	if MountType("/") == "" {
 		t.Error(`MountType("/") is empty; / is always a mountpoint`)
