@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -34,32 +33,31 @@ import (
 // eighth of the round trips.
 const readaheadKB = "1024"
 
-// setReadahead raises the readahead of the FUSE mount at mountpoint. It
-// needs root (sysfs) and is skipped otherwise, or if mountpoint is not
-// the FUSE mount itself (mount.fuse3's /dev/fd/N). The mount's device
+// setReadahead raises the readahead of the FUSE mount m.
+func setReadahead(m mountinfo.Mount) {
+	os.WriteFile("/sys/class/bdi/"+m.Dev+"/read_ahead_kb", []byte(readaheadKB), 0)
+}
+
+// checkMount finds the FUSE mount just made at mountpoint and checks
+// that the kernel checks permissions on it: ovlmount checks none itself,
+// so a mount without default_permissions must not be served. The mount
 // comes from /proc/self/mountinfo: a stat of the mountpoint would be a
 // request to this very daemon, and a daemon killed meanwhile could never
-// finish exiting, waiting for its own answer.
-func setReadahead(mountpoint string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
+// finish exiting, waiting for its own answer. ok is false for a
+// mountpoint that is not the mount itself (mount.fuse3's /dev/fd/N,
+// checked by its options instead).
+func checkMount(mountpoint string) (m mountinfo.Mount, ok bool, err error) {
+	if strings.HasPrefix(mountpoint, "/dev/fd/") {
+		return m, false, nil
 	}
-	dev := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE ...
-		f := strings.Fields(line)
-		sep := slices.Index(f, "-")
-		if len(f) < 5 || sep < 0 || sep+1 >= len(f) || !strings.HasPrefix(f[sep+1], "fuse") {
-			continue
-		}
-		if mountinfo.Unescape(f[4]) == mountpoint {
-			dev = f[2] // the last one is on top
-		}
+	m, ok = mountinfo.At(mountpoint)
+	if !ok || !strings.HasPrefix(m.Type, "fuse") {
+		return m, false, fmt.Errorf("mount %s: not in /proc/self/mountinfo after mounting", mountpoint)
 	}
-	if dev != "" {
-		os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(readaheadKB), 0)
+	if !m.Has("default_permissions") {
+		return m, false, fmt.Errorf("mount %s: the kernel does not check permissions on it (no default_permissions); refusing to serve it", mountpoint)
 	}
+	return m, true, nil
 }
 
 // workers is how many requests are served at once: enough that a few
@@ -172,7 +170,13 @@ func serve(c *config, ready func(error)) int {
 		ready(err)
 		return fail("%v", err)
 	}
-	setReadahead(c.mountpoint)
+	if m, ok, err := checkMount(c.mountpoint); err != nil {
+		unmount(c.mountpoint)
+		ready(err)
+		return fail("%v", err)
+	} else if ok {
+		setReadahead(m)
+	}
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
 		// For profiling: a CPU profile of the daemon until unmount.

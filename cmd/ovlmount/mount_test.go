@@ -582,7 +582,7 @@ func TestMountHelper(t *testing.T) {
 		{"program#source from fstab", "fuse", true, ""},
 		{"program#source from fstab with mount(8) options", "fuse", true, "defaults,noauto,nofail,_netdev,x-systemd.requires=/,"},
 		{"program#source with options around", "fuse", false, "nodev,noexec,"},
-		{"type fuse.ovlmount drop_privileges", "fuse.ovlmount", false, "drop_privileges,"},
+		{"type fuse.ovlmount drop_privileges", "fuse.ovlmount", false, "drop_privileges,default_permissions,"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			source := "ovlsrc"

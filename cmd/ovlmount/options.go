@@ -48,7 +48,7 @@ var options = []option{
 	{"rw", done, []string{""}, "read-write when there is an upper layer (default)"},
 	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
 	{"allow_root", done, []string{""}, "treated as allow_other"},
-	{"default_permissions", done, []string{""}, "the kernel checks permissions against the attributes shown (always on)"},
+	{"default_permissions", done, []string{""}, "the kernel checks permissions against the attributes shown (always on; required of a /dev/fd/N connection)"},
 	{"suid", done, []string{""}, "mount flag"},
 	{"nosuid", done, []string{""}, "mount flag"},
 	{"dev", done, []string{""}, "mount flag"},
@@ -115,8 +115,12 @@ type config struct {
 	squashUID   *uint32
 	squashGID   *uint32
 	xattrPerm   int
-	mountFlags  []string // mount(2) flags for the FUSE library
-	warnings    []string // one line each, printed before mounting
+	// defaultPerms is set when the options name default_permissions:
+	// for a connection mounted by someone else (/dev/fd/N), the only
+	// word on whether the kernel checks permissions.
+	defaultPerms bool
+	mountFlags   []string // mount(2) flags for the FUSE library
+	warnings     []string // one line each, printed before mounting
 }
 
 // parseArgs parses a fuse-overlayfs command line:
@@ -267,7 +271,7 @@ func (c *config) apply(o string) error {
 	case "xattr_permissions":
 		c.xattrPerm = int(value[0] - '0')
 	case "default_permissions":
-		// Always on.
+		c.defaultPerms = true
 	default:
 		// Of two flags that cancel each other the last one wins, as with
 		// mount(8); the FUSE library would pick one at random.
@@ -399,7 +403,12 @@ func (c *config) validate() error {
 		}
 	}
 	if strings.HasPrefix(c.mountpoint, "/dev/fd/") {
-		// mount.fuse3 drop_privileges: an already-open FUSE fd.
+		// mount.fuse3 drop_privileges: an already-open FUSE fd, mounted
+		// with the options given here. ovlmount checks no permissions
+		// itself, so it serves no mount on which the kernel does not.
+		if !c.defaultPerms {
+			return fmt.Errorf("mountpoint %s: a FUSE connection mounted without default_permissions is refused, since nothing would check permissions on it; add default_permissions to the mount options", c.mountpoint)
+		}
 		return nil
 	}
 	c.mountpoint, err = dirPath("mountpoint", c.mountpoint)

@@ -374,13 +374,22 @@ func TestValidateGood(t *testing.T) {
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
-	// drop_privileges: mount.fuse3 passes an open FUSE fd as /dev/fd/N.
-	c, err = parseArgs([]string{"-o", "lowerdir=l1", "/dev/fd/3"})
+	// drop_privileges: mount.fuse3 passes an open FUSE fd as /dev/fd/N,
+	// mounted with the options given; without default_permissions
+	// nothing would check permissions on it.
+	c, err = parseArgs([]string{"-o", "lowerdir=l1,default_permissions", "/dev/fd/3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.validate(); err != nil || c.mountpoint != "/dev/fd/3" {
 		t.Errorf("/dev/fd/3: mountpoint %q, %v", c.mountpoint, err)
+	}
+	c, err = parseArgs([]string{"-o", "lowerdir=l1,allow_other", "/dev/fd/3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "default_permissions") {
+		t.Errorf("/dev/fd/3 without default_permissions: %v, want a refusal naming default_permissions", err)
 	}
 }
 
