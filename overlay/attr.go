@@ -9,16 +9,18 @@ import (
 
 // Attr is what stat shows for a node.
 type Attr struct {
-	Ino   uint64
-	Mode  uint32 // type and permission bits, as in st_mode
-	Nlink uint32
-	Uid   uint32
-	Gid   uint32
-	Rdev  uint64
-	Size  uint64
-	Atime time.Time
-	Mtime time.Time
-	Ctime time.Time
+	Ino     uint64
+	Mode    uint32 // type and permission bits, as in st_mode
+	Nlink   uint32
+	Uid     uint32
+	Gid     uint32
+	Rdev    uint64
+	Size    uint64
+	Blocks  uint64 // 512-byte blocks allocated
+	Blksize uint32
+	Atime   time.Time
+	Mtime   time.Time
+	Ctime   time.Time
 }
 
 // GetAttr returns the current attributes of node id, read from the layer
@@ -67,16 +69,18 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 // Preconditions: renameMu held; n.mu not held.
 func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 	a := Attr{
-		Ino:   n.id,
-		Mode:  st.Mode,
-		Nlink: uint32(st.Nlink),
-		Uid:   st.Uid,
-		Gid:   st.Gid,
-		Rdev:  st.Rdev,
-		Size:  uint64(st.Size),
-		Atime: time.Unix(st.Atim.Unix()),
-		Mtime: time.Unix(st.Mtim.Unix()),
-		Ctime: time.Unix(st.Ctim.Unix()),
+		Ino:     n.ino.Load(),
+		Mode:    st.Mode,
+		Nlink:   uint32(st.Nlink),
+		Uid:     st.Uid,
+		Gid:     st.Gid,
+		Rdev:    st.Rdev,
+		Size:    uint64(st.Size),
+		Blocks:  uint64(st.Blocks),
+		Blksize: uint32(st.Blksize),
+		Atime:   time.Unix(st.Atim.Unix()),
+		Mtime:   time.Unix(st.Mtim.Unix()),
+		Ctime:   time.Unix(st.Ctim.Unix()),
 	}
 	if n.isDir() && (n.merged() || fs.opts.StaticNlink) {
 		a.Nlink = 1

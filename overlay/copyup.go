@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlmount/ovlmount/copyup"
+	"github.com/ovlmount/ovlmount/inodes"
 	"github.com/ovlmount/ovlmount/layers"
 )
 
@@ -53,18 +54,31 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 		return errno(err)
 	}
 	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	changed := n.isDir()
 	if n.isDir() {
 		// The copied directory is empty: the lower ones stay merged.
 		n.objs = append([]obj{up}, n.objs...)
 	} else {
 		n.objs = []obj{up}
+		if fs.nodes.IdentOf(n).ByName {
+			// One name of a lower hard link, copied up alone: the
+			// link is broken, as the kernel breaks it without index,
+			// and the copy is an object of its own, with its own
+			// number (no origin is recorded for it).
+			key := inodes.Key{Dev: up.dev, Ino: up.ino}
+			fs.nodes.Rehash(n, inodes.Ident{Key: key})
+			num, ok := fs.scheme.Ino(up.dev, up.ino)
+			fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
+			changed = true
+		}
 	}
 	n.mu.Unlock()
-	if n.isDir() && fs.invalidate != nil {
-		// Merged now, it shows nlink 1: the kernel's cached
-		// attributes of it, a parent of what the request names,
-		// would not know.
-		fs.invalidate(n.id)
+	if changed && fs.invalidate != nil && n.ID() != 0 {
+		// A merged directory shows nlink 1, a broken link its own
+		// number and nlink: the kernel's cached attributes of the node,
+		// which the request may not be about (a parent), would not
+		// know.
+		fs.invalidate(n.ID())
 	}
 	return nil
 }

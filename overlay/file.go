@@ -121,28 +121,15 @@ func (fs *FS) fileHandle(h uint64) (*fileHandle, error) {
 	return f, nil
 }
 
-// Read reads into dst from offset off of handle h.
-func (fs *FS) Read(h uint64, dst []byte, off int64) (int, error) {
+// ReadFd returns the host fd to read handle h through. It stays open until
+// h is released, which the kernel does not do while a read of h is in
+// flight.
+func (fs *FS) ReadFd(h uint64) (int, error) {
 	f, err := fs.fileHandle(h)
 	if err != nil {
-		return 0, err
+		return -1, err
 	}
-	fd := fs.readFd(f)
-	total := 0
-	for total < len(dst) {
-		n, err := unix.Pread(fd, dst[total:], off+int64(total))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return total, errno(err)
-		}
-		if n == 0 {
-			break
-		}
-		total += n
-	}
-	return total, nil
+	return fs.readFd(f), nil
 }
 
 // Write writes data at offset off of handle h.

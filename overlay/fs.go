@@ -135,7 +135,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	}
 	fs.scheme = inodes.NewWidth(devs, fs.upper != nil, width)
 	if opts.XinoOff {
-		fs.scheme = inodes.NewWidth(devs[:1], false, width)
+		fs.scheme = inodes.NewFlat(devs, width)
 	}
 	if fs.upper != nil && fs.work == nil {
 		return nil, fmt.Errorf("an upper layer needs a workdir")
@@ -147,23 +147,32 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	if err := fs.probeOverrides(); err != nil {
 		return nil, err
 	}
-	root := &node{id: inodes.RootID, typ: unix.S_IFDIR}
+	root := &node{typ: unix.S_IFDIR}
 	for _, l := range stack {
 		m, err := l.Marks("")
 		if err != nil {
 			return nil, err
 		}
-		root.objs = append(root.objs, obj{layer: l, marks: m})
+		st, err := l.Lstat("")
+		if err != nil {
+			return nil, err
+		}
+		root.objs = append(root.objs, obj{layer: l, dev: st.Dev, ino: st.Ino, marks: m})
 		if m.Opaque {
 			break
 		}
 	}
-	st, err := stack[0].Lstat("")
-	if err != nil {
-		return nil, err
-	}
 	root.at.Store(&place{parent: root})
-	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: st.Dev, Ino: st.Ino}, fs.scheme.Fallback())
+	// The root shows the inode number of its top layer's directory, the
+	// upper one when there is one, as the kernel's root does: it has no
+	// copy-up origin.
+	top := root.objs[0]
+	num, ok := fs.scheme.Ino(top.dev, top.ino)
+	if !ok {
+		num = top.ino
+	}
+	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: top.dev, Ino: top.ino}, num, fs.scheme)
+	root.ino.Store(num)
 	return fs, nil
 }
 

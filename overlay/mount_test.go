@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -46,19 +45,25 @@ func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	logger := log.New(os.Stderr, "ovlmount: ", 0)
-	mfs, err := fuse.Mount(mnt, fsys.Server(4, logger), &fuse.MountConfig{
-		ReadOnly: true, Subtype: "ovlmount", FSName: "ovlmount-test",
-		EnableReaddirplus: true, EnableAutoReaddirplus: true, EnableParallelDirOps: true,
+	serveAt(t, fsys, mnt, "ro")
+	return fsys, mnt
+}
+
+// serveAt mounts fsys at mnt in this process, with mount flags, until
+// the test ends.
+func serveAt(t *testing.T, fsys *FS, mnt string, flags ...string) {
+	t.Helper()
+	conn, err := fsys.Mount(mnt, MountConfig{
+		Source: "ovlmount-test", Flags: flags, Workers: 4, Fd: -1,
+		ErrorLog: log.New(os.Stderr, "ovlmount: ", 0),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		testenv.Unmount(t, mnt)
-		mfs.Join(t.Context())
+		conn.Wait()
 	})
-	return fsys, mnt
 }
 
 func must(t *testing.T, err error) {
@@ -297,37 +302,6 @@ func TestStatfsIsTheTopLayers(t *testing.T) {
 	if got.Blocks != want.Blocks || got.Files != want.Files || got.Bsize != want.Bsize || got.Frsize != want.Frsize {
 		t.Errorf("statfs: blocks %d files %d bsize %d frsize %d; top layer has %d %d %d %d",
 			got.Blocks, got.Files, got.Bsize, got.Frsize, want.Blocks, want.Files, want.Bsize, want.Frsize)
-	}
-}
-
-// TestConnFd: the daemon finds its one /dev/fuse fd and makes it
-// non-blocking, so that readers poll it (await); with two such fds in the
-// process it touches neither, and readers block in read(2).
-func TestConnFd(t *testing.T) {
-	testenv.RequireMount(t)
-	open := func() int {
-		fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { unix.Close(fd) })
-		return fd
-	}
-	nonblocking := func(fd int) bool {
-		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fl&unix.O_NONBLOCK != 0
-	}
-	// No mount of this test binary is alive now, so a is the only one.
-	a := open()
-	if got := connFd(); got != a || !nonblocking(a) {
-		t.Fatalf("with one /dev/fuse fd %d: connFd() = %d, non-blocking %v", a, got, nonblocking(a))
-	}
-	b := open()
-	if got := connFd(); got != -1 || nonblocking(b) {
-		t.Fatalf("with two /dev/fuse fds: connFd() = %d, second non-blocking %v", got, nonblocking(b))
 	}
 }
 

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"slices"
 	"strings"
 	"syscall"
 
@@ -48,26 +49,75 @@ func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
 	return fs.acquire(p, name, f), nil
 }
 
-// acquire turns a resolved name into a node held by the kernel.
+// acquire turns a resolved name into a node held by the kernel: the node
+// the name's identity finds (another name of a hard link, or the same
+// name looked up again), or a new one.
 // Preconditions: renameMu held for reading.
 func (fs *FS) acquire(p *node, name string, f found) Entry {
-	num, ok, key := fs.number(p, name, f)
-	id, n := fs.nodes.Acquire(num, ok, key, func(id uint64) *node {
-		n := &node{id: id, typ: f.typ, objs: f.objs}
+	id := fs.identify(p, name, f)
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == f.typ }, func() *node {
+		n := &node{typ: f.typ, objs: f.objs}
 		n.at.Store(&place{parent: p, name: name})
 		return n
 	})
-	n.mu.Lock()
-	if n.unlinked {
-		// A hard link of an unlinked node, found under another name:
-		// the node lives on there. A non-directory has no children
-		// whose paths could depend on its place.
-		n.unlinked = false
-		n.objs = f.objs
-		n.at.Store(&place{parent: p, name: name})
+	if isNew {
+		fs.setNumber(n, id)
+	} else {
+		n.mu.Lock()
+		if n.unlinked {
+			n.objs = f.objs
+		}
+		n.addName(p, name)
+		n.mu.Unlock()
 	}
+	return Entry{ID: n.ID(), Attr: fs.attr(n, &f.st)}
+}
+
+// setNumber gives n the inode number id says.
+func (fs *FS) setNumber(n *node, id identity) {
+	n.ino.Store(fs.nodes.Number(n, id.Ident.Key, id.num, id.ok))
+}
+
+// held returns the node the kernel holds under name of p, resolved as f,
+// if any.
+// Preconditions: renameMu held.
+func (fs *FS) held(p *node, name string, f found) *node {
+	n, ok := fs.nodes.Peek(fs.identify(p, name, f).Ident)
+	if !ok {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	pl := place{parent: p, name: name}
+	if *n.at.Load() == pl || slices.Contains(n.links, pl) {
+		return n
+	}
+	return nil
+}
+
+// unname records that name of p, whose identity was id, is gone (removed,
+// or renamed over): its node loses the name, and when last says the
+// object had no other name, the node is found by no later lookup.
+// Preconditions: renameMu held; p.dirMu held, or renameMu for writing.
+func (fs *FS) unname(p *node, name string, id identity, last bool) {
+	n, ok := fs.nodes.Peek(id.Ident)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	n.dropName(p, name, func(pl place) bool { return fs.holds(pl, n) })
 	n.mu.Unlock()
-	return Entry{ID: id, Attr: fs.attr(n, &f.st)}
+	if last {
+		fs.nodes.Unhash(n)
+	}
+}
+
+// holds reports whether name pl still holds n's winning object.
+// Preconditions: renameMu held; n.mu held.
+func (fs *FS) holds(pl place, n *node) bool {
+	o := n.objs[0]
+	st, err := fs.statAt(pl.parent, o.layer, pl.name)
+	return err == nil && st.Dev == o.dev && st.Ino == o.ino
 }
 
 // checkName validates a name the kernel sends for a directory entry.
@@ -178,28 +228,47 @@ func (fs *FS) aufsWhiteout(p *node, l *layers.Layer, name string) bool {
 	return err == nil
 }
 
-// number computes the inode number the kernel shows for a resolved name
-// (ok false when the rule yields none), and the identity of the object
-// the number comes from.
+// identity is how a resolved name is known: the identity its node is
+// found by, and the inode number it shows (num, or a fallback one when ok
+// is false), which belongs to the object Ident.Key names.
+type identity struct {
+	inodes.Ident
+	num uint64
+	ok  bool
+}
+
+// identify returns the identity of a resolved name.
 //
-// The rule (fs/overlayfs/inode.c, ovl_getattr): a directory takes the
-// number of its topmost lower directory when it has one; an upper
-// non-directory takes its copy-up origin's number when the origin is
-// known and was not a hard link; everything else keeps its own.
+// Its number follows the kernel's rule (fs/overlayfs/inode.c,
+// ovl_getattr): a directory takes the number of its topmost lower
+// directory when it has one; an upper non-directory takes its copy-up
+// origin's number when the origin is known and was not a hard link;
+// everything else keeps its own. Nodes are grouped as the kernel groups
+// inodes (ovl_hash_bylower): by the object the number comes from, except
+// the names of a lower hard link on a writable mount, which copy-up
+// splits: each is a node of its own (sharing the number).
 // Preconditions: renameMu held.
-func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
+func (fs *FS) identify(p *node, name string, f found) identity {
 	src := f.objs[0]
-	if src.layer.Upper {
-		if f.typ == unix.S_IFDIR {
-			if len(f.objs) > 1 {
-				src = f.objs[1]
-			}
-		} else if !f.fresh {
+	byName := false
+	switch {
+	case f.typ == unix.S_IFDIR:
+		if src.layer.Upper && len(f.objs) > 1 {
+			src = f.objs[1]
+		}
+	case src.layer.Upper:
+		if !f.fresh {
 			if k, nlink, ok := fs.origin(p, name); ok && nlink == 1 {
 				src = obj{dev: k.Dev, ino: k.Ino}
 			}
 		}
+	case fs.upper != nil && f.st.Nlink > 1:
+		byName = true
 	}
-	n, ok := fs.scheme.Ino(src.dev, src.ino)
-	return n, ok, inodes.Key{Dev: src.dev, Ino: src.ino}
+	id := identity{Ident: inodes.Ident{Key: inodes.Key{Dev: src.dev, Ino: src.ino}}}
+	if byName {
+		id.ByName, id.Dir, id.Name = true, p.ID(), name
+	}
+	id.num, id.ok = fs.scheme.Ino(src.dev, src.ino)
+	return id
 }

@@ -1,10 +1,12 @@
 package overlay
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/ovlmount/ovlmount/inodes"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -15,7 +17,11 @@ import (
 // directory's dirMu, then any node's mu (never two at once), then the
 // leaves inodes.Table.mu and FS.hmu.
 type node struct {
-	id  uint64
+	// Slot is the node table's: the FUSE node id (ID), the identity
+	// the node is found by, the kernel's references.
+	inodes.Slot
+	// ino is the inode number stat shows (FS.setNumber).
+	ino atomic.Uint64
 	typ uint32 // S_IFMT bits, fixed for the node's life
 
 	// at places the node in the tree: its path below every layer root
@@ -40,8 +46,13 @@ type node struct {
 	// object first. The slice is replaced, never changed in place, so a
 	// copy taken under mu stays valid.
 	objs []obj
-	// unlinked is set when the node's last name is removed: it lives on
-	// through open handles only.
+	// links are the other names the kernel found a hard-linked
+	// non-directory under (at is one); one takes at's place when at's
+	// name goes.
+	links []place
+	// unlinked is set when the node has lost every name the engine
+	// knows: it lives on through open handles, or under another hard
+	// link when it is looked up again.
 	unlinked bool
 	// open are the host fds of the node's open file handles, which
 	// stat and chmod use once it is unlinked.
@@ -108,3 +119,54 @@ func (n *node) upper() bool { return n.layersOf()[0].layer.Upper }
 func (n *node) merged() bool { return len(n.layersOf()) > 1 }
 
 func (n *node) isDir() bool { return n.typ == unix.S_IFDIR }
+
+// addName records (p, name) as a name of n, found by a lookup: n's place
+// if it had lost every name, another link otherwise. A directory has one
+// name and keeps it (rename moves it).
+// Preconditions: renameMu held; n.mu held.
+func (n *node) addName(p *node, name string) {
+	pl := place{parent: p, name: name}
+	switch {
+	case n.unlinked:
+		n.unlinked = false
+		n.at.Store(&pl)
+	case n.isDir() || *n.at.Load() == pl || slices.Contains(n.links, pl):
+	default:
+		n.links = append(n.links, pl)
+	}
+}
+
+// dropName forgets (p, name) as a name of n, now removed or moved away,
+// and gives n another of its known names in at's place, if it was at's.
+// alive, when set, checks that a candidate name still holds n's object
+// (a name found long ago may have gone meanwhile).
+// Preconditions: renameMu held; n.mu held.
+func (n *node) dropName(p *node, name string, alive func(place) bool) {
+	pl := place{parent: p, name: name}
+	if *n.at.Load() != pl {
+		n.links = slices.DeleteFunc(n.links, func(l place) bool { return l == pl })
+		return
+	}
+	for len(n.links) > 0 {
+		next := n.links[len(n.links)-1]
+		n.links = n.links[:len(n.links)-1]
+		if alive == nil || alive(next) {
+			n.at.Store(&next)
+			return
+		}
+	}
+	n.unlinked = true
+}
+
+// moveName renames n's name (op, oldName) to (np, newName).
+// Preconditions: renameMu held for writing; n.mu held.
+func (n *node) moveName(op *node, oldName string, np *node, newName string) {
+	from, to := place{parent: op, name: oldName}, place{parent: np, name: newName}
+	if *n.at.Load() == from {
+		n.at.Store(&to)
+		return
+	}
+	if i := slices.Index(n.links, from); i >= 0 {
+		n.links[i] = to
+	}
+}

@@ -99,8 +99,8 @@ func (l *listing) update(ents []Dirent) {
 // Preconditions: renameMu held.
 func (fs *FS) merge(n *node) ([]Dirent, error) {
 	ents := []Dirent{
-		{Name: ".", Ino: n.id, Type: unix.DT_DIR},
-		{Name: "..", Ino: n.parent().id, Type: unix.DT_DIR},
+		{Name: ".", Ino: n.ino.Load(), Type: unix.DT_DIR},
+		{Name: "..", Ino: n.parent().ino.Load(), Type: unix.DT_DIR},
 	}
 	seen := make(map[string]bool)
 	objs, dir := n.layersOf(), n.path()
@@ -170,7 +170,7 @@ func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
 // Preconditions: renameMu held.
 func (fs *FS) dirent(n *node, objs []obj, i int, e layers.Dirent) (Dirent, error) {
 	o := objs[i]
-	if !o.layer.Upper && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(objs)-1) {
+	if !o.layer.Upper && !fs.scheme.MayCollide() && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(objs)-1) {
 		if ino, ok := fs.scheme.Ino(o.dev, e.Ino); ok {
 			return Dirent{Name: e.Name, Ino: ino, Type: e.Type}, nil
 		}
@@ -179,6 +179,6 @@ func (fs *FS) dirent(n *node, objs []obj, i int, e layers.Dirent) (Dirent, error
 	if err != nil {
 		return Dirent{}, err
 	}
-	num, ok, key := fs.number(n, e.Name, f)
-	return Dirent{Name: e.Name, Ino: fs.nodes.Peek(num, ok, key), Type: uint8(f.typ >> 12)}, nil
+	id := fs.identify(n, e.Name, f)
+	return Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(id.Key, id.num, id.ok), Type: uint8(f.typ >> 12)}, nil
 }

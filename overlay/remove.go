@@ -59,10 +59,10 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err != nil {
 		return err
 	}
-	// Found before the change: its number may come from the upper
+	// Found before the change: the identity may come from the upper
 	// object's origin, which goes with it. (Outside inDir below: the
 	// origin is read through the same held fd.)
-	gone := fs.held(p, name, f)
+	id := fs.identify(p, name, f)
 	inUpper := f.objs[0].layer.Upper
 	err = fs.inDir(p, fs.upper, func(pfd int) error {
 		switch {
@@ -83,7 +83,10 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err != nil {
 		return errno(err)
 	}
-	unlinked(gone)
+	// The object lives on under its other names, if it has any: an
+	// upper non-directory with links left (a lower one just goes out of
+	// sight).
+	fs.unname(p, name, id, dir || !inUpper || f.st.Nlink <= 1)
 	return nil
 }
 
@@ -171,18 +174,6 @@ func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
 		return err
 	}
 	return nil
-}
-
-// unlinked marks n, a node the kernel holds (or nil), as having lost its
-// name: it lives on through its open handles, or under another hard link
-// when it is looked up again.
-func unlinked(n *node) {
-	if n == nil {
-		return
-	}
-	n.mu.Lock()
-	n.unlinked = true
-	n.mu.Unlock()
 }
 
 // removeAll removes entry name of directory dfd and, for a directory,

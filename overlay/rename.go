@@ -47,11 +47,11 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 		return err
 	}
 	srcDir := src.typ == unix.S_IFDIR
+	var dstID identity
 	if dstExists {
-		sn, sok, skey := fs.number(op, oldName, src)
-		dn, dok, dkey := fs.number(np, newName, dst)
-		if sok == dok && sn == dn && skey == dkey {
-			return nil // the same object: rename(2) does nothing
+		dstID = fs.identify(np, newName, dst)
+		if fs.identify(op, oldName, src).Ident == dstID.Ident {
+			return nil // one node (a hard link): rename(2) does nothing
 		}
 		dstDir := dst.typ == unix.S_IFDIR
 		switch {
@@ -116,10 +116,6 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 			return err
 		}
 	}
-	var replaced *node
-	if dstExists {
-		replaced = fs.held(np, newName, dst)
-	}
 	over, aufs := fs.whiteoutAt(nfd, newName)
 	if over && srcDir {
 		// rename(2) cannot put a directory over the char-device
@@ -142,9 +138,13 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 		// lower layer: the kernel marks such a directory impure.
 		setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
 	}
-	unlinked(replaced)
+	if dstExists {
+		fs.unname(np, newName, dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
+	}
 	if sn != nil {
-		sn.at.Store(&place{parent: np, name: newName})
+		sn.mu.Lock()
+		sn.moveName(op, oldName, np, newName)
+		sn.mu.Unlock()
 		if opaque {
 			sn.mu.Lock()
 			objs := append([]obj(nil), sn.objs...)
@@ -199,21 +199,6 @@ func (fs *FS) emptyUpperDir(dfd int, name string) error {
 		removeAll(fd, e.Name)
 	}
 	return nil
-}
-
-// held returns the node the kernel holds for name of p, resolved as f, if
-// any.
-// Preconditions: renameMu held.
-func (fs *FS) held(p *node, name string, f found) *node {
-	num, ok, key := fs.number(p, name, f)
-	n, held := fs.nodes.Get(fs.nodes.Peek(num, ok, key))
-	if !held {
-		return nil
-	}
-	if at := n.at.Load(); at.parent != p || at.name != name {
-		return nil
-	}
-	return n
 }
 
 // hasOrigin reports whether entry of directory dfd (not followed if a

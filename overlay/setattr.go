@@ -14,6 +14,9 @@ type SetAttrs struct {
 	Uid, Gid     *uint32
 	Size         *uint64
 	Atime, Mtime *time.Time
+	// AtimeNow and MtimeNow set a time to the host's current time, as
+	// utimensat's UTIME_NOW does (in place of Atime, Mtime).
+	AtimeNow, MtimeNow bool
 	// Handle is the open file the change comes through, if any (ftruncate,
 	// fchmod): it still works on an unlinked file.
 	Handle *uint64
@@ -226,13 +229,19 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 			return err
 		}
 	}
-	if in.Atime != nil || in.Mtime != nil {
+	if in.Atime != nil || in.Mtime != nil || in.AtimeNow || in.MtimeNow {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 		if in.Atime != nil {
 			ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
 		}
 		if in.Mtime != nil {
 			ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
+		}
+		if in.AtimeNow {
+			ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		}
+		if in.MtimeNow {
+			ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 		}
 		if err := unix.UtimesNanoAt(dfd, name, ts, flags); err != nil {
 			return err

@@ -1,14 +1,12 @@
 package overlay
 
 import (
-	"log"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -22,12 +20,7 @@ func mountRW(t *testing.T, lower string) (upper, mnt string) {
 	fsys, upper, base := openRW(t, lower, Options{Timeout: time.Hour})
 	mnt = filepath.Join(base, "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
-	mfs, err := fuse.Mount(mnt, fsys.Server(4, log.New(os.Stderr, "ovlmount: ", 0)), &fuse.MountConfig{Subtype: "ovlmount", FSName: "ovlmount-test"})
-	must(t, err)
-	t.Cleanup(func() {
-		testenv.Unmount(t, mnt)
-		mfs.Join(t.Context())
-	})
+	serveAt(t, fsys, mnt)
 	return upper, mnt
 }
 

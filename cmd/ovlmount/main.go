@@ -7,7 +7,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log"
@@ -15,11 +14,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
-	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/layers"
@@ -28,7 +28,7 @@ import (
 )
 
 // readaheadKB is the mount's readahead: FUSE takes the lower of the
-// daemon's maximum (1 MiB with jacobsa/fuse) and the bdi default, 128 KiB,
+// daemon's maximum (MaxWrite, 1 MiB) and the bdi default, 128 KiB,
 // so a sequential read came in 128 KiB requests; 1 MiB ones need an
 // eighth of the round trips.
 const readaheadKB = "1024"
@@ -116,55 +116,39 @@ func serve(c *config, ready func(error)) int {
 			l.Close()
 		}
 	}()
-	cfg := &fuse.MountConfig{
-		FSName:                 c.source,
-		Subtype:                "ovlmount",
-		ReadOnly:               c.readOnly || c.upper == "",
-		Options:                map[string]string{},
-		EnableParallelDirOps:   true,
-		EnableNoOpendirSupport: true,
-		EnableReaddirplus:      true,
-		EnableAutoReaddirplus:  true,
-		EnableAsyncReads:       true,
-		EnableSymlinkCaching:   true,
-		// The writeback cache makes the kernel keep its own mtime while
-		// writes reach the layer later and set another: mtimes would
-		// change across a remount.
-		DisableWritebackCaching: true,
-		MaxWrite:                c.maxWrite,
-	}
-	if cfg.FSName == "" {
-		cfg.FSName = "ovlmount"
+	source := c.source
+	if source == "" {
+		source = "ovlmount"
 	}
 	errLog := log.New(os.Stderr, "ovlmount: ", 0)
-	if c.debug {
-		// Every operation's error reaches its caller as an errno; the
-		// library's log of them is for debugging.
-		cfg.ErrorLogger = errLog
-		cfg.DebugLogger = log.New(os.Stderr, "fuse: ", log.Lmicroseconds)
+	cfg := overlay.MountConfig{
+		Source:     source,
+		AllowOther: c.allowOther || os.Geteuid() == 0,
+		MaxWrite:   int(c.maxWrite),
+		Workers:    workers,
+		Fd:         -1,
+		ErrorLog:   errLog,
+		Debug:      c.debug,
 	}
-	atime := false
-	for _, f := range c.mountFlags {
-		cfg.Options[f] = ""
-		atime = atime || f == "atime"
+	if n, ok := devFd(c.mountpoint); ok {
+		cfg.Fd = n
 	}
-	if !atime {
-		cfg.Options["noatime"] = ""
+	if c.readOnly || c.upper == "" {
+		cfg.Flags = append(cfg.Flags, "ro")
 	}
-	if c.allowOther || os.Geteuid() == 0 {
-		cfg.Options["allow_other"] = ""
-	}
-	if _, nosuid := cfg.Options["nosuid"]; os.Geteuid() == 0 && !nosuid {
+	if os.Geteuid() == 0 {
 		// As fuse-overlayfs does for root: setuid programs in a
-		// container's layers must keep working.
-		cfg.Options["suid"] = ""
+		// container's layers must keep working, and device nodes in the
+		// layers (a container's /dev/null) open as on a kernel overlay
+		// mount, which mount.fuse3 asks for too. The options given
+		// come after, and may say otherwise.
+		cfg.Flags = append(cfg.Flags, "suid", "dev")
 	}
-	if _, nodev := cfg.Options["nodev"]; os.Geteuid() == 0 && !nodev {
-		// Device nodes in the layers (a container's /dev/null) open as
-		// on a kernel overlay mount, which mount.fuse3 asks for too.
-		cfg.Options["dev"] = ""
+	if !slices.Contains(c.mountFlags, "atime") {
+		cfg.Flags = append(cfg.Flags, "noatime")
 	}
-	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, errLog), cfg)
+	cfg.Flags = append(cfg.Flags, c.mountFlags...)
+	conn, err := fs.Mount(c.mountpoint, cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)
@@ -191,10 +175,19 @@ func serve(c *config, ready func(error)) int {
 		<-sig
 		unmount(c.mountpoint)
 	}()
-	if err := mfs.Join(context.Background()); err != nil {
-		return fail("%v", err)
-	}
+	conn.Wait()
 	return 0
+}
+
+// devFd returns N for a mountpoint /dev/fd/N: a FUSE connection that
+// mount.fuse3 mounted (drop_privileges).
+func devFd(mountpoint string) (int, bool) {
+	s, ok := strings.CutPrefix(mountpoint, "/dev/fd/")
+	if !ok {
+		return -1, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= 0
 }
 
 // open opens the layers of c, upper first, and builds the merged view.
@@ -251,14 +244,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 // unmount ends the mount at mnt: directly as root, through fusermount3
 // otherwise; lazily if it is busy.
 func unmount(mnt string) {
-	err := unix.Unmount(mnt, 0)
-	if err == unix.EBUSY {
-		err = unix.Unmount(mnt, unix.MNT_DETACH)
-	}
-	if err == unix.EPERM {
-		err = fuse.Unmount(mnt)
-	}
-	if err != nil {
+	if err := overlay.Unmount(mnt); err != nil {
 		fmt.Fprintf(os.Stderr, "ovlmount: unmount %s: %v\n", mnt, err)
 	}
 }
