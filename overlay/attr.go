@@ -18,9 +18,15 @@ type Attr struct {
 	Size    uint64
 	Blocks  uint64 // 512-byte blocks allocated
 	Blksize uint32
-	Atime   time.Time
-	Mtime   time.Time
-	Ctime   time.Time
+	// Btime, when HasBtime, is the host object's birth time (statx).
+	Btime    time.Time
+	HasBtime bool
+	// Attributes and AttributesMask are statx's attribute flags of the
+	// host object (append-only, immutable...).
+	Attributes, AttributesMask uint64
+	Atime                      time.Time
+	Mtime                      time.Time
+	Ctime                      time.Time
 }
 
 // GetAttr returns the current attributes of node id, read from the layer
@@ -39,18 +45,64 @@ func (fs *FS) GetAttr(id uint64) (Attr, error) {
 	return fs.attr(n, &st), nil
 }
 
+// Statx returns the attributes of node id as GetAttr does, with what only
+// statx(2) gives: the birth time and attribute flags of the object that
+// wins, as the kernel's overlay passes them on from the real object.
+func (fs *FS) Statx(id uint64) (Attr, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	n, err := fs.get(id)
+	if err != nil {
+		return Attr{}, err
+	}
+	var sx unix.Statx_t
+	statx := func(dfd int, name string) error {
+		flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
+		if name == "" {
+			flags |= unix.AT_EMPTY_PATH
+		}
+		return unix.Statx(dfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)
+	}
+	n.mu.Lock()
+	objs, unlinked, fd := n.objs, n.unlinked, n.openFd()
+	n.mu.Unlock()
+	at := n.at.Load()
+	switch {
+	case unlinked && fd >= 0:
+		err = statx(fd, "")
+	case unlinked:
+		err = syscall.ENOENT
+	case at.parent == n:
+		err = statx(objs[0].layer.Root(), "")
+	default:
+		err = fs.inDir(at.parent, objs[0].layer, func(dfd int) error { return statx(dfd, at.name) })
+	}
+	if err != nil {
+		return Attr{}, errno(err)
+	}
+	st := unix.Stat_t{
+		Dev: unix.Mkdev(sx.Dev_major, sx.Dev_minor), Ino: sx.Ino, Nlink: uint64(sx.Nlink),
+		Mode: uint32(sx.Mode), Uid: sx.Uid, Gid: sx.Gid, Rdev: unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size: int64(sx.Size), Blksize: int64(sx.Blksize), Blocks: int64(sx.Blocks),
+		Atim: unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
+		Mtim: unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
+		Ctim: unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
+	}
+	a := fs.attr(n, &st)
+	if sx.Mask&unix.STATX_BTIME != 0 {
+		a.Btime, a.HasBtime = time.Unix(sx.Btime.Sec, int64(sx.Btime.Nsec)), true
+	}
+	a.Attributes, a.AttributesMask = sx.Attributes, sx.Attributes_mask
+	return a, nil
+}
+
 // stat returns the host attributes of n's winning object; for an
 // unlinked node, through one of its open fds.
 // Preconditions: renameMu held.
 func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	n.mu.Lock()
-	objs, unlinked := n.objs, n.unlinked
-	fd := -1
-	for h := range n.open {
-		fd = h.file()
-		break
-	}
+	objs, unlinked, fd := n.objs, n.unlinked, n.openFd()
 	if unlinked && fd >= 0 {
 		err := unix.Fstat(fd, &st)
 		n.mu.Unlock()

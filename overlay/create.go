@@ -91,35 +91,13 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 		over, aufs = fs.whiteoutAt(pfd, name)
 	}
 
-	// Owner: the caller, but a setgid directory gives its group, and
-	// its setgid bit to new directories (the umask is already applied).
-	// Owners are stored mapped back (uidmapping); with xattr_permissions
-	// they and the mode go to the override xattr, and the object itself
-	// keeps the mount's own owner with the permissions it needs.
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
 		return found{}, -1, err
 	}
-	pgid, pmode := pst.Gid, pst.Mode
-	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
-		pgid, pmode = o.gid, o.perm
-	}
 	typ := mode & unix.S_IFMT
-	uid, gid := fs.opts.UIDs.stored(c.Uid), fs.opts.GIDs.stored(c.Gid)
-	perm := mode &^ unix.S_IFMT
-	if pmode&unix.S_ISGID != 0 {
-		gid = pgid
-		if typ == unix.S_IFDIR {
-			perm |= unix.S_ISGID
-		}
-	}
-	ownPerm, inXattr := perm, fs.writesOverride(typ)
-	if inXattr {
-		ownPerm = perm&0o777 | 0o600
-		if typ == unix.S_IFDIR {
-			ownPerm |= 0o700
-		}
-	}
+	ow := fs.ownership(p, &pst, mode, c)
+	uid, gid, perm, ownPerm, inXattr := ow.uid, ow.gid, ow.perm, ow.ownPerm, ow.inXattr
 	if !over && !aufs && !inXattr && fs.made(uid, gid, pst.Gid, pst.Mode, ownPerm) {
 		if f, fd, ok, err := fs.inPlace(pfd, name, typ, ownPerm); ok {
 			return f, fd, err
@@ -213,6 +191,48 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
 	}
 	return fs.fresh(st, typ, typ == unix.S_IFDIR && (over || aufs)), fd, nil
+}
+
+// ownership is the owner and mode a new object gets.
+type ownership struct {
+	uid, gid uint32 // as stored in the layer
+	perm     uint32 // the permission bits it shows
+	// ownPerm are the bits the object itself gets: perm, or with
+	// inXattr (the owner and perm go to the override xattr) the bits
+	// the mount's own owner needs.
+	ownPerm uint32
+	inXattr bool
+}
+
+// ownership returns what a new object of mode (type and permission
+// bits) made by c in directory p, whose upper directory's attributes are
+// pst, gets: the caller's ids, but a setgid directory's group, and its
+// setgid bit to a new directory (the umask is already applied). Owners
+// are stored mapped back (uidmapping); with xattr_permissions they and
+// the mode go to the override xattr, and the object itself keeps the
+// mount's own owner with the permissions it needs.
+// Preconditions: renameMu held.
+func (fs *FS) ownership(p *node, pst *unix.Stat_t, mode uint32, c Cred) ownership {
+	pgid, pmode := pst.Gid, pst.Mode
+	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
+		pgid, pmode = o.gid, o.perm
+	}
+	typ := mode & unix.S_IFMT
+	ow := ownership{uid: fs.opts.UIDs.stored(c.Uid), gid: fs.opts.GIDs.stored(c.Gid), perm: mode &^ unix.S_IFMT}
+	if pmode&unix.S_ISGID != 0 {
+		ow.gid = pgid
+		if typ == unix.S_IFDIR {
+			ow.perm |= unix.S_ISGID
+		}
+	}
+	ow.ownPerm, ow.inXattr = ow.perm, fs.writesOverride(typ)
+	if ow.inXattr {
+		ow.ownPerm = ow.perm&0o777 | 0o600
+		if typ == unix.S_IFDIR {
+			ow.ownPerm |= 0o700
+		}
+	}
+	return ow
 }
 
 // made reports whether an object the daemon has just created, in an upper
@@ -362,6 +382,77 @@ func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred)
 	return pl.entry, fs.addHandle(h), nil
 }
 
+// Tmpfile creates and opens a regular file without a name in directory
+// parent (open(2) with O_TMPFILE), as the kernel's overlay does: in the
+// parent's upper directory, copied up first. It is complete when made; a
+// link(2) may give it a name later.
+func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return Entry{}, 0, syscall.EROFS
+	}
+	p, err := fs.get(parent)
+	if err != nil {
+		return Entry{}, 0, err
+	}
+	if !p.isDir() {
+		return Entry{}, 0, syscall.ENOTDIR
+	}
+	if err := fs.copyUp(p); err != nil {
+		return Entry{}, 0, err
+	}
+	fd := -1
+	var st unix.Stat_t
+	err = fs.inDir(p, fs.upper, func(pfd int) error {
+		var pst unix.Stat_t
+		if err := unix.Fstat(pfd, &pst); err != nil {
+			return err
+		}
+		ow := fs.ownership(p, &pst, unix.S_IFREG|mode&0o7777, c)
+		var err error
+		if fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ow.ownPerm); err != nil {
+			return err
+		}
+		if ow.inXattr {
+			o := override{uid: ow.uid, gid: ow.gid, perm: ow.perm}
+			err = unix.Fsetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
+		} else {
+			squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
+			_, err = fs.own(fd, -1, "", unix.S_IFREG, ow.ownPerm, ow.uid, ow.gid, true, squashed)
+		}
+		if err == nil {
+			err = unix.Fstat(fd, &st)
+		}
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return Entry{}, 0, errno(err)
+	}
+	f := fs.fresh(st, unix.S_IFREG, false)
+	id := fs.identify(p, "", f)
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == unix.S_IFREG }, func() *node {
+		n := &node{typ: unix.S_IFREG, objs: f.objs, unlinked: true}
+		n.at.Store(&place{parent: p})
+		return n
+	})
+	if isNew {
+		fs.setNumber(n, id)
+	}
+	h := &fileHandle{n: n, fd: fd, stale: -1}
+	n.mu.Lock()
+	n.noCaps = true
+	if n.open == nil {
+		n.open = make(map[*fileHandle]struct{})
+	}
+	n.open[h] = struct{}{}
+	n.mu.Unlock()
+	return Entry{ID: n.ID(), Attr: fs.attr(n, &st)}, fs.addHandle(h), nil
+}
+
 // Mkdir creates directory name in directory parent.
 func (fs *FS) Mkdir(parent uint64, name string, perm uint32, c Cred) (Entry, error) {
 	pl, err := fs.create(parent, name, unix.S_IFDIR|perm&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
@@ -440,9 +531,9 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	defer unix.Close(pfd)
-	tfd, err := fs.openObj(t, fs.upper)
+	tfd, err := fs.upperFd(t)
 	if err != nil {
-		return Entry{}, errno(err)
+		return Entry{}, err
 	}
 	defer unix.Close(tfd)
 	over, aufs := fs.whiteoutAt(pfd, name)
@@ -472,6 +563,25 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	return fs.acquire(p, name, f), nil
+}
+
+// upperFd returns an fd of n's upper object, which the caller closes:
+// through its name, or, for a node without one (O_TMPFILE), a copy of
+// an open file's fd.
+// Preconditions: renameMu held; n copied up.
+func (fs *FS) upperFd(n *node) (int, error) {
+	n.mu.Lock()
+	unlinked, fd := n.unlinked, n.openFd()
+	n.mu.Unlock()
+	if !unlinked {
+		fd, err := fs.openObj(n, fs.upper)
+		return fd, errno(err)
+	}
+	if fd < 0 {
+		return -1, syscall.ENOENT
+	}
+	fd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	return fd, errno(err)
 }
 
 // linkFd links the object of O_PATH fd at name in directory dfd.

@@ -173,6 +173,34 @@ func (fs *FS) Fallocate(h uint64, mode uint32, off, length int64) error {
 	return errno(unix.Fallocate(f.file(), mode, off, length))
 }
 
+// Lseek answers lseek(2) with SEEK_DATA or SEEK_HOLE on handle h: the
+// holes of the host file it reads through.
+func (fs *FS) Lseek(h uint64, off int64, whence int) (int64, error) {
+	f, err := fs.fileHandle(h)
+	if err != nil {
+		return 0, err
+	}
+	n, err := unix.Seek(fs.readFd(f), off, whence)
+	return n, errno(err)
+}
+
+// CopyFileRange copies n bytes at offset inOff of handle in to offset
+// outOff of handle out, with the host's copy_file_range (a reflink or an
+// in-kernel copy where the filesystem can), as the kernel's overlay does
+// on the real files.
+func (fs *FS) CopyFileRange(in uint64, inOff int64, out uint64, outOff int64, n int, flags int) (int, error) {
+	fin, err := fs.fileHandle(in)
+	if err != nil {
+		return 0, err
+	}
+	fout, err := fs.fileHandle(out)
+	if err != nil {
+		return 0, err
+	}
+	copied, err := unix.CopyFileRange(fs.readFd(fin), &inOff, fout.file(), &outOff, n, flags)
+	return copied, errno(err)
+}
+
 // Release closes handle h.
 func (fs *FS) Release(h uint64) {
 	f := fs.dropHandle(h)

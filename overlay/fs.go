@@ -84,6 +84,9 @@ type FS struct {
 	overrideRead  map[*layers.Layer][]string
 	overrideWrite string
 
+	// namelen is the longest name over the layers' filesystems.
+	namelen int64
+
 	// renameMu is held for writing by rename and for reading by every
 	// other operation: see the lock order above.
 	renameMu sync.RWMutex
@@ -123,6 +126,11 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	devs := make([]uint64, len(stack))
 	for i, l := range stack {
 		devs[i] = l.Dev
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(l.Root(), &sfs); err != nil {
+			return nil, fmt.Errorf("statfs %s: %w", l.Path, err)
+		}
+		fs.namelen = max(fs.namelen, sfs.Namelen)
 		if l.Upper {
 			fs.upper = l
 		} else if u, err := layers.FSUUID(l.Root()); err == nil {
@@ -255,11 +263,15 @@ func (fs *FS) Forgotten() {
 }
 
 // StatFS returns the numbers of the top layer's filesystem (the upper
-// layer, or the top lower one), as the kernel does.
+// layer, or the top lower one), as the kernel does, but the longest name
+// any layer takes (ovl_statfs).
 func (fs *FS) StatFS() (unix.Statfs_t, error) {
 	var st unix.Statfs_t
-	err := unix.Fstatfs(fs.stack[0].Root(), &st)
-	return st, errno(err)
+	if err := unix.Fstatfs(fs.stack[0].Root(), &st); err != nil {
+		return st, errno(err)
+	}
+	st.Namelen = fs.namelen
+	return st, nil
 }
 
 func (fs *FS) addHandle(h *fileHandle) uint64 {

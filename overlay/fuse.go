@@ -132,6 +132,35 @@ func (r *rawFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut
 	return fuse.OK
 }
 
+// Statx comes for statx(2) calls that ask for more than stat(2) gives
+// (the birth time).
+func (r *rawFS) Statx(_ <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
+	a, err := r.fs.Statx(nodeID(in.NodeId))
+	if err != nil {
+		return status(err)
+	}
+	out.SetTimeout(r.timeout())
+	sx := &out.Statx
+	sx.Mask = unix.STATX_BASIC_STATS
+	sx.Blksize = a.Blksize
+	sx.Attributes, sx.AttributesMask = a.Attributes, a.AttributesMask
+	sx.Nlink, sx.Uid, sx.Gid, sx.Mode = a.Nlink, a.Uid, a.Gid, uint16(a.Mode)
+	sx.Ino, sx.Size, sx.Blocks = a.Ino, a.Size, a.Blocks
+	sx.RdevMajor, sx.RdevMinor = unix.Major(a.Rdev), unix.Minor(a.Rdev)
+	sx.Atime = sxTime(a.Atime)
+	sx.Mtime = sxTime(a.Mtime)
+	sx.Ctime = sxTime(a.Ctime)
+	if a.HasBtime {
+		sx.Mask |= unix.STATX_BTIME
+		sx.Btime = sxTime(a.Btime)
+	}
+	return fuse.OK
+}
+
+func sxTime(t time.Time) fuse.SxTime {
+	return fuse.SxTime{Sec: uint64(t.Unix()), Nsec: uint32(t.Nanosecond())}
+}
+
 func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	var s SetAttrs
 	if m, ok := in.GetMode(); ok {
@@ -199,10 +228,7 @@ func (r *rawFS) Rmdir(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Sta
 }
 
 func (r *rawFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	if in.Flags != 0 {
-		return fuse.EINVAL
-	}
-	return status(r.fs.Rename(nodeID(in.NodeId), oldName, nodeID(in.Newdir), newName))
+	return status(r.fs.Rename(nodeID(in.NodeId), oldName, nodeID(in.Newdir), newName, in.Flags))
 }
 
 func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -296,6 +322,16 @@ func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *f
 	return fuse.OK
 }
 
+func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	e, fh, err := r.fs.Tmpfile(nodeID(in.NodeId), in.Mode&0o7777, cred(&in.InHeader))
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, &out.EntryOut)
+	out.Fh = fh
+	return fuse.OK
+}
+
 func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	fh, err := r.fs.Open(nodeID(in.NodeId), int(in.Flags))
 	if err != nil {
@@ -316,6 +352,21 @@ func (r *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, _ []byte) (fuse.ReadRes
 		return nil, status(err)
 	}
 	return fuse.ReadResultFd(uintptr(fd), int64(in.Offset), int(in.Size)), fuse.OK
+}
+
+func (r *rawFS) Lseek(_ <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	off, err := r.fs.Lseek(in.Fh, int64(in.Offset), int(in.Whence))
+	if err != nil {
+		return status(err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
+func (r *rawFS) CopyFileRange(_ <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	// The reply counts in 32 bits.
+	n, err := r.fs.CopyFileRange(in.FhIn, int64(in.OffIn), in.FhOut, int64(in.OffOut), int(min(in.Len, 1<<30)), int(in.Flags))
+	return uint32(n), status(err)
 }
 
 func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {

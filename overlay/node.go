@@ -170,3 +170,21 @@ func (n *node) moveName(op *node, oldName string, np *node, newName string) {
 		n.links[i] = to
 	}
 }
+
+// setOpaque records that a directory's upper object has been made opaque.
+// Preconditions: n.mu held.
+func (n *node) setOpaque() {
+	objs := append([]obj(nil), n.objs...)
+	objs[0].marks.Opaque = true
+	n.objs = objs
+}
+
+// openFd returns the host fd of one of n's open file handles, or -1: the
+// way to n's object once it has lost its names.
+// Preconditions: n.mu held.
+func (n *node) openFd() int {
+	for h := range n.open {
+		return h.file()
+	}
+	return -1
+}

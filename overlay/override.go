@@ -187,11 +187,7 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 		return override{}, false
 	}
 	n.mu.Lock()
-	objs, unlinked, fd := n.objs, n.unlinked, -1
-	for h := range n.open {
-		fd = h.file()
-		break
-	}
+	objs, unlinked, fd := n.objs, n.unlinked, n.openFd()
 	n.mu.Unlock()
 	for _, name := range fs.overrideRead[objs[0].layer] {
 		var v []byte

@@ -8,84 +8,142 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// renaming is a rename checked and ready: both parents and what both
+// names resolved to.
+type renaming struct {
+	op, np           *node
+	oldName, newName string
+	src, dst         found
+	dstExists        bool
+	srcID, dstID     identity
+}
+
 // Rename moves oldName of directory oldParent to newName of newParent,
 // with the kernel's rules: a non-directory is copied up and renamed in the
 // upper layer, leaving a whiteout at the old name when a lower object
 // would show there (one renameat2 with RENAME_WHITEOUT); a directory must
 // be purely upper, or the answer is EXDEV and mv copies instead; a
 // directory moved where a lower one would show through becomes opaque; a
-// directory replaced must be empty in the merged view.
+// directory replaced must be empty in the merged view. flags may be
+// RENAME_NOREPLACE or RENAME_EXCHANGE, as on the kernel's overlay; any
+// other flag (RENAME_WHITEOUT included) is EINVAL.
 //
 // It holds renameMu for writing, so no other operation runs meanwhile.
-func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName string) error {
+func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
 	fs.renameMu.Lock()
 	defer fs.renameMu.Unlock()
 	if fs.upper == nil {
 		return syscall.EROFS
 	}
-	op, err := fs.get(oldParent)
-	if err != nil {
+	r, noop, err := fs.checkRename(oldParent, oldName, newParent, newName, flags)
+	if err != nil || noop {
 		return err
 	}
-	np, err := fs.get(newParent)
-	if err != nil {
+	if err := fs.copyUp(r.op); err != nil {
 		return err
+	}
+	if err := fs.copyUp(r.np); err != nil {
+		return err
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		return fs.exchange(r)
+	}
+	return fs.move(r)
+}
+
+// checkRename resolves both names of a rename, once each, and fails as the
+// kernel would, in its order: the names (ENOENT, EEXIST), their types
+// (ENOTDIR, EISDIR), the flags (EINVAL), what cannot move (EXDEV), and a
+// directory replaced that is not empty (ENOTEMPTY). noop is set when both
+// names are one object.
+// Preconditions: renameMu held for writing.
+func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (r renaming, noop bool, err error) {
+	r.oldName, r.newName = oldName, newName
+	if r.op, err = fs.get(oldParent); err != nil {
+		return r, false, err
+	}
+	if r.np, err = fs.get(newParent); err != nil {
+		return r, false, err
 	}
 	if err := checkName(newName); err != nil {
-		return err
+		return r, false, err
 	}
 	if strings.HasPrefix(newName, layers.WhiteoutPrefix) {
-		return syscall.EPERM
+		return r, false, syscall.EPERM
 	}
-	src, err := fs.resolve(op, oldName)
+	if r.src, err = fs.resolve(r.op, oldName); err != nil {
+		return r, false, err
+	}
+	r.dst, err = fs.resolve(r.np, newName)
+	r.dstExists = err == nil
+	if err != nil && err != syscall.ENOENT {
+		return r, false, err
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	switch {
+	case flags&unix.RENAME_NOREPLACE != 0 && r.dstExists:
+		return r, false, syscall.EEXIST
+	case exchange && !r.dstExists:
+		return r, false, syscall.ENOENT
+	}
+	r.srcID = fs.identify(r.op, oldName, r.src)
+	srcDir, dstDir := r.src.typ == unix.S_IFDIR, r.dst.typ == unix.S_IFDIR
+	if r.dstExists {
+		r.dstID = fs.identify(r.np, newName, r.dst)
+		if r.srcID.Ident == r.dstID.Ident {
+			return r, true, nil // one node (a hard link): rename(2) does nothing
+		}
+		switch {
+		case exchange:
+		case srcDir && !dstDir:
+			return r, false, syscall.ENOTDIR
+		case !srcDir && dstDir:
+			return r, false, syscall.EISDIR
+		}
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return r, false, syscall.EINVAL
+	}
+	if srcDir && !pureUpper(r.src) || exchange && dstDir && !pureUpper(r.dst) {
+		return r, false, syscall.EXDEV
+	}
+	if r.dstExists && dstDir && !exchange {
+		if err := fs.checkEmpty(r.np, newName, r.dst); err != nil {
+			return r, false, err
+		}
+	}
+	return r, false, nil
+}
+
+// pureUpper reports whether a resolved name is an upper object with
+// nothing merged below it: the only kind of directory that can move.
+func pureUpper(f found) bool { return len(f.objs) == 1 && f.objs[0].layer.Upper }
+
+// copiedUp copies up what name of p resolved to (f), through the node the
+// kernel holds for it, or through one made for the occasion, and returns
+// the held node (nil if none).
+// Preconditions: renameMu held for writing; p copied up.
+func (fs *FS) copiedUp(p *node, name string, f found) (*node, error) {
+	held := fs.held(p, name, f)
+	n := held
+	if n == nil {
+		n = &node{typ: f.typ, objs: f.objs}
+		n.at.Store(&place{parent: p, name: name})
+	}
+	return held, fs.copyUp(n)
+}
+
+// move is a rename that puts the source in the new name's place,
+// replacing what is there.
+// Preconditions: renameMu held for writing; checkRename passed; both
+// parents copied up.
+func (fs *FS) move(r renaming) error {
+	op, np, oldName, newName, src, dst := r.op, r.np, r.oldName, r.newName, r.src, r.dst
+	srcDir := src.typ == unix.S_IFDIR
+	fromLower := !src.objs[0].layer.Upper
+	sn, err := fs.copiedUp(op, oldName, src)
 	if err != nil {
 		return err
-	}
-	dst, err := fs.resolve(np, newName)
-	dstExists := err == nil
-	if err != nil && err != syscall.ENOENT {
-		return err
-	}
-	srcDir := src.typ == unix.S_IFDIR
-	var dstID identity
-	if dstExists {
-		dstID = fs.identify(np, newName, dst)
-		if fs.identify(op, oldName, src).Ident == dstID.Ident {
-			return nil // one node (a hard link): rename(2) does nothing
-		}
-		dstDir := dst.typ == unix.S_IFDIR
-		switch {
-		case srcDir && !dstDir:
-			return syscall.ENOTDIR
-		case !srcDir && dstDir:
-			return syscall.EISDIR
-		case dstDir:
-			if err := fs.checkEmpty(np, newName, dst); err != nil {
-				return err
-			}
-		}
-	}
-	if srcDir && (len(src.objs) > 1 || !src.objs[0].layer.Upper) {
-		return syscall.EXDEV
-	}
-	if err := fs.copyUp(op); err != nil {
-		return err
-	}
-	if err := fs.copyUp(np); err != nil {
-		return err
-	}
-	fromLower := !src.objs[0].layer.Upper
-	sn := fs.held(op, oldName, src)
-	if !srcDir {
-		// Copy the source up through its node, or a node made for the
-		// occasion when the kernel holds none.
-		if sn == nil {
-			sn = &node{typ: src.typ, objs: src.objs}
-			sn.at.Store(&place{parent: op, name: oldName})
-		}
-		if err := fs.copyUp(sn); err != nil {
-			return err
-		}
 	}
 	whiteout, err := fs.lowerPositive(op, oldName)
 	if err != nil {
@@ -111,7 +169,7 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 			return errno(err)
 		}
 	}
-	if dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper {
+	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper {
 		if err := fs.emptyUpperDir(nfd, newName); err != nil {
 			return err
 		}
@@ -138,20 +196,87 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 		// lower layer: the kernel marks such a directory impure.
 		setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
 	}
-	if dstExists {
-		fs.unname(np, newName, dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
+	if r.dstExists {
+		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
 	}
 	if sn != nil {
 		sn.mu.Lock()
 		sn.moveName(op, oldName, np, newName)
-		sn.mu.Unlock()
 		if opaque {
-			sn.mu.Lock()
-			objs := append([]obj(nil), sn.objs...)
-			objs[0].marks.Opaque = true
-			sn.objs = objs
-			sn.mu.Unlock()
+			sn.setOpaque()
 		}
+		sn.mu.Unlock()
+	}
+	return nil
+}
+
+// exchange is a rename with RENAME_EXCHANGE: both names exist, both are
+// copied up, and one renameat2 swaps them in the upper layer. Each purely
+// upper directory that lands in a merged parent becomes opaque.
+// Preconditions: as move's.
+func (fs *FS) exchange(r renaming) error {
+	op, np := r.op, r.np
+	sn, err := fs.copiedUp(op, r.oldName, r.src)
+	if err != nil {
+		return err
+	}
+	dn, err := fs.copiedUp(np, r.newName, r.dst)
+	if err != nil {
+		return err
+	}
+	ofd, err := fs.upperDir(op)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ofd)
+	nfd, err := fs.upperDir(np)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(nfd)
+	srcOpaque := r.src.typ == unix.S_IFDIR && !r.src.objs[0].marks.Opaque && np.merged()
+	dstOpaque := r.dst.typ == unix.S_IFDIR && !r.dst.objs[0].marks.Opaque && op.merged()
+	if srcOpaque {
+		if err := setxattrAt(ofd, r.oldName, fs.privateXattr("opaque"), "y"); err != nil {
+			return errno(err)
+		}
+	}
+	if dstOpaque {
+		if err := setxattrAt(nfd, r.newName, fs.privateXattr("opaque"), "y"); err != nil {
+			return errno(err)
+		}
+	}
+	if err := unix.Renameat2(ofd, r.oldName, nfd, r.newName, unix.RENAME_EXCHANGE); err != nil {
+		return errno(err)
+	}
+	if op != np {
+		// A parent that now holds an object whose number comes from a
+		// lower layer is impure, as the kernel marks it.
+		origin := fs.privateXattr("origin")
+		if hasOrigin(nfd, r.newName, origin) {
+			setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
+		}
+		if hasOrigin(ofd, r.oldName, origin) {
+			setxattrAt(ofd, ".", fs.privateXattr("impure"), "y")
+		}
+	}
+	for _, m := range []struct {
+		n      *node
+		opaque bool
+		from   *node
+		name   string
+		to     *node
+		toName string
+	}{{sn, srcOpaque, op, r.oldName, np, r.newName}, {dn, dstOpaque, np, r.newName, op, r.oldName}} {
+		if m.n == nil {
+			continue
+		}
+		m.n.mu.Lock()
+		m.n.moveName(m.from, m.name, m.to, m.toName)
+		if m.opaque {
+			m.n.setOpaque()
+		}
+		m.n.mu.Unlock()
 	}
 	return nil
 }

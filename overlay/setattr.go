@@ -44,10 +44,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 		}
 	}
 	if fd < 0 && n.unlinked {
-		for h := range n.open {
-			fd = h.file()
-			break
-		}
+		fd = n.openFd()
 	}
 	unlinked := n.unlinked
 	n.mu.Unlock()
