@@ -76,6 +76,7 @@ type Node struct {
 	GID     int
 	Mtime   time.Time
 	Content string            // File
+	Sparse  bool              // File: runs of zero bytes in Content are holes
 	Target  string            // Symlink target, or HardLink's existing path in the same layer
 	Major   uint32            // CharDev, BlockDev
 	Minor   uint32            // CharDev, BlockDev
@@ -210,6 +211,9 @@ func (n Node) create(root, rel string) (string, error) {
 	p := filepath.Join(root, rel)
 	switch n.Kind {
 	case File:
+		if n.Sparse {
+			return rel, writeSparse(p, n.Content)
+		}
 		return rel, os.WriteFile(p, []byte(n.Content), 0o644)
 	case Dir:
 		if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
@@ -250,6 +254,31 @@ func (n Node) create(root, rel string) (string, error) {
 		return rel, unix.Lsetxattr(p, xattrXWhiteout, nil, 0)
 	}
 	return "", fmt.Errorf("unknown kind")
+}
+
+// writeSparse writes content to a new file p, leaving every 4 KiB block
+// of zeros a hole.
+func writeSparse(p, content string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	const block = 4096
+	for off := 0; off < len(content); off += block {
+		chunk := content[off:min(off+block, len(content))]
+		if strings.Trim(chunk, "\x00") == "" {
+			continue
+		}
+		if _, err := f.WriteAt([]byte(chunk), int64(off)); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Truncate(int64(len(content))); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // makeSocket leaves a unix socket inode at p. The address goes through the

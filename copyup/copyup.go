@@ -10,9 +10,11 @@
 // that no symlink stored in a layer is ever followed.
 //
 // What a copy writes, checked against the kernel's overlay (6.18):
-//   - data (holes kept), the xattrs but the overlay's own, owner, mode,
-//     atime and mtime; the inode flags sync and noatime; append-only and
-//     immutable recorded as overlay.protattr ("a", "i", "ai") instead;
+//   - data, in the kernel's 1 MiB chunks (a hole kept where one begins a
+//     chunk, written as zeros inside one), the xattrs but the overlay's
+//     own, owner, mode, atime and mtime; the inode flags sync and noatime;
+//     append-only and immutable recorded as overlay.protattr ("a", "i",
+//     "ai") instead;
 //   - overlay.origin, a struct ovl_fb file handle of the lower object, on
 //     directories and on non-directories with one link (copy-up breaks a
 //     hard link, and the kernel then records no origin);

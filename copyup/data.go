@@ -2,21 +2,24 @@ package copyup
 
 import "golang.org/x/sys/unix"
 
+// chunk is how much the kernel's copy-up copies between looks for a hole
+// (OVL_COPY_UP_CHUNK_SIZE).
+const chunk = 1 << 20
+
 // copyData copies the first size bytes of the lower file into the
-// temporary: a clone of the whole file where the filesystem shares
-// extents (FICLONE), else each data segment found with SEEK_DATA and
-// SEEK_HOLE, through copy_file_range or, where that is refused, read and
-// write. Holes are not written, so they stay holes; the caller sets the
-// size.
+// temporary as the kernel's ovl_copy_up_file does, so that the copy holds
+// the same blocks: a clone of the whole file where the filesystem shares
+// extents (FICLONE); else, in chunks of 1 MiB, a hole that starts where a
+// chunk would is skipped (SEEK_DATA), and a chunk is copied whole, holes
+// inside it written as zeros. The caller sets the size.
 func (c *copier) copyData(size int64) error {
 	if unix.IoctlFileClone(c.tfd, c.rfd) == nil {
 		return nil
 	}
-	seek := true
+	seek, data := true, int64(-1)
 	for off := int64(0); off < size; {
-		start, end := off, size
-		if seek {
-			data, err := unix.Seek(c.rfd, off, unix.SEEK_DATA)
+		if seek && data < off {
+			d, err := unix.Seek(c.rfd, off, unix.SEEK_DATA)
 			switch {
 			case err == unix.ENXIO:
 				// Nothing but a hole up to the end.
@@ -24,25 +27,22 @@ func (c *copier) copyData(size int64) error {
 			case err != nil:
 				// No hole detection here: copy everything.
 				seek = false
+			case d > off:
+				off, data = d, d
+				continue
 			default:
-				start = data
-				if hole, err := unix.Seek(c.rfd, data, unix.SEEK_HOLE); err == nil && hole < size {
-					end = hole
-				}
+				data = d
 			}
 		}
-		if start >= size {
-			return nil
-		}
-		n, err := c.copyRange(start, end-start)
+		n, err := c.copyRange(off, min(chunk, size-off))
 		if err != nil {
 			return err
 		}
-		if n < end-start {
+		if n == 0 {
 			// The lower file shrank meanwhile: the rest reads as zeros.
 			return nil
 		}
-		off = end
+		off += n
 	}
 	return nil
 }

@@ -151,5 +151,10 @@ func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 	}
 	a.Uid = fs.opts.UIDs.shown(a.Uid)
 	a.Gid = fs.opts.GIDs.shown(a.Gid)
+	if a.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		n.privs.Store(privsSome)
+	} else {
+		n.privs.Store(privsNone)
+	}
 	return a
 }

@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -22,6 +24,34 @@ import (
 // Cred is the caller of an operation.
 type Cred struct {
 	Uid, Gid uint32
+	// Pid is the caller's process, whose supplementary groups FUSE does
+	// not send (inGroup reads them).
+	Pid uint32
+	// Umask is the caller's umask, which a create applies unless the
+	// directory has a default ACL.
+	Umask uint32
+}
+
+// inGroup reports whether c is in group gid: its own group, or one of
+// its process's supplementary groups.
+func (c Cred) inGroup(gid uint32) bool {
+	if c.Gid == gid {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if groups, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, g := range strings.Fields(groups) {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil && uint32(n) == gid {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // placed is what create hands back: the new entry, and for a regular file
@@ -55,6 +85,9 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		// Such a name would read back as a marker.
 		return placed{fd: -1}, syscall.EPERM
 	}
+	if fs.prot(p)&flagImmutable != 0 {
+		return placed{fd: -1}, syscall.EPERM
+	}
 	if err := fs.copyUp(p); err != nil {
 		return placed{fd: -1}, err
 	}
@@ -80,118 +113,173 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
 }
 
+// newObject is what create builds: the name, its type, owner and mode,
+// and what the upper directory holds there now.
+type newObject struct {
+	name string
+	typ  uint32
+	ow   ownership
+	// perm are the permission bits the object is made with: ow.ownPerm,
+	// masked by an inherited ACL; access and def are the ACLs it gets
+	// (def, a directory's default ACL, only for a directory).
+	perm        uint32
+	access, def []byte
+	// over and aufs say the upper directory holds a kernel whiteout of
+	// the name, and an AUFS one.
+	over, aufs bool
+}
+
 // build makes name in p's upper directory pfd, for create, and returns
 // what the name now shows and, for a regular file, its open fd. free
 // says the upper directory is known to hold no whiteout of either kind
 // for name.
+//
+// The object gets the caller's umask unless the directory has a default
+// ACL, which it inherits instead, as on the kernel (posix_acl_create).
+// Where the object is made in its directory, the host does that;
+// through the workdir, it is done here.
 // Preconditions: renameMu held for reading; p.dirMu held; name is free.
 func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker, free bool) (found, int, error) {
-	over, aufs := false, false
+	o := newObject{name: name, typ: mode & unix.S_IFMT}
 	if !free {
-		over, aufs = fs.whiteoutAt(pfd, name)
+		o.over, o.aufs = fs.whiteoutAt(pfd, name)
 	}
-
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
 		return found{}, -1, err
 	}
-	typ := mode & unix.S_IFMT
-	ow := fs.ownership(p, &pst, mode, c)
-	uid, gid, perm, ownPerm, inXattr := ow.uid, ow.gid, ow.perm, ow.ownPerm, ow.inXattr
-	if !over && !aufs && !inXattr && fs.made(uid, gid, pst.Gid, pst.Mode, ownPerm) {
-		if f, fd, ok, err := fs.inPlace(pfd, name, typ, ownPerm); ok {
+	def := fs.defaultACL(p)
+	if def == nil || o.typ == unix.S_IFLNK {
+		mode &^= c.Umask & 0o777
+		def = nil
+	}
+	o.ow = fs.ownership(p, &pst, mode, c)
+	o.perm = o.ow.ownPerm
+	if def != nil && !o.ow.inXattr {
+		m, access, err := inheritACL(def, o.typ|o.perm)
+		if err != nil {
+			return found{}, -1, err
+		}
+		o.perm, o.access = m&0o7777, access
+		if o.typ == unix.S_IFDIR {
+			o.def = def
+		}
+	}
+	if !o.over && !o.aufs && !o.ow.inXattr && fs.made(o.ow.uid, o.ow.gid, pst.Gid, pst.Mode, o.ow.ownPerm) {
+		// The host applies the default ACL, as it is here.
+		if f, fd, ok, err := fs.inPlace(pfd, name, o.typ, o.ow.ownPerm); ok {
 			return f, fd, err
 		}
 	}
-	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
-	wfd, tmp := fs.work.Fd(), fs.work.TempName()
 	// A regular file that replaces nothing is made unnamed in its own
 	// directory (O_TMPFILE) and linked in once complete: a crash leaves
 	// nothing, and its inode is allocated near its siblings, as by the
 	// kernel's own create, rather than all in the workdir's group. Where
 	// the filesystem has no O_TMPFILE, through the workdir.
-	unnamed := false
-	fd := -1
-	var err error
-	if typ == unix.S_IFREG && !over && !aufs {
-		fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ownPerm)
-		unnamed = err == nil
-	}
-	if !unnamed {
-		if fd, err = mk(wfd, tmp, ownPerm); err != nil {
-			return found{}, -1, err
+	if o.typ == unix.S_IFREG && !o.over && !o.aufs {
+		if fd, err := unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, o.ow.ownPerm); err == nil {
+			return fs.buildUnnamed(pfd, fd, o)
 		}
+	}
+	return fs.buildInWork(pfd, o, mk)
+}
+
+// buildUnnamed completes the unnamed file fd (made with O_TMPFILE in upper
+// directory pfd, where the host gave it the directory's default ACL) and
+// links it in as o.name.
+// Preconditions: as build's.
+func (fs *FS) buildUnnamed(pfd, fd int, o newObject) (found, int, error) {
+	fail := func(err error) (found, int, error) {
+		unix.Close(fd)
+		return found{}, -1, err
+	}
+	// With the override the object keeps the daemon's owner and the mode
+	// it was made with; else it takes its owner now. Its attributes are
+	// read once, after the link changed them.
+	if o.ow.inXattr {
+		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
+		if err := unix.Fsetxattr(fd, fs.overrideWrite, []byte(ov.String()), 0); err != nil {
+			return fail(err)
+		}
+	} else if _, err := fs.own(fd, -1, "", o.typ, o.perm, o.ow.uid, o.ow.gid, true, fs.squashed()); err != nil {
+		return fail(err)
+	}
+	if err := linkFd(fd, pfd, o.name); err != nil {
+		return fail(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail(err)
+	}
+	return fs.fresh(st, o.typ, false), fd, nil
+}
+
+// buildInWork makes the object in workdir/work with mk, completes it
+// there (owner, mode, ACLs, override, opaque marker) and moves it into
+// upper directory pfd as o.name with one rename, which over a whiteout
+// replaces it.
+// Preconditions: as build's.
+func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
+	wfd, tmp := fs.work.Fd(), fs.work.TempName()
+	fd, err := mk(wfd, tmp, o.ow.ownPerm)
+	if err != nil {
+		return found{}, -1, err
 	}
 	fail := func(err error) (found, int, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		if !unnamed {
-			removeAll(wfd, tmp)
-		}
+		removeAll(wfd, tmp)
 		return found{}, -1, err
 	}
-	if inXattr {
-		o := override{uid: uid, gid: gid, perm: perm}
-		if unnamed {
-			err = unix.Fsetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
-		} else {
-			err = setxattrAt(wfd, tmp, fs.overrideWrite, o.String())
-		}
-		if err != nil {
+	if o.ow.inXattr {
+		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
+		if err := setxattrAt(wfd, tmp, fs.overrideWrite, ov.String()); err != nil {
 			return fail(err)
 		}
-	}
-	if unnamed {
-		// With the override the object keeps the daemon's owner and the
-		// mode it was made with; else it takes its owner now. Its
-		// attributes are read once, after the link changed them.
-		if !inXattr {
-			if _, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, true, squashed); err != nil {
-				return fail(err)
-			}
-		}
-		if err := linkFd(fd, pfd, name); err != nil {
-			return fail(err)
-		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return fail(err)
-		}
-		return fs.fresh(st, typ, false), fd, nil
 	}
 	// With the override the object keeps the mount's own owner.
-	st, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, !inXattr, squashed)
+	st, err := fs.own(fd, wfd, tmp, o.typ, o.perm, o.ow.uid, o.ow.gid, !o.ow.inXattr, fs.squashed())
 	if err != nil {
 		return fail(err)
 	}
-	if typ == unix.S_IFDIR && (over || aufs) {
+	if o.access != nil || o.def != nil {
+		if err := setACLs(wfd, tmp, o.typ, o.def, o.access); err != nil {
+			return fail(err)
+		}
+	}
+	opaque := o.typ == unix.S_IFDIR && (o.over || o.aufs)
+	if opaque {
 		// Over a whiteout the lower directory must not show through.
 		if err := setxattrAt(wfd, tmp, fs.privateXattr("opaque"), "y"); err != nil {
 			return fail(err)
 		}
 	}
 	flags := uint(unix.RENAME_NOREPLACE)
-	if over {
+	if o.over {
 		// rename(2) replaces a whiteout with a non-directory; a
 		// directory is exchanged with it, and the whiteout, now in the
 		// workdir, removed.
 		flags = 0
-		if typ == unix.S_IFDIR {
+		if o.typ == unix.S_IFDIR {
 			flags = unix.RENAME_EXCHANGE
 		}
 	}
-	if err := unix.Renameat2(wfd, tmp, pfd, name, flags); err != nil {
+	if err := unix.Renameat2(wfd, tmp, pfd, o.name, flags); err != nil {
 		return fail(err)
 	}
 	if flags == unix.RENAME_EXCHANGE {
 		unix.Unlinkat(wfd, tmp, 0)
 	}
-	if aufs {
-		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
+	if o.aufs {
+		unix.Unlinkat(pfd, layers.WhiteoutPrefix+o.name, 0)
 	}
-	return fs.fresh(st, typ, typ == unix.S_IFDIR && (over || aufs)), fd, nil
+	return fs.fresh(st, o.typ, opaque), fd, nil
 }
+
+// squashed reports whether owners are squashed (squash_to_*): a refused
+// chown is then ignored, as fuse-overlayfs does.
+func (fs *FS) squashed() bool { return fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil }
 
 // ownership is the owner and mode a new object gets.
 type ownership struct {
@@ -399,6 +487,9 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error)
 	if !p.isDir() {
 		return Entry{}, 0, syscall.ENOTDIR
 	}
+	if fs.prot(p)&flagImmutable != 0 {
+		return Entry{}, 0, syscall.EPERM
+	}
 	if err := fs.copyUp(p); err != nil {
 		return Entry{}, 0, err
 	}
@@ -409,7 +500,21 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error)
 		if err := unix.Fstat(pfd, &pst); err != nil {
 			return err
 		}
-		ow := fs.ownership(p, &pst, unix.S_IFREG|mode&0o7777, c)
+		mode := unix.S_IFREG | mode&0o7777
+		def := fs.defaultACL(p)
+		if def == nil {
+			mode &^= c.Umask & 0o777
+		}
+		ow := fs.ownership(p, &pst, mode, c)
+		perm := ow.ownPerm
+		if def != nil {
+			// The host gives the file the directory's default ACL.
+			m, _, err := inheritACL(def, unix.S_IFREG|perm)
+			if err != nil {
+				return err
+			}
+			perm = m & 0o7777
+		}
 		var err error
 		if fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ow.ownPerm); err != nil {
 			return err
@@ -418,8 +523,7 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error)
 			o := override{uid: ow.uid, gid: ow.gid, perm: ow.perm}
 			err = unix.Fsetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
 		} else {
-			squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
-			_, err = fs.own(fd, -1, "", unix.S_IFREG, ow.ownPerm, ow.uid, ow.gid, true, squashed)
+			_, err = fs.own(fd, -1, "", unix.S_IFREG, perm, ow.uid, ow.gid, true, fs.squashed())
 		}
 		if err == nil {
 			err = unix.Fstat(fd, &st)
@@ -510,6 +614,9 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
+		return Entry{}, syscall.EPERM
+	}
+	if fs.prot(t) != 0 || fs.prot(p)&flagImmutable != 0 {
 		return Entry{}, syscall.EPERM
 	}
 	if err := fs.copyUp(t); err != nil {

@@ -77,6 +77,9 @@ func (fs *FS) Open(id uint64, flags int) (uint64, error) {
 		if fs.upper == nil {
 			return 0, syscall.EROFS
 		}
+		if err := fs.checkProt(n, flags&unix.O_APPEND != 0 && flags&unix.O_TRUNC == 0); err != nil {
+			return 0, err
+		}
 		if err := fs.copyUpTrunc(n, flags&unix.O_TRUNC != 0); err != nil {
 			return 0, err
 		}
@@ -132,13 +135,21 @@ func (fs *FS) ReadFd(h uint64) (int, error) {
 	return fs.readFd(f), nil
 }
 
-// Write writes data at offset off of handle h.
-func (fs *FS) Write(h uint64, data []byte, off int64) error {
+// Write writes data at offset off of handle h. killPrivs, when set, is
+// the caller, who lacks CAP_FSETID: setuid and setgid go first, as the
+// kernel drops them (killedPrivs), which the daemon's own write would not
+// do (HANDLE_KILLPRIV_V2).
+func (fs *FS) Write(h uint64, data []byte, off int64, killPrivs *Cred) error {
 	f, err := fs.fileHandle(h)
 	if err != nil {
 		return err
 	}
 	fd := f.file()
+	if killPrivs != nil && f.n.privs.Load() != privsNone {
+		if _, err := fs.SetAttr(f.n.ID(), SetAttrs{Handle: &h, KillPrivs: killPrivs}); err != nil {
+			return err
+		}
+	}
 	for len(data) > 0 {
 		n, err := unix.Pwrite(fd, data, off)
 		if err == unix.EINTR {

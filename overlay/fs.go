@@ -54,6 +54,11 @@ type Options struct {
 	// UIDs and GIDs map owners between the layers and the mount
 	// (fuse-overlayfs's uidmapping, gidmapping and squash_to_*).
 	UIDs, GIDs IDMap
+	// ACL lets the kernel enforce POSIX ACLs (FUSE_POSIX_ACL), and new
+	// objects built in the workdir inherit default ACLs as the host
+	// gives them to objects made in place (fuse-overlayfs's noacl turns
+	// it off).
+	ACL bool
 	// XattrPermissions is fuse-overlayfs's xattr_permissions: 0 changes
 	// owners and modes for real; 1 and 2 keep them in the override
 	// xattr OverridePrivileged or OverrideUser (see override.go).

@@ -6,6 +6,7 @@ package overlay
 // The version is pinned in go.mod: ProtocolServer is marked experimental.
 
 import (
+	"encoding/binary"
 	"log"
 	"syscall"
 	"time"
@@ -18,7 +19,7 @@ import (
 // mountOptions are the go-fuse options the connection is served with:
 // they decide what INIT offers the kernel.
 func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger, debug bool) *fuse.MountOptions {
-	return &fuse.MountOptions{
+	o := &fuse.MountOptions{
 		MaxWrite:             maxWrite,
 		Logger:               errLog,
 		Debug:                debug,
@@ -26,12 +27,25 @@ func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger, debug bool) *fuse.M
 		// NO_OPENDIR_SUPPORT: directories are opened by the kernel
 		// alone (OpenDir); READDIRPLUS_AUTO: plain READDIR once a
 		// listing's entries are cached; ASYNC_DIO: direct I/O in
-		// parallel.
-		ExtraCapabilities: fuse.CAP_NO_OPENDIR_SUPPORT | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ASYNC_DIO,
+		// parallel; HANDLE_KILLPRIV_V2: the daemon clears setuid and
+		// setgid on a write or truncate the caller could not keep them
+		// through (Write, SetAttr), sparing the kernel a getxattr of
+		// security.capability before every write; SETXATTR_EXT: the
+		// setxattr of an ACL says when setgid must go.
+		ExtraCapabilities: fuse.CAP_NO_OPENDIR_SUPPORT | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ASYNC_DIO |
+			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT,
 		// Layers change only through this mount, and the kernel's page
 		// cache follows those changes: no invalidation by mtime.
 		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA | fuse.CAP_PASSTHROUGH,
 	}
+	if fs.opts.ACL {
+		// The kernel enforces ACLs; DONT_MASK: modes arrive without the
+		// umask, which the engine applies unless a default ACL applies
+		// instead (build).
+		o.EnableAcl = true
+		o.ExtraCapabilities |= fuse.CAP_DONT_MASK
+	}
+	return o
 }
 
 // rawFS adapts FS to go-fuse's RawFileSystem. On a read-only mount the
@@ -66,7 +80,20 @@ func status(err error) fuse.Status {
 	return fuse.EIO
 }
 
-func cred(h *fuse.InHeader) Cred { return Cred{Uid: h.Uid, Gid: h.Gid} }
+func cred(h *fuse.InHeader, umask uint32) Cred {
+	return Cred{Uid: h.Uid, Gid: h.Gid, Pid: h.Pid, Umask: umask}
+}
+
+// killer returns the caller when flag is set in flags: the kernel's word
+// that the caller cannot keep setuid and setgid through a write or
+// truncate.
+func killer(h *fuse.InHeader, flags, flag uint32) *Cred {
+	if flags&flag == 0 {
+		return nil
+	}
+	c := cred(h, 0)
+	return &c
+}
 
 func (r *rawFS) timeout() time.Duration { return r.fs.Timeout() }
 
@@ -192,6 +219,7 @@ func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 	if fh, ok := in.GetFh(); ok {
 		s.Handle = &fh
 	}
+	s.KillPrivs = killer(&in.InHeader, in.Valid, fuse.FATTR_KILL_SUIDGID)
 	a, err := r.fs.SetAttr(nodeID(in.NodeId), s)
 	if err != nil {
 		return status(err)
@@ -202,7 +230,7 @@ func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 }
 
 func (r *rawFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	e, err := r.fs.Mknod(nodeID(in.NodeId), name, in.Mode, decodeDev(in.Rdev), cred(&in.InHeader))
+	e, err := r.fs.Mknod(nodeID(in.NodeId), name, in.Mode, decodeDev(in.Rdev), cred(&in.InHeader, in.Umask))
 	if err != nil {
 		return status(err)
 	}
@@ -211,7 +239,7 @@ func (r *rawFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fus
 }
 
 func (r *rawFS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	e, err := r.fs.Mkdir(nodeID(in.NodeId), name, in.Mode&0o7777, cred(&in.InHeader))
+	e, err := r.fs.Mkdir(nodeID(in.NodeId), name, in.Mode&0o7777, cred(&in.InHeader, in.Umask))
 	if err != nil {
 		return status(err)
 	}
@@ -241,7 +269,7 @@ func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.
 }
 
 func (r *rawFS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	e, err := r.fs.Symlink(nodeID(h.NodeId), name, target, cred(h))
+	e, err := r.fs.Symlink(nodeID(h.NodeId), name, target, cred(h, 0))
 	if err != nil {
 		return status(err)
 	}
@@ -305,7 +333,7 @@ func (r *rawFS) ListXAttr(_ <-chan struct{}, h *fuse.InHeader, dest []byte) (uin
 }
 
 func (r *rawFS) SetXAttr(_ <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	return status(r.fs.Setxattr(nodeID(in.NodeId), attr, data, int(in.Flags)))
+	return status(r.fs.Setxattr(nodeID(in.NodeId), attr, data, int(in.Flags), in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID != 0))
 }
 
 func (r *rawFS) RemoveXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
@@ -313,7 +341,7 @@ func (r *rawFS) RemoveXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string) fu
 }
 
 func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	e, fh, err := r.fs.Create(nodeID(in.NodeId), name, in.Mode&0o7777, int(in.Flags), cred(&in.InHeader))
+	e, fh, err := r.fs.Create(nodeID(in.NodeId), name, in.Mode&0o7777, int(in.Flags), cred(&in.InHeader, in.Umask))
 	if err != nil {
 		return status(err)
 	}
@@ -323,7 +351,7 @@ func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *f
 }
 
 func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	e, fh, err := r.fs.Tmpfile(nodeID(in.NodeId), in.Mode&0o7777, cred(&in.InHeader))
+	e, fh, err := r.fs.Tmpfile(nodeID(in.NodeId), in.Mode&0o7777, cred(&in.InHeader, in.Umask))
 	if err != nil {
 		return status(err)
 	}
@@ -369,12 +397,62 @@ func (r *rawFS) CopyFileRange(_ <-chan struct{}, in *fuse.CopyFileRangeIn) (uint
 	return uint32(n), status(err)
 }
 
+// The inode-flag ioctls the kernel sends for lsattr and chattr
+// (fuse_fileattr_get, fuse_fileattr_set), with 4 bytes of flags.
+const (
+	iocGetflags   = 0x80086601 // FS_IOC_GETFLAGS
+	iocSetflags   = 0x40086602 // FS_IOC_SETFLAGS
+	iocGetflags32 = 0x80046601 // FS_IOC32_GETFLAGS
+	iocSetflags32 = 0x40046602 // FS_IOC32_SETFLAGS
+)
+
+// Ioctl answers the inode-flag ioctls; any other is ENOTTY, as on the
+// kernel's overlay, which passes on no other.
+func (r *rawFS) Ioctl(_ <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) fuse.Status {
+	id := nodeID(in.NodeId)
+	switch in.Cmd {
+	case iocGetflags, iocGetflags32:
+		if len(outbuf) < 4 {
+			return fuse.EINVAL
+		}
+		f, err := r.fs.Getflags(id)
+		if err != nil {
+			return status(err)
+		}
+		binary.NativeEndian.PutUint32(outbuf, f)
+		return fuse.OK
+	case iocSetflags, iocSetflags32:
+		if len(inbuf) < 4 {
+			return fuse.EINVAL
+		}
+		return status(r.fs.Setflags(id, binary.NativeEndian.Uint32(inbuf)))
+	case iocFsGetxattr:
+		if len(outbuf) < FsxattrSize {
+			return fuse.EINVAL
+		}
+		x, err := r.fs.Fsgetxattr(id)
+		if err != nil {
+			return status(err)
+		}
+		copy(outbuf, x[:])
+		return fuse.OK
+	case iocFsSetxattr:
+		var x [FsxattrSize]byte
+		if len(inbuf) < FsxattrSize {
+			return fuse.EINVAL
+		}
+		copy(x[:], inbuf)
+		return status(r.fs.Fssetxattr(id, x))
+	}
+	return fuse.Status(syscall.ENOTTY)
+}
+
 func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 	r.fs.Release(in.Fh)
 }
 
 func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if err := r.fs.Write(in.Fh, data, int64(in.Offset)); err != nil {
+	if err := r.fs.Write(in.Fh, data, int64(in.Offset), killer(&in.InHeader, in.WriteFlags, fuse.WRITE_KILL_SUIDGID)); err != nil {
 		return 0, status(err)
 	}
 	return uint32(len(data)), fuse.OK

@@ -62,6 +62,10 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 	})
 	if isNew {
 		fs.setNumber(n, id)
+		if f.fresh {
+			// Made just now: no append-only or immutable flag.
+			n.prot.Store(protKnown)
+		}
 	} else {
 		n.mu.Lock()
 		if n.unlinked {

@@ -22,7 +22,14 @@ type node struct {
 	inodes.Slot
 	// ino is the inode number stat shows (FS.setNumber).
 	ino atomic.Uint64
-	typ uint32 // S_IFMT bits, fixed for the node's life
+	// privs says whether the mode last shown had setuid or setgid
+	// (privsSome) or neither (privsNone): a write that must clear them
+	// needs no look when there are none. Every change of mode goes
+	// through the engine, which shows the new mode.
+	privs atomic.Uint32
+	// prot is the append-only and immutable flags once known (fileattr.go).
+	prot atomic.Uint32
+	typ  uint32 // S_IFMT bits, fixed for the node's life
 
 	// at places the node in the tree: its path below every layer root
 	// is the parents' names joined. It changes with FS.renameMu held for
@@ -69,6 +76,13 @@ type node struct {
 	// lock: taken before renameMu by ReadDir, never inside any other.
 	ls listing
 }
+
+// Values of node.privs.
+const (
+	privsUnknown = iota
+	privsNone
+	privsSome
+)
 
 // place is a node's parent directory (itself for the root) and name.
 type place struct {

@@ -325,10 +325,10 @@ func TestOverrideWrite(t *testing.T) {
 		t.Errorf("new directory itself has mode %o, want 0755 (usable by the mount)", st.Mode&0o7777)
 	}
 	// The override cannot be set through the mount.
-	if err := fs.Setxattr(e.ID, OverrideUser, []byte("0:0:04755"), 0); err != syscall.EPERM {
+	if err := fs.Setxattr(e.ID, OverrideUser, []byte("0:0:04755"), 0, false); err != syscall.EPERM {
 		t.Errorf("setxattr %s: %v, want EPERM", OverrideUser, err)
 	}
-	if err := fs.Setxattr(e.ID, OverrideContainers, []byte("0:0:04755"), 0); err != syscall.EPERM {
+	if err := fs.Setxattr(e.ID, OverrideContainers, []byte("0:0:04755"), 0, false); err != syscall.EPERM {
 		t.Errorf("setxattr %s: %v, want EPERM", OverrideContainers, err)
 	}
 }

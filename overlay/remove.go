@@ -41,18 +41,22 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// Checked before the parent is copied up too: as on the kernel, a
 	// removal that fails leaves the upper layer as it was.
 	p.dirMu.Lock()
-	_, err = fs.removable(p, name, dir)
+	f, err := fs.removable(p, name, dir)
 	p.dirMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if fs.prot(p) != 0 || fs.protOf(p, name, f) != 0 {
+		// An append-only or immutable directory keeps its entries; such
+		// an object keeps its name.
+		return syscall.EPERM
 	}
 	if err := fs.copyUp(p); err != nil {
 		return err
 	}
 	p.dirMu.Lock()
 	defer p.dirMu.Unlock()
-	f, err := fs.removable(p, name, dir)
-	if err != nil {
+	if f, err = fs.removable(p, name, dir); err != nil {
 		return err
 	}
 	lower, err := fs.lowerPositive(p, name)

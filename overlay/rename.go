@@ -101,6 +101,12 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 			return r, false, syscall.EISDIR
 		}
 	}
+	// Append-only or immutable parents keep their entries, such objects
+	// their names; an append-only directory takes new ones.
+	if fs.prot(r.op) != 0 || fs.protOf(r.op, oldName, r.src) != 0 || fs.prot(r.np)&flagImmutable != 0 ||
+		r.dstExists && (fs.prot(r.np) != 0 || fs.protOf(r.np, newName, r.dst) != 0) {
+		return r, false, syscall.EPERM
+	}
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return r, false, syscall.EINVAL
 	}

@@ -20,6 +20,10 @@ type SetAttrs struct {
 	// Handle is the open file the change comes through, if any (ftruncate,
 	// fchmod): it still works on an unlinked file.
 	Handle *uint64
+	// KillPrivs, when set, is the caller of a truncate or chown
+	// without CAP_FSETID (HANDLE_KILLPRIV_V2): setuid goes, and setgid
+	// as the kernel drops it (killedPrivs), unless Mode is set.
+	KillPrivs *Cred
 }
 
 // SetAttr changes attributes of node id, copying it up first as the
@@ -32,6 +36,10 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	n, err := fs.get(id)
 	if err != nil {
+		return Attr{}, err
+	}
+	touch := in.Mode == nil && in.Uid == nil && in.Gid == nil && in.Size == nil && in.Atime == nil && in.Mtime == nil
+	if err := fs.checkProt(n, touch); err != nil {
 		return Attr{}, err
 	}
 	// Through an open file: the one the request names (ftruncate), or,
@@ -48,6 +56,17 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	unlinked := n.unlinked
 	n.mu.Unlock()
+	// A chown for real clears them on the host as the kernel would: the
+	// caller may only chown to a group it is in.
+	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.typ)
+	if in.KillPrivs != nil && in.Mode == nil && !chown && n.privs.Load() != privsNone {
+		if st, err := fs.stat(n); err == nil {
+			a := fs.attr(n, &st)
+			if m, kill := killedPrivs(a.Mode, a.Gid, *in.KillPrivs); kill {
+				in.Mode = &m
+			}
+		}
+	}
 	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.typ) &&
 		fs.opts.UIDs.Squash == nil && fs.opts.GIDs.Squash == nil {
 		if st, ok, err := fs.setAttrsAt(n, in); ok {
@@ -76,6 +95,18 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 		return Attr{}, errno(err)
 	}
 	return fs.attr(n, &st), nil
+}
+
+// killedPrivs returns mode, shown for a file of group gid, with the bits a
+// write or truncate by caller c, who lacks CAP_FSETID, clears, and whether
+// there were any: setuid, and setgid when the file is group-executable or
+// c is not in its group (the kernel's setattr_should_drop_suidgid).
+func killedPrivs(mode, gid uint32, c Cred) (uint32, bool) {
+	kill := uint32(unix.S_ISUID)
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !c.inGroup(gid)) {
+		kill |= unix.S_ISGID
+	}
+	return mode & 0o7777 &^ kill, mode&kill != 0
 }
 
 // setOwnerMode does the owner and mode part of a setattr that the
@@ -247,8 +278,10 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 	return nil
 }
 
-// Setxattr sets xattr name of node id, copying it up first.
-func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
+// Setxattr sets xattr name of node id, copying it up first. killSgid
+// clears setgid after an access ACL is set, which the kernel asks for
+// when the caller is not in the file's group and lacks CAP_FSETID.
+func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid bool) error {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	if fs.upper == nil {
@@ -259,7 +292,7 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
 		return err
 	}
 	host, ok := hostXattrName(name)
-	if !ok || fs.overridden(name) {
+	if !ok || fs.overridden(name) || fs.prot(n) != 0 {
 		return syscall.EPERM
 	}
 	fd, err := fs.upperObject(n)
@@ -269,7 +302,25 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
 	defer unix.Close(fd)
 	err = unix.Setxattr(procPath(fd), host, value, flags)
 	n.xattrsChanged()
-	return errno(err)
+	if err != nil {
+		return errno(err)
+	}
+	if killSgid && name == aclAccess {
+		// The daemon, which may keep setgid, set the ACL.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return errno(err)
+		}
+		if m := fs.attr(n, &st).Mode & 0o7777; m&unix.S_ISGID != 0 {
+			m &^= unix.S_ISGID
+			in := SetAttrs{Mode: &m}
+			if err := fs.setOwnerMode(n, fd, &in); err != nil {
+				return err
+			}
+			return setAttrs(fd, n.typ, in)
+		}
+	}
+	return nil
 }
 
 // Removexattr removes xattr name of node id. An xattr the object does
@@ -287,6 +338,9 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	host, ok := hostXattrName(name)
 	if !ok || fs.overridden(name) {
 		return syscall.ENODATA
+	}
+	if fs.prot(n) != 0 {
+		return syscall.EPERM
 	}
 	if _, err := n.layersOf()[0].layer.Getxattr(n.path(), host); err != nil {
 		return errno(err)

@@ -218,6 +218,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		XinoOff:          c.xinoOff,
 		Ino32:            c.ino32,
 		StaticNlink:      c.staticNlink,
+		ACL:              !c.noACL,
 		NoFsync:          c.noFsync,
 		XattrPermissions: c.xattrPerm,
 	}

@@ -65,7 +65,7 @@ var options = []option{
 	{"threaded", ignored, []string{"0", "1"}, "operations are always served in parallel"},
 	{"fast_ino", ignored, []string{"0", "1"}, "inode numbers always follow the kernel's samefs/xino rule"},
 	{"context", ignored, nil, "SELinux labels are not applied"},
-	{"noacl", ignored, []string{""}, "the kernel does not enforce POSIX ACLs on this FUSE mount"},
+	{"noacl", done, []string{""}, "the kernel enforces no POSIX ACLs (mode bits only), and objects built in the workdir inherit no default ACL"},
 	{"writeback", ignored, []string{"0", "1"}, "no write path yet"},
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
@@ -106,6 +106,7 @@ type config struct {
 	xinoOff     bool
 	ino32       bool
 	staticNlink bool
+	noACL       bool
 	noFsync     bool
 	readOnly    bool
 	allowOther  bool
@@ -225,6 +226,8 @@ func (c *config) apply(o string) error {
 		c.xinoOff = value == "off"
 	case "static_nlink":
 		c.staticNlink = true
+	case "noacl":
+		c.noACL = true
 	case "ino32_t":
 		c.ino32 = true
 	case "volatile":
