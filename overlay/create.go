@@ -445,53 +445,48 @@ func (fs *FS) whiteoutAt(pfd int, name string) (char, aufs bool) {
 
 // Create creates and opens regular file name in directory parent; flags
 // are the open(2) flags.
-func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, uint64, error) {
+func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, Opened, error) {
 	pl, err := fs.create(parent, name, unix.S_IFREG|mode&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
 		return unix.Openat(wfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
 	})
 	if err != nil {
-		return Entry{}, 0, err
+		return Entry{}, Opened{}, err
 	}
 	n, err := fs.get(pl.entry.ID)
 	if err != nil {
 		unix.Close(pl.fd)
-		return Entry{}, 0, err
+		return Entry{}, Opened{}, err
 	}
-	h := &fileHandle{n: n, fd: pl.fd, stale: -1}
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	// A new file has no file capabilities: the kernel's check before
 	// each write needs no host call.
 	n.noCaps = true
-	if n.open == nil {
-		n.open = make(map[*fileHandle]struct{})
-	}
-	n.open[h] = struct{}{}
-	n.mu.Unlock()
-	return pl.entry, fs.addHandle(h), nil
+	return pl.entry, fs.attach(n, pl.fd, fs.passedThrough(n)), nil
 }
 
 // Tmpfile creates and opens a regular file without a name in directory
 // parent (open(2) with O_TMPFILE), as the kernel's overlay does: in the
 // parent's upper directory, copied up first. It is complete when made; a
 // link(2) may give it a name later.
-func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error) {
+func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	if fs.upper == nil {
-		return Entry{}, 0, syscall.EROFS
+		return Entry{}, Opened{}, syscall.EROFS
 	}
 	p, err := fs.get(parent)
 	if err != nil {
-		return Entry{}, 0, err
+		return Entry{}, Opened{}, err
 	}
 	if !p.isDir() {
-		return Entry{}, 0, syscall.ENOTDIR
+		return Entry{}, Opened{}, syscall.ENOTDIR
 	}
 	if fs.prot(p)&flagImmutable != 0 {
-		return Entry{}, 0, syscall.EPERM
+		return Entry{}, Opened{}, syscall.EPERM
 	}
 	if err := fs.copyUp(p); err != nil {
-		return Entry{}, 0, err
+		return Entry{}, Opened{}, err
 	}
 	fd := -1
 	var st unix.Stat_t
@@ -534,7 +529,7 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error)
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return Entry{}, 0, errno(err)
+		return Entry{}, Opened{}, errno(err)
 	}
 	f := fs.fresh(st, unix.S_IFREG, false)
 	id := fs.identify(p, "", f)
@@ -546,15 +541,11 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, uint64, error)
 	if isNew {
 		fs.setNumber(n, id)
 	}
-	h := &fileHandle{n: n, fd: fd, stale: -1}
 	n.mu.Lock()
 	n.noCaps = true
-	if n.open == nil {
-		n.open = make(map[*fileHandle]struct{})
-	}
-	n.open[h] = struct{}{}
+	o := fs.attach(n, fd, fs.passedThrough(n))
 	n.mu.Unlock()
-	return Entry{ID: n.ID(), Attr: fs.attr(n, &st)}, fs.addHandle(h), nil
+	return Entry{ID: n.ID(), Attr: fs.attr(n, &st)}, o, nil
 }
 
 // Mkdir creates directory name in directory parent.

@@ -19,6 +19,8 @@ type fileHandle struct {
 	fd    int
 	lower bool // fd is a lower layer's file
 	stale int  // the lower fd after a switch, or -1
+	// backed says the kernel reads and writes fd itself (passthrough.go).
+	backed bool
 }
 
 // file returns h's current fd.
@@ -62,56 +64,53 @@ func (fs *FS) readFd(h *fileHandle) int {
 // Open opens regular file id with open(2) flags and returns a handle.
 // Opening for writing or with O_TRUNC copies the file up first, as the
 // kernel does.
-func (fs *FS) Open(id uint64, flags int) (uint64, error) {
+func (fs *FS) Open(id uint64, flags int) (Opened, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
-		return 0, err
+		return Opened{}, err
 	}
 	if n.typ == unix.S_IFDIR {
-		return 0, syscall.EISDIR
+		return Opened{}, syscall.EISDIR
 	}
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if write {
 		if fs.upper == nil {
-			return 0, syscall.EROFS
+			return Opened{}, syscall.EROFS
 		}
 		if err := fs.checkProt(n, flags&unix.O_APPEND != 0 && flags&unix.O_TRUNC == 0); err != nil {
-			return 0, err
+			return Opened{}, err
 		}
 		if err := fs.copyUpTrunc(n, flags&unix.O_TRUNC != 0); err != nil {
-			return 0, err
+			return Opened{}, err
 		}
 	}
 	return fs.openHandle(n, flags)
 }
 
 // openHandle opens n's winning object. A writable file is opened O_RDWR:
-// with the writeback cache the kernel reads through write-only handles.
+// with the writeback cache the kernel reads through write-only handles;
+// so is one passed through, whose backing later opens of the node share.
 // O_APPEND is left out, since the kernel sends the offsets; O_TRUNC is
 // applied by the host open.
 // Preconditions: renameMu held; n copied up if flags write.
-func (fs *FS) openHandle(n *node, flags int) (uint64, error) {
-	host := unix.O_RDONLY
-	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
-		host = unix.O_RDWR | flags&unix.O_TRUNC
-	}
+func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.unlinked {
-		return 0, syscall.ENOENT
+		return Opened{}, syscall.ENOENT
+	}
+	pt := fs.passedThrough(n)
+	host := unix.O_RDONLY
+	if pt || flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
+		host = unix.O_RDWR | flags&unix.O_TRUNC
 	}
 	fd, err := fs.openFile(n, n.objs[0].layer, host)
 	if err != nil {
-		return 0, errno(err)
+		return Opened{}, errno(err)
 	}
-	h := &fileHandle{n: n, fd: fd, lower: !n.objs[0].layer.Upper, stale: -1}
-	if n.open == nil {
-		n.open = make(map[*fileHandle]struct{})
-	}
-	n.open[h] = struct{}{}
-	return fs.addHandle(h), nil
+	return fs.attach(n, fd, pt), nil
 }
 
 func (fs *FS) fileHandle(h uint64) (*fileHandle, error) {
@@ -219,7 +218,7 @@ func (fs *FS) Release(h uint64) {
 		return
 	}
 	f.n.mu.Lock()
-	delete(f.n.open, f)
+	fs.detach(f)
 	f.n.mu.Unlock()
 	f.mu.Lock()
 	unix.Close(f.fd)

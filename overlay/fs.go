@@ -54,6 +54,10 @@ type Options struct {
 	// UIDs and GIDs map owners between the layers and the mount
 	// (fuse-overlayfs's uidmapping, gidmapping and squash_to_*).
 	UIDs, GIDs IDMap
+	// Passthrough lets the kernel read and write upper files itself
+	// (FUSE passthrough), where the daemon may allow it (root outside a
+	// user namespace).
+	Passthrough bool
 	// ACL lets the kernel enforce POSIX ACLs (FUSE_POSIX_ACL), and new
 	// objects built in the workdir inherit default ACLs as the host
 	// gives them to objects made in place (fuse-overlayfs's noacl turns
@@ -110,8 +114,9 @@ type FS struct {
 	// about it.
 	invalidate func(id uint64)
 
-	// hmu guards handles and nextHandle.
+	// hmu guards handles, nextHandle and backing.
 	hmu        sync.Mutex
+	backing    Backing // registers passthrough files; nil: none
 	handles    map[uint64]*fileHandle
 	nextHandle uint64
 }

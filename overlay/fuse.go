@@ -8,6 +8,8 @@ package overlay
 import (
 	"encoding/binary"
 	"log"
+	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,7 +38,14 @@ func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger, debug bool) *fuse.M
 			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT,
 		// Layers change only through this mount, and the kernel's page
 		// cache follows those changes: no invalidation by mtime.
-		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA | fuse.CAP_PASSTHROUGH,
+		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA,
+		// A backing file may itself live on one stacking filesystem.
+		MaxStackDepth: 1,
+	}
+	if !fs.opts.Passthrough || !mayRegisterBacking() {
+		// Negotiated, passthrough would stack the mount one level
+		// higher for nothing.
+		o.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
 	if fs.opts.ACL {
 		// The kernel enforces ACLs; DONT_MASK: modes arrive without the
@@ -46,6 +55,17 @@ func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger, debug bool) *fuse.M
 		o.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	}
 	return o
+}
+
+// mayRegisterBacking reports whether this process may register passthrough
+// backing files: the kernel asks for CAP_SYS_ADMIN in the initial user
+// namespace, so root outside a user namespace.
+func mayRegisterBacking() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/uid_map")
+	return err == nil && strings.Join(strings.Fields(string(b)), " ") == "0 0 4294967295"
 }
 
 // rawFS adapts FS to go-fuse's RawFileSystem. On a read-only mount the
@@ -346,8 +366,23 @@ func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *f
 		return status(err)
 	}
 	r.entry(e, &out.EntryOut)
-	out.Fh = fh
+	opened(fh, &out.OpenOut)
 	return fuse.OK
+}
+
+// opened fills an open reply: a handle passed through to its backing
+// file, or one whose data the daemon serves and whose pages the kernel
+// keeps across opens (a file changes only through this mount, layers
+// must not change behind it, and the kernel's page cache follows those
+// changes). The kernel refuses KEEP_CACHE with passthrough.
+func opened(o Opened, out *fuse.OpenOut) {
+	out.Fh = o.Handle
+	if o.Backing >= 0 {
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH
+		out.BackingID = o.Backing
+		return
+	}
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
 }
 
 func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
@@ -356,7 +391,7 @@ func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOu
 		return status(err)
 	}
 	r.entry(e, &out.EntryOut)
-	out.Fh = fh
+	opened(fh, &out.OpenOut)
 	return fuse.OK
 }
 
@@ -365,10 +400,7 @@ func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse
 	if err != nil {
 		return status(err)
 	}
-	out.Fh = fh
-	// A file changes only through this mount (layers must not change
-	// behind it), and the kernel's page cache follows those changes.
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+	opened(fh, out)
 	return fuse.OK
 }
 

@@ -51,7 +51,7 @@ func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 
 // serveAt mounts fsys at mnt in this process, with mount flags, until
 // the test ends.
-func serveAt(t *testing.T, fsys *FS, mnt string, flags ...string) {
+func serveAt(t *testing.T, fsys *FS, mnt string, flags ...string) *Conn {
 	t.Helper()
 	conn, err := fsys.Mount(mnt, MountConfig{
 		Source: "ovlmount-test", Flags: flags, Workers: 4, Fd: -1,
@@ -64,6 +64,7 @@ func serveAt(t *testing.T, fsys *FS, mnt string, flags ...string) {
 		testenv.Unmount(t, mnt)
 		conn.Wait()
 	})
+	return conn
 }
 
 func must(t *testing.T, err error) {

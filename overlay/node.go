@@ -64,6 +64,9 @@ type node struct {
 	// open are the host fds of the node's open file handles, which
 	// stat and chmod use once it is unlinked.
 	open map[*fileHandle]struct{}
+	// backing is the registered passthrough file its handles share,
+	// while any is open (passthrough.go).
+	backing *backing
 	// noCaps records that the object has no security.capability: the
 	// kernel asks before every write. xattrGen counts xattr changes, so
 	// that an answer read before a change is not recorded after it.

@@ -13,7 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +68,8 @@ type Conn struct {
 	spin    time.Duration
 	workers int32
 
+	spliced atomic.Uint64 // read replies spliced (read.go)
+
 	readers atomic.Int32  // goroutines serving the connection
 	waiting atomic.Int32  // readers waiting for a request
 	taken   atomic.Uint64 // requests read so far
@@ -92,7 +97,7 @@ func (fs *FS) Mount(dir string, cfg MountConfig) (*Conn, error) {
 	}
 	fd := cfg.Fd
 	if fd < 0 {
-		data := []string{"default_permissions", fmt.Sprintf("max_read=%d", maxWrite)}
+		data := []string{"default_permissions", fmt.Sprintf("max_read=%d", maxRead(maxWrite))}
 		if cfg.AllowOther {
 			data = append(data, "allow_other")
 		}
@@ -114,6 +119,24 @@ func (fs *FS) Mount(dir string, cfg MountConfig) (*Conn, error) {
 		}
 		return nil, c.initErr
 	}
+}
+
+// Spliced returns how many read replies went from a host file to the
+// kernel without passing through the daemon's memory.
+func (c *Conn) Spliced() uint64 { return c.spliced.Load() }
+
+// maxRead is the largest read the kernel is asked to send: as large as a
+// write, but small enough that a reply fits in a pipe, header included,
+// so that it can be spliced (read.go); pipes hold at most pipe-max-size
+// (1 MiB), root's too where CAP_SYS_RESOURCE is not granted.
+func maxRead(maxWrite int) int {
+	limit := 1 << 20
+	if b, err := os.ReadFile("/proc/sys/fs/pipe-max-size"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			limit = n
+		}
+	}
+	return min(maxWrite, limit-os.Getpagesize())
 }
 
 // Unmount ends the mount at dir, lazily if it is busy.
@@ -176,8 +199,13 @@ const yieldEvery = 5 * time.Millisecond
 
 // The FUSE opcodes the loop itself looks at.
 const (
+	opRead = 15
 	opInit = 26
 )
+
+// spliceMin is the smallest read the loop answers with splice (read.go):
+// below it, the copy costs less than the splices' system calls.
+const spliceMin = 32 << 10
 
 // rootAlias is the node id the loop gives requests about the root (id
 // 1): go-fuse answers a name ".go-fuse-epoll-hack" looked up in node 1
@@ -200,6 +228,8 @@ func (c *Conn) serveLoop() {
 	in := make([]byte, c.bufSize)
 	out := make([]byte, c.bufSize)
 	inv, outv := [][]byte{nil}, [][]byte{out}
+	p := c.newPipe()
+	defer p.close()
 	yielded := time.Now()
 	for {
 		if now := time.Now(); now.Sub(yielded) > yieldEvery {
@@ -233,18 +263,22 @@ func (c *Conn) serveLoop() {
 		if c.parked.CompareAndSwap(true, false) {
 			c.wake <- struct{}{}
 		}
-		c.handle(in[:n], inv, outv)
+		c.handle(in[:n], inv, outv, p)
 		if c.waiting.Load() > 0 && c.leave() {
 			return
 		}
 	}
 }
 
-// handle serves one request read into req, replying through out.
-func (c *Conn) handle(req []byte, inv, outv [][]byte) {
+// handle serves one request read into req, replying through out, or,
+// for a large read, through pipe p.
+func (c *Conn) handle(req []byte, inv, outv [][]byte, p *pipe) {
 	hdr := (*fuse.InHeader)(unsafe.Pointer(&req[0]))
 	if len(req) >= int(unsafe.Sizeof(fuse.InHeader{})) && hdr.NodeId == 1 {
 		hdr.NodeId = rootAlias
+	}
+	if hdr.Opcode == opRead && c.spliceRead(req, p) {
+		return
 	}
 	inv[0] = req
 	n, st := c.ps.HandleRequest(inv, outv)
@@ -262,6 +296,9 @@ func (c *Conn) handle(req []byte, inv, outv [][]byte) {
 		switch err {
 		case nil:
 			if init {
+				if c.flags&fuse.CAP_PASSTHROUGH != 0 {
+					c.fs.SetBacking(c)
+				}
 				close(c.inited)
 			}
 			return
@@ -404,5 +441,35 @@ func (c *Conn) invalidateAttrs(id uint64) {
 	binary.NativeEndian.PutUint64(b[8:16], ^uint64(0)) // offset -1: attributes only
 	if err := c.notify(fuse.NOTIFY_INVAL_INODE, b[:]); err != nil && err != unix.ENOENT {
 		c.errLog.Printf("invalidating node %d: %v", id, err)
+	}
+}
+
+// The ioctls on /dev/fuse that register a backing file for passthrough
+// and drop the registration (FUSE_DEV_IOC_BACKING_OPEN, _CLOSE).
+const (
+	iocBackingOpen  = 0x4010e501
+	iocBackingClose = 0x4004e502
+)
+
+// Open registers host file fd as a passthrough backing file and returns
+// its id (Backing).
+func (c *Conn) Open(fd int) (int32, error) {
+	m := struct {
+		fd      int32
+		flags   uint32
+		padding uint64
+	}{fd: int32(fd)}
+	id, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.fd), iocBackingOpen, uintptr(unsafe.Pointer(&m)))
+	if e != 0 {
+		return -1, e
+	}
+	return int32(id), nil
+}
+
+// Close drops backing id (Backing).
+func (c *Conn) Close(id int32) {
+	v := uint32(id)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.fd), iocBackingClose, uintptr(unsafe.Pointer(&v))); e != 0 {
+		c.errLog.Printf("dropping passthrough backing %d: %v", id, e)
 	}
 }

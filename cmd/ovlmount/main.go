@@ -28,10 +28,10 @@ import (
 )
 
 // readaheadKB is the mount's readahead: FUSE takes the lower of the
-// daemon's maximum (MaxWrite, 1 MiB) and the bdi default, 128 KiB,
-// so a sequential read came in 128 KiB requests; 1 MiB ones need an
-// eighth of the round trips.
-const readaheadKB = "1024"
+// daemon's maximum and the bdi default, 128 KiB, so a sequential read
+// came in 128 KiB requests; ones of the largest read the daemon takes
+// (1 MiB less a page, overlay.Mount) need an eighth of the round trips.
+const readaheadKB = "1020"
 
 // setReadahead raises the readahead of the FUSE mount m.
 func setReadahead(m mountinfo.Mount) {
@@ -219,6 +219,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		Ino32:            c.ino32,
 		StaticNlink:      c.staticNlink,
 		ACL:              !c.noACL,
+		Passthrough:      !c.noPassthru,
 		NoFsync:          c.noFsync,
 		XattrPermissions: c.xattrPerm,
 	}

@@ -58,6 +58,7 @@ var options = []option{
 	{"atime", done, []string{""}, "mount flag"},
 	{"noatime", done, []string{""}, "mount flag (default)"},
 	{"max_write", done, nil, "largest write request in bytes"},
+	{"passthrough", done, []string{"1", "0"}, "1 (default): as root outside a user namespace, the kernel reads and writes upper files itself (FUSE passthrough); 0: the daemon serves all file data"},
 	{"diratime", ignored, []string{""}, "FUSE mounts take no directory-atime flag"},
 	{"nodiratime", ignored, []string{""}, "FUSE mounts take no directory-atime flag"},
 	{"relatime", ignored, []string{""}, "FUSE mounts take no relatime flag; lower layers never get atime updates"},
@@ -107,6 +108,7 @@ type config struct {
 	ino32       bool
 	staticNlink bool
 	noACL       bool
+	noPassthru  bool
 	noFsync     bool
 	readOnly    bool
 	allowOther  bool
@@ -228,6 +230,8 @@ func (c *config) apply(o string) error {
 		c.staticNlink = true
 	case "noacl":
 		c.noACL = true
+	case "passthrough":
+		c.noPassthru = value == "0"
 	case "ino32_t":
 		c.ino32 = true
 	case "volatile":
