@@ -11,22 +11,30 @@ GO      ?= go
 BIN     := bin/ovlmount
 GOFILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
+# The release number is VERSION's; the commit is git's, marked -dirty when
+# tracked files have changes. Both are linked into the binary for
+# --version. The binaries are relinked on every make so that the commit is
+# never stale (go build's cache keeps that cheap).
+VERSION := $(shell cat VERSION)
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)
+LDFLAGS := -X main.release=$(VERSION) -X main.commit=$(COMMIT)
+
 # Debian packages the tests and the example use: fusermount3/mount.fuse3,
 # getfattr/setfattr, fuse-overlayfs (the conformance comparison).
 DEBS := fuse3 attr fuse-overlayfs
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build install uninstall deps example test lint clean conformance-doc bench
+.PHONY: build install uninstall deps example test lint clean conformance-doc bench $(BIN) $(BIN)-race
 
 build: $(BIN)
 
-$(BIN): $(GOFILES)
-	$(GO) build -o $@ ./cmd/ovlmount
+$(BIN):
+	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/ovlmount
 
 # The binary the mount tests run: race-instrumented, so -race covers the
 # daemon too.
-$(BIN)-race: $(GOFILES)
-	$(GO) build -race -o $@ ./cmd/ovlmount
+$(BIN)-race:
+	$(GO) build -race -ldflags "$(LDFLAGS)" -o $@ ./cmd/ovlmount
 
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ovlmount

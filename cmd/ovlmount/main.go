@@ -12,7 +12,6 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -83,7 +82,7 @@ func run(args []string) int {
 		return 0
 	}
 	if c.version {
-		fmt.Println("ovlmount", version())
+		fmt.Print(versionText())
 		return 0
 	}
 	if err := c.validate(); err != nil {
@@ -248,18 +247,6 @@ func unmount(mnt string) {
 	if err := overlay.Unmount(mnt); err != nil {
 		fmt.Fprintf(os.Stderr, "ovlmount: unmount %s: %v\n", mnt, err)
 	}
-}
-
-func version() string {
-	v := "devel"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
-		}
-	}
-	return v
 }
 
 func usage(w io.Writer) {
