@@ -74,6 +74,12 @@ func fail(format string, a ...any) int {
 
 func run(args []string) int {
 	c, err := parseArgs(args)
+	if !isDaemonChild() {
+		// Before any error: an unknown option may be why there is one.
+		for _, w := range c.warnings {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -88,13 +94,8 @@ func run(args []string) int {
 	if err := c.validate(); err != nil {
 		return fail("%v", err)
 	}
-	if !isDaemonChild() {
-		for _, w := range c.warnings {
-			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
-		}
-		if !c.foreground {
-			return daemonize(c.mountpoint)
-		}
+	if !isDaemonChild() && !c.foreground {
+		return daemonize(c.mountpoint)
 	}
 	return serve(c, childReady)
 }
@@ -273,19 +274,13 @@ Options:
 		fmt.Fprintf(w, "\n %s:\n", g.title)
 		var rows []string
 		for _, o := range options {
-			if o.status != g.s {
-				continue
+			if o.status == g.s {
+				rows = append(rows, helpRow(o))
 			}
-			name := o.name
-			if o.values == nil {
-				name += "=..."
-			} else if o.values[0] != "" {
-				name += "=" + strings.Join(o.values, "|")
-			}
-			rows = append(rows, fmt.Sprintf("  %-26s %s", name, o.help))
 		}
 		sort.Strings(rows)
 		fmt.Fprintln(w, strings.Join(rows, "\n"))
 	}
-	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does.\n")
+	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does; one a\n"+
+		"letter or two from a known option is refused as a typo.\n")
 }
