@@ -68,7 +68,7 @@ func main() {
 }
 
 func fail(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "ovlmount: "+format+"\n", a...)
+	logError(format, a...)
 	return 1
 }
 
@@ -97,6 +97,13 @@ func run(args []string) int {
 	if !isDaemonChild() && !c.foreground {
 		return daemonize(c.mountpoint)
 	}
+	startLogging(c.mountpoint, isDaemonChild())
+	if isDaemonChild() {
+		// Said on stderr already; the log keeps what the mount ignores.
+		for _, w := range c.warnings {
+			logWarning("%s", w)
+		}
+	}
 	return serve(c, childReady)
 }
 
@@ -120,7 +127,7 @@ func serve(c *config, ready func(error)) int {
 	if source == "" {
 		source = "ovlmount"
 	}
-	errLog := log.New(os.Stderr, "ovlmount: ", 0)
+	errLog := log.New(errorLog{}, "", 0)
 	cfg := overlay.MountConfig{
 		Source:     source,
 		AllowOther: c.allowOther || os.Geteuid() == 0,
@@ -246,7 +253,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 // otherwise; lazily if it is busy.
 func unmount(mnt string) {
 	if err := overlay.Unmount(mnt); err != nil {
-		fmt.Fprintf(os.Stderr, "ovlmount: unmount %s: %v\n", mnt, err)
+		logError("unmount %s: %v", mnt, err)
 	}
 }
 
