@@ -2,7 +2,9 @@
 #
 #   make example   build, make example layers, mount, show, unmount
 #   make test      install what the tests need, then lint and run every test
-#   make install   install ovlmount where mount(8) and mount.fuse3 find it
+#   make install   install ovlmount where mount(8) and mount.fuse3 find it, and
+#                  its man page (PREFIX=/usr/local, DESTDIR for staging)
+#   make uninstall remove both
 #   make bench     time ovlmount against fuse-overlayfs and kernel overlayfs (root)
 #   make conformance-doc   regenerate docs/conformance.md (ovlmount and fuse-overlayfs vs the kernel)
 
@@ -20,8 +22,9 @@ COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git status 
 LDFLAGS := -X main.release=$(VERSION) -X main.commit=$(COMMIT)
 
 # Debian packages the tests and the example use: fusermount3/mount.fuse3,
-# getfattr/setfattr, fuse-overlayfs (the conformance comparison).
-DEBS := fuse3 attr fuse-overlayfs
+# getfattr/setfattr, fuse-overlayfs (the conformance comparison), man (the
+# man page test renders docs/ovlmount.8).
+DEBS := fuse3 attr fuse-overlayfs man-db
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build install uninstall deps example test lint clean conformance-doc bench $(BIN) $(BIN)-race
@@ -36,11 +39,14 @@ $(BIN):
 $(BIN)-race:
 	$(GO) build -race -ldflags "$(LDFLAGS)" -o $@ ./cmd/ovlmount
 
+MAN8 := share/man/man8
+
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ovlmount
+	install -D -m 0644 docs/ovlmount.8 $(DESTDIR)$(PREFIX)/$(MAN8)/ovlmount.8
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/ovlmount
+	rm -f $(DESTDIR)$(PREFIX)/bin/ovlmount $(DESTDIR)$(PREFIX)/$(MAN8)/ovlmount.8
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
