@@ -1,7 +1,8 @@
 # ovlmount: build, install, example, tests.
 #
 #   make example   build, make example layers, mount, show, unmount
-#   make test      install what the tests need, then lint and run every test
+#   make test      say what it installs and changes, install what the tests
+#                  need, lint, and run every test with a line per test
 #   make install   install ovlmount where mount(8) and mount.fuse3 find it, and
 #                  its man page (PREFIX=/usr/local, DESTDIR for staging)
 #   make uninstall remove both
@@ -66,10 +67,33 @@ lint: $(STATICCHECK)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
+# What make test installs and changes, said before it does any of it.
+define TEST_NOTICE
+make test installs and changes, outside this repository:
+  - apt-get installs those of these Debian packages that are missing: $(DEBS)
+  - go install puts staticcheck in $(STATICCHECK) if it is missing
+  - the tests mount FUSE filesystems, tmpfs and kernel overlays in
+    temporary directories and in private mount namespaces, and unmount them;
+    nothing is installed in /usr/local: mount -t fuse.ovlmount finds the
+    binary under test in a private mount namespace
+  - TestPodman (e2e) installs podman, runc, busybox-static and uidmap with
+    apt-get if missing, and adds the user ovlmount-e2e (useradd) if missing;
+    both stay afterwards
+In the repository it builds bin/ovlmount-race and bin/testsum.
+endef
+export TEST_NOTICE
+
+bin/testsum: $(GOFILES)
+	$(GO) build -o $@ ./internal/testsum
+
 # GORACE: race-built programs sleep a second at exit by default, and the
-# crash test starts hundreds of daemons.
-test: deps install lint $(BIN)-race
-	GORACE=atexit_sleep_ms=0 OVLMOUNT_BIN=$(CURDIR)/$(BIN)-race $(GO) test -race -count=1 -timeout 30m ./...
+# crash test starts hundreds of daemons. testsum prints a line per test and
+# per package as they end, and what failing and skipped tests said.
+test:
+	@echo "$$TEST_NOTICE"
+	@$(MAKE) --no-print-directory deps lint $(BIN)-race bin/testsum
+	GORACE=atexit_sleep_ms=0 OVLMOUNT_BIN=$(CURDIR)/$(BIN)-race bin/testsum \
+		$(GO) test -json -race -count=1 -timeout 30m ./...
 
 # docs/conformance.md: every conformance scenario on ovlmount and on
 # fuse-overlayfs, compared with kernel overlayfs (run as root).
