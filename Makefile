@@ -6,6 +6,7 @@
 #   make install   install ovlmount where mount(8) and mount.fuse3 find it, and
 #                  its man page (PREFIX=/usr/local, DESTDIR for staging)
 #   make uninstall remove both
+#   make deb       the Debian package, bin/ovlmount_VERSION_ARCH.deb
 #   make bench     time ovlmount against fuse-overlayfs and kernel overlayfs (root)
 #   make conformance-doc   regenerate docs/conformance.md (ovlmount and fuse-overlayfs vs the kernel)
 
@@ -28,7 +29,7 @@ LDFLAGS := -X main.release=$(VERSION) -X main.commit=$(COMMIT)
 DEBS := fuse3 attr fuse-overlayfs man-db
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build install uninstall deps example test lint clean conformance-doc bench $(BIN) $(BIN)-race
+.PHONY: build install uninstall deb deps example test lint clean conformance-doc bench $(BIN) $(BIN)-race
 
 build: $(BIN)
 
@@ -48,6 +49,17 @@ install: $(BIN)
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/ovlmount $(DESTDIR)$(PREFIX)/$(MAN8)/ovlmount.8
+
+# The Debian package, built with dpkg-deb from this repository and the Go
+# module cache (packaging/deb.sh says what it holds). Its program is built
+# without cgo: it then needs nothing but the kernel and fuse3.
+DEB_ARCH       := $(shell dpkg --print-architecture 2>/dev/null)
+DEB            := bin/ovlmount_$(VERSION)_$(DEB_ARCH).deb
+DEB_MAINTAINER ?= ovlmount maintainers <maintainers@ovlmount.invalid>
+
+deb:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/deb/ovlmount ./cmd/ovlmount
+	packaging/deb.sh "$(VERSION)" "$(DEB_ARCH)" bin/deb/ovlmount "$(DEB_MAINTAINER)" $(DEB)
 
 deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -76,10 +88,13 @@ make test installs and changes, outside this repository:
     temporary directories and in private mount namespaces, and unmount them;
     nothing is installed in /usr/local: mount -t fuse.ovlmount finds the
     binary under test in a private mount namespace
+  - TestDeb (cmd/ovlmount) builds the Debian package (make deb), installs
+    it with apt-get, and removes and purges it again; it refuses to run if
+    an ovlmount package is installed already
   - TestPodman (e2e) installs podman, runc, busybox-static and uidmap with
     apt-get if missing, and adds the user ovlmount-e2e (useradd) if missing;
     both stay afterwards
-In the repository it builds bin/ovlmount-race and bin/testsum.
+In the repository it builds bin/ovlmount-race, bin/testsum and the package.
 endef
 export TEST_NOTICE
 
