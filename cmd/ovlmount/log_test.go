@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -133,11 +134,33 @@ func waitStderr(t *testing.T, p *foreground, s string) {
 	}
 }
 
+// waitChecked waits up to 10 seconds until the foreground ovlmount
+// serving mnt is done checking its mount, which it finds by path in
+// mountinfo: as root it then sets the mount's readahead.
+func waitChecked(t *testing.T, mnt string) {
+	t.Helper()
+	m, ok := mountinfo.At(mnt)
+	if !ok {
+		t.Fatalf("%s not in mountinfo", mnt)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile("/sys/class/bdi/" + m.Dev + "/read_ahead_kb")
+		if strings.TrimSpace(string(b)) == readaheadKB {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readahead of %s still %q after 10s, want %s", mnt, b, readaheadKB)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestLogAfterDaemonizing checks where a daemon's warnings and errors
 // go once its stderr is /dev/null: to syslog, one message each, naming
 // the mountpoint; and that in the foreground they go to stderr only. The
-// error is a real one: the mountpoint's directory is renamed, so the
-// unmount that SIGTERM asks for fails.
+// error is a real one: the mountpoint's directory is renamed once the
+// mount is up, so the unmount that SIGTERM asks for fails.
 func TestLogAfterDaemonizing(t *testing.T) {
 	testenv.RequireMount(t)
 	if !privateMounts(t) {
@@ -175,6 +198,7 @@ func TestLogAfterDaemonizing(t *testing.T) {
 	d = makeStack(t)
 	mnt = d + "/mnt"
 	p := startForeground(t, mnt, "-o", "frobnicate,lowerdir="+d+"/l1:"+d+"/l2", mnt)
+	waitChecked(t, mnt)
 	moved = d + "-moved"
 	if err := os.Rename(d, moved); err != nil {
 		t.Fatal(err)
@@ -188,7 +212,7 @@ func TestLogAfterDaemonizing(t *testing.T) {
 		t.Fatalf("umount: %s", r.stderr)
 	}
 	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -f after umount: ended %v, %v", ended, err)
+		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
 	}
 	wantStderr := "ovlmount: warning: unknown option \"frobnicate\" ignored\n" +
 		"ovlmount: unmount " + mnt + ": no such file or directory\n"
@@ -253,7 +277,7 @@ func TestSIGQUIT(t *testing.T) {
 		t.Fatalf("umount: %s", r.stderr)
 	}
 	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -f after umount: ended %v, %v", ended, err)
+		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
 	}
 	checkNothingLogged(t, msgs)
 }

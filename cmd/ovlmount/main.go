@@ -155,6 +155,11 @@ func serve(c *config, ready func(error)) int {
 		cfg.Flags = append(cfg.Flags, "noatime")
 	}
 	cfg.Flags = append(cfg.Flags, c.mountFlags...)
+	// Caught before the mount is live: a SIGTERM as soon as it is (the
+	// caller saw the command succeed) must unmount, not end the daemon
+	// and leave a dead mount behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	conn, err := fs.Mount(c.mountpoint, cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
@@ -176,8 +181,6 @@ func serve(c *config, ready func(error)) int {
 		}
 	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-sig
 		unmount(c.mountpoint)
