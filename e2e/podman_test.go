@@ -333,6 +333,7 @@ func requirePodman(t *testing.T) {
 func requireUser(t *testing.T, name string) (uid, gid string) {
 	t.Helper()
 	if _, err := exec.Command("id", "-u", name).Output(); err != nil {
+		t.Logf("adding the user %s (useradd); it stays afterwards", name)
 		if out, err := exec.Command("useradd", "-M", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd %s: %v\n%s", name, err, out)
 		}

@@ -12,7 +12,6 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -69,12 +68,18 @@ func main() {
 }
 
 func fail(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "ovlmount: "+format+"\n", a...)
+	logError(format, a...)
 	return 1
 }
 
 func run(args []string) int {
 	c, err := parseArgs(args)
+	if !isDaemonChild() {
+		// Before any error: an unknown option may be why there is one.
+		for _, w := range c.warnings {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -83,18 +88,20 @@ func run(args []string) int {
 		return 0
 	}
 	if c.version {
-		fmt.Println("ovlmount", version())
+		fmt.Print(versionText())
 		return 0
 	}
 	if err := c.validate(); err != nil {
 		return fail("%v", err)
 	}
-	if !isDaemonChild() {
+	if !isDaemonChild() && !c.foreground {
+		return daemonize(c.mountpoint)
+	}
+	startLogging(c.mountpoint, isDaemonChild())
+	if isDaemonChild() {
+		// Said on stderr already; the log keeps what the mount ignores.
 		for _, w := range c.warnings {
-			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
-		}
-		if !c.foreground {
-			return daemonize(c.mountpoint)
+			logWarning("%s", w)
 		}
 	}
 	return serve(c, childReady)
@@ -120,7 +127,7 @@ func serve(c *config, ready func(error)) int {
 	if source == "" {
 		source = "ovlmount"
 	}
-	errLog := log.New(os.Stderr, "ovlmount: ", 0)
+	errLog := log.New(errorLog{}, "", 0)
 	cfg := overlay.MountConfig{
 		Source:     source,
 		AllowOther: c.allowOther || os.Geteuid() == 0,
@@ -148,6 +155,11 @@ func serve(c *config, ready func(error)) int {
 		cfg.Flags = append(cfg.Flags, "noatime")
 	}
 	cfg.Flags = append(cfg.Flags, c.mountFlags...)
+	// Caught before the mount is live: a SIGTERM as soon as it is (the
+	// caller saw the command succeed) must unmount, not end the daemon
+	// and leave a dead mount behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	conn, err := fs.Mount(c.mountpoint, cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
@@ -169,8 +181,6 @@ func serve(c *config, ready func(error)) int {
 		}
 	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-sig
 		unmount(c.mountpoint)
@@ -247,20 +257,8 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 // otherwise; lazily if it is busy.
 func unmount(mnt string) {
 	if err := overlay.Unmount(mnt); err != nil {
-		fmt.Fprintf(os.Stderr, "ovlmount: unmount %s: %v\n", mnt, err)
+		logError("unmount %s: %v", mnt, err)
 	}
-}
-
-func version() string {
-	v := "devel"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
-		}
-	}
-	return v
 }
 
 func usage(w io.Writer) {
@@ -287,19 +285,13 @@ Options:
 		fmt.Fprintf(w, "\n %s:\n", g.title)
 		var rows []string
 		for _, o := range options {
-			if o.status != g.s {
-				continue
+			if o.status == g.s {
+				rows = append(rows, helpRow(o))
 			}
-			name := o.name
-			if o.values == nil {
-				name += "=..."
-			} else if o.values[0] != "" {
-				name += "=" + strings.Join(o.values, "|")
-			}
-			rows = append(rows, fmt.Sprintf("  %-26s %s", name, o.help))
 		}
 		sort.Strings(rows)
 		fmt.Fprintln(w, strings.Join(rows, "\n"))
 	}
-	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does.\n")
+	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does; one a\n"+
+		"letter or two from a known option is refused as a typo.\n")
 }

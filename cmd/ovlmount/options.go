@@ -67,7 +67,7 @@ var options = []option{
 	{"fast_ino", ignored, []string{"0", "1"}, "inode numbers always follow the kernel's samefs/xino rule"},
 	{"context", ignored, nil, "SELinux labels are not applied"},
 	{"noacl", done, []string{""}, "the kernel enforces no POSIX ACLs (mode bits only), and objects built in the workdir inherit no default ACL"},
-	{"writeback", ignored, []string{"0", "1"}, "no write path yet"},
+	{"writeback", ignored, []string{"0", "1"}, "the kernel's writeback cache stays off: with it the kernel keeps mtimes of its own, and they would change across a remount"},
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", ignored, []string{"off", "follow", "nofollow"}, "redirects are neither written nor followed"},
@@ -132,7 +132,9 @@ type config struct {
 //
 // Options and positionals may come in any order; every positional
 // overwrites the mountpoint, so the last one wins and the one before it,
-// if any, is the source (mount(8) passes SOURCE MOUNTPOINT).
+// if any, is the source (mount(8) passes SOURCE MOUNTPOINT). The config
+// is returned with an error too: its warnings name the unknown options,
+// which are to be reported before the error.
 func parseArgs(args []string) (*config, error) {
 	c := &config{timeout: 1000000000 * time.Second}
 	var opts []string
@@ -150,14 +152,14 @@ func parseArgs(args []string) (*config, error) {
 			c.version = true
 		case a == "-o":
 			if i+1 == len(args) {
-				return nil, fmt.Errorf("-o needs an argument")
+				return c, fmt.Errorf("-o needs an argument")
 			}
 			i++
 			opts = append(opts, splitOptions(args[i])...)
 		case strings.HasPrefix(a, "-o"):
 			opts = append(opts, splitOptions(a[2:])...)
 		case strings.HasPrefix(a, "-") && a != "-":
-			return nil, fmt.Errorf("unknown flag %q (see --help)", a)
+			return c, fmt.Errorf("unknown flag %q (see --help)", a)
 		default:
 			pos = append(pos, a)
 		}
@@ -165,13 +167,16 @@ func parseArgs(args []string) (*config, error) {
 	if c.help || c.version {
 		return c, nil
 	}
+	if err := c.unknown(opts); err != nil {
+		return c, err
+	}
 	for _, o := range opts {
 		if err := c.apply(o); err != nil {
-			return nil, err
+			return c, err
 		}
 	}
 	if len(pos) == 0 {
-		return nil, fmt.Errorf("no mountpoint given (see --help)")
+		return c, fmt.Errorf("no mountpoint given (see --help)")
 	}
 	c.mountpoint = pos[len(pos)-1]
 	if len(pos) > 1 {
@@ -180,12 +185,32 @@ func parseArgs(args []string) (*config, error) {
 	return c, nil
 }
 
-// apply records one option.
+// unknown records a warning for each unknown option, as fuse-overlayfs
+// ignores them, and refuses the first that looks like a typo of a known
+// one: ignoring "uperdir" would mount without the upper layer meant.
+func (c *config) unknown(opts []string) error {
+	var typo error
+	for _, o := range opts {
+		name, _, _ := strings.Cut(o, "=")
+		if lookupOption(name) != nil {
+			continue
+		}
+		if s := suggestOption(name); s != "" {
+			if typo == nil {
+				typo = fmt.Errorf("unknown option %q: did you mean %s?", o, s)
+			}
+			continue
+		}
+		c.warnings = append(c.warnings, fmt.Sprintf("unknown option %q ignored", o))
+	}
+	return typo
+}
+
+// apply records one option; unknown ones are left to c.unknown.
 func (c *config) apply(o string) error {
 	name, value, hasValue := strings.Cut(o, "=")
 	opt := lookupOption(name)
 	if opt == nil {
-		c.warnings = append(c.warnings, fmt.Sprintf("unknown option %q ignored", o))
 		return nil
 	}
 	if opt.values != nil {
