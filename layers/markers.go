@@ -69,9 +69,7 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 			case "y":
 				m.Opaque = true
 			case "x":
-				// Only lower layers hold xwhiteouts; the kernel ignores
-				// the value in the upper layer.
-				m.XWhiteouts = !l.Upper
+				m.XWhiteouts = true
 			}
 		}
 	}
@@ -87,11 +85,22 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 // IsXWhiteout reports whether the object rel, whose attributes are st and
 // whose parent directory has XWhiteouts, is an xwhiteout.
 func (l *Layer) IsXWhiteout(rel string, st *unix.Stat_t) bool {
+	return isXWhiteout(st, func(attr string) error { _, err := l.Getxattr(rel, attr); return err })
+}
+
+// IsXWhiteoutAt is IsXWhiteout for entry name of directory dfd.
+func IsXWhiteoutAt(dfd int, name string, st *unix.Stat_t) bool {
+	return isXWhiteout(st, func(attr string) error { _, err := GetxattrAt(dfd, name, attr); return err })
+}
+
+// isXWhiteout reports whether an object with attributes st that get finds
+// xattrs of is an xwhiteout: an empty regular file with overlay.whiteout.
+func isXWhiteout(st *unix.Stat_t, get func(attr string) error) bool {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false
 	}
 	for _, n := range []string{TrustedPrefix + "whiteout", UserPrefix + "whiteout"} {
-		if _, err := l.Getxattr(rel, n); err == nil {
+		if get(n) == nil {
 			return true
 		}
 	}

@@ -142,7 +142,7 @@ type newObject struct {
 func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker, free bool) (found, int, error) {
 	o := newObject{name: name, typ: mode & unix.S_IFMT}
 	if !free {
-		o.over, o.aufs = fs.whiteoutAt(pfd, name)
+		o.over, o.aufs = fs.whiteoutAt(p, pfd, name)
 	}
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
@@ -429,12 +429,15 @@ func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32, chown, sq
 	return st, nil
 }
 
-// whiteoutAt reports whether the upper directory pfd has a kernel
-// whiteout named name, or an AUFS whiteout file for it.
-func (fs *FS) whiteoutAt(pfd int, name string) (char, aufs bool) {
+// whiteoutAt reports whether the upper directory pfd of p has a whiteout
+// named name that a new object replaces (char: a kernel whiteout, or, in
+// a directory marked opaque=x, an xwhiteout, which the kernel also hides
+// in the upper layer), or an AUFS whiteout file for it.
+// Preconditions: renameMu held; p copied up.
+func (fs *FS) whiteoutAt(p *node, pfd int, name string) (char, aufs bool) {
 	var st unix.Stat_t
-	if unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && layers.IsWhiteout(&st) {
-		char = true
+	if unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		char = layers.IsWhiteout(&st) || p.layersOf()[0].marks.XWhiteouts && layers.IsXWhiteoutAt(pfd, name, &st)
 	}
 	if len(name)+len(layers.WhiteoutPrefix) <= maxName &&
 		unix.Fstatat(pfd, layers.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
@@ -634,7 +637,7 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	defer unix.Close(tfd)
-	over, aufs := fs.whiteoutAt(pfd, name)
+	over, aufs := fs.whiteoutAt(p, pfd, name)
 	if over {
 		// Link in the workdir, then replace the whiteout with one rename.
 		wfd, tmp := fs.work.Fd(), fs.work.TempName()

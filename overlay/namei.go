@@ -46,7 +46,48 @@ func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
+	if f.typ == unix.S_IFDIR && len(f.objs) > 1 && f.objs[0].layer.Upper {
+		fs.recordOrigin(p, name, f)
+	}
 	return fs.acquire(p, name, f), nil
+}
+
+// recordOrigin gives merged directory name of p, resolved as f, the
+// copy-up origin it lacks (a hand-made upper layer's), naming its topmost
+// lower directory, and p's upper directory the impure marker, as the
+// kernel's lookup does (ovl_lookup, which stores the origin of a merged
+// upper directory found without one). What cannot be recorded stays
+// unrecorded, as there.
+// Preconditions: renameMu held; f is merged with an upper object.
+func (fs *FS) recordOrigin(p *node, name string, f found) {
+	origin := fs.privateXattr("origin")
+	fs.inDir(p, fs.upper, func(pfd int) error {
+		if _, err := layers.GetxattrAt(pfd, name, origin); err != unix.ENODATA {
+			return nil
+		}
+		low := f.objs[1].layer
+		fd, err := fs.openAt(p, low, name)
+		if err != nil {
+			return err
+		}
+		h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		uuid, err := layers.FSUUID(low.Root())
+		if err != nil {
+			uuid = [16]byte{}
+		}
+		v, err := layers.EncodeOrigin(uuid, h)
+		if err != nil {
+			return err
+		}
+		if err := setxattrAt(pfd, name, origin, string(v)); err != nil {
+			return err
+		}
+		return setxattrAt(pfd, ".", fs.privateXattr("impure"), "y")
+	})
 }
 
 // acquire turns a resolved name into a node held by the kernel: the node

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ovlmount/ovlmount/inodes"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -104,6 +105,10 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 	}
 	seen := make(map[string]bool)
 	objs, dir := n.layersOf(), n.path()
+	// A directory that merges with nothing is listed as it is on disk,
+	// whiteouts included, as the kernel lists it (ovl_iterate reads such
+	// a directory itself), though a lookup of them finds nothing.
+	unmerged := len(objs) == 1
 	for i, o := range objs {
 		raw, err := o.layer.ReadDir(dir)
 		if err != nil {
@@ -121,10 +126,15 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 				continue
 			}
 			seen[e.Name] = true
-			if fs.isWhiteout(o, layers.Join(dir, e.Name), e.Type) {
+			if !unmerged && fs.isWhiteout(o, layers.Join(dir, e.Name), e.Type) {
 				continue
 			}
 			de, err := fs.dirent(n, objs, i, e)
+			if err == syscall.ENOENT && (unmerged || o.layer.Upper && o.marks.XWhiteouts) {
+				// A whiteout listed (see isWhiteout): with its own number.
+				num, ok := fs.scheme.Ino(o.dev, e.Ino)
+				de, err = Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(inodes.Key{Dev: o.dev, Ino: e.Ino}, num, ok), Type: e.Type}, nil
+			}
 			if err != nil {
 				if err == syscall.ENOENT {
 					continue // gone meanwhile
@@ -144,8 +154,11 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 }
 
 // isWhiteout reports whether the entry rel of type typ in layer object o
-// is a whiteout of any form.
+// is a whiteout of any form a listing leaves out. An xwhiteout in the
+// upper layer hides a name from lookup but is still listed, as by the
+// kernel, which reads xwhiteouts only in lower layers' listings.
 func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
+	xwhiteouts := o.marks.XWhiteouts && !o.layer.Upper
 	switch {
 	case typ == unix.DT_CHR || typ == unix.DT_UNKNOWN:
 		st, err := o.layer.Lstat(rel)
@@ -155,8 +168,8 @@ func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
 		if layers.IsWhiteout(&st) {
 			return true
 		}
-		return o.marks.XWhiteouts && o.layer.IsXWhiteout(rel, &st)
-	case typ == unix.DT_REG && o.marks.XWhiteouts:
+		return xwhiteouts && o.layer.IsXWhiteout(rel, &st)
+	case typ == unix.DT_REG && xwhiteouts:
 		st, err := o.layer.Lstat(rel)
 		return err == nil && o.layer.IsXWhiteout(rel, &st)
 	}

@@ -180,7 +180,7 @@ func (fs *FS) move(r renaming) error {
 			return err
 		}
 	}
-	over, aufs := fs.whiteoutAt(nfd, newName)
+	over, aufs := fs.whiteoutAt(np, nfd, newName)
 	if over && srcDir {
 		// rename(2) cannot put a directory over the char-device
 		// whiteout: exchange the two, then the whiteout, now at the old
