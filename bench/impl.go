@@ -17,27 +17,39 @@ import (
 // impl is one overlay implementation under test.
 type impl struct {
 	name string
-	// mount mounts lower (top first), upper and work on mnt.
-	mount func(lower, upper, work, mnt string) error
+	// mount mounts lower (top first), upper and work on mnt; extra are
+	// FUSE options a workload asks for (the kernel takes none).
+	mount func(lower, upper, work, mnt, extra string) error
 	// daemon is true when a user-space process serves the mount.
 	daemon bool
 }
 
-func implementations(ovlBin string) map[string]*impl {
-	opts := func(lower, upper, work string) string {
-		return "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+// implementations returns the implementations by name; ovlmount-before is
+// beforeBin, a build of an earlier ovlmount (-before), when given.
+func implementations(ovlBin, beforeBin string) map[string]*impl {
+	opts := func(lower, upper, work, extra string) string {
+		o := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+		if extra != "" {
+			o += "," + extra
+		}
+		return o
 	}
-	return map[string]*impl{
-		"ovlmount": {name: "ovlmount", daemon: true, mount: func(lower, upper, work, mnt string) error {
-			return run(ovlBin, "-o", opts(lower, upper, work), mnt)
-		}},
-		"fuse-overlayfs": {name: "fuse-overlayfs", daemon: true, mount: func(lower, upper, work, mnt string) error {
-			return run("fuse-overlayfs", "-o", opts(lower, upper, work), mnt)
-		}},
-		"kernel": {name: "kernel", mount: func(lower, upper, work, mnt string) error {
-			return run("mount", "-t", "overlay", "overlay", "-o", opts(lower, upper, work), mnt)
+	fuse := func(name, bin string) *impl {
+		return &impl{name: name, daemon: true, mount: func(lower, upper, work, mnt, extra string) error {
+			return run(bin, "-o", opts(lower, upper, work, extra), mnt)
+		}}
+	}
+	all := map[string]*impl{
+		"ovlmount":       fuse("ovlmount", ovlBin),
+		"fuse-overlayfs": fuse("fuse-overlayfs", "fuse-overlayfs"),
+		"kernel": {name: "kernel", mount: func(lower, upper, work, mnt, _ string) error {
+			return run("mount", "-t", "overlay", "overlay", "-o", opts(lower, upper, work, ""), mnt)
 		}},
 	}
+	if beforeBin != "" {
+		all["ovlmount-before"] = fuse("ovlmount-before", beforeBin)
+	}
+	return all
 }
 
 // run runs a command and returns its error with its output.
@@ -59,8 +71,8 @@ type mounted struct {
 }
 
 // mountFresh makes empty upper and work directories under base and
-// mounts im there.
-func mountFresh(im *impl, lower, base string) (*mounted, error) {
+// mounts im there, with extra FUSE options.
+func mountFresh(im *impl, lower, base, extra string) (*mounted, error) {
 	if err := os.RemoveAll(base); err != nil {
 		return nil, err
 	}
@@ -70,7 +82,7 @@ func mountFresh(im *impl, lower, base string) (*mounted, error) {
 			return nil, err
 		}
 	}
-	if err := im.mount(lower, filepath.Join(base, "upper"), filepath.Join(base, "work"), m.mnt); err != nil {
+	if err := im.mount(lower, filepath.Join(base, "upper"), filepath.Join(base, "work"), m.mnt, extra); err != nil {
 		return nil, err
 	}
 	if mountType(m.mnt) == "" {

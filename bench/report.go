@@ -62,7 +62,7 @@ func (q ratio) title() string { return q.a + " / " + q.b }
 
 func (r *results) markdown(b *bench, wls []workload, entries, rounds, cpu int, command string) string {
 	var ratios []ratio
-	for _, q := range []ratio{{"ovlmount", "kernel"}, {"ovlmount", "fuse-overlayfs"}, {"fuse-overlayfs", "kernel"}} {
+	for _, q := range []ratio{{"ovlmount", "kernel"}, {"ovlmount", "fuse-overlayfs"}, {"ovlmount", "ovlmount-before"}, {"fuse-overlayfs", "kernel"}} {
 		if r.has(q.a) && r.has(q.b) {
 			ratios = append(ratios, q)
 		}
