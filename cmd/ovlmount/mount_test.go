@@ -25,9 +25,11 @@ func TestMain(m *testing.M) {
 	// child subreaper this test process becomes its parent, so a test can
 	// wait for it and see how it ended.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	done := testenv.Start()
 	code := m.Run()
 	reapAll()
 	testenv.RemoveBinary()
+	done()
 	os.Exit(code)
 }
 

@@ -1,6 +1,17 @@
 package testenv
 
-import "testing"
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
+	"golang.org/x/sys/unix"
+)
 
 func TestMountType(t *testing.T) {
 	if MountType("/") == "" {
@@ -11,5 +22,102 @@ func TestMountType(t *testing.T) {
 	}
 	if typ := MountType("/proc"); typ != "proc" {
 		t.Errorf(`MountType("/proc") = %q, want "proc"`, typ)
+	}
+}
+
+func TestMain(m *testing.M) {
+	done := Start()
+	code := m.Run()
+	RemoveBinary()
+	done()
+	os.Exit(code)
+}
+
+// TestCleanStale leaves what a killed test run would beside this live
+// run's directory (Start's): a directory named for a process that is
+// gone, with a tmpfs mounted on another, a process naming a path below
+// it, and an ovlmount mount whose daemon hangs (stopped) with a client
+// waiting on it. CleanStale must take all that down, and keep the live
+// run's directory.
+func TestCleanStale(t *testing.T) {
+	RequireMount(t)
+	bin := Binary(t)
+	start, err := startTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := os.Getenv("TMPDIR")
+	if want := filepath.Join(tempBase, fmt.Sprintf("%s%d-%s", dirPrefix, os.Getpid(), start)); live != want {
+		t.Fatalf("TMPDIR is %s, want %s", live, want)
+	}
+	// This process's pid with a start time it does not have: a process
+	// that has gone, its pid reused.
+	stale := filepath.Join(tempBase, fmt.Sprintf("%s%d-%s0", dirPrefix, os.Getpid(), start))
+	for _, d := range []string{"m", "l", "mnt"} {
+		if err := os.MkdirAll(filepath.Join(stale, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { clean(stale) })
+	if err := unix.Mount("tmpfs", stale+"/m", "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(stale+"/m/n", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", stale+"/m/n", "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale+"/m/n/f", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var procs []*exec.Cmd
+	wait := func(cmd *exec.Cmd) chan error {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		return done
+	}
+	tail := exec.Command("tail", "-f", stale+"/m/n/f")
+	daemon := exec.Command(bin, "-f", "-o", "lowerdir="+stale+"/l", stale+"/mnt")
+	for _, cmd := range []*exec.Cmd{tail, daemon} {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+	}
+	ended := []chan error{wait(tail), wait(daemon)}
+	for deadline := time.Now().Add(10 * time.Second); MountType(stale+"/mnt") != "fuse.ovlmount"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("ovlmount did not mount in 10s")
+		}
+	}
+	daemon.Process.Signal(syscall.SIGSTOP)
+	client := exec.Command("ls", stale+"/mnt")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	procs = append(procs, client)
+	ended = append(ended, wait(client))
+
+	CleanStale()
+	for i, cmd := range procs {
+		select {
+		case <-ended[i]:
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+				t.Errorf("%s ended with %v, want SIGKILL", cmd.Args, cmd.ProcessState)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("%s still runs", cmd.Args)
+		}
+	}
+	if m := mountinfo.Under(stale); len(m) != 0 {
+		t.Errorf("still mounted below the stale directory: %v", m)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the stale directory is still there (%v)", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the live run's directory was removed: %v", err)
 	}
 }
