@@ -109,7 +109,10 @@ func parseDirName(name string) (pid int, start string, ok bool) {
 
 // startTime returns field 22 of /proc/PID/stat, the process's start time
 // in clock ticks since boot: with the pid, it names a process for good,
-// since pids are reused.
+// since pids are reused. A process that has exited has none, even while
+// it is a zombie: one of its threads may wait for an answer from a daemon
+// that will never give it (the zombie of a killed test binary that
+// walked into a hung mount).
 func startTime(pid int) (string, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -124,13 +127,26 @@ func startTime(pid int) (string, error) {
 	if len(f) < 20 {
 		return "", fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
 	}
+	if f[0] == "Z" || f[0] == "X" {
+		return "", fmt.Errorf("process %d has exited", pid)
+	}
 	return f[19], nil
 }
 
-// clean kills the processes naming dir, unmounts everything below it and
-// removes it, and says what it found there ("" if nothing but files).
+// clean aborts the FUSE connections of the mounts below dir, kills the
+// processes naming dir, unmounts everything below it and removes it, and
+// says what it found there ("" if nothing but files).
 func clean(dir string) string {
 	var found []string
+	mounts := mountinfo.Under(dir)
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Type, "fuse") {
+			// Killing is not enough: a daemon thread waiting on a request
+			// to its own mount (a mountpoint inside its layers) keeps the
+			// daemon, and the connection, from ever ending.
+			abortFUSE(m.Dev)
+		}
+	}
 	if pids := processesNaming(dir); len(pids) > 0 {
 		for _, pid := range pids {
 			unix.Kill(pid, unix.SIGKILL)
@@ -138,7 +154,6 @@ func clean(dir string) string {
 		waitGone(pids, 10*time.Second)
 		found = append(found, fmt.Sprintf("processes %v (killed)", pids))
 	}
-	mounts := mountinfo.Under(dir)
 	// Deepest first: a mount below another goes before it.
 	slices.SortStableFunc(mounts, func(a, b mountinfo.Mount) int {
 		return strings.Count(b.Point, "/") - strings.Count(a.Point, "/")
@@ -151,6 +166,27 @@ func clean(dir string) string {
 		found = append(found, err.Error())
 	}
 	return strings.Join(found, ", ")
+}
+
+// fusectl is where the kernel lists FUSE connections.
+const fusectl = "/sys/fs/fuse/connections"
+
+// abortFUSE aborts the FUSE connection of the mount with device dev
+// ("0:MINOR"): every request waiting on it fails with ENOTCONN, and its
+// daemon's reads end. The control filesystem is mounted for the purpose
+// if it is not, and unmounted again.
+func abortFUSE(dev string) {
+	_, minor, ok := strings.Cut(dev, ":")
+	if !ok {
+		return
+	}
+	if _, ok := mountinfo.At(fusectl); !ok {
+		if unix.Mount("fusectl", fusectl, "fusectl", 0, "") != nil {
+			return
+		}
+		defer unix.Unmount(fusectl, 0)
+	}
+	os.WriteFile(filepath.Join(fusectl, minor, "abort"), []byte("1"), 0)
 }
 
 // processesNaming returns the live processes, other than this one, whose
