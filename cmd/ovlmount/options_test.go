@@ -326,6 +326,7 @@ var badInput = []struct {
 	{"invalid fsync value", "lowerdir=%D/l1,fsync=2", "%D/mnt", "fsync"},
 	{"value for a flag", "lowerdir=%D/l1,ro=1", "%D/mnt", "ro"},
 	{"option not implemented yet", "lowerdir=%D/l1,plugins=/p.so", "%D/mnt", "plugins"},
+	{"mountpoint inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/work", "%D/upper/sub", "upperdir"},
 }
 
 func fill(s, d string) string { return strings.ReplaceAll(s, "%D", d) }
