@@ -21,6 +21,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(clientEnv) != "" {
+		os.Exit(clientMain(os.Args[1:]))
+	}
 	// A daemonized ovlmount outlives the process that started it. As a
 	// child subreaper this test process becomes its parent, so a test can
 	// wait for it and see how it ended.

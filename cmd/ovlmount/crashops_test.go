@@ -1,0 +1,367 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// crashCases are the mutating operations TestCrashEveryStep kills the
+// daemon in. setup runs first, through the mount, in sh; op is one
+// system call made by clientMain.
+var crashCases = []struct {
+	name, setup string
+	op          []string
+}{
+	{"create", "", []string{"create", "new", "644"}},
+	{"create with setgid", "", []string{"create", "new", "2755"}},
+	{"create as another user", "mkdir -m 777 pub", []string{"as", "1000:1000", "create", "pub/new", "640"}},
+	{"create over a whiteout", "rm file", []string{"create", "file", "600"}},
+	{"mkdir", "", []string{"mkdir", "new", "755"}},
+	{"mkdir as another user", "mkdir -m 777 pub", []string{"as", "1000:1000", "mkdir", "pub/new", "750"}},
+	{"mkdir over a whiteout", "rm -r dir", []string{"mkdir", "dir", "700"}},
+	{"mknod", "", []string{"mknod", "null", "c", "1", "3"}},
+	{"mkfifo over a whiteout", "rm fifo", []string{"mknod", "fifo", "p", "0", "0"}},
+	{"symlink", "", []string{"symlink", "target", "new"}},
+	{"symlink over a whiteout", "rm link", []string{"symlink", "elsewhere", "link"}},
+	{"link a lower file", "", []string{"link", "file", "new"}},
+	{"link over a whiteout", "rm x", []string{"link", "file", "x"}},
+	{"rmdir a lower directory", "", []string{"rmdir", "emptydir"}},
+	{"rmdir an upper directory", "mkdir new", []string{"rmdir", "new"}},
+	{"rmdir a merged directory", "rm dir/a dir/b", []string{"rmdir", "dir"}},
+	{"unlink a lower file", "", []string{"unlink", "file"}},
+	{"unlink a copied-up file", "echo up >> file", []string{"unlink", "file"}},
+	{"unlink an upper file", "echo u > new", []string{"unlink", "new"}},
+	{"chmod", "", []string{"chmod", "file", "600"}},
+	{"chmod a directory", "", []string{"chmod", "dir", "700"}},
+	{"chown", "", []string{"chown", "file", "1000", "1000"}},
+	{"chown a symlink", "", []string{"chown", "link", "1000", "1000"}},
+	{"chown a fifo", "", []string{"chown", "fifo", "1000", "1000"}},
+	{"chown a setuid file", "chmod 4755 file", []string{"chown", "file", "1000", "-1"}},
+	{"truncate", "", []string{"truncate", "big", "3"}},
+	{"open with O_TRUNC", "", []string{"opentrunc", "big"}},
+	{"utimes", "", []string{"utimes", "file", "1104537600"}},
+	{"setxattr", "", []string{"setxattr", "file", "user.k", "w"}},
+	{"removexattr", "", []string{"removexattr", "xattr", "user.k"}},
+	{"write", "", []string{"write", "file", "more"}},
+	{"write after a large copy-up", "", []string{"write", "big", "more"}},
+	{"rename leaving a whiteout", "", []string{"rename", "file", "new"}},
+	{"rename over a lower file", "", []string{"rename", "file", "x"}},
+	{"rename over an upper file", "echo u > u1; echo v > u2", []string{"rename", "u1", "u2"}},
+	{"rename an upper file over a lower one", "echo u > new", []string{"rename", "new", "x"}},
+	{"rename over a whiteout", "echo u > new; rm x", []string{"rename", "new", "x"}},
+	{"rename a directory into a merged one", "mkdir new; echo f > new/f", []string{"rename", "new", "dir/new"}},
+	{"rename a directory over an empty merged one", "mkdir new; rm dir/a dir/b", []string{"rename", "new", "dir"}},
+	{"rename a directory over a whiteout", "mkdir new; rm -r emptydir", []string{"rename", "new", "emptydir"}},
+}
+
+// TestCrashEveryStep kills the daemon with SIGKILL at every step of every
+// operation in crashCases: for an operation that makes n changes to the
+// layers and the workdir (system calls, see ptrace_test.go), n runs, each
+// killed as the daemon enters one of them. After each kill, the view of a
+// new mount must be the one before the operation or the one after it,
+// never a mix (a name showing a half-made object or partial metadata, a
+// lower object showing through a removed name), and workdir/work empty.
+func TestCrashEveryStep(t *testing.T) {
+	testenv.RequireMount(t)
+	bin := testenv.Binary(t)
+	base := t.TempDir()
+	lower := filepath.Join(base, "lower")
+	makeCrashLower(t, lower)
+	lowerSum := testenv.TreeSum(t, lower)
+	kills := 0
+	for _, tc := range crashCases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(base, strings.ReplaceAll(tc.name, " ", "_"))
+			// run makes a fresh upper layer, runs setup and then op (if
+			// any) through a traced daemon that is killed at step killAt
+			// (0: never), and returns the view of a new mount of the
+			// layers, the steps the daemon took, and whether it was
+			// killed.
+			run := func(op []string, killAt int) (view string, steps []string, killed bool) {
+				t.Helper()
+				d := filepath.Join(dir, strconv.Itoa(killAt))
+				upper, work, mnt := d+"/upper", d+"/work", d+"/mnt"
+				for _, p := range []string{upper, work, mnt} {
+					must(t, os.MkdirAll(p, 0o755))
+				}
+				opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+				tr := startTraced(t, bin, opts, mnt)
+				if r := execute(t, "sh", "-c", `cd "$1" || exit 1; `+tc.setup, "sh", mnt); r.code != 0 {
+					t.Fatalf("setup %q: %s", tc.setup, r.stderr)
+				}
+				if op != nil {
+					tr.arm(killAt)
+					err := client(mnt, op)
+					_, killed = tr.killedAt()
+					if !killed && err != nil {
+						t.Fatalf("%q: %v", op, err)
+					}
+				}
+				if !killed {
+					if r := execute(t, "umount", mnt); r.code != 0 {
+						t.Fatalf("umount: %s", r.stderr)
+					}
+				}
+				<-tr.done
+				testenv.Unmount(t, mnt)
+
+				daemon := startDaemon(t, bin, opts, mnt)
+				if names := testenv.DirNames(t, work+"/work"); len(names) != 0 {
+					t.Errorf("workdir/work holds %v after the next mount", names)
+				}
+				view = viewOf(t, mnt)
+				testenv.Unmount(t, mnt)
+				daemon.Wait()
+				os.RemoveAll(d)
+				return view, tr.calls, killed
+			}
+			before, _, _ := run(nil, 0)
+			after, calls, _ := run(tc.op, 0)
+			if before == after {
+				t.Fatalf("%q changed nothing in the view:\n%s", tc.op, after)
+			}
+			if len(calls) == 0 {
+				t.Fatalf("%q made no change the tracer saw", tc.op)
+			}
+			// Until a run is not killed: the steps may vary from run
+			// to run.
+			var states []string
+			for k := 1; !t.Failed(); k++ {
+				view, steps, killed := run(tc.op, k)
+				if !killed {
+					if view != after {
+						t.Errorf("not killed, in %d steps (%s): the view is not the one the operation left before:\n%s\nwant:\n%s", len(steps), strings.Join(steps, " "), view, after)
+					}
+					if len(steps) != len(calls) {
+						t.Logf("this time %d steps: %s", len(steps), strings.Join(steps, " "))
+					}
+					break
+				}
+				switch view {
+				case before:
+					states = append(states, "old")
+				case after:
+					states = append(states, "new")
+				default:
+					t.Errorf("killed at step %d (%s): the view is neither the old one nor the new one:\n%s\nold:\n%s\nnew:\n%s", k, steps[len(steps)-1], view, before, after)
+				}
+				kills++
+			}
+			t.Logf("%d steps (%s); after a kill at each: %s", len(calls), strings.Join(calls, " "), strings.Join(states, " "))
+		})
+		if t.Failed() {
+			break
+		}
+	}
+	if testenv.TreeSum(t, lower) != lowerSum {
+		t.Error("the lower layer changed")
+	}
+	t.Logf("%d operations, %d kills", len(crashCases), kills)
+}
+
+// makeCrashLower makes the lower layer crashCases work on. Every object
+// has an mtime in 2001, which views compare.
+//
+//	file "lower data", x "x", big (256 KiB), xattr (user.k=v),
+//	dir/a, dir/b, emptydir/, link -> file, fifo
+func makeCrashLower(t *testing.T, lower string) {
+	t.Helper()
+	for _, d := range []string{"dir", "emptydir"} {
+		must(t, os.MkdirAll(filepath.Join(lower, d), 0o755))
+	}
+	big := make([]byte, 256<<10)
+	for i := range big {
+		big[i] = byte(i * 31)
+	}
+	for name, data := range map[string][]byte{"file": []byte("lower data"), "x": []byte("x"), "big": big, "xattr": []byte("xa"), "dir/a": []byte("a"), "dir/b": []byte("b")} {
+		must(t, os.WriteFile(filepath.Join(lower, name), data, 0o644))
+	}
+	must(t, unix.Setxattr(filepath.Join(lower, "xattr"), "user.k", []byte("v"), 0))
+	must(t, os.Symlink("file", filepath.Join(lower, "link")))
+	must(t, unix.Mkfifo(filepath.Join(lower, "fifo"), 0o644))
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
+	must(t, filepath.WalkDir(lower, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}))
+}
+
+// viewOf describes everything the mount mnt shows that an operation could
+// change: names, types, permissions, owners, sizes and contents, link
+// targets, devices, link counts of non-directories, xattrs, and mtimes
+// set by the test (before 2010; those set by the clock differ between
+// runs).
+func viewOf(t *testing.T, mnt string) string {
+	t.Helper()
+	var b strings.Builder
+	must(t, filepath.WalkDir(mnt, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(mnt, p)
+		fmt.Fprintf(&b, "%s %o %d:%d", rel, st.Mode, st.Uid, st.Gid)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, " %d %x", len(data), sha256.Sum256(data))
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, " -> %s", target)
+		case unix.S_IFCHR, unix.S_IFBLK:
+			fmt.Fprintf(&b, " dev %d", st.Rdev)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			fmt.Fprintf(&b, " nlink %d", st.Nlink)
+		}
+		if mtime := time.Unix(st.Mtim.Unix()); mtime.Year() < 2010 {
+			fmt.Fprintf(&b, " mtime %s", mtime.UTC().Format(time.DateOnly))
+		}
+		buf := make([]byte, 4096)
+		n, _ := unix.Llistxattr(p, buf)
+		names := strings.Split(strings.TrimSuffix(string(buf[:max(n, 0)]), "\x00"), "\x00")
+		slices.Sort(names)
+		for _, name := range names {
+			if name == "" {
+				continue
+			}
+			v := make([]byte, 4096)
+			m, _ := unix.Lgetxattr(p, name, v)
+			fmt.Fprintf(&b, " %s=%q", name, v[:max(m, 0)])
+		}
+		b.WriteByte('\n')
+		return nil
+	}))
+	return b.String()
+}
+
+// clientEnv makes the test binary clientMain: one operation, then exit.
+const clientEnv = "OVLMOUNT_TEST_CLIENT"
+
+// client runs op with clientMain in directory dir, at most 15 seconds.
+func client(dir string, op []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], op...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), clientEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// clientMain makes the one system call args names, in the current
+// directory, and returns the exit status:
+//
+//	create NAME MODE, mkdir NAME MODE, mknod NAME c|p MAJOR MINOR,
+//	symlink TARGET NAME, link OLD NEW, rename OLD NEW, rmdir NAME,
+//	unlink NAME, chmod NAME MODE, chown NAME UID GID, truncate NAME SIZE,
+//	utimes NAME SECONDS, setxattr NAME KEY VALUE, removexattr NAME KEY,
+//	write NAME DATA (appends), opentrunc NAME, as UID:GID OP...
+func clientMain(args []string) int {
+	if err := clientOp(args); err != nil {
+		fmt.Fprintf(os.Stderr, "%q: %v\n", args, err)
+		return 1
+	}
+	return 0
+}
+
+func clientOp(a []string) error {
+	num := func(s string, base int) int {
+		n, err := strconv.ParseInt(s, base, 64)
+		if err != nil {
+			panic(err)
+		}
+		return int(n)
+	}
+	switch a[0] {
+	case "as":
+		uid, gid, _ := strings.Cut(a[1], ":")
+		if err := unix.Setresgid(num(gid, 10), num(gid, 10), num(gid, 10)); err != nil {
+			return err
+		}
+		if err := unix.Setresuid(num(uid, 10), num(uid, 10), num(uid, 10)); err != nil {
+			return err
+		}
+		return clientOp(a[2:])
+	case "create":
+		fd, err := unix.Open(a[1], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, uint32(num(a[2], 8)))
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	case "mkdir":
+		return unix.Mkdir(a[1], uint32(num(a[2], 8)))
+	case "mknod":
+		mode := uint32(unix.S_IFIFO | 0o644)
+		if a[2] == "c" {
+			mode = unix.S_IFCHR | 0o666
+		}
+		return unix.Mknod(a[1], mode, int(unix.Mkdev(uint32(num(a[3], 10)), uint32(num(a[4], 10)))))
+	case "symlink":
+		return unix.Symlink(a[1], a[2])
+	case "link":
+		return unix.Link(a[1], a[2])
+	case "rename":
+		return unix.Rename(a[1], a[2])
+	case "rmdir":
+		return unix.Rmdir(a[1])
+	case "unlink":
+		return unix.Unlink(a[1])
+	case "chmod":
+		return unix.Chmod(a[1], uint32(num(a[2], 8)))
+	case "chown":
+		return unix.Lchown(a[1], num(a[2], 10), num(a[3], 10))
+	case "truncate":
+		return unix.Truncate(a[1], int64(num(a[2], 10)))
+	case "utimes":
+		ts := unix.NsecToTimespec(int64(num(a[2], 10)) * 1e9)
+		return unix.UtimesNanoAt(unix.AT_FDCWD, a[1], []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+	case "setxattr":
+		return unix.Lsetxattr(a[1], a[2], []byte(a[3]), 0)
+	case "removexattr":
+		return unix.Lremovexattr(a[1], a[2])
+	case "write", "opentrunc":
+		flags := unix.O_WRONLY | unix.O_APPEND
+		if a[0] == "opentrunc" {
+			flags = unix.O_WRONLY | unix.O_TRUNC
+		}
+		fd, err := unix.Open(a[1], flags|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if a[0] == "write" {
+			_, err = unix.Write(fd, []byte(a[2]))
+		}
+		return err
+	}
+	return fmt.Errorf("unknown operation %q", a[0])
+}
