@@ -12,8 +12,10 @@ BIN     := bin/ovlmount
 GOFILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
 # Debian packages the tests and the example use: fusermount3/mount.fuse3,
-# getfattr/setfattr, fuse-overlayfs (the conformance comparison).
-DEBS := fuse3 attr fuse-overlayfs
+# getfattr/setfattr, fuse-overlayfs (the conformance comparison),
+# mkfs.btrfs (a lower layer with damaged blocks) and mkfs.ext4 (a small
+# upper filesystem to fill).
+DEBS := fuse3 attr fuse-overlayfs btrfs-progs e2fsprogs
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build install uninstall deps example test lint clean conformance-doc bench
