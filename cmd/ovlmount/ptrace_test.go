@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -92,19 +94,33 @@ func startTraced(t *testing.T, bin, opts, mnt string) *traced {
 		<-tr.done
 		testenv.Unmount(t, mnt)
 	})
+	// Live once the mount's readahead is set, the daemon's last change
+	// (a write to sysfs) before it serves: that write must not count as
+	// a step.
 	deadline := time.Now().Add(10 * time.Second)
-	for testenv.MountType(mnt) != "fuse.ovlmount" {
+	for !readaheadSet(mnt) {
 		select {
 		case <-tr.done:
 			t.Fatalf("traced ovlmount ended before mounting: %s", tr.output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not mounted after 10s", mnt)
+			t.Fatalf("%s not mounted with its readahead after 10s", mnt)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	return tr
+}
+
+// readaheadSet reports whether an ovlmount mount is on mnt with the
+// readahead the daemon sets.
+func readaheadSet(mnt string) bool {
+	m, ok := mountinfo.At(mnt)
+	if !ok || m.Type != "fuse.ovlmount" {
+		return false
+	}
+	b, err := os.ReadFile("/sys/class/bdi/" + m.Dev + "/read_ahead_kb")
+	return err == nil && strings.TrimSpace(string(b)) == readaheadKB
 }
 
 // arm starts counting steps, to kill the daemon as it enters step n
