@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,6 +69,96 @@ var crashCases = []struct {
 	{"rename a directory over a whiteout", "mkdir new; rm -r emptydir", []string{"rename", "new", "emptydir"}},
 }
 
+// stepRun is what one run of an operation under a traced daemon left.
+type stepRun struct {
+	steps []string // the steps the daemon took
+	hit   bool     // it was killed, or one call failed
+	err   error    // the operation's error (a syscall.Errno if it has one)
+	// live is the view of the mount the operation ran on, and workLeft
+	// what workdir/work held then, when the daemon was not killed.
+	live     string
+	workLeft []string
+	view     string // the view of a new mount of the layers
+}
+
+// stepRunner runs the operations of crashCases under traced daemons.
+type stepRunner struct {
+	bin, lower, base string
+}
+
+// run makes a fresh upper layer, runs setup and then op (if any) through
+// a traced daemon that acts at step at (0: never) as fail says (see
+// traced.arm), and tells what that left.
+func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail syscall.Errno) stepRun {
+	t.Helper()
+	d := filepath.Join(s.base, strings.ReplaceAll(t.Name(), "/", "_"), strconv.Itoa(at))
+	upper, work, mnt := d+"/upper", d+"/work", d+"/mnt"
+	for _, p := range []string{upper, work, mnt} {
+		must(t, os.MkdirAll(p, 0o755))
+	}
+	defer os.RemoveAll(d)
+	opts := "lowerdir=" + s.lower + ",upperdir=" + upper + ",workdir=" + work
+	tr := startTraced(t, s.bin, opts, mnt)
+	if r := execute(t, "sh", "-c", `cd "$1" || exit 1; `+setup, "sh", mnt); r.code != 0 {
+		t.Fatalf("setup %q: %s", setup, r.stderr)
+	}
+	var r stepRun
+	if op != nil {
+		tr.arm(at, fail)
+		r.err = client(mnt, op)
+		_, r.hit = tr.hitAt()
+	}
+	if !r.hit || fail != 0 {
+		r.workLeft = testenv.DirNames(t, work+"/work")
+		r.live = viewOf(t, mnt)
+		if res := execute(t, "umount", mnt); res.code != 0 {
+			t.Fatalf("umount: %s", res.stderr)
+		}
+	}
+	<-tr.done
+	r.steps = tr.calls
+	testenv.Unmount(t, mnt)
+
+	daemon := startDaemon(t, s.bin, opts, mnt)
+	if names := testenv.DirNames(t, work+"/work"); len(names) != 0 {
+		t.Errorf("workdir/work holds %v after the next mount", names)
+	}
+	r.view = viewOf(t, mnt)
+	testenv.Unmount(t, mnt)
+	daemon.Wait()
+	return r
+}
+
+// forEachCase runs check for every case of crashCases, with the views
+// before and after the operation and the steps it took, each from its own
+// run, as a subtest.
+func forEachCase(t *testing.T, check func(t *testing.T, s *stepRunner, before, after string, calls []string, setup string, op []string)) {
+	testenv.RequireMount(t)
+	s := &stepRunner{bin: testenv.Binary(t), base: t.TempDir()}
+	s.lower = filepath.Join(s.base, "lower")
+	makeCrashLower(t, s.lower)
+	lowerSum := testenv.TreeSum(t, s.lower)
+	for _, tc := range crashCases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.run(t, tc.setup, nil, 0, 0).view
+			ref := s.run(t, tc.setup, tc.op, 0, 0)
+			if ref.err != nil {
+				t.Fatalf("%q: %v", tc.op, ref.err)
+			}
+			if before == ref.view {
+				t.Fatalf("%q changed nothing in the view:\n%s", tc.op, ref.view)
+			}
+			if len(ref.steps) == 0 {
+				t.Fatalf("%q made no change the tracer saw", tc.op)
+			}
+			check(t, s, before, ref.view, ref.steps, tc.setup, tc.op)
+		})
+	}
+	if testenv.TreeSum(t, s.lower) != lowerSum {
+		t.Error("the lower layer changed")
+	}
+}
+
 // TestCrashEveryStep kills the daemon with SIGKILL at every step of every
 // operation in crashCases: for an operation that makes n changes to the
 // layers and the workdir (system calls, see ptrace_test.go), n runs, each
@@ -75,101 +167,91 @@ var crashCases = []struct {
 // never a mix (a name showing a half-made object or partial metadata, a
 // lower object showing through a removed name), and workdir/work empty.
 func TestCrashEveryStep(t *testing.T) {
-	testenv.RequireMount(t)
-	bin := testenv.Binary(t)
-	base := t.TempDir()
-	lower := filepath.Join(base, "lower")
-	makeCrashLower(t, lower)
-	lowerSum := testenv.TreeSum(t, lower)
 	kills := 0
-	for _, tc := range crashCases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := filepath.Join(base, strings.ReplaceAll(tc.name, " ", "_"))
-			// run makes a fresh upper layer, runs setup and then op (if
-			// any) through a traced daemon that is killed at step killAt
-			// (0: never), and returns the view of a new mount of the
-			// layers, the steps the daemon took, and whether it was
-			// killed.
-			run := func(op []string, killAt int) (view string, steps []string, killed bool) {
-				t.Helper()
-				d := filepath.Join(dir, strconv.Itoa(killAt))
-				upper, work, mnt := d+"/upper", d+"/work", d+"/mnt"
-				for _, p := range []string{upper, work, mnt} {
-					must(t, os.MkdirAll(p, 0o755))
+	forEachCase(t, func(t *testing.T, s *stepRunner, before, after string, calls []string, setup string, op []string) {
+		// Until a run is not killed: the steps may vary from run to
+		// run.
+		var states []string
+		for k := 1; !t.Failed(); k++ {
+			r := s.run(t, setup, op, k, 0)
+			if !r.hit {
+				if r.err != nil || r.view != after {
+					t.Errorf("not killed, in %d steps (%s): %v, and the view\n%s\nwant:\n%s", len(r.steps), strings.Join(r.steps, " "), r.err, r.view, after)
 				}
-				opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-				tr := startTraced(t, bin, opts, mnt)
-				if r := execute(t, "sh", "-c", `cd "$1" || exit 1; `+tc.setup, "sh", mnt); r.code != 0 {
-					t.Fatalf("setup %q: %s", tc.setup, r.stderr)
+				if len(r.steps) != len(calls) {
+					t.Logf("this time %d steps: %s", len(r.steps), strings.Join(r.steps, " "))
 				}
-				if op != nil {
-					tr.arm(killAt)
-					err := client(mnt, op)
-					_, killed = tr.killedAt()
-					if !killed && err != nil {
-						t.Fatalf("%q: %v", op, err)
-					}
-				}
-				if !killed {
-					if r := execute(t, "umount", mnt); r.code != 0 {
-						t.Fatalf("umount: %s", r.stderr)
-					}
-				}
-				<-tr.done
-				testenv.Unmount(t, mnt)
-
-				daemon := startDaemon(t, bin, opts, mnt)
-				if names := testenv.DirNames(t, work+"/work"); len(names) != 0 {
-					t.Errorf("workdir/work holds %v after the next mount", names)
-				}
-				view = viewOf(t, mnt)
-				testenv.Unmount(t, mnt)
-				daemon.Wait()
-				os.RemoveAll(d)
-				return view, tr.calls, killed
+				break
 			}
-			before, _, _ := run(nil, 0)
-			after, calls, _ := run(tc.op, 0)
-			if before == after {
-				t.Fatalf("%q changed nothing in the view:\n%s", tc.op, after)
+			switch r.view {
+			case before:
+				states = append(states, "old")
+			case after:
+				states = append(states, "new")
+			default:
+				t.Errorf("killed at step %d (%s): the view is neither the old one nor the new one:\n%s\nold:\n%s\nnew:\n%s", k, r.steps[len(r.steps)-1], r.view, before, after)
 			}
-			if len(calls) == 0 {
-				t.Fatalf("%q made no change the tracer saw", tc.op)
-			}
-			// Until a run is not killed: the steps may vary from run
-			// to run.
-			var states []string
-			for k := 1; !t.Failed(); k++ {
-				view, steps, killed := run(tc.op, k)
-				if !killed {
-					if view != after {
-						t.Errorf("not killed, in %d steps (%s): the view is not the one the operation left before:\n%s\nwant:\n%s", len(steps), strings.Join(steps, " "), view, after)
-					}
-					if len(steps) != len(calls) {
-						t.Logf("this time %d steps: %s", len(steps), strings.Join(steps, " "))
-					}
-					break
-				}
-				switch view {
-				case before:
-					states = append(states, "old")
-				case after:
-					states = append(states, "new")
-				default:
-					t.Errorf("killed at step %d (%s): the view is neither the old one nor the new one:\n%s\nold:\n%s\nnew:\n%s", k, steps[len(steps)-1], view, before, after)
-				}
-				kills++
-			}
-			t.Logf("%d steps (%s); after a kill at each: %s", len(calls), strings.Join(calls, " "), strings.Join(states, " "))
-		})
-		if t.Failed() {
-			break
+			kills++
 		}
-	}
-	if testenv.TreeSum(t, lower) != lowerSum {
-		t.Error("the lower layer changed")
-	}
+		t.Logf("%d steps (%s); after a kill at each: %s", len(calls), strings.Join(calls, " "), strings.Join(states, " "))
+	})
 	t.Logf("%d operations, %d kills", len(crashCases), kills)
+}
+
+// TestFailEveryStep makes each step of every operation in crashCases
+// fail with ENOSPC in turn, as a full upper filesystem could, by the
+// same tracing as TestCrashEveryStep. The operation must then fail with
+// ENOSPC and change nothing, or succeed with its whole result (a step
+// done for good measure failed, such as restoring the parent's times);
+// and a new mount must show what the mount that failed showed, with
+// workdir/work empty. What workdir/work held right after the failure is
+// logged.
+func TestFailEveryStep(t *testing.T) {
+	fails := 0
+	forEachCase(t, func(t *testing.T, s *stepRunner, before, after string, calls []string, setup string, op []string) {
+		var outcomes []string
+		for k := 1; !t.Failed(); k++ {
+			r := s.run(t, setup, op, k, unix.ENOSPC)
+			if !r.hit {
+				break
+			}
+			fails++
+			step := r.steps[len(r.steps)-1]
+			if r.live != r.view {
+				t.Errorf("step %d (%s) failed: the mount showed\n%s\na new mount shows\n%s", k, step, r.live, r.view)
+			}
+			outcome := ""
+			switch {
+			case errors.Is(r.err, unix.ENOSPC) && r.live == before:
+				outcome = "ENOSPC"
+			case r.err == nil && r.live == after:
+				outcome = "ok"
+			default:
+				t.Errorf("step %d (%s) failed: the operation returned %v, and the view is\n%s\nold:\n%s\nnew:\n%s", k, step, r.err, r.live, before, after)
+				outcome = fmt.Sprint(r.err)
+			}
+			if len(r.workLeft) != 0 {
+				// Left for the next mount to remove (checked by run).
+				outcome += fmt.Sprintf("(workdir/work: %d left)", len(r.workLeft))
+			}
+			outcomes = append(outcomes, outcome)
+		}
+		t.Logf("%d steps; with each failing in turn: %s", len(calls), strings.Join(zipSteps(calls, outcomes), " "))
+	})
+	t.Logf("%d operations, %d failed steps", len(crashCases), fails)
+}
+
+// zipSteps pairs each step with the outcome of its failure.
+func zipSteps(steps, outcomes []string) []string {
+	var out []string
+	for i, o := range outcomes {
+		name := "?"
+		if i < len(steps) {
+			name = steps[i]
+		}
+		out = append(out, name+":"+o)
+	}
+	return out
 }
 
 // makeCrashLower makes the lower layer crashCases work on. Every object
@@ -263,7 +345,8 @@ func viewOf(t *testing.T, mnt string) string {
 // clientEnv makes the test binary clientMain: one operation, then exit.
 const clientEnv = "OVLMOUNT_TEST_CLIENT"
 
-// client runs op with clientMain in directory dir, at most 15 seconds.
+// client runs op with clientMain in directory dir, at most 15 seconds,
+// and returns the errno the operation failed with, or another error.
 func client(dir string, op []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -271,14 +354,22 @@ func client(dir string, op []string) error {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), clientEnv+"=1")
 	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() > 1 && exit.ExitCode() < errnoExit {
+		return syscall.Errno(exit.ExitCode())
+	}
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}
 	return nil
 }
 
+// errnoExit bounds the exit statuses clientMain uses for errnos.
+const errnoExit = 200
+
 // clientMain makes the one system call args names, in the current
-// directory, and returns the exit status:
+// directory, and returns the exit status: the errno it failed with, or 1
+// (EPERM, or another error):
 //
 //	create NAME MODE, mkdir NAME MODE, mknod NAME c|p MAJOR MINOR,
 //	symlink TARGET NAME, link OLD NEW, rename OLD NEW, rmdir NAME,
@@ -286,11 +377,15 @@ func client(dir string, op []string) error {
 //	utimes NAME SECONDS, setxattr NAME KEY VALUE, removexattr NAME KEY,
 //	write NAME DATA (appends), opentrunc NAME, as UID:GID OP...
 func clientMain(args []string) int {
-	if err := clientOp(args); err != nil {
-		fmt.Fprintf(os.Stderr, "%q: %v\n", args, err)
-		return 1
+	err := clientOp(args)
+	if err == nil {
+		return 0
 	}
-	return 0
+	fmt.Fprintf(os.Stderr, "%q: %v\n", args, err)
+	if errno, ok := err.(syscall.Errno); ok && errno > 1 && errno < errnoExit {
+		return int(errno)
+	}
+	return 1
 }
 
 func clientOp(a []string) error {

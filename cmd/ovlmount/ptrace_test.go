@@ -17,12 +17,13 @@ import (
 )
 
 // A traced daemon runs under ptrace from its first instruction, every
-// thread of it, so that the test can kill it with SIGKILL at a precise
-// step: as one of its threads enters its nth system call that changes a
-// file (a step), counted over all threads from the moment the test arms
-// the counter. The thread is stopped at the entry, so the call never
-// runs. No hook in the daemon is needed, and every change it makes,
-// whichever package makes it, is a step.
+// thread of it, so that the test can act at a precise step: as one of its
+// threads enters its nth system call that changes a file (a step),
+// counted over all threads from the moment the test arms the counter, the
+// test kills the daemon with SIGKILL (the thread is stopped at the entry,
+// so the call never runs), or makes that one call fail with an errno
+// without running it. No hook in the daemon is needed, and every change
+// it makes, whichever package makes it, is a step.
 //
 // strace's fault injection cannot do this: it counts invocations of each
 // system call per thread, and the daemon's requests move between threads.
@@ -64,10 +65,13 @@ type traced struct {
 	pid    int
 	stderr *os.File
 	armed  atomic.Bool
-	killAt atomic.Int64  // the step to kill at, counted from arming; 0: none
-	steps  atomic.Int64  // steps seen since arming
-	killed atomic.Value  // the call killed at, a string
-	done   chan struct{} // closed once every thread of the daemon is gone
+	at     atomic.Int64 // the step to act at, counted from arming; 0: none
+	// fail is the errno step at fails with; 0 kills the daemon there.
+	// Set before arming.
+	fail  syscall.Errno
+	steps atomic.Int64  // steps seen since arming
+	hit   atomic.Value  // the call acted at, a string
+	done  chan struct{} // closed once every thread of the daemon is gone
 	// calls names the steps seen since arming; read it once done is
 	// closed.
 	calls []string
@@ -123,18 +127,20 @@ func readaheadSet(mnt string) bool {
 	return err == nil && strings.TrimSpace(string(b)) == readaheadKB
 }
 
-// arm starts counting steps, to kill the daemon as it enters step n
-// (never for 0).
-func (tr *traced) arm(n int) {
+// arm starts counting steps, to act as the daemon enters step n (never
+// for 0): kill it if fail is 0, else fail the call with errno fail.
+func (tr *traced) arm(n int, fail syscall.Errno) {
 	tr.steps.Store(0)
 	tr.calls = nil
-	tr.killAt.Store(int64(n))
+	tr.fail = fail
+	tr.at.Store(int64(n))
 	tr.armed.Store(true)
 }
 
-// killedAt returns the call the daemon was killed at, if it was.
-func (tr *traced) killedAt() (string, bool) {
-	name, ok := tr.killed.Load().(string)
+// hitAt returns the call the daemon was killed at or made to fail, if
+// any.
+func (tr *traced) hitAt() (string, bool) {
+	name, ok := tr.hit.Load().(string)
 	return name, ok
 }
 
@@ -170,7 +176,8 @@ func (tr *traced) trace(cmd *exec.Cmd, started chan<- error) {
 		return
 	}
 	started <- nil
-	inCall := map[int]bool{} // threads between a syscall's entry and its exit
+	inCall := map[int]bool{}  // threads between a syscall's entry and its exit
+	failing := map[int]bool{} // threads in a call made to fail
 	for {
 		tid, err := unix.Wait4(-pid, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
@@ -188,11 +195,16 @@ func (tr *traced) trace(cmd *exec.Cmd, started chan<- error) {
 		switch {
 		case sig == unix.SIGTRAP|0x80:
 			inCall[tid] = !inCall[tid]
-			if !inCall[tid] || !tr.armed.Load() {
+			var regs unix.PtraceRegs
+			if !inCall[tid] {
+				if failing[tid] && unix.PtraceGetRegs(tid, &regs) == nil {
+					regs.Rax = uint64(-int64(tr.fail))
+					unix.PtraceSetRegs(tid, &regs)
+				}
+				delete(failing, tid)
 				break
 			}
-			var regs unix.PtraceRegs
-			if unix.PtraceGetRegs(tid, &regs) != nil {
+			if !tr.armed.Load() || unix.PtraceGetRegs(tid, &regs) != nil {
 				break
 			}
 			name, ok := isStep(&regs)
@@ -200,13 +212,20 @@ func (tr *traced) trace(cmd *exec.Cmd, started chan<- error) {
 				break
 			}
 			tr.calls = append(tr.calls, name)
-			if tr.steps.Add(1) == tr.killAt.Load() {
-				tr.killed.Store(name)
+			if tr.steps.Add(1) != tr.at.Load() {
+				break
+			}
+			tr.hit.Store(name)
+			if tr.fail == 0 {
 				// Left stopped at the entry: SIGKILL ends it before the
 				// call runs.
 				unix.Kill(pid, unix.SIGKILL)
 				continue
 			}
+			// No call has number -1: the kernel runs none, and the exit
+			// stop sets the errno.
+			regs.Orig_rax = ^uint64(0)
+			failing[tid] = unix.PtraceSetRegs(tid, &regs) == nil
 		case sig == unix.SIGTRAP:
 			// An event (a new thread), or the exec.
 		case sig == unix.SIGSTOP:
