@@ -22,8 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	done := testenv.Start()
 	code := m.Run()
 	testenv.RemoveBinary()
+	done()
 	os.Exit(code)
 }
 

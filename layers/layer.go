@@ -107,6 +107,23 @@ func readOnlyClone(dir int) (int, error) {
 	return tree, nil
 }
 
+// Clones reports whether Open reaches the lower layer at path through a
+// clone of its mount, which shows no mount below the layer's root, rather
+// than directly, through every mount below it.
+func Clones(path string) bool {
+	dir, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dir)
+	tree, err := readOnlyClone(dir)
+	if err != nil {
+		return false
+	}
+	unix.Close(tree)
+	return true
+}
+
 // Close releases the root fd.
 func (l *Layer) Close() error { return unix.Close(l.root) }
 

@@ -327,7 +327,14 @@ func (fs *FS) emptyUpperDir(dfd int, name string) error {
 		return errno(err)
 	}
 	for _, e := range ents {
-		removeAll(fd, e.Name)
+		// A marker left would fail the rename with ENOTEMPTY, though
+		// the directory shows nothing: the caller gets the real error.
+		err := unix.Unlinkat(fd, e.Name, 0)
+		if err == unix.EISDIR {
+			removeAll(fd, e.Name)
+		} else if err != nil && err != unix.ENOENT {
+			return errno(err)
+		}
 	}
 	return nil
 }

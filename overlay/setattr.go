@@ -229,6 +229,7 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 	if name == "" {
 		flags |= unix.AT_EMPTY_PATH
 	}
+	chowned := false
 	if in.Uid != nil || in.Gid != nil {
 		uid, gid := -1, -1
 		if in.Uid != nil {
@@ -240,12 +241,21 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 		if err := unix.Fchownat(dfd, name, uid, gid, flags); err != nil {
 			return err
 		}
+		chowned = true
 	}
 	if in.Mode != nil {
 		if typ == unix.S_IFLNK {
 			return unix.EOPNOTSUPP
 		}
 		mode := *in.Mode & 0o7777
+		var st unix.Stat_t
+		if chowned && unix.Fstatat(dfd, name, &st, flags) == nil && st.Mode&0o7777 == mode {
+			// The kernel sends a chown of a setuid or setgid file with
+			// the mode without those bits, which the host's chown has
+			// already cleared: a chmod could only fail after the change
+			// was made.
+			return changeTimes(dfd, name, in, flags)
+		}
 		err := unix.Fchmodat(dfd, name, mode, flags)
 		if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
 			if name != "" {
@@ -257,25 +267,28 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 			return err
 		}
 	}
-	if in.Atime != nil || in.Mtime != nil || in.AtimeNow || in.MtimeNow {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if in.Atime != nil {
-			ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
-		}
-		if in.Mtime != nil {
-			ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
-		}
-		if in.AtimeNow {
-			ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
-		}
-		if in.MtimeNow {
-			ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
-		}
-		if err := unix.UtimesNanoAt(dfd, name, ts, flags); err != nil {
-			return err
-		}
+	return changeTimes(dfd, name, in, flags)
+}
+
+// changeTimes is the times part of changeAttrs.
+func changeTimes(dfd int, name string, in SetAttrs, flags int) error {
+	if in.Atime == nil && in.Mtime == nil && !in.AtimeNow && !in.MtimeNow {
+		return nil
 	}
-	return nil
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if in.Atime != nil {
+		ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
+	}
+	if in.Mtime != nil {
+		ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
+	}
+	if in.AtimeNow {
+		ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	if in.MtimeNow {
+		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return unix.UtimesNanoAt(dfd, name, ts, flags)
 }
 
 // Setxattr sets xattr name of node id, copying it up first. killSgid

@@ -22,13 +22,18 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(clientEnv) != "" {
+		os.Exit(clientMain(os.Args[1:]))
+	}
 	// A daemonized ovlmount outlives the process that started it. As a
 	// child subreaper this test process becomes its parent, so a test can
 	// wait for it and see how it ended.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	done := testenv.Start()
 	code := m.Run()
 	reapAll()
 	testenv.RemoveBinary()
+	done()
 	os.Exit(code)
 }
 

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"github.com/ovlmount/ovlmount/overlay"
 )
 
@@ -443,8 +444,24 @@ func (c *config) validate() error {
 		}
 		return nil
 	}
-	c.mountpoint, err = dirPath("mountpoint", c.mountpoint)
-	return err
+	if c.mountpoint, err = dirPath("mountpoint", c.mountpoint); err != nil {
+		return err
+	}
+	// The kernel's overlay never crosses a mount below a layer's root,
+	// and shows the directory under a mountpoint there. ovlmount reaches
+	// the upper layer, and a lower one it cannot clone, through the
+	// mounts below them: a mount inside such a layer would serve itself,
+	// showing its own root in its mountpoint's place, and its daemon,
+	// holding its own mount, would never end, even after umount -l.
+	if c.upper != "" && within(c.mountpoint, c.upper) && c.mountpoint != c.upper {
+		return fmt.Errorf("option upperdir: mountpoint %s is inside upperdir %s; the mount would serve itself", c.mountpoint, c.upper)
+	}
+	for _, l := range c.lower {
+		if within(c.mountpoint, l) && c.mountpoint != l && !layers.Clones(l) {
+			return fmt.Errorf("option lowerdir: mountpoint %s is inside lowerdir %s, which this process cannot clone (no CAP_SYS_ADMIN over its mount namespace); the mount would serve itself", c.mountpoint, l)
+		}
+	}
+	return nil
 }
 
 // dirPath returns the absolute, symlink-free form of a directory path.

@@ -447,6 +447,7 @@ var badInput = []struct {
 	{"option not implemented yet", "lowerdir=%D/l1,plugins=/p.so", "%D/mnt", "plugins"},
 	{"typo of upperdir", "lowerdir=%D/l1,uperdir=%D/upper,workdir=%D/work", "%D/mnt", "uperdir=%D/upper\": did you mean upperdir?"},
 	{"typo of lowerdir", "lowerdirs=%D/l1", "%D/mnt", "lowerdirs=%D/l1\": did you mean lowerdir?"},
+	{"mountpoint inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/work", "%D/upper/sub", "upperdir"},
 }
 
 func fill(s, d string) string { return strings.ReplaceAll(s, "%D", d) }

@@ -1,7 +1,9 @@
 // Package testenv owns what tests that make real FUSE mounts share:
 // deciding whether such tests can run here (RequireMount), the ovlmount
-// binary they run (Binary, RemoveBinary), and taking mounts down again
-// (Unmount, WaitUnmounted, MountType).
+// binary they run (Binary, RemoveBinary), taking mounts down again
+// (Unmount, WaitUnmounted, MountType), and the temporary directory of each
+// test process, in which the mounts, layers and daemons of a run that died
+// are found and taken down by the next (Start, CleanStale).
 package testenv
 
 import (

@@ -1,6 +1,17 @@
 package testenv
 
-import "testing"
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
+	"golang.org/x/sys/unix"
+)
 
 func TestMountType(t *testing.T) {
 	if MountType("/") == "" {
@@ -12,4 +23,121 @@ func TestMountType(t *testing.T) {
 	if typ := MountType("/proc"); typ != "proc" {
 		t.Errorf(`MountType("/proc") = %q, want "proc"`, typ)
 	}
+}
+
+func TestMain(m *testing.M) {
+	done := Start()
+	code := m.Run()
+	RemoveBinary()
+	done()
+	os.Exit(code)
+}
+
+// TestCleanStale leaves what a killed test run would beside this live
+// run's directory (Start's): a directory named for a process that is
+// gone, with a tmpfs mounted on another, a process naming a path below
+// it, and an ovlmount mount deadlocked on itself, with a client waiting
+// on it: bound into its own upper layer, where a walk makes the daemon
+// wait on its own requests until no reader is left (a daemon in that
+// state outlives SIGKILL). CleanStale must take all that down, and keep
+// the live run's directory.
+func TestCleanStale(t *testing.T) {
+	RequireMount(t)
+	bin := Binary(t)
+	start, err := startTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := os.Getenv("TMPDIR")
+	if want := filepath.Join(tempBase, fmt.Sprintf("%s%d-%s", dirPrefix, os.Getpid(), start)); live != want {
+		t.Fatalf("TMPDIR is %s, want %s", live, want)
+	}
+	// This process's pid with a start time it does not have: a process
+	// that has gone, its pid reused.
+	stale := filepath.Join(tempBase, fmt.Sprintf("%s%d-%s0", dirPrefix, os.Getpid(), start))
+	for _, d := range []string{"m", "l", "u/sub", "w", "mnt"} {
+		if err := os.MkdirAll(filepath.Join(stale, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { clean(stale) })
+	if err := unix.Mount("tmpfs", stale+"/m", "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(stale+"/m/n", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", stale+"/m/n", "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale+"/m/n/f", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var procs []*exec.Cmd
+	wait := func(cmd *exec.Cmd) chan error {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		return done
+	}
+	tail := exec.Command("tail", "-f", stale+"/m/n/f")
+	daemon := exec.Command(bin, "-f", "-o", "lowerdir="+stale+"/l,upperdir="+stale+"/u,workdir="+stale+"/w", stale+"/mnt")
+	for _, cmd := range []*exec.Cmd{tail, daemon} {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+	}
+	ended := []chan error{wait(tail), wait(daemon)}
+	for deadline := time.Now().Add(10 * time.Second); MountType(stale+"/mnt") != "fuse.ovlmount"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("ovlmount did not mount in 10s")
+		}
+	}
+	if err := unix.Mount(stale+"/mnt", stale+"/u/sub", "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	client := exec.Command("find", stale+"/mnt")
+	client.Stdout = io.Discard
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	procs = append(procs, client)
+	ended = append(ended, wait(client))
+	for deadline := time.Now().Add(10 * time.Second); !waitsOnFUSE(daemon.Process.Pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not come to wait on its own mount in 10s")
+		}
+	}
+
+	CleanStale()
+	for i, cmd := range procs {
+		select {
+		case <-ended[i]:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("%s still runs", cmd.Args)
+		}
+	}
+	if m := mountinfo.Under(stale); len(m) != 0 {
+		t.Errorf("still mounted below the stale directory: %v", m)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the stale directory is still there (%v)", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the live run's directory was removed: %v", err)
+	}
+}
+
+// waitsOnFUSE reports whether a thread of process pid waits for the
+// answer to a FUSE request.
+func waitsOnFUSE(pid int) bool {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/wchan", pid, task.Name()))
+		if string(wchan) == "request_wait_answer" {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
+)
+
+// TestMountpointInsideLayer mounts on a directory inside a lower layer.
+// The kernel's overlay shows the directory under the mountpoint there,
+// never crossing a mount below a layer. So does ovlmount, reaching the
+// lower layer through a clone of its mount: the mount can be unmounted
+// and its daemon ends. A process that cannot clone (no CAP_SYS_ADMIN,
+// here an unprivileged user) would reach its own mount through the layer
+// and serve itself, never to end: it is refused, naming lowerdir, before
+// anything is made. (A mountpoint inside upperdir, always reached
+// directly, is refused for everyone: badInput.)
+func TestMountpointInsideLayer(t *testing.T) {
+	testenv.RequireMount(t)
+	d := makeStack(t)
+	mnt := d + "/l1/d"
+	mountDaemon(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2,upperdir="+d+"/upper,workdir="+d+"/work", mnt)
+	pid := daemonFor(t, d+"/")
+	if names := testenv.DirNames(t, mnt+"/d"); !slices.Equal(names, []string{"f"}) {
+		t.Errorf("the mountpoint's own directory in the view lists %q, want the lower layer's [f]", names)
+	}
+	if r := execute(t, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount: exit %d, %s", r.code, r.stderr)
+	}
+	checkDaemonEnds(t, pid, d+"/", mnt)
+
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no setpriv (Debian package util-linux)")
+		}
+		t.Skip("no setpriv (Debian package util-linux)")
+	}
+	// The unprivileged user must reach the layers.
+	must(t, os.Chmod(filepath.Dir(d), 0o755))
+	must(t, os.Chmod(d, 0o755))
+	before := snapshot(t, d)
+	r := execute(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		testenv.Binary(t), "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
+	if r.code == 0 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "lowerdir") {
+		t.Errorf("as an unprivileged user: exit %d, stderr %q; want a one-line refusal naming lowerdir", r.code, r.stderr)
+	}
+	if typ := testenv.MountType(mnt); typ != "" {
+		testenv.Unmount(t, mnt)
+		t.Errorf("%s mounted (%s) by a refused command", mnt, typ)
+	}
+	if after := snapshot(t, d); after != before {
+		t.Errorf("files changed by a refused command:\nbefore:\n%safter:\n%s", before, after)
+	}
+}

@@ -1,0 +1,17 @@
+package overlay
+
+import (
+	"os"
+	"testing"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
+)
+
+// TestMain runs the tests below a temporary directory named for this
+// process, after taking down what dead test runs left behind.
+func TestMain(m *testing.M) {
+	done := testenv.Start()
+	code := m.Run()
+	done()
+	os.Exit(code)
+}
