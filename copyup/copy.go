@@ -48,6 +48,12 @@ func (w *Work) Copy(src, upper *layers.Layer, rel string, opts Options) (unix.St
 	if err != nil {
 		c.removeTemp()
 	}
+	if opts.Keep != nil {
+		*opts.Keep = -1
+		if err == nil && c.kind == unix.S_IFREG {
+			*opts.Keep, c.tfd = c.tfd, -1
+		}
+	}
 	c.closeAll()
 	if err != nil {
 		return unix.Stat_t{}, layers.Errno(err)
@@ -218,11 +224,11 @@ func (c *copier) createFile() error {
 	var err error
 	c.tfd = -1
 	if !noTmpfile {
-		c.tfd, err = unix.Openat(c.w.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		c.tfd, err = unix.Openat(c.w.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	}
 	if noTmpfile || err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
 		err = c.named(func(name string) (err error) {
-			c.tfd, err = unix.Openat(c.w.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			c.tfd, err = unix.Openat(c.w.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 			return err
 		})
 	}
@@ -358,6 +364,12 @@ func (c *copier) metadata() error {
 		return err
 	}
 	ts := []unix.Timespec{c.sst.Atim, c.sst.Mtim}
+	if c.opts.Truncate {
+		// The truncation that asked for the copy changes the mtime; done
+		// here, the copy is the file as the truncation leaves it, and a
+		// crash before the truncation proper shows it whole.
+		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
 	if err := unix.UtimesNanoAt(c.tfd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}

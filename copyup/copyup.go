@@ -135,8 +135,14 @@ type Options struct {
 	// writes user.overlay.* (userxattr, for rootless mounts).
 	Trusted bool
 	// Truncate copies a regular file without its data (size 0), as the
-	// kernel does for an open with O_TRUNC.
+	// kernel does for an open with O_TRUNC, and with the mtime the
+	// truncation gives it.
 	Truncate bool
+	// Keep, when set, receives an fd of a regular file's copy, open
+	// for reading and writing, which the caller closes (-1 for other
+	// objects): an open for writing that asked for the copy needs no
+	// second open, which could fail after the copy is in place.
+	Keep *int
 	// Xattrs are set on the copy after those copied, before it is put
 	// in place: an owner override the copy must keep under the name
 	// the upper layer is read with.

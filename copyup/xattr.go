@@ -21,7 +21,21 @@ import (
 // own lower entries, a stale user.overlay.origin would give a hard link's
 // copy a wrong inode number.
 func (c *copier) copyXattrs() error {
-	names, err := layers.FdListxattr(c.sfd)
+	if err := copyXattrs(c.sfd, c.tfd); err != nil {
+		return err
+	}
+	for name, v := range c.opts.Xattrs {
+		if err := layers.FdSetxattr(c.tfd, name, []byte(v), 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyXattrs copies the xattrs of the object of fd src to that of fd dst,
+// but the overlay's own (see copier.copyXattrs).
+func copyXattrs(src, dst int) error {
+	names, err := layers.FdListxattr(src)
 	if err == unix.EOPNOTSUPP {
 		return nil
 	}
@@ -32,7 +46,7 @@ func (c *copier) copyXattrs() error {
 		if private(name) {
 			continue
 		}
-		v, err := layers.FdGetxattr(c.sfd, name)
+		v, err := layers.FdGetxattr(src, name)
 		if err == unix.ENODATA {
 			// Removed since the listing.
 			continue
@@ -40,18 +54,13 @@ func (c *copier) copyXattrs() error {
 		if err != nil {
 			return err
 		}
-		err = layers.FdSetxattr(c.tfd, name, v, 0)
+		err = layers.FdSetxattr(dst, name, v, 0)
 		if err == unix.EOPNOTSUPP && !mustCopy(name) {
 			// The kernel ignores xattrs the upper filesystem does not
 			// know, but not ACLs and security.*.
 			continue
 		}
 		if err != nil {
-			return err
-		}
-	}
-	for name, v := range c.opts.Xattrs {
-		if err := layers.FdSetxattr(c.tfd, name, []byte(v), 0); err != nil {
 			return err
 		}
 	}

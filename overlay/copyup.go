@@ -15,23 +15,29 @@ import (
 // (package copyup): after a crash the upper layer holds the whole object
 // or none of it. A second caller waits on n.mu and finds the work done.
 // Preconditions: renameMu held; no node's mu held.
-func (fs *FS) copyUp(n *node) error { return fs.copyUpTrunc(n, false) }
+func (fs *FS) copyUp(n *node) error {
+	_, err := fs.copyUpOpen(n, false)
+	return err
+}
 
-// copyUpTrunc is copyUp; with trunc, a regular file is copied empty, for
-// an open with O_TRUNC (as the kernel does).
-func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
+// copyUpOpen is copyUp for an open for writing: it returns an fd of a
+// regular file's copy, open for reading and writing, when it made the
+// copy (else -1), and with trunc copies it empty, for an open with
+// O_TRUNC (as the kernel does).
+func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 	if fs.upper == nil {
-		return syscall.EROFS
+		return -1, syscall.EROFS
 	}
 	if n.upper() {
-		return nil
+		return -1, nil
 	}
 	if p := n.parent(); p != n {
 		if err := fs.copyUp(p); err != nil {
-			return err
+			return -1, err
 		}
 	}
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.trusted, Truncate: trunc && n.typ == unix.S_IFREG}
+	fd := -1
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name
 		// the upper layer is read with.
@@ -42,16 +48,16 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 	n.mu.Lock()
 	if n.unlinked {
 		n.mu.Unlock()
-		return syscall.ENOENT
+		return -1, syscall.ENOENT
 	}
 	if n.objs[0].layer.Upper {
 		n.mu.Unlock()
-		return nil
+		return -1, nil
 	}
 	st, err := fs.work.Copy(n.objs[0].layer, fs.upper, n.path(), opts)
 	if err != nil {
 		n.mu.Unlock()
-		return errno(err)
+		return -1, errno(err)
 	}
 	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
 	changed := n.isDir()
@@ -80,7 +86,7 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 		// know.
 		fs.invalidate(n.ID())
 	}
-	return nil
+	return fd, nil
 }
 
 // upperDir opens directory node p's upper directory as an O_PATH fd for

@@ -196,7 +196,7 @@ func TestLayerSymlinksAreNeverFollowed(t *testing.T) {
 	if target, _ := fs.Readlink(e.ID); target != "../../../../../../../etc" {
 		t.Errorf("readlink out = %q", target)
 	}
-	if _, err := fs.Open(e.ID, unix.O_RDONLY); err == nil {
+	if _, err := fs.Open(e.ID, unix.O_RDONLY, nil); err == nil {
 		t.Error("opening a symlink node must not follow it")
 	}
 }

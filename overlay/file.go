@@ -63,30 +63,51 @@ func (fs *FS) readFd(h *fileHandle) int {
 
 // Open opens regular file id with open(2) flags and returns a handle.
 // Opening for writing or with O_TRUNC copies the file up first, as the
-// kernel does.
-func (fs *FS) Open(id uint64, flags int) (Opened, error) {
+// kernel does (with O_TRUNC, without its data). killPrivs, when set, is a
+// caller without CAP_FSETID opening with O_TRUNC: setuid and setgid go,
+// as on a truncate (HANDLE_KILLPRIV_V2).
+func (fs *FS) Open(id uint64, flags int, killPrivs *Cred) (Opened, error) {
+	o, privs, err := fs.open(id, flags)
+	if err == nil && killPrivs != nil && flags&unix.O_TRUNC != 0 && privs {
+		h := o.Handle
+		_, err = fs.SetAttr(id, SetAttrs{Handle: &h, KillPrivs: killPrivs})
+	}
+	return o, err
+}
+
+// open is Open but for the setuid and setgid bits, and reports whether the
+// file may have either.
+func (fs *FS) open(id uint64, flags int) (Opened, bool, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
-		return Opened{}, err
+		return Opened{}, false, err
 	}
 	if n.typ == unix.S_IFDIR {
-		return Opened{}, syscall.EISDIR
+		return Opened{}, false, syscall.EISDIR
 	}
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if write {
 		if fs.upper == nil {
-			return Opened{}, syscall.EROFS
+			return Opened{}, false, syscall.EROFS
 		}
 		if err := fs.checkProt(n, flags&unix.O_APPEND != 0 && flags&unix.O_TRUNC == 0); err != nil {
-			return Opened{}, err
+			return Opened{}, false, err
 		}
-		if err := fs.copyUpTrunc(n, flags&unix.O_TRUNC != 0); err != nil {
-			return Opened{}, err
+		fd, err := fs.copyUpOpen(n, flags&unix.O_TRUNC != 0)
+		if err != nil {
+			return Opened{}, false, err
+		}
+		if fd >= 0 {
+			// The copy is truncated already, as O_TRUNC asks.
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			return fs.attach(n, fd, fs.passedThrough(n)), n.privs.Load() != privsNone, nil
 		}
 	}
-	return fs.openHandle(n, flags)
+	o, err := fs.openHandle(n, flags)
+	return o, n.privs.Load() != privsNone, err
 }
 
 // openHandle opens n's winning object. A writable file is opened O_RDWR:
@@ -134,32 +155,39 @@ func (fs *FS) ReadFd(h uint64) (int, error) {
 	return fs.readFd(f), nil
 }
 
-// Write writes data at offset off of handle h. killPrivs, when set, is
-// the caller, who lacks CAP_FSETID: setuid and setgid go first, as the
-// kernel drops them (killedPrivs), which the daemon's own write would not
-// do (HANDLE_KILLPRIV_V2).
-func (fs *FS) Write(h uint64, data []byte, off int64, killPrivs *Cred) error {
+// Write writes data at offset off of handle h and returns how much it
+// wrote: all of it, or, when the host stops part way (a full
+// filesystem), what went in before, as write(2) on the kernel's overlay
+// returns a short count. killPrivs, when set, is the caller, who lacks
+// CAP_FSETID: setuid and setgid go first, as the kernel drops them
+// (killedPrivs), which the daemon's own write would not do
+// (HANDLE_KILLPRIV_V2).
+func (fs *FS) Write(h uint64, data []byte, off int64, killPrivs *Cred) (int, error) {
 	f, err := fs.fileHandle(h)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	fd := f.file()
 	if killPrivs != nil && f.n.privs.Load() != privsNone {
 		if _, err := fs.SetAttr(f.n.ID(), SetAttrs{Handle: &h, KillPrivs: killPrivs}); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	for len(data) > 0 {
-		n, err := unix.Pwrite(fd, data, off)
+	done := 0
+	for done < len(data) {
+		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return errno(err)
+			if done > 0 {
+				return done, nil
+			}
+			return 0, errno(err)
 		}
-		data, off = data[n:], off+int64(n)
+		done += n
 	}
-	return nil
+	return done, nil
 }
 
 // Fsync flushes handle h to stable storage.

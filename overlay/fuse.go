@@ -33,9 +33,11 @@ func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger, debug bool) *fuse.M
 		// setgid on a write or truncate the caller could not keep them
 		// through (Write, SetAttr), sparing the kernel a getxattr of
 		// security.capability before every write; SETXATTR_EXT: the
-		// setxattr of an ACL says when setgid must go.
+		// setxattr of an ACL says when setgid must go; ATOMIC_O_TRUNC:
+		// O_TRUNC comes with the open, so a copy-up for it copies no data,
+		// as the kernel's does.
 		ExtraCapabilities: fuse.CAP_NO_OPENDIR_SUPPORT | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ASYNC_DIO |
-			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT,
+			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT | fuse.CAP_ATOMIC_O_TRUNC,
 		// Layers change only through this mount, and the kernel's page
 		// cache follows those changes: no invalidation by mtime.
 		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA,
@@ -396,7 +398,8 @@ func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOu
 }
 
 func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	fh, err := r.fs.Open(nodeID(in.NodeId), int(in.Flags))
+	// OpenIn.Mode is the kernel's open_flags.
+	fh, err := r.fs.Open(nodeID(in.NodeId), int(in.Flags), killer(&in.InHeader, in.Mode, fuse.OPEN_KILL_SUIDGID))
 	if err != nil {
 		return status(err)
 	}
@@ -484,10 +487,8 @@ func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 }
 
 func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	if err := r.fs.Write(in.Fh, data, int64(in.Offset), killer(&in.InHeader, in.WriteFlags, fuse.WRITE_KILL_SUIDGID)); err != nil {
-		return 0, status(err)
-	}
-	return uint32(len(data)), fuse.OK
+	n, err := r.fs.Write(in.Fh, data, int64(in.Offset), killer(&in.InHeader, in.WriteFlags, fuse.WRITE_KILL_SUIDGID))
+	return uint32(n), status(err)
 }
 
 // Flush is answered ENOSYS: there is nothing to do at close, and the

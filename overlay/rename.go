@@ -175,9 +175,12 @@ func (fs *FS) move(r renaming) error {
 			return errno(err)
 		}
 	}
-	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper {
-		if err := fs.emptyUpperDir(nfd, newName); err != nil {
-			return err
+	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
+		// rename(2) replaces only an empty directory: a merged one that
+		// shows nothing but still holds whiteouts is swapped for an
+		// empty opaque copy first.
+		if err := fs.work.ClearDir(nfd, newName, fs.privateXattr("opaque")); err != nil {
+			return errno(err)
 		}
 	}
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
@@ -308,35 +311,6 @@ func (fs *FS) renameUpper(ofd int, oldName string, nfd int, newName string, whit
 		return errno(err)
 	}
 	return errno(unix.Renameat(ofd, oldName, nfd, newName))
-}
-
-// emptyUpperDir prepares upper directory name of dfd, empty in the merged
-// view, to be replaced by a rename: it is made opaque (the view stays
-// empty), then the whiteouts it holds are removed.
-func (fs *FS) emptyUpperDir(dfd int, name string) error {
-	if err := setxattrAt(dfd, name, fs.privateXattr("opaque"), "y"); err != nil {
-		return errno(err)
-	}
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errno(err)
-	}
-	defer unix.Close(fd)
-	ents, err := layers.ReadDirFd(fd)
-	if err != nil {
-		return errno(err)
-	}
-	for _, e := range ents {
-		// A marker left would fail the rename with ENOTEMPTY, though
-		// the directory shows nothing: the caller gets the real error.
-		err := unix.Unlinkat(fd, e.Name, 0)
-		if err == unix.EISDIR {
-			removeAll(fd, e.Name)
-		} else if err != nil && err != unix.ENOENT {
-			return errno(err)
-		}
-	}
-	return nil
 }
 
 // hasOrigin reports whether entry of directory dfd (not followed if a
