@@ -53,6 +53,7 @@ func (fs *FS) copyUpTrunc(n *node, trunc bool) error {
 		n.mu.Unlock()
 		return errno(err)
 	}
+	fs.stats.copiedUp(n.typ, st.Size)
 	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
 	changed := n.isDir()
 	if n.isDir() {

@@ -135,7 +135,6 @@ func serve(c *config, ready func(error)) int {
 		Workers:    workers,
 		Fd:         -1,
 		ErrorLog:   errLog,
-		Debug:      c.debug,
 	}
 	if n, ok := devFd(c.mountpoint); ok {
 		cfg.Fd = n
@@ -155,6 +154,13 @@ func serve(c *config, ready func(error)) int {
 		cfg.Flags = append(cfg.Flags, "noatime")
 	}
 	cfg.Flags = append(cfg.Flags, c.mountFlags...)
+	if c.debug {
+		// What is mounted, once; then a line a request.
+		cfg.Trace = log.New(debugLog{}, "", 0)
+		logDebug(c.describe())
+		logDebug([]string{fmt.Sprintf("mount flags: %s; allow_other: %v", strings.Join(cfg.Flags, ","), cfg.AllowOther)})
+		logDebug(fs.Describe())
+	}
 	// Caught before the mount is live: a SIGTERM as soon as it is (the
 	// caller saw the command succeed) must unmount, not end the daemon
 	// and leave a dead mount behind.

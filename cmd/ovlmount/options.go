@@ -124,6 +124,7 @@ type config struct {
 	defaultPerms bool
 	mountFlags   []string // mount(2) flags for the FUSE library
 	warnings     []string // one line each, printed before mounting
+	given        []string // the -o options as given, for -d
 }
 
 // parseArgs parses a fuse-overlayfs command line:
@@ -167,6 +168,7 @@ func parseArgs(args []string) (*config, error) {
 	if c.help || c.version {
 		return c, nil
 	}
+	c.given = opts
 	if err := c.unknown(opts); err != nil {
 		return c, err
 	}
@@ -479,4 +481,14 @@ func devOf(p string) uint64 {
 // within reports whether path a is b or lies below it.
 func within(a, b string) bool {
 	return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/")
+}
+
+// describe says what -d logs at start of the command line: the mount,
+// the workdir and the options given.
+func (c *config) describe() []string {
+	lines := []string{"mountpoint: " + c.mountpoint}
+	if c.upper != "" {
+		lines = append(lines, "workdir: "+c.work)
+	}
+	return append(lines, "options: "+strings.Join(c.given, ","))
 }
