@@ -16,6 +16,7 @@ package overlay
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -311,6 +312,6 @@ func (fs *FS) Describe() []string {
 		return "off"
 	}
 	mapped := func(m IDMap) bool { return len(m.Ranges) > 0 || m.Squash != nil }
-	return append(lines, fmt.Sprintf("engine: cache timeout %gs, acl %s, passthrough %s, fsync %s, static_nlink %s, xattr_permissions %d, owners mapped %s",
-		o.Timeout.Seconds(), onOff(o.ACL), onOff(o.Passthrough && mayRegisterBacking()), onOff(!o.NoFsync), onOff(o.StaticNlink), o.XattrPermissions, onOff(mapped(o.UIDs) || mapped(o.GIDs))))
+	return append(lines, fmt.Sprintf("engine: cache timeout %ss, acl %s, passthrough %s, fsync %s, static_nlink %s, xattr_permissions %d, owners mapped %s",
+		strconv.FormatFloat(o.Timeout.Seconds(), 'f', -1, 64), onOff(o.ACL), onOff(o.Passthrough && mayRegisterBacking()), onOff(!o.NoFsync), onOff(o.StaticNlink), o.XattrPermissions, onOff(mapped(o.UIDs) || mapped(o.GIDs))))
 }
