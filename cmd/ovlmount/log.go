@@ -59,6 +59,11 @@ func logDebug(lines []string) {
 	logLines(syslog.LOG_DEBUG, "", lines)
 }
 
+// logStats logs the stats, each line marked as one.
+func logStats(lines []string) {
+	logLines(syslog.LOG_NOTICE, "stats: ", lines)
+}
+
 // debugLog is an io.Writer for a log.Logger whose lines are -d's.
 type debugLog struct{}
 

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/internal/mountinfo"
@@ -73,6 +74,9 @@ func fail(format string, a ...any) int {
 }
 
 func run(args []string) int {
+	if isStatsCommand(args) {
+		return statsCommand(args[1:])
+	}
 	c, err := parseArgs(args)
 	if !isDaemonChild() {
 		// Before any error: an unknown option may be why there is one.
@@ -166,19 +170,37 @@ func serve(c *config, ready func(error)) int {
 	// and leave a dead mount behind.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	// SIGUSR1 too, whose default would end the daemon: it logs the
+	// stats once the mount is live.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	conn, err := fs.Mount(c.mountpoint, cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)
 		return fail("%v", err)
 	}
+	start := time.Now()
+	stats := func() statsReport { return report(c.mountpoint, conn, start) }
 	if m, ok, err := checkMount(c.mountpoint); err != nil {
 		unmount(c.mountpoint)
 		ready(err)
 		return fail("%v", err)
 	} else if ok {
 		setReadahead(m)
+		// Before the mount is reported live: ovlmount stats may
+		// follow at once.
+		if s, err := serveStats(m.Dev, stats); err != nil {
+			logWarning("%v", err)
+		} else {
+			defer s.close()
+		}
 	}
+	go func() {
+		for range usr1 {
+			logStats(stats().lines())
+		}
+	}()
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
 		// For profiling: a CPU profile of the daemon until unmount.
