@@ -4,6 +4,7 @@
 //	ovlmount [-f] [-d] [-o lowerdir=L1:L2,upperdir=U,workdir=W,...] [SOURCE] MOUNTPOINT
 //
 // Without -f or -d it runs as a daemon and exits 0 once the mount is live.
+// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters.
 package main
 
 import (
@@ -291,14 +292,19 @@ func unmount(mnt string) {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
+       ovlmount stats [--json] MOUNTPOINT
 
 Mounts at MOUNTPOINT the merged view of lower layers and an optional upper
 layer, like kernel overlayfs, through FUSE. Without -f or -d, ovlmount runs
 as a daemon and exits 0 once the mount is live. Unmount with umount or
 fusermount3 -u; SIGTERM and SIGINT unmount too.
 
+ovlmount stats prints the counters of a running mount (requests and their
+latency, lookups, copy-ups, open files, memory); SIGUSR1 logs them.
+
   -f             stay in the foreground
-  -d             debug: log every operation to stderr, stay in the foreground
+  -d             debug: log a line per request to stderr, stay in the
+                 foreground
   -o OPTS        comma-separated options (below)
   -h, --help     this text
   -V, --version  the version

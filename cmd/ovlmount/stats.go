@@ -243,6 +243,8 @@ func (s *statsServer) answer(report func() statsReport) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			// Out of fds, say: wait rather than spin.
+			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
