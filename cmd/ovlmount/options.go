@@ -43,7 +43,7 @@ var options = []option{
 	{"timeout", done, nil, "seconds the kernel may cache entries and attributes (default 1000000000)"},
 	{"xino", done, []string{"on", "auto", "off"}, "inode numbers over several filesystems: on/auto put the filesystem index in the high bits (default auto); off shows real numbers"},
 	{"static_nlink", done, []string{""}, "every directory reports nlink 1"},
-	{"debug", done, []string{""}, "log every FUSE operation to stderr and stay in the foreground"},
+	{"debug", done, []string{""}, "log a line per request (operation, node and path, name, result, time) to stderr and stay in the foreground"},
 	{"ro", done, []string{""}, "mount read-only"},
 	{"rw", done, []string{""}, "read-write when there is an upper layer (default)"},
 	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
