@@ -300,10 +300,10 @@ func (c *Conn) serveCounted(req []byte, inv, outv [][]byte, p *pipe) (reply []by
 		c.errLog.Printf("a request of %d bytes, shorter than a header", len(req))
 		return nil, false, 0
 	}
-	start := time.Now()
+	start := time.Since(clockBase)
 	op := (*fuse.InHeader)(unsafe.Pointer(&req[0])).Opcode
 	reply, spliced = c.serve(req, inv, outv, p)
-	d = time.Since(start)
+	d = time.Since(clockBase) - start
 	c.reqs.record(op, d, len(reply) >= 8 && binary.NativeEndian.Uint32(reply[4:8]) != 0)
 	return reply, spliced, d
 }

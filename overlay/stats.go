@@ -4,7 +4,8 @@ package overlay
 // SIGUSR1): the requests the loop served, by FUSE opcode, with their
 // latency (serve.go counts them), and what the engine did, counted where
 // it does it. Every counter is an atomic add and nothing else: a request
-// costs two clock reads and two adds, an engine event one add.
+// costs two clock reads and two adds (about 90 ns on a virtual machine,
+// against 6 µs or more for the request), an engine event one add.
 
 import (
 	"math/bits"
@@ -53,6 +54,10 @@ const histBuckets = 27
 // opcode uses, counts any other (CUSE_INIT, an opcode newer than this
 // table).
 const opSlots = 64
+
+// clockBase is what requests are timed from: time.Since of a time that
+// has a monotonic reading reads one clock, where time.Now reads two.
+var clockBase = time.Now()
 
 // opCounters are one opcode's counters. The count is the sum of the
 // buckets.
