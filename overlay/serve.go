@@ -242,16 +242,8 @@ func (c *Conn) serveLoop() {
 	inv, outv := [][]byte{nil}, [][]byte{out}
 	p := c.newPipe()
 	defer p.close()
-	yielded := time.Now()
+	var yielded time.Duration // since clockBase
 	for {
-		if now := time.Now(); now.Sub(yielded) > yieldEvery {
-			// The runtime takes a goroutine that has run for 10 ms
-			// without passing through the scheduler for a CPU hog:
-			// it takes the P away while the reader waits for a request
-			// and keeps its monitor thread polling every 20 µs.
-			runtime.Gosched()
-			yielded = now
-		}
 		c.waiting.Add(1)
 		n, err := unix.Read(c.fd, in)
 		if err == unix.EAGAIN {
@@ -275,7 +267,15 @@ func (c *Conn) serveLoop() {
 		if c.parked.CompareAndSwap(true, false) {
 			c.wake <- struct{}{}
 		}
-		c.handle(in[:n], inv, outv, p)
+		// The clock read that times the request tells when to yield.
+		if now := c.handle(in[:n], inv, outv, p); now-yielded > yieldEvery {
+			// The runtime takes a goroutine that has run for 10 ms
+			// without passing through the scheduler for a CPU hog:
+			// it takes the P away while the reader waits for a request
+			// and keeps its monitor thread polling every 20 µs.
+			runtime.Gosched()
+			yielded = now
+		}
 		if c.waiting.Load() > 0 && c.leave() {
 			return
 		}
@@ -283,29 +283,30 @@ func (c *Conn) serveLoop() {
 }
 
 // handle serves one request read into req, replying through out, or,
-// for a large read, through pipe p.
-func (c *Conn) handle(req []byte, inv, outv [][]byte, p *pipe) {
+// for a large read, through pipe p. It returns the time it ended, since
+// clockBase.
+func (c *Conn) handle(req []byte, inv, outv [][]byte, p *pipe) time.Duration {
 	if c.trace != nil {
-		c.handleTraced(req, inv, outv, p)
-		return
+		return c.handleTraced(req, inv, outv, p)
 	}
-	c.serveCounted(req, inv, outv, p)
+	_, _, _, end := c.serveCounted(req, inv, outv, p)
+	return end
 }
 
 // serveCounted serves a request and counts it (stats.go). It returns the
 // reply, nil if there was none or it was spliced (then spliced is set),
-// and the time taken.
-func (c *Conn) serveCounted(req []byte, inv, outv [][]byte, p *pipe) (reply []byte, spliced bool, d time.Duration) {
+// the time taken and the time it ended, since clockBase.
+func (c *Conn) serveCounted(req []byte, inv, outv [][]byte, p *pipe) (reply []byte, spliced bool, d, end time.Duration) {
+	start := time.Since(clockBase)
 	if len(req) < int(unsafe.Sizeof(fuse.InHeader{})) {
 		c.errLog.Printf("a request of %d bytes, shorter than a header", len(req))
-		return nil, false, 0
+		return nil, false, 0, start
 	}
-	start := time.Since(clockBase)
 	op := (*fuse.InHeader)(unsafe.Pointer(&req[0])).Opcode
 	reply, spliced = c.serve(req, inv, outv, p)
-	d = time.Since(clockBase) - start
-	c.reqs.record(op, d, len(reply) >= 8 && binary.NativeEndian.Uint32(reply[4:8]) != 0)
-	return reply, spliced, d
+	end = time.Since(clockBase)
+	c.reqs.record(op, end-start, len(reply) >= 8 && binary.NativeEndian.Uint32(reply[4:8]) != 0)
+	return reply, spliced, end - start, end
 }
 
 // serve serves a request, at least a header long, and returns its reply,

@@ -76,19 +76,20 @@ func untraced(op uint32) bool {
 }
 
 // handleTraced is handle with -d: it serves req and logs what was done.
-func (c *Conn) handleTraced(req []byte, inv, outv [][]byte, p *pipe) {
+func (c *Conn) handleTraced(req []byte, inv, outv [][]byte, p *pipe) time.Duration {
 	if len(req) < inHeaderSize || untraced(binary.NativeEndian.Uint32(req[4:8])) {
-		c.serveCounted(req, inv, outv, p)
-		return
+		_, _, _, end := c.serveCounted(req, inv, outv, p)
+		return end
 	}
 	// Described before it is served: a rename or an unlink changes the
 	// paths, and the loop rewrites the root's node id.
 	op, what := c.describe(req)
-	reply, spliced, d := c.serveCounted(req, inv, outv, p)
+	reply, spliced, d, end := c.serveCounted(req, inv, outv, p)
 	if d >= time.Microsecond {
 		d = d.Round(time.Microsecond)
 	}
 	c.trace.Printf("%s: %s, %v", what, c.result(op, reply, spliced), d)
+	return end
 }
 
 // describe returns the opcode of request req and says what it asks.
