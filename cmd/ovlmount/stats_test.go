@@ -263,7 +263,6 @@ func TestStatsRootless(t *testing.T) {
 		}
 	}
 	dir := fmt.Sprintf("/tmp/ovlmount-%d", rootlessUID)
-	t.Cleanup(func() { os.RemoveAll(dir) })
 	d, bin := nsLayers(t, rootlessUID)
 	script := `set -e
 cd "$1"
@@ -275,6 +274,13 @@ umount m`
 	out, err := asRootlessUser(d, "env", "-u", "XDG_RUNTIME_DIR", "sh", "-c", script, "sh", d, bin)
 	if err != nil {
 		t.Fatalf("in the user namespace: %v\n%s", err, out)
+	}
+	// umount returns before the daemon has seen the end of its
+	// connection and removed its socket.
+	for _, pid := range processesFor(d + "/") {
+		if waitExit(pid, 10*time.Second) == nil {
+			t.Fatalf("daemon %d still running 10s after the unmount", pid)
+		}
 	}
 	for _, want := range []string{
 		`(?m)\Amountpoint: ` + regexp.QuoteMeta(d+"/m") + "\n",
