@@ -48,7 +48,8 @@ type MountConfig struct {
 	// ErrorLog receives what cannot reach a caller as an errno.
 	ErrorLog *log.Logger
 	// Trace, when set, receives a line for every request served but
-	// those the daemon declines on purpose (trace.go).
+	// those the daemon declines on purpose or does not answer
+	// (trace.go).
 	Trace *log.Logger
 }
 
