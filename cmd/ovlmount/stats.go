@@ -13,7 +13,8 @@ package main
 // a user namespace), a directory the daemon refuses to use unless it owns
 // it. Only the mount's owner and root read its stats, as for its log. The
 // daemon removes the socket when it ends; one that is killed leaves it,
-// and the next mount of that number replaces it.
+// and the next mount of that number replaces it, or the next daemon to
+// start in that directory removes it.
 
 import (
 	"encoding/json"
@@ -198,6 +199,7 @@ func serveStats(dev string, report func() statsReport) (*statsServer, error) {
 			errs = append(errs, err)
 			continue
 		}
+		sweep(dir)
 		s, err := listenStats(filepath.Join(dir, statsSocketName(dev)))
 		if err != nil {
 			errs = append(errs, err)
@@ -207,6 +209,26 @@ func serveStats(dev string, report func() statsReport) (*statsServer, error) {
 		return s, nil
 	}
 	return nil, fmt.Errorf("no socket for ovlmount stats: %w", errors.Join(errs...))
+}
+
+// sweep removes from dir the sockets that daemons killed left: nothing
+// listens on them. One made in the last minute is left alone, since a
+// live daemon's refuses connections too between its bind and its listen.
+func sweep(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || fi.Mode().Type() != os.ModeSocket || !strings.HasSuffix(e.Name(), ".sock") || time.Since(fi.ModTime()) < time.Minute {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		c, err := net.Dial("unix", p)
+		if err == nil {
+			c.Close()
+		} else if errors.Is(err, unix.ECONNREFUSED) {
+			os.Remove(p)
+		}
+	}
 }
 
 // listenStats listens on socket path, replacing what is there: a socket

@@ -252,6 +252,40 @@ func TestStatsStaleSocket(t *testing.T) {
 	}
 }
 
+// TestStatsSweep checks that a daemon starting removes from its
+// directory the sockets killed daemons left, but not a live daemon's,
+// nor one made in the last minute (it may be between bind and listen).
+func TestStatsSweep(t *testing.T) {
+	dir := t.TempDir()
+	stale := func(name string, age time.Duration) string {
+		p := filepath.Join(dir, name)
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+		must(t, err)
+		ln.SetUnlinkOnClose(false)
+		ln.Close()
+		then := time.Now().Add(-age)
+		must(t, os.Chtimes(p, then, then))
+		return p
+	}
+	old, fresh := stale("0:97.sock", 2*time.Minute), stale("0:98.sock", 0)
+	live, err := listenStats(filepath.Join(dir, "0:99.sock"))
+	must(t, err)
+	defer live.close()
+	go live.answer(func() statsReport { return statsReport{PID: 1} })
+	then := time.Now().Add(-2 * time.Minute)
+	must(t, os.Chtimes(live.path, then, then))
+	other := filepath.Join(dir, "notes")
+	must(t, os.WriteFile(other, nil, 0o600))
+	must(t, os.Chtimes(other, then, then))
+
+	sweep(dir)
+	for p, kept := range map[string]bool{old: false, fresh: true, live.path: true, other: true} {
+		if _, err := os.Lstat(p); (err == nil) != kept {
+			t.Errorf("%s after the sweep: %v, want kept %v", filepath.Base(p), err, kept)
+		}
+	}
+}
+
 // TestStatsRootless checks ovlmount stats on a rootless mount, as podman
 // makes one: the socket in /tmp/ovlmount-UID, UID the user's, without
 // XDG_RUNTIME_DIR, and gone after the unmount.
