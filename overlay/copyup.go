@@ -59,6 +59,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, errno(err)
 	}
+	fs.stats.copiedUp(n.typ, st.Size)
 	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
 	changed := n.isDir()
 	if n.isDir() {

@@ -36,6 +36,7 @@ func (fs *FS) inDir(p *node, l *layers.Layer, f func(dfd int) error) error {
 		d.mu.RLock()
 		fd, ok := d.fds[l]
 		if ok {
+			fs.stats.dirFdUsed.Add(1)
 			err := f(fd)
 			d.mu.RUnlock()
 			return err
@@ -45,6 +46,7 @@ func (fs *FS) inDir(p *node, l *layers.Layer, f func(dfd int) error) error {
 		if err != nil {
 			return err
 		}
+		fs.stats.dirFdOpened.Add(1)
 		if !fs.holdDirFd(d, l, fd) {
 			err := f(fd)
 			unix.Close(fd)

@@ -104,6 +104,9 @@ type FS struct {
 	dirFdCount atomic.Int64
 	dirFdMax   int64
 
+	// stats are the counters ovlmount stats shows (stats.go).
+	stats engineStats
+
 	// Table shrinks seen, and whether memory is being given back
 	// (Forgotten).
 	shrinks atomic.Int64

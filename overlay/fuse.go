@@ -20,11 +20,10 @@ import (
 
 // mountOptions are the go-fuse options the connection is served with:
 // they decide what INIT offers the kernel.
-func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger, debug bool) *fuse.MountOptions {
+func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger) *fuse.MountOptions {
 	o := &fuse.MountOptions{
 		MaxWrite:             maxWrite,
 		Logger:               errLog,
-		Debug:                debug,
 		EnableSymlinkCaching: true,
 		// NO_OPENDIR_SUPPORT: directories are opened by the kernel
 		// alone (OpenDir); READDIRPLUS_AUTO: plain READDIR once a
@@ -154,6 +153,7 @@ func decodeDev(rdev uint32) uint64 {
 func (r *rawFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	e, err := r.fs.Lookup(nodeID(h.NodeId), name)
 	if err == syscall.ENOENT {
+		r.fs.stats.negative.Add(1)
 		// A negative entry the kernel may cache.
 		*out = fuse.EntryOut{}
 		out.SetEntryTimeout(r.timeout())

@@ -36,6 +36,7 @@ type found struct {
 // Lookup resolves name in directory parent and adds a kernel reference to
 // the node it names.
 func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
+	fs.stats.lookups.Add(1)
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	p, err := fs.get(parent)
@@ -108,6 +109,7 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 			n.prot.Store(protKnown)
 		}
 	} else {
+		fs.stats.held.Add(1)
 		n.mu.Lock()
 		if n.unlinked {
 			n.objs = f.objs

@@ -47,8 +47,10 @@ type MountConfig struct {
 	Fd int
 	// ErrorLog receives what cannot reach a caller as an errno.
 	ErrorLog *log.Logger
-	// Debug logs every request and reply to ErrorLog.
-	Debug bool
+	// Trace, when set, receives a line for every request served but
+	// those the daemon declines on purpose or does not answer
+	// (trace.go).
+	Trace *log.Logger
 }
 
 // defaultMaxWrite is the write size asked for: FUSE's largest (256 pages).
@@ -68,7 +70,10 @@ type Conn struct {
 	spin    time.Duration
 	workers int32
 
-	spliced atomic.Uint64 // read replies spliced (read.go)
+	spliced  atomic.Uint64 // read replies spliced (read.go)
+	backings atomic.Int64  // passthrough backing files registered
+	reqs     requestStats  // the requests served (stats.go)
+	trace    *log.Logger   // MountConfig.Trace
 
 	readers atomic.Int32  // goroutines serving the connection
 	waiting atomic.Int32  // readers waiting for a request
@@ -83,8 +88,15 @@ type Conn struct {
 	// says why not if the connection ended first.
 	inited  chan struct{}
 	initErr error
-	// flags are the capabilities the INIT reply granted.
-	flags uint64
+	// flags are the capabilities the INIT reply granted; proto the
+	// protocol version it agreed on and kernelProto the kernel's, each
+	// {major, minor}.
+	flags       uint64
+	proto       [2]uint32
+	kernelProto [2]uint32
+	// setxattrExt says that SETXATTR requests carry the longer
+	// fuse_setxattr_in (trace.go).
+	setxattrExt atomic.Bool
 }
 
 // Mount mounts fs at dir (unless cfg.Fd names a mounted connection) and
@@ -172,7 +184,8 @@ func (fs *FS) serve(fd, maxWrite int, cfg MountConfig) *Conn {
 	if c.spin > 0 {
 		unix.SetNonblock(fd, true)
 	}
-	c.ps = fuse.NewProtocolServer(&rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), fs: fs, c: c}, fs.mountOptions(maxWrite, errLog, cfg.Debug))
+	c.trace = cfg.Trace
+	c.ps = fuse.NewProtocolServer(&rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), fs: fs, c: c}, fs.mountOptions(maxWrite, errLog))
 	fs.invalidate = c.invalidateAttrs
 	c.wg.Add(2)
 	c.readers.Store(1)
@@ -230,16 +243,8 @@ func (c *Conn) serveLoop() {
 	inv, outv := [][]byte{nil}, [][]byte{out}
 	p := c.newPipe()
 	defer p.close()
-	yielded := time.Now()
+	var yielded time.Duration // since clockBase
 	for {
-		if now := time.Now(); now.Sub(yielded) > yieldEvery {
-			// The runtime takes a goroutine that has run for 10 ms
-			// without passing through the scheduler for a CPU hog:
-			// it takes the P away while the reader waits for a request
-			// and keeps its monitor thread polling every 20 µs.
-			runtime.Gosched()
-			yielded = now
-		}
 		c.waiting.Add(1)
 		n, err := unix.Read(c.fd, in)
 		if err == unix.EAGAIN {
@@ -263,7 +268,15 @@ func (c *Conn) serveLoop() {
 		if c.parked.CompareAndSwap(true, false) {
 			c.wake <- struct{}{}
 		}
-		c.handle(in[:n], inv, outv, p)
+		// The clock read that times the request tells when to yield.
+		if now := c.handle(in[:n], inv, outv, p); now-yielded > yieldEvery {
+			// The runtime takes a goroutine that has run for 10 ms
+			// without passing through the scheduler for a CPU hog:
+			// it takes the P away while the reader waits for a request
+			// and keeps its monitor thread polling every 20 µs.
+			runtime.Gosched()
+			yielded = now
+		}
 		if c.waiting.Load() > 0 && c.leave() {
 			return
 		}
@@ -271,25 +284,57 @@ func (c *Conn) serveLoop() {
 }
 
 // handle serves one request read into req, replying through out, or,
-// for a large read, through pipe p.
-func (c *Conn) handle(req []byte, inv, outv [][]byte, p *pipe) {
+// for a large read, through pipe p. It returns the time it ended, since
+// clockBase.
+func (c *Conn) handle(req []byte, inv, outv [][]byte, p *pipe) time.Duration {
+	if c.trace != nil {
+		return c.handleTraced(req, inv, outv, p)
+	}
+	_, _, _, end := c.serveCounted(req, inv, outv, p)
+	return end
+}
+
+// serveCounted serves a request and counts it (stats.go). It returns the
+// reply, nil if there was none or it was spliced (then spliced is set),
+// the time taken and the time it ended, since clockBase.
+func (c *Conn) serveCounted(req []byte, inv, outv [][]byte, p *pipe) (reply []byte, spliced bool, d, end time.Duration) {
+	start := time.Since(clockBase)
+	if len(req) < int(unsafe.Sizeof(fuse.InHeader{})) {
+		c.errLog.Printf("a request of %d bytes, shorter than a header", len(req))
+		return nil, false, 0, start
+	}
+	op := (*fuse.InHeader)(unsafe.Pointer(&req[0])).Opcode
+	reply, spliced = c.serve(req, inv, outv, p)
+	end = time.Since(clockBase)
+	c.reqs.record(op, end-start, len(reply) >= 8 && binary.NativeEndian.Uint32(reply[4:8]) != 0)
+	return reply, spliced, end - start, end
+}
+
+// serve serves a request, at least a header long, and returns its reply,
+// nil if there was none or it was spliced (then spliced is set).
+func (c *Conn) serve(req []byte, inv, outv [][]byte, p *pipe) (reply []byte, spliced bool) {
 	hdr := (*fuse.InHeader)(unsafe.Pointer(&req[0]))
-	if len(req) >= int(unsafe.Sizeof(fuse.InHeader{})) && hdr.NodeId == 1 {
+	if hdr.NodeId == 1 {
 		hdr.NodeId = rootAlias
 	}
 	if hdr.Opcode == opRead && c.spliceRead(req, p) {
-		return
+		return nil, true
+	}
+	if hdr.Opcode == opInit && len(req) >= 48 {
+		// The kernel's version, for ovlmount stats: InitIn starts with
+		// major and minor.
+		c.kernelProto = [2]uint32{binary.NativeEndian.Uint32(req[40:44]), binary.NativeEndian.Uint32(req[44:48])}
 	}
 	inv[0] = req
 	n, st := c.ps.HandleRequest(inv, outv)
 	if !st.Ok() {
 		c.errLog.Printf("a request the FUSE library could not decode: %v", st)
-		return
+		return nil, false
 	}
 	if n == 0 {
-		return // no reply (FORGET, an interrupted request)
+		return nil, false // no reply (FORGET, an interrupted request)
 	}
-	reply := outv[0][:n]
+	reply = outv[0][:n]
 	init := hdr.Opcode == opInit && c.initialized(reply)
 	for {
 		_, err := unix.Write(c.fd, reply)
@@ -301,22 +346,23 @@ func (c *Conn) handle(req []byte, inv, outv [][]byte, p *pipe) {
 				}
 				close(c.inited)
 			}
-			return
+			return reply, false
 		case unix.ENOENT:
 			// The request was interrupted and is gone.
-			return
+			return reply, false
 		case unix.EINTR:
 			continue
 		case unix.ENODEV:
-			return // the connection ended meanwhile
+			return reply, false // the connection ended meanwhile
 		}
 		c.errLog.Printf("writing a reply: %v", err)
-		return
+		return reply, false
 	}
 }
 
-// initialized records the INIT reply, its status and the capabilities it
-// granted, and reports whether it accepts the connection.
+// initialized records the INIT reply, its status, the capabilities it
+// granted and the protocol version, and reports whether it accepts the
+// connection.
 func (c *Conn) initialized(reply []byte) bool {
 	status := int32(binary.NativeEndian.Uint32(reply[4:8]))
 	if status != 0 {
@@ -326,8 +372,30 @@ func (c *Conn) initialized(reply []byte) bool {
 	if len(reply) >= 16+int(unsafe.Sizeof(fuse.InitOut{})) {
 		out := (*fuse.InitOut)(unsafe.Pointer(&reply[16]))
 		c.flags = out.Flags64()
+		c.proto = [2]uint32{out.Major, out.Minor}
+		c.setxattrExt.Store(c.flags&fuse.CAP_SETXATTR_EXT != 0)
 	}
 	return true
+}
+
+// ProtocolVersion returns the FUSE protocol version the daemon speaks, as
+// "MAJOR.MINOR": what its INIT reply offers a kernel that offers a newer
+// one. A mount uses the lower of it and the kernel's.
+func ProtocolVersion() string {
+	ps := fuse.NewProtocolServer(fuse.NewDefaultRawFileSystem(), &fuse.MountOptions{Logger: log.New(nopWriter{}, "", 0)})
+	const inSize = int(unsafe.Sizeof(fuse.InitIn{}))
+	req := make([]byte, 40+inSize)
+	binary.NativeEndian.PutUint32(req[0:4], uint32(len(req)))
+	binary.NativeEndian.PutUint32(req[4:8], opInit)
+	binary.NativeEndian.PutUint32(req[40:44], 7)
+	binary.NativeEndian.PutUint32(req[44:48], ^uint32(0))
+	out := make([]byte, 4096)
+	n, st := ps.HandleRequest([][]byte{req}, [][]byte{out})
+	if !st.Ok() || n < 16+int(unsafe.Sizeof(fuse.InitOut{})) || binary.NativeEndian.Uint32(out[4:8]) != 0 {
+		return "unknown"
+	}
+	init := (*fuse.InitOut)(unsafe.Pointer(&out[16]))
+	return fmt.Sprintf("%d.%d", init.Major, init.Minor)
 }
 
 // end marks the connection ended.
@@ -463,6 +531,7 @@ func (c *Conn) Open(fd int) (int32, error) {
 	if e != 0 {
 		return -1, e
 	}
+	c.backings.Add(1)
 	return int32(id), nil
 }
 
@@ -471,5 +540,7 @@ func (c *Conn) Close(id int32) {
 	v := uint32(id)
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(c.fd), iocBackingClose, uintptr(unsafe.Pointer(&v))); e != 0 {
 		c.errLog.Printf("dropping passthrough backing %d: %v", id, e)
+		return
 	}
+	c.backings.Add(-1)
 }

@@ -53,6 +53,25 @@ func logWarning(format string, a ...any) {
 	logLines(syslog.LOG_WARNING, "warning: ", []string{fmt.Sprintf(format, a...)})
 }
 
+// logDebug logs lines of -d, which keeps ovlmount in the foreground:
+// they go to stderr.
+func logDebug(lines []string) {
+	logLines(syslog.LOG_DEBUG, "", lines)
+}
+
+// logStats logs the stats, each line marked as one.
+func logStats(lines []string) {
+	logLines(syslog.LOG_NOTICE, "stats: ", lines)
+}
+
+// debugLog is an io.Writer for a log.Logger whose lines are -d's.
+type debugLog struct{}
+
+func (debugLog) Write(p []byte) (int, error) {
+	logDebug(strings.Split(strings.TrimSuffix(string(p), "\n"), "\n"))
+	return len(p), nil
+}
+
 // errorLog is an io.Writer for a log.Logger whose lines are errors.
 type errorLog struct{}
 

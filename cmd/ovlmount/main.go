@@ -4,6 +4,7 @@
 //	ovlmount [-f] [-d] [-o lowerdir=L1:L2,upperdir=U,workdir=W,...] [SOURCE] MOUNTPOINT
 //
 // Without -f or -d it runs as a daemon and exits 0 once the mount is live.
+// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/internal/mountinfo"
@@ -73,6 +75,9 @@ func fail(format string, a ...any) int {
 }
 
 func run(args []string) int {
+	if isStatsCommand(args) {
+		return statsCommand(args[1:])
+	}
 	c, err := parseArgs(args)
 	if !isDaemonChild() {
 		// Before any error: an unknown option may be why there is one.
@@ -135,7 +140,6 @@ func serve(c *config, ready func(error)) int {
 		Workers:    workers,
 		Fd:         -1,
 		ErrorLog:   errLog,
-		Debug:      c.debug,
 	}
 	if n, ok := devFd(c.mountpoint); ok {
 		cfg.Fd = n
@@ -155,24 +159,49 @@ func serve(c *config, ready func(error)) int {
 		cfg.Flags = append(cfg.Flags, "noatime")
 	}
 	cfg.Flags = append(cfg.Flags, c.mountFlags...)
+	if c.debug {
+		// What is mounted, once; then a line a request.
+		cfg.Trace = log.New(debugLog{}, "", 0)
+		logDebug(c.describe())
+		logDebug([]string{fmt.Sprintf("mount flags: %s; allow_other: %v", strings.Join(cfg.Flags, ","), cfg.AllowOther)})
+		logDebug(fs.Describe())
+	}
 	// Caught before the mount is live: a SIGTERM as soon as it is (the
 	// caller saw the command succeed) must unmount, not end the daemon
 	// and leave a dead mount behind.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	// SIGUSR1 too, whose default would end the daemon: it logs the
+	// stats once the mount is live.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	conn, err := fs.Mount(c.mountpoint, cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)
 		return fail("%v", err)
 	}
+	start := time.Now()
+	stats := func() statsReport { return report(c.mountpoint, conn, start) }
 	if m, ok, err := checkMount(c.mountpoint); err != nil {
 		unmount(c.mountpoint)
 		ready(err)
 		return fail("%v", err)
 	} else if ok {
 		setReadahead(m)
+		// Before the mount is reported live: ovlmount stats may
+		// follow at once.
+		if s, err := serveStats(m.Dev, stats); err != nil {
+			logWarning("%v", err)
+		} else {
+			defer s.close()
+		}
 	}
+	go func() {
+		for range usr1 {
+			logStats(stats().lines())
+		}
+	}()
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
 		// For profiling: a CPU profile of the daemon until unmount.
@@ -263,14 +292,19 @@ func unmount(mnt string) {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
+       ovlmount stats [--json] MOUNTPOINT
 
 Mounts at MOUNTPOINT the merged view of lower layers and an optional upper
 layer, like kernel overlayfs, through FUSE. Without -f or -d, ovlmount runs
 as a daemon and exits 0 once the mount is live. Unmount with umount or
 fusermount3 -u; SIGTERM and SIGINT unmount too.
 
+ovlmount stats prints the counters of a running mount (requests and their
+latency, lookups, copy-ups, open files, memory); SIGUSR1 logs them.
+
   -f             stay in the foreground
-  -d             debug: log every operation to stderr, stay in the foreground
+  -d             debug: log a line per request to stderr, stay in the
+                 foreground
   -o OPTS        comma-separated options (below)
   -h, --help     this text
   -V, --version  the version

@@ -44,7 +44,7 @@ var options = []option{
 	{"timeout", done, nil, "seconds the kernel may cache entries and attributes (default 1000000000)"},
 	{"xino", done, []string{"on", "auto", "off"}, "inode numbers over several filesystems: on/auto put the filesystem index in the high bits (default auto); off shows real numbers"},
 	{"static_nlink", done, []string{""}, "every directory reports nlink 1"},
-	{"debug", done, []string{""}, "log every FUSE operation to stderr and stay in the foreground"},
+	{"debug", done, []string{""}, "log a line per request (operation, node and path, name, result, time) to stderr and stay in the foreground"},
 	{"ro", done, []string{""}, "mount read-only"},
 	{"rw", done, []string{""}, "read-write when there is an upper layer (default)"},
 	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
@@ -125,6 +125,7 @@ type config struct {
 	defaultPerms bool
 	mountFlags   []string // mount(2) flags for the FUSE library
 	warnings     []string // one line each, printed before mounting
+	given        []string // the -o options as given, for -d
 }
 
 // parseArgs parses a fuse-overlayfs command line:
@@ -168,6 +169,7 @@ func parseArgs(args []string) (*config, error) {
 	if c.help || c.version {
 		return c, nil
 	}
+	c.given = opts
 	if err := c.unknown(opts); err != nil {
 		return c, err
 	}
@@ -496,4 +498,14 @@ func devOf(p string) uint64 {
 // within reports whether path a is b or lies below it.
 func within(a, b string) bool {
 	return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/")
+}
+
+// describe says what -d logs at start of the command line: the mount,
+// the workdir and the options given.
+func (c *config) describe() []string {
+	lines := []string{"mountpoint: " + c.mountpoint}
+	if c.upper != "" {
+		lines = append(lines, "workdir: "+c.work)
+	}
+	return append(lines, "options: "+strings.Join(c.given, ","))
 }

@@ -30,8 +30,13 @@ umount m`
 
 // nsLayers makes the layers nsScript changes in a new directory that
 // uid can use, and a copy of the binary under test there that it can run.
+// The directory of stats sockets a user's daemons make, /tmp/ovlmount-UID,
+// goes at the end of the test.
 func nsLayers(t *testing.T, uid int) (d, bin string) {
 	t.Helper()
+	if uid != 0 {
+		t.Cleanup(func() { os.RemoveAll("/tmp/ovlmount-" + strconv.Itoa(uid)) })
+	}
 	d = t.TempDir()
 	// The test's temporary directories are root's alone.
 	must(t, os.Chmod(filepath.Dir(d), 0o755))

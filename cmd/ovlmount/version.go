@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/ovlmount/ovlmount/overlay"
 )
 
 // release and commit are set by the Makefile at build time:
@@ -35,9 +37,9 @@ func versionText() string {
 		fuse = fuseModule + " " + v
 	}
 	fmt.Fprintf(&b, "FUSE library: %s\n", fuse)
-	// The FUSE protocol line (the kernel interface version a mount
-	// negotiates) belongs here, after the library's, once the FUSE edge
-	// reports it.
+	// The kernel interface version ovlmount offers; a mount speaks the
+	// lower of it and the kernel's, which ovlmount stats shows.
+	fmt.Fprintf(&b, "FUSE protocol: %s\n", overlay.ProtocolVersion())
 	sys := moduleVersion(bi, "golang.org/x/sys")
 	if sys == "" {
 		sys = "unknown"

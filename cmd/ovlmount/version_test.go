@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/ovlmount/ovlmount/overlay"
 )
 
 func TestVersionText(t *testing.T) {
@@ -22,6 +24,7 @@ func TestVersionText(t *testing.T) {
 		"commit: 0123456789ab\n" +
 		"Go: " + runtime.Version() + "\n" +
 		"FUSE library: " + fuseModule + " " + fuse + "\n" +
+		"FUSE protocol: " + overlay.ProtocolVersion() + "\n" +
 		"golang.org/x/sys: " + moduleVersion(bi, "golang.org/x/sys") + "\n"
 	if got := versionText(); got != want {
 		t.Errorf("versionText:\n%s\nwant:\n%s", got, want)
@@ -72,19 +75,23 @@ func TestVersionFallback(t *testing.T) {
 }
 
 // TestVersionLines checks --version of the binary under test: a release,
-// a commit, the toolchain and the module versions, one line each.
+// a commit, the toolchain, the FUSE library, the FUSE protocol version
+// it speaks and x/sys, one line each.
 func TestVersionLines(t *testing.T) {
 	r := ovlmount(t, "--version")
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
-	if r.code != 0 || r.stderr != "" || len(lines) != 5 {
-		t.Fatalf("--version: exit %d, stdout %q, stderr %q; want 5 lines", r.code, r.stdout, r.stderr)
+	if r.code != 0 || r.stderr != "" || len(lines) != 6 {
+		t.Fatalf("--version: exit %d, stdout %q, stderr %q; want 6 lines", r.code, r.stdout, r.stderr)
 	}
-	for i, prefix := range []string{"ovlmount ", "commit: ", "Go: go", "FUSE library: ", "golang.org/x/sys: v"} {
+	for i, prefix := range []string{"ovlmount ", "commit: ", "Go: go", "FUSE library: ", "FUSE protocol: 7.", "golang.org/x/sys: v"} {
 		if !strings.HasPrefix(lines[i], prefix) || len(lines[i]) == len(prefix) {
 			t.Errorf("--version line %d: %q, want %q and a value", i+1, lines[i], prefix)
 		}
 	}
 	if !strings.HasPrefix(lines[3], "FUSE library: "+fuseModule+" v") {
 		t.Errorf("--version line 4: %q, want the version of %s", lines[3], fuseModule)
+	}
+	if want := "FUSE protocol: " + overlay.ProtocolVersion(); lines[4] != want {
+		t.Errorf("--version line 5: %q, want %q", lines[4], want)
 	}
 }
