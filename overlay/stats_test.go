@@ -83,7 +83,7 @@ func TestEngineStats(t *testing.T) {
 	}
 	f, err := fs.Lookup(d.ID, "f")
 	must(t, err)
-	h, err := fs.Open(f.ID, unix.O_WRONLY)
+	h, err := fs.Open(f.ID, unix.O_WRONLY, nil)
 	must(t, err)
 	s := fs.Stats()
 	if s.Lookups != 3 || s.LookupsHeld != 1 {
