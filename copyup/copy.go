@@ -1,8 +1,6 @@
 package copyup
 
 import (
-	"strings"
-
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -20,15 +18,16 @@ var (
 	noEmptyPathLink bool
 )
 
-// Copy copies object rel (a path below the layer roots: valid names joined
-// by '/') of lower layer src into the upper layer at the same rel, and
-// returns the new upper object's attributes. The parent of rel must
-// already be a directory in the upper layer, and rel must not exist there
-// (EEXIST). A directory is copied empty: its lower entries stay merged.
+// Copy copies entry name of directory sdir (an fd of a directory of lower
+// layer src; O_PATH will do) into directory udir (an fd of its copy in the
+// upper layer), and returns the new upper object's attributes. name must
+// not exist in udir (EEXIST). A directory is copied empty: its lower
+// entries stay merged. The caller keeps sdir and udir: with them Copy
+// needs no path longer than one name, however deep the object.
 //
 // Copy changes the upper parent directory (its entry, its impure marker,
-// its times): two copies of the same rel, or a copy racing another change
-// of rel in the upper layer, are the caller's to prevent. Copies into one
+// its times): two copies of the same name, or a copy racing another change
+// of name in the upper layer, are the caller's to prevent. Copies into one
 // parent may run concurrently. The parent's atime and mtime are set back
 // to what they were when Copy began, as the kernel does, so a change to
 // the parent made meanwhile by another operation loses its mtime update
@@ -36,14 +35,13 @@ var (
 //
 // Every error is a syscall.Errno. On failure the upper layer is unchanged
 // and no temporary is left in the work directory. The errnos of note:
-// EEXIST (rel is in the upper layer), ENOENT and ELOOP (rel is missing in
-// src, or one of its parents is a symlink in src, or the upper parent is
-// missing or a symlink), ENOTDIR (the upper parent is not a directory),
-// EOVERFLOW or EPERM (the lower owner cannot be set), EXDEV (the work
-// directory is not on the upper layer's filesystem), EINVAL (bad rel).
-func (w *Work) Copy(src, upper *layers.Layer, rel string, opts Options) (unix.Stat_t, error) {
-	c := copier{w: w, src: src, upper: upper, rel: rel, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
-	err := c.run()
+// EEXIST (name is in udir), ENOENT (name is missing in sdir), ENOTDIR
+// (udir is not a directory), EOVERFLOW or EPERM (the lower owner cannot be
+// set), EXDEV (the work directory is not on the upper layer's
+// filesystem), EINVAL (a bad name).
+func (w *Work) Copy(src *layers.Layer, sdir int, upper *layers.Layer, udir int, name string, opts Options) (unix.Stat_t, error) {
+	c := copier{w: w, src: src, upper: upper, name: name, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
+	err := c.run(sdir, udir)
 	st := c.result
 	if err != nil {
 		c.removeTemp()
@@ -65,9 +63,8 @@ func (w *Work) Copy(src, upper *layers.Layer, rel string, opts Options) (unix.St
 type copier struct {
 	w          *Work
 	src, upper *layers.Layer
-	rel        string
 	opts       Options
-	name       string // last component of rel
+	name       string // of the object in both parents
 
 	sfd  int         // O_PATH fd of the lower object
 	sst  unix.Stat_t // its attributes
@@ -89,12 +86,10 @@ func step(name string) error {
 	return nil
 }
 
-func (c *copier) run() error {
-	parent, name, ok := split(c.rel)
-	if !ok {
+func (c *copier) run(sdir, udir int) error {
+	if !layers.ValidName(c.name) {
 		return unix.EINVAL
 	}
-	c.name = name
 	if !c.upper.Upper {
 		return unix.EROFS
 	}
@@ -104,7 +99,7 @@ func (c *copier) run() error {
 	if c.upper.Dev != c.w.dev {
 		return unix.EXDEV
 	}
-	if err := c.open(parent); err != nil {
+	if err := c.open(sdir, udir); err != nil {
 		return err
 	}
 	if err := step("create"); err != nil {
@@ -130,29 +125,14 @@ func (c *copier) run() error {
 	return c.place()
 }
 
-// split splits rel into its parent ("" for the root) and last name, and
-// checks every name.
-func split(rel string) (parent, name string, ok bool) {
-	for _, n := range strings.Split(rel, "/") {
-		if !layers.ValidName(n) {
-			return "", "", false
-		}
-	}
-	i := strings.LastIndexByte(rel, '/')
-	if i < 0 {
-		return "", rel, true
-	}
-	return rel[:i], rel[i+1:], true
-}
-
-// open opens the lower object and the upper parent, and checks that rel
-// is free in the upper layer.
-func (c *copier) open(parent string) error {
+// open opens the lower object, takes a copy of the upper parent's fd, and
+// checks that the name is free in the upper parent.
+func (c *copier) open(sdir, udir int) error {
 	if err := step("open"); err != nil {
 		return err
 	}
 	var err error
-	if c.sfd, err = c.src.OpenPath(c.rel); err != nil {
+	if c.sfd, err = unix.Openat(sdir, c.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 		return err
 	}
 	if err := unix.Fstat(c.sfd, &c.sst); err != nil {
@@ -172,7 +152,7 @@ func (c *copier) open(parent string) error {
 	if err != nil {
 		return err
 	}
-	if c.pfd, err = c.upper.OpenPath(parent); err != nil {
+	if c.pfd, err = unix.FcntlInt(uintptr(udir), unix.F_DUPFD_CLOEXEC, 0); err != nil {
 		return err
 	}
 	if err := unix.Fstat(c.pfd, &c.pst); err != nil {
@@ -384,7 +364,7 @@ func (c *copier) metadata() error {
 	return nil
 }
 
-// place puts the temporary at rel in the upper layer with one link or
+// place puts the temporary at its name in the upper parent with one link or
 // rename, after marking the parent impure (undone if the link fails), and
 // restores the parent's times.
 func (c *copier) place() error {
@@ -429,7 +409,7 @@ func (c *copier) place() error {
 	return nil
 }
 
-// link puts the temporary at rel, failing with EEXIST if the name is
+// link puts the temporary at its name, failing with EEXIST if the name is
 // taken.
 func (c *copier) link() error {
 	if c.temp == "" {

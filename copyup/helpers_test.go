@@ -74,7 +74,7 @@ func (s *stack) open(t *testing.T) {
 
 func (s *stack) copy(t *testing.T, rel string, opts Options) unix.Stat_t {
 	t.Helper()
-	st, err := s.work.Copy(s.lower, s.upper, rel, opts)
+	st, err := copyRel(s.work, s.lower, s.upper, rel, opts)
 	if err != nil {
 		t.Fatalf("Copy %s: %v", rel, err)
 	}
@@ -377,4 +377,30 @@ func expectedOrigin(t *testing.T, path string) string {
 func isErrno(err error, want unix.Errno) bool {
 	var e unix.Errno
 	return errors.As(err, &e) && e == want
+}
+
+// copyRel copies rel, a path below the layer roots, as the engine does:
+// through fds of its parent in both layers (here opened by openat2 below
+// the roots, which opens a final symlink itself and follows none).
+func copyRel(w *Work, src, upper *layers.Layer, rel string, opts Options) (unix.Stat_t, error) {
+	parent, name := "", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		parent, name = rel[:i], rel[i+1:]
+	}
+	for _, n := range strings.Split(rel, "/") {
+		if !layers.ValidName(n) {
+			return unix.Stat_t{}, unix.EINVAL
+		}
+	}
+	sdir, err := src.OpenPath(parent)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer unix.Close(sdir)
+	udir, err := upper.OpenPath(parent)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer unix.Close(udir)
+	return w.Copy(src, sdir, upper, udir, name, opts)
 }

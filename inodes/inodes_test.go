@@ -183,7 +183,7 @@ func TestTableNumbers(t *testing.T) {
 		t.Fatal("names of a lower hard link do not share its number")
 	}
 	// Renumbered at copy-up.
-	if n := tab.Number(c, Key{1, 900}, 900, true); n != 900 || tab.NumberOf(c) != 900 {
+	if n := tab.Number(c, Key{1, 900}, 900, true); n != 900 || c.Num() != 900 {
 		t.Fatalf("renumbered to %d", n)
 	}
 }

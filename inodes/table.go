@@ -1,6 +1,9 @@
 package inodes
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // RootID is the FUSE id of the root directory, fixed by the protocol.
 const RootID = 1
@@ -30,16 +33,22 @@ type nameKey struct {
 }
 
 // Slot is what the table keeps in a node: the caller's node type embeds
-// it, so that the table needs no allocation of its own per node.
+// it, so that the table needs no allocation of its own per node. It is
+// kept small: a mount holds one per entry the kernel caches.
 type Slot struct {
-	id      uint64
-	ident   Ident
-	hashed  bool   // found by ident
-	refs    uint64 // kernel references
-	num     uint64 // the inode number shown
-	numKey  Key    // the object the number belongs to
-	tracked bool   // num is counted in Table.owner
+	id     uint64
+	refs   uint64        // kernel references
+	num    atomic.Uint64 // the inode number shown; written under Table.mu
+	key    Key           // the object found by (Ident.Key)
+	byName bool          // found by the name in Table.names instead
+	hashed bool          // found by its identity
+	// tracked says num is counted in Table.owner.
+	tracked bool
 }
+
+// Num returns the inode number the node shows (Number), without the
+// table's lock.
+func (s *Slot) Num() uint64 { return s.num.Load() }
 
 // ID returns the node's FUSE id.
 func (s *Slot) ID() uint64 { return s.id }
@@ -62,10 +71,11 @@ type Node interface {
 // Lock order: Table.mu is a leaf; callers may hold their own locks.
 type Table[N Node] struct {
 	mu     sync.Mutex
-	nodes  map[uint64]N // by id, while the kernel holds them
-	byKey  map[Key]N    // hashed nodes by object
+	nodes  index[N, uint64] // by id, while the kernel holds them
+	byKey  index[N, Key]    // hashed nodes by object
 	byName map[nameKey]N
-	next   uint64 // the next id
+	names  map[*Slot]nameKey // the names of the nodes found by name
+	next   uint64            // the next id
 
 	// Inode numbers. With track (numbers of several filesystems shown
 	// as they are, which may collide), owner says which object shows
@@ -80,7 +90,8 @@ type Table[N Node] struct {
 	// peak is the most nodes held since the maps were last rebuilt: Go
 	// maps keep their size when emptied, so after the kernel forgets
 	// most of what a tree walk looked up, they are copied into small
-	// ones (Forget), and shrinks counts those rebuilds.
+	// ones (Forget), and shrinks counts those rebuilds. (The indexes
+	// shrink as they go.)
 	peak    int
 	shrinks int64
 }
@@ -91,9 +102,10 @@ type Table[N Node] struct {
 // numbers collide too (Scheme.MayCollide).
 func NewTable[N Node](root N, key Key, num uint64, scheme *Scheme) *Table[N] {
 	t := &Table[N]{
-		nodes:     make(map[uint64]N),
-		byKey:     make(map[Key]N),
+		nodes:     newIndex[N](idOf, mix),
+		byKey:     newIndex[N](keyOf, hashKey),
 		byName:    make(map[nameKey]N),
+		names:     make(map[*Slot]nameKey),
 		next:      RootID + 1,
 		track:     scheme.MayCollide(),
 		owner:     make(map[uint64]numUse),
@@ -101,8 +113,8 @@ func NewTable[N Node](root N, key Key, num uint64, scheme *Scheme) *Table[N] {
 		fallback:  scheme.Fallback(),
 	}
 	s := root.slot()
-	s.id, s.refs, s.ident = RootID, 1, Ident{Key: key}
-	t.nodes[RootID] = root
+	s.id, s.refs, s.key = RootID, 1, key
+	t.nodes.add(root)
 	t.setNumber(s, key, num, true)
 	return t
 }
@@ -110,7 +122,7 @@ func NewTable[N Node](root N, key Key, num uint64, scheme *Scheme) *Table[N] {
 // Get returns the node with id while the kernel holds it.
 func (t *Table[N]) Get(id uint64) (N, bool) {
 	t.mu.Lock()
-	n, ok := t.nodes[id]
+	n, ok := t.nodes.find(id)
 	t.mu.Unlock()
 	return n, ok
 }
@@ -132,11 +144,12 @@ func (t *Table[N]) Acquire(ident Ident, fits func(N) bool, mk func() N) (N, bool
 	}
 	n := mk()
 	s := n.slot()
-	s.id, s.ident, s.refs = t.next, ident, 1
+	s.id, s.refs = t.next, 1
+	t.setIdent(s, ident)
 	t.next++
-	t.nodes[s.id] = n
+	t.nodes.add(n)
 	t.hash(n)
-	t.peak = max(t.peak, len(t.nodes))
+	t.peak = max(t.peak, t.nodes.n)
 	return n, true
 }
 
@@ -153,17 +166,16 @@ func (t *Table[N]) find(ident Ident) (N, bool) {
 		n, ok := t.byName[nameKey{ident.Dir, ident.Name}]
 		return n, ok
 	}
-	n, ok := t.byKey[ident.Key]
-	return n, ok
+	return t.byKey.find(ident.Key)
 }
 
 // Preconditions: t.mu held; n not hashed.
 func (t *Table[N]) hash(n N) {
 	s := n.slot()
-	if s.ident.ByName {
-		t.byName[nameKey{s.ident.Dir, s.ident.Name}] = n
+	if s.byName {
+		t.byName[t.names[s]] = n
 	} else {
-		t.byKey[s.ident.Key] = n
+		t.byKey.add(n)
 	}
 	s.hashed = true
 }
@@ -174,15 +186,25 @@ func (t *Table[N]) unhash(s *Slot) {
 		return
 	}
 	s.hashed = false
-	if s.ident.ByName {
-		k := nameKey{s.ident.Dir, s.ident.Name}
-		if t.byName[k].slot() == s {
+	if s.byName {
+		if k := t.names[s]; t.byName[k].slot() == s {
 			delete(t.byName, k)
 		}
 		return
 	}
-	if t.byKey[s.ident.Key].slot() == s {
-		delete(t.byKey, s.ident.Key)
+	if n, ok := t.byKey.find(s.key); ok && n.slot() == s {
+		t.byKey.remove(s.key)
+	}
+}
+
+// setIdent makes ident s's identity.
+// Preconditions: t.mu held; s not hashed.
+func (t *Table[N]) setIdent(s *Slot, ident Ident) {
+	s.key, s.byName = ident.Key, ident.ByName
+	if ident.ByName {
+		t.names[s] = nameKey{ident.Dir, ident.Name}
+	} else {
+		delete(t.names, s)
 	}
 }
 
@@ -190,7 +212,13 @@ func (t *Table[N]) unhash(s *Slot) {
 func (t *Table[N]) IdentOf(n N) Ident {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return n.slot().ident
+	s := n.slot()
+	id := Ident{Key: s.key}
+	if s.byName {
+		k := t.names[s]
+		id.ByName, id.Dir, id.Name = true, k.dir, k.name
+	}
+	return id
 }
 
 // Unhash makes n unreachable by its identity: its object is gone (its
@@ -210,7 +238,7 @@ func (t *Table[N]) Rehash(n N, ident Ident) {
 	s := n.slot()
 	was := s.hashed
 	t.unhash(s)
-	s.ident = ident
+	t.setIdent(s, ident)
 	if was {
 		if old, ok := t.find(ident); ok {
 			t.unhash(old.slot())
@@ -227,21 +255,9 @@ func (t *Table[N]) Number(n N, key Key, num uint64, ok bool) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := n.slot()
-	if s.num != 0 {
-		if s.numKey == key {
-			return s.num
-		}
-		t.releaseNumber(s)
-	}
+	t.releaseNumber(s)
 	t.setNumber(s, key, num, ok)
-	return s.num
-}
-
-// NumberOf returns the number n shows.
-func (t *Table[N]) NumberOf(n N) uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return n.slot().num
+	return s.num.Load()
 }
 
 // PeekNumber returns the number object key shows, or would show if looked
@@ -258,25 +274,26 @@ func (t *Table[N]) PeekNumber(key Key, num uint64, ok bool) uint64 {
 	return num
 }
 
-// Preconditions: t.mu held; s holds no number.
+// setNumber stores s's number: the old one, if any, stays readable
+// until the new one replaces it.
+// Preconditions: t.mu held; s holds no tracked number.
 func (t *Table[N]) setNumber(s *Slot, key Key, num uint64, ok bool) {
-	s.numKey = key
 	switch {
 	case !ok:
-		s.num = t.fallbackFor(key)
+		num = t.fallbackFor(key)
 	case !t.track:
-		s.num = num
 	default:
 		u, held := t.owner[num]
 		if held && u.key != key {
-			s.num = t.fallbackFor(key)
-			return
+			num = t.fallbackFor(key)
+			break
 		}
 		u.key = key
 		u.refs++
 		t.owner[num] = u
-		s.num, s.tracked = num, true
+		s.tracked = true
 	}
+	s.num.Store(num)
 }
 
 // fallbackFor returns object key's number from the fallback range.
@@ -291,17 +308,21 @@ func (t *Table[N]) fallbackFor(key Key) uint64 {
 	return num
 }
 
-// Preconditions: t.mu held; s holds a number.
+// releaseNumber stops counting s's number as shown; s keeps it until
+// given another.
+// Preconditions: t.mu held.
 func (t *Table[N]) releaseNumber(s *Slot) {
-	if s.tracked {
-		u := t.owner[s.num]
-		if u.refs--; u.refs <= 0 {
-			delete(t.owner, s.num)
-		} else {
-			t.owner[s.num] = u
-		}
+	if !s.tracked {
+		return
 	}
-	s.num, s.tracked = 0, false
+	num := s.num.Load()
+	u := t.owner[num]
+	if u.refs--; u.refs <= 0 {
+		delete(t.owner, num)
+	} else {
+		t.owner[num] = u
+	}
+	s.tracked = false
 }
 
 // Forget drops n kernel references to id; at zero the id leaves the table
@@ -313,7 +334,7 @@ func (t *Table[N]) Forget(id uint64, n uint64) (N, bool) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	node, ok := t.nodes[id]
+	node, ok := t.nodes.find(id)
 	if !ok {
 		return zero, false
 	}
@@ -322,8 +343,9 @@ func (t *Table[N]) Forget(id uint64, n uint64) (N, bool) {
 		s.refs -= n
 		return zero, false
 	}
-	delete(t.nodes, id)
+	t.nodes.remove(id)
 	t.unhash(s)
+	delete(t.names, s)
 	t.releaseNumber(s)
 	t.shrink()
 	return node, true
@@ -336,13 +358,12 @@ const minShrink = 4096
 // rebuild copies at most a third of the entries forgotten since the last.
 // Preconditions: t.mu held.
 func (t *Table[N]) shrink() {
-	n := len(t.nodes)
+	n := t.nodes.n
 	if t.peak < minShrink || n > t.peak/4 {
 		return
 	}
-	t.nodes = clone(t.nodes)
-	t.byKey = clone(t.byKey)
 	t.byName = clone(t.byName)
+	t.names = clone(t.names)
 	t.owner = clone(t.owner)
 	t.peak = n
 	t.shrinks++
@@ -368,5 +389,5 @@ func (t *Table[N]) Shrinks() int64 {
 func (t *Table[N]) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.nodes)
+	return t.nodes.n
 }

@@ -165,15 +165,10 @@ func (l *Layer) OpenDir(rel string) (int, error) {
 	return l.openat2(rel, unix.O_RDONLY|unix.O_DIRECTORY|l.noatime)
 }
 
-// OpenFile opens the regular file rel with flags (O_RDONLY, O_WRONLY or
-// O_RDWR plus modifiers). Lower files are opened with O_NOATIME where the
-// host allows it.
-func (l *Layer) OpenFile(rel string, flags int) (int, error) {
-	return l.openFile(func(flags int) (int, error) { return l.openat2(rel, flags) }, flags)
-}
-
-// OpenFileAt is OpenFile for entry name of directory dfd, a directory of
-// this layer: one name, never followed if it is a symlink.
+// OpenFileAt opens the regular file name of directory dfd, a directory of
+// this layer, with flags (O_RDONLY, O_WRONLY or O_RDWR plus modifiers):
+// one name, never followed if it is a symlink. Lower files are opened
+// with O_NOATIME where the host allows it.
 func (l *Layer) OpenFileAt(dfd int, name string, flags int) (int, error) {
 	return l.openFile(func(flags int) (int, error) {
 		return unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -207,21 +202,13 @@ func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	return st, err
 }
 
-// Readlink returns the target of the symlink rel.
-func (l *Layer) Readlink(rel string) (string, error) {
-	fd, err := l.OpenPath(rel)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
+// ReadlinkAt returns the target of symlink name in directory dfd (an
+// O_PATH fd will do); EINVAL if it is no symlink.
+func ReadlinkAt(dfd int, name string) (string, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Readlinkat(fd, "", buf)
+		n, err := unix.Readlinkat(dfd, name, buf)
 		if err != nil {
-			if err == unix.ENOENT {
-				// readlinkat on an fd that is not a symlink.
-				return "", unix.EINVAL
-			}
 			return "", err
 		}
 		if n < len(buf) {
@@ -229,14 +216,6 @@ func (l *Layer) Readlink(rel string) (string, error) {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-}
-
-// Join appends a name to a layer-relative path.
-func Join(rel, name string) string {
-	if rel == "" {
-		return name
-	}
-	return rel + "/" + name
 }
 
 // Errno extracts the errno from err, or EIO when err carries none, so that

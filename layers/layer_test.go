@@ -52,9 +52,9 @@ func TestNoPathGoesThroughALayerSymlink(t *testing.T) {
 		} else if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.ENOTDIR) {
 			t.Errorf("Lstat(%q) = %v, want ELOOP, EXDEV or ENOTDIR", rel, err)
 		}
-		if fd, err := l.OpenFile(rel, unix.O_RDONLY); err == nil {
+		if fd, err := l.OpenPath(rel); err == nil {
 			unix.Close(fd)
-			t.Errorf("OpenFile(%q) went through a symlink", rel)
+			t.Errorf("OpenPath(%q) went through a symlink", rel)
 		}
 		if _, err := l.ReadDir(rel); err == nil {
 			t.Errorf("ReadDir(%q) went through a symlink", rel)
@@ -81,17 +81,26 @@ func TestSymlinksAreObjectsNotWays(t *testing.T) {
 		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 			t.Errorf("Lstat(%q) mode %o, want a symlink", rel, st.Mode)
 		}
-		got, err := l.Readlink(rel)
+		dir, name := ".", rel
+		if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+			dir, name = rel[:i], rel[i+1:]
+		}
+		dfd, err := l.OpenPath(strings.TrimPrefix(dir, "."))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadlinkAt(dfd, name)
 		if err != nil || got != target {
-			t.Errorf("Readlink(%q) = %q, %v; want %q", rel, got, err, target)
+			t.Errorf("ReadlinkAt(%q) = %q, %v; want %q", rel, got, err, target)
 		}
-		if fd, err := l.OpenFile(rel, unix.O_RDONLY); err == nil {
+		if fd, err := l.OpenFileAt(dfd, name, unix.O_RDONLY); err == nil {
 			unix.Close(fd)
-			t.Errorf("OpenFile(%q) followed the symlink", rel)
+			t.Errorf("OpenFileAt(%q) followed the symlink", rel)
 		}
+		unix.Close(dfd)
 	}
-	if _, err := l.Readlink("dir/file"); !errors.Is(err, unix.EINVAL) {
-		t.Errorf("Readlink of a file = %v, want EINVAL", err)
+	if _, err := ReadlinkAt(l.Root(), "dir/file"); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("ReadlinkAt of a file = %v, want EINVAL", err)
 	}
 }
 

@@ -48,12 +48,27 @@ type DirMarks struct {
 // Marks reads the opaque markers of the directory rel: the opaque xattr in
 // any of the three namespaces, or an .wh..wh..opq file inside it.
 func (l *Layer) Marks(rel string) (DirMarks, error) {
-	var m DirMarks
 	fd, err := l.OpenPath(rel)
 	if err != nil {
-		return m, err
+		return DirMarks{}, err
 	}
 	defer unix.Close(fd)
+	return marks(fd)
+}
+
+// MarksAt is Marks for the directory name in directory dfd.
+func MarksAt(dfd int, name string) (DirMarks, error) {
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return DirMarks{}, err
+	}
+	defer unix.Close(fd)
+	return marks(fd)
+}
+
+// marks reads the opaque markers of the directory fd holds.
+func marks(fd int) (DirMarks, error) {
+	var m DirMarks
 	names, err := FdListxattr(fd)
 	if err != nil && err != unix.ENOTSUP {
 		return m, err
@@ -82,13 +97,8 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 	return m, nil
 }
 
-// IsXWhiteout reports whether the object rel, whose attributes are st and
-// whose parent directory has XWhiteouts, is an xwhiteout.
-func (l *Layer) IsXWhiteout(rel string, st *unix.Stat_t) bool {
-	return isXWhiteout(st, func(attr string) error { _, err := l.Getxattr(rel, attr); return err })
-}
-
-// IsXWhiteoutAt is IsXWhiteout for entry name of directory dfd.
+// IsXWhiteoutAt reports whether entry name of directory dfd, whose
+// attributes are st and whose directory has XWhiteouts, is an xwhiteout.
 func IsXWhiteoutAt(dfd int, name string, st *unix.Stat_t) bool {
 	return isXWhiteout(st, func(attr string) error { _, err := GetxattrAt(dfd, name, attr); return err })
 }

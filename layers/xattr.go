@@ -2,6 +2,7 @@ package layers
 
 import (
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"unsafe"
@@ -23,16 +24,6 @@ func (l *Layer) Getxattr(rel, name string) ([]byte, error) {
 	}
 	defer unix.Close(fd)
 	return FdGetxattr(fd, name)
-}
-
-// Listxattr returns the attribute names of rel.
-func (l *Layer) Listxattr(rel string) ([]string, error) {
-	fd, err := l.OpenPath(rel)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	return FdListxattr(fd)
 }
 
 // FdGetxattr returns attribute name of the object held by fd (which may be
@@ -127,7 +118,10 @@ func getxattrat(dfd int, name, attr string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 256)
+	// Most answers are ENODATA or short: a buffer on the stack, and an
+	// allocation only for a value found.
+	var small [256]byte
+	buf := small[:]
 	for {
 		args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&buf[0]))), size: uint32(len(buf))}
 		n, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dfd), uintptr(unsafe.Pointer(p)),
@@ -146,7 +140,7 @@ func getxattrat(dfd int, name, attr string) ([]byte, error) {
 		case e != 0:
 			return nil, e
 		default:
-			return buf[:n], nil
+			return slices.Clone(buf[:n]), nil
 		}
 	}
 }

@@ -64,7 +64,7 @@ func (fs *FS) Statx(id uint64) (Attr, error) {
 		return unix.Statx(dfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)
 	}
 	n.mu.Lock()
-	objs, unlinked, fd := n.objs, n.unlinked, n.openFd()
+	objs, unlinked, fd := n.objects(), n.unlinked, n.openFd()
 	n.mu.Unlock()
 	at := n.at.Load()
 	switch {
@@ -102,7 +102,7 @@ func (fs *FS) Statx(id uint64) (Attr, error) {
 func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	n.mu.Lock()
-	objs, unlinked, fd := n.objs, n.unlinked, n.openFd()
+	objs, unlinked, fd := n.objects(), n.unlinked, n.openFd()
 	if unlinked && fd >= 0 {
 		err := unix.Fstat(fd, &st)
 		n.mu.Unlock()
@@ -121,7 +121,7 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 // Preconditions: renameMu held; n.mu not held.
 func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 	a := Attr{
-		Ino:     n.ino.Load(),
+		Ino:     n.Num(),
 		Mode:    st.Mode,
 		Nlink:   uint32(st.Nlink),
 		Uid:     st.Uid,

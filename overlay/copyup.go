@@ -50,31 +50,31 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, syscall.ENOENT
 	}
-	if n.objs[0].layer.Upper {
+	if n.objects()[0].layer.Upper {
 		n.mu.Unlock()
 		return -1, nil
 	}
-	st, err := fs.work.Copy(n.objs[0].layer, fs.upper, n.path(), opts)
+	st, err := fs.copyObj(n, n.objects()[0].layer, opts)
 	if err != nil {
 		n.mu.Unlock()
 		return -1, errno(err)
 	}
 	fs.stats.copiedUp(n.typ, st.Size)
-	up := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	up := objOf(fs.upper, &st)
 	changed := n.isDir()
 	if n.isDir() {
 		// The copied directory is empty: the lower ones stay merged.
-		n.objs = append([]obj{up}, n.objs...)
+		n.setObjs(append([]obj{up}, n.objects()...))
 	} else {
-		n.objs = []obj{up}
+		n.setObjs([]obj{up})
 		if fs.nodes.IdentOf(n).ByName {
 			// One name of a lower hard link, copied up alone: the
 			// link is broken, as the kernel breaks it without index,
 			// and the copy is an object of its own, with its own
 			// number (no origin is recorded for it).
-			key := inodes.Key{Dev: up.dev, Ino: up.ino}
+			key := up.key()
 			fs.nodes.Rehash(n, inodes.Ident{Key: key})
-			num, ok := fs.scheme.Ino(up.dev, up.ino)
+			num, ok := fs.scheme.Ino(key.Dev, key.Ino)
 			fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
 			changed = true
 		}
@@ -105,4 +105,22 @@ func (fs *FS) privateXattr(x string) string {
 		return layers.TrustedPrefix + x
 	}
 	return layers.UserPrefix + x
+}
+
+// copyObj copies n's object in lower layer l into the upper layer,
+// through fds of n's parent in both.
+// Preconditions: renameMu held; n's parent copied up; n.mu held.
+func (fs *FS) copyObj(n *node, l *layers.Layer, opts copyup.Options) (unix.Stat_t, error) {
+	at := n.at.Load()
+	sdir, err := fs.openObj(at.parent, l)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer unix.Close(sdir)
+	udir, err := fs.openObj(at.parent, fs.upper)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer unix.Close(udir)
+	return fs.work.Copy(l, sdir, fs.upper, udir, at.name, opts)
 }

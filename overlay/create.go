@@ -91,8 +91,8 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	if err := fs.copyUp(p); err != nil {
 		return placed{fd: -1}, err
 	}
-	p.dirMu.Lock()
-	defer p.dirMu.Unlock()
+	p.aux.dirMu.Lock()
+	defer p.aux.dirMu.Unlock()
 	neg, err := fs.resolve(p, name)
 	if err != syscall.ENOENT {
 		if err == nil {
@@ -376,7 +376,7 @@ func (fs *FS) inPlace(pfd int, name string, typ, perm uint32) (f found, fd int, 
 // layer, or now covers a whiteout (a directory then made opaque), so the
 // new upper object is all it shows.
 func (fs *FS) fresh(st unix.Stat_t, typ uint32, opaque bool) found {
-	o := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	o := objOf(fs.upper, &st)
 	o.marks.Opaque = opaque
 	return found{typ: typ, objs: []obj{o}, st: st, fresh: true}
 }
@@ -537,8 +537,8 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 	f := fs.fresh(st, unix.S_IFREG, false)
 	id := fs.identify(p, "", f)
 	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == unix.S_IFREG }, func() *node {
-		n := &node{typ: unix.S_IFREG, objs: f.objs, unlinked: true}
-		n.at.Store(&place{parent: p})
+		n := newNode(unix.S_IFREG, f.objs, p, "")
+		n.unlinked = true
 		return n
 	})
 	if isNew {
@@ -619,8 +619,8 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if err := fs.copyUp(p); err != nil {
 		return Entry{}, err
 	}
-	p.dirMu.Lock()
-	defer p.dirMu.Unlock()
+	p.aux.dirMu.Lock()
+	defer p.aux.dirMu.Unlock()
 	if _, err := fs.resolve(p, name); err != syscall.ENOENT {
 		if err == nil {
 			err = syscall.EEXIST

@@ -31,7 +31,7 @@ type dirFds struct {
 // returns what f returns. f makes *at calls on single names only.
 // Preconditions: renameMu held; p has an object in l.
 func (fs *FS) inDir(p *node, l *layers.Layer, f func(dfd int) error) error {
-	d := &p.dfd
+	d := &p.aux.dfd
 	for {
 		d.mu.RLock()
 		fd, ok := d.fds[l]
@@ -42,7 +42,7 @@ func (fs *FS) inDir(p *node, l *layers.Layer, f func(dfd int) error) error {
 			return err
 		}
 		d.mu.RUnlock()
-		fd, err := l.OpenPath(p.path())
+		fd, err := fs.openObj(p, l)
 		if err != nil {
 			return err
 		}
@@ -104,6 +104,23 @@ func (fs *FS) openFile(n *node, l *layers.Layer, flags int) (int, error) {
 	return fd, err
 }
 
+// openDir opens directory n's object in layer l for reading entries; the
+// caller closes it.
+// Preconditions: renameMu held; n has an object in l.
+func (fs *FS) openDir(n *node, l *layers.Layer) (int, error) {
+	at := n.at.Load()
+	if at.parent == n {
+		return l.OpenDir("")
+	}
+	fd := -1
+	err := fs.inDir(at.parent, l, func(dfd int) error {
+		var err error
+		fd, err = l.OpenDirAt(dfd, at.name)
+		return err
+	})
+	return fd, err
+}
+
 // lstat stats n's object in layer l.
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) lstat(n *node, l *layers.Layer) (unix.Stat_t, error) {
@@ -152,7 +169,7 @@ func (fs *FS) holdDirFd(d *dirFds, l *layers.Layer, fd int) bool {
 
 // closeDirFds closes the fds node n holds, and holds none from now on.
 func (fs *FS) closeDirFds(n *node) {
-	d := &n.dfd
+	d := &n.aux.dfd
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true

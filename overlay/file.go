@@ -4,6 +4,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,7 +48,7 @@ func (fs *FS) readFd(h *fileHandle) int {
 	if gone {
 		return fd
 	}
-	up, err := fs.upper.OpenFile(h.n.path(), unix.O_RDONLY)
+	up, err := fs.openFile(h.n, fs.upper, unix.O_RDONLY)
 	if err != nil {
 		return fd
 	}
@@ -127,7 +128,7 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	if pt || flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
 		host = unix.O_RDWR | flags&unix.O_TRUNC
 	}
-	fd, err := fs.openFile(n, n.objs[0].layer, host)
+	fd, err := fs.openFile(n, n.objects()[0].layer, host)
 	if err != nil {
 		return Opened{}, errno(err)
 	}
@@ -270,7 +271,13 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if n.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
-	t, err := n.layersOf()[0].layer.Readlink(n.path())
+	at := n.at.Load()
+	var t string
+	err = fs.inDir(at.parent, n.layersOf()[0].layer, func(dfd int) error {
+		var err error
+		t, err = layers.ReadlinkAt(dfd, at.name)
+		return err
+	})
 	return t, errno(err)
 }
 

@@ -72,7 +72,7 @@ func (fs *FS) prot(n *node) uint32 {
 	}
 	var p uint32
 	n.mu.Lock()
-	objs, unlinked := n.objs, n.unlinked
+	objs, unlinked := n.objects(), n.unlinked
 	n.mu.Unlock()
 	switch {
 	case unlinked:
@@ -274,8 +274,7 @@ func ioctlPtr(fd int, req uint, p *[FsxattrSize]byte) error {
 func (fs *FS) protOf(p *node, name string, f found) uint32 {
 	n := fs.held(p, name, f)
 	if n == nil {
-		n = &node{typ: f.typ, objs: f.objs}
-		n.at.Store(&place{parent: p, name: name})
+		n = scratchNode(f.typ, f.objs, p, name)
 	}
 	return fs.prot(n)
 }

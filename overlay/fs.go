@@ -104,6 +104,9 @@ type FS struct {
 	dirFdCount atomic.Int64
 	dirFdMax   int64
 
+	// listings are the merged listings held (readdir.go).
+	listings heldListings
+
 	// stats are the counters ovlmount stats shows (stats.go).
 	stats engineStats
 
@@ -168,7 +171,8 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	if err := fs.probeOverrides(); err != nil {
 		return nil, err
 	}
-	root := &node{typ: unix.S_IFDIR}
+	root := newNode(unix.S_IFDIR, nil, nil, "")
+	var objs []obj
 	for _, l := range stack {
 		m, err := l.Marks("")
 		if err != nil {
@@ -178,22 +182,24 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		if err != nil {
 			return nil, err
 		}
-		root.objs = append(root.objs, obj{layer: l, dev: st.Dev, ino: st.Ino, marks: m})
+		o := objOf(l, &st)
+		o.marks = m
+		objs = append(objs, o)
 		if m.Opaque {
 			break
 		}
 	}
-	root.at.Store(&place{parent: root})
+	root.at.Store(&place{parent: root}) // its own parent
 	// The root shows the inode number of its top layer's directory, the
 	// upper one when there is one, as the kernel's root does: it has no
 	// copy-up origin.
-	top := root.objs[0]
-	num, ok := fs.scheme.Ino(top.dev, top.ino)
+	root.setObjs(objs)
+	top := objs[0]
+	num, ok := fs.scheme.Ino(uint64(top.dev), top.ino)
 	if !ok {
 		num = top.ino
 	}
-	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: top.dev, Ino: top.ino}, num, fs.scheme)
-	root.ino.Store(num)
+	fs.nodes = inodes.NewTable(root, top.key(), num, fs.scheme)
 	return fs, nil
 }
 
@@ -255,6 +261,7 @@ func (fs *FS) get(id uint64) (*node, error) {
 func (fs *FS) Forget(id, n uint64) {
 	if node, gone := fs.nodes.Forget(id, n); gone && node.isDir() {
 		fs.closeDirFds(node)
+		fs.listings.forget(&node.aux.ls)
 	}
 }
 
@@ -264,14 +271,23 @@ func (fs *FS) Forget(id, n uint64) {
 // its own, and the daemon's footprint should follow what the kernel
 // holds (a tree walk and a drop of the kernel's caches).
 func (fs *FS) Forgotten() {
-	s := fs.nodes.Shrinks()
-	if s == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
+	if fs.nodes.Shrinks() == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
 		return
 	}
-	fs.shrinks.Store(s)
 	go func() {
-		debug.FreeOSMemory()
-		fs.freeing.Store(false)
+		for {
+			// Again while the table shrank meanwhile: the forgets
+			// that shrank it may all have come while memory was
+			// being given back, with no Forgotten after them.
+			for s := fs.nodes.Shrinks(); s != fs.shrinks.Load(); s = fs.nodes.Shrinks() {
+				fs.shrinks.Store(s)
+				debug.FreeOSMemory()
+			}
+			fs.freeing.Store(false)
+			if fs.nodes.Shrinks() == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
+				return
+			}
+		}
 	}()
 }
 

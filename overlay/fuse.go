@@ -513,7 +513,8 @@ func (r *rawFS) OpenDir(<-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Statu
 }
 
 func (r *rawFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	ents, err := r.fs.ReadDir(nodeID(in.NodeId), in.Offset)
+	// A name of 16 bytes takes 40 bytes of the reply.
+	ents, err := r.fs.ReadDir(nodeID(in.NodeId), in.Offset, int(in.Size)/40+1)
 	if err != nil {
 		return status(err)
 	}
@@ -530,7 +531,8 @@ func (r *rawFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryLi
 // entry gone since the listing was built goes without one (node id 0).
 func (r *rawFS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	dir := nodeID(in.NodeId)
-	ents, err := r.fs.ReadDir(dir, in.Offset)
+	// An entry with attributes takes about 170 bytes of the reply.
+	ents, err := r.fs.ReadDir(dir, in.Offset, int(in.Size)/170+1)
 	if err != nil {
 		return status(err)
 	}

@@ -98,9 +98,7 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 func (fs *FS) acquire(p *node, name string, f found) Entry {
 	id := fs.identify(p, name, f)
 	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == f.typ }, func() *node {
-		n := &node{typ: f.typ, objs: f.objs}
-		n.at.Store(&place{parent: p, name: name})
-		return n
+		return newNode(f.typ, f.objs, p, name)
 	})
 	if isNew {
 		fs.setNumber(n, id)
@@ -112,7 +110,7 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 		fs.stats.held.Add(1)
 		n.mu.Lock()
 		if n.unlinked {
-			n.objs = f.objs
+			n.setObjs(f.objs)
 		}
 		n.addName(p, name)
 		n.mu.Unlock()
@@ -122,7 +120,7 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 
 // setNumber gives n the inode number id says.
 func (fs *FS) setNumber(n *node, id identity) {
-	n.ino.Store(fs.nodes.Number(n, id.Ident.Key, id.num, id.ok))
+	fs.nodes.Number(n, id.Ident.Key, id.num, id.ok)
 }
 
 // held returns the node the kernel holds under name of p, resolved as f,
@@ -136,7 +134,7 @@ func (fs *FS) held(p *node, name string, f found) *node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	pl := place{parent: p, name: name}
-	if *n.at.Load() == pl || slices.Contains(n.links, pl) {
+	if *n.at.Load() == pl || slices.Contains(n.links(), pl) {
 		return n
 	}
 	return nil
@@ -162,9 +160,9 @@ func (fs *FS) unname(p *node, name string, id identity, last bool) {
 // holds reports whether name pl still holds n's winning object.
 // Preconditions: renameMu held; n.mu held.
 func (fs *FS) holds(pl place, n *node) bool {
-	o := n.objs[0]
+	o := n.objects()[0]
 	st, err := fs.statAt(pl.parent, o.layer, pl.name)
-	return err == nil && st.Dev == o.dev && st.Ino == o.ino
+	return err == nil && objOf(o.layer, &st).key() == o.key()
 }
 
 // checkName validates a name the kernel sends for a directory entry.
@@ -200,8 +198,6 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		// AUFS markers are not objects of the merged tree.
 		return f, syscall.ENOENT
 	}
-	dir := p.path()
-	rel := layers.Join(dir, name)
 	for i, po := range pobjs {
 		l := po.layer
 		st, err := fs.statAt(p, l, name)
@@ -217,7 +213,7 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		if err != nil {
 			return f, errno(err)
 		}
-		if layers.IsWhiteout(&st) || (po.marks.XWhiteouts && l.IsXWhiteout(rel, &st)) {
+		if layers.IsWhiteout(&st) || (po.marks.XWhiteouts && fs.isXWhiteout(p, l, name, &st)) {
 			break
 		}
 		typ := st.Mode & unix.S_IFMT
@@ -226,9 +222,14 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		} else if typ != unix.S_IFDIR {
 			break
 		}
-		o := obj{layer: l, dev: st.Dev, ino: st.Ino}
+		o := objOf(l, &st)
 		if typ == unix.S_IFDIR {
-			if o.marks, err = l.Marks(rel); err != nil {
+			err := fs.inDir(p, l, func(dfd int) error {
+				var err error
+				o.marks, err = layers.MarksAt(dfd, name)
+				return err
+			})
+			if err != nil {
 				return f, errno(err)
 			}
 		}
@@ -241,6 +242,18 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		return f, syscall.ENOENT
 	}
 	return f, nil
+}
+
+// isXWhiteout reports whether entry name of directory p's object in layer
+// l, with attributes st, is an xwhiteout.
+// Preconditions: renameMu held; p has an object in l.
+func (fs *FS) isXWhiteout(p *node, l *layers.Layer, name string, st *unix.Stat_t) bool {
+	is := false
+	fs.inDir(p, l, func(dfd int) error {
+		is = layers.IsXWhiteoutAt(dfd, name, st)
+		return nil
+	})
+	return is
 }
 
 // lowerPositive reports whether name in directory p shows an object from
@@ -306,16 +319,16 @@ func (fs *FS) identify(p *node, name string, f found) identity {
 	case src.layer.Upper:
 		if !f.fresh {
 			if k, nlink, ok := fs.origin(p, name); ok && nlink == 1 {
-				src = obj{dev: k.Dev, ino: k.Ino}
+				src = obj{dev: uint32(k.Dev), ino: k.Ino}
 			}
 		}
 	case fs.upper != nil && f.st.Nlink > 1:
 		byName = true
 	}
-	id := identity{Ident: inodes.Ident{Key: inodes.Key{Dev: src.dev, Ino: src.ino}}}
+	id := identity{Ident: inodes.Ident{Key: src.key()}}
 	if byName {
 		id.ByName, id.Dir, id.Name = true, p.ID(), name
 	}
-	id.num, id.ok = fs.scheme.Ino(src.dev, src.ino)
+	id.num, id.ok = fs.scheme.Ino(id.Key.Dev, id.Key.Ino)
 	return id
 }

@@ -187,7 +187,7 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 		return override{}, false
 	}
 	n.mu.Lock()
-	objs, unlinked, fd := n.objs, n.unlinked, n.openFd()
+	objs, unlinked, fd := n.objects(), n.unlinked, n.openFd()
 	n.mu.Unlock()
 	for _, name := range fs.overrideRead[objs[0].layer] {
 		var v []byte
@@ -212,13 +212,19 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 	return override{}, false
 }
 
-// overrideDirentType returns the d_type of regular file rel of layer l:
-// that of the type its override names, so that a listing agrees with
-// stat.
+// overrideDirentType returns the d_type of regular file name of directory
+// p's object in layer l: that of the type its override names, so that a
+// listing agrees with stat.
 // Preconditions: renameMu held.
-func (fs *FS) overrideDirentType(l *layers.Layer, rel string) uint8 {
-	for _, name := range fs.overrideRead[l] {
-		if v, err := l.Getxattr(rel, name); err == nil {
+func (fs *FS) overrideDirentType(p *node, l *layers.Layer, name string) uint8 {
+	for _, attr := range fs.overrideRead[l] {
+		var v []byte
+		err := fs.inDir(p, l, func(dfd int) error {
+			var err error
+			v, err = layers.GetxattrAt(dfd, name, attr)
+			return err
+		})
+		if err == nil {
 			if o, ok := parseOverride(string(v)); ok && o.typ != 0 && o.typ != unix.S_IFDIR {
 				return uint8(o.typ >> 12)
 			}
@@ -264,7 +270,7 @@ func (fs *FS) readOverrideLink(n *node) (string, error) {
 	if !ok || o.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
-	fd, err := n.layersOf()[0].layer.OpenFile(n.path(), unix.O_RDONLY)
+	fd, err := fs.openFile(n, n.layersOf()[0].layer, unix.O_RDONLY)
 	if err != nil {
 		return "", errno(err)
 	}

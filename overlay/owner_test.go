@@ -226,7 +226,7 @@ func TestOverrideRead(t *testing.T) {
 		}
 	}
 	// A listing shows the types stat shows.
-	ents, err := fs.ReadDir(inodes.RootID, 0)
+	ents, err := fs.ReadDir(inodes.RootID, 0, 1<<20)
 	must(t, err)
 	types := map[string]uint8{}
 	for _, e := range ents {

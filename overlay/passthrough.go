@@ -63,16 +63,17 @@ func (fs *FS) passedThrough(n *node) bool {
 	fs.hmu.Lock()
 	on := fs.backing != nil
 	fs.hmu.Unlock()
-	return on && n.objs[0].layer.Upper && n.privs.Load() == privsNone && (len(n.open) == 0 || n.backing != nil)
+	return on && n.objects()[0].layer.Upper && n.privs.Load() == privsNone && (n.aux == nil || len(n.aux.open) == 0 || n.aux.backing != nil)
 }
 
 // attach makes fd, n's host file opened for h, an open handle of n, and
 // registers it as n's backing when passedThrough says so (pt).
 // Preconditions: n.mu held.
 func (fs *FS) attach(n *node, fd int, pt bool) Opened {
-	h := &fileHandle{n: n, fd: fd, lower: !n.objs[0].layer.Upper, stale: -1}
+	h := &fileHandle{n: n, fd: fd, lower: !n.objects()[0].layer.Upper, stale: -1}
 	o := Opened{Backing: -1}
-	if pt && n.backing == nil {
+	x := n.more()
+	if pt && x.backing == nil {
 		fs.hmu.Lock()
 		b := fs.backing
 		fs.hmu.Unlock()
@@ -80,7 +81,7 @@ func (fs *FS) attach(n *node, fd int, pt bool) Opened {
 			id, err := b.Open(fd)
 			switch {
 			case err == nil:
-				n.backing = &backing{id: id}
+				x.backing = &backing{id: id}
 			case err == syscall.EPERM || err == syscall.ENOTTY || err == syscall.EINVAL:
 				// Not allowed here after all (no CAP_SYS_ADMIN in the
 				// initial user namespace, an old kernel): stop trying.
@@ -88,15 +89,15 @@ func (fs *FS) attach(n *node, fd int, pt bool) Opened {
 			}
 		}
 	}
-	if pt && n.backing != nil {
-		n.backing.refs++
+	if pt && x.backing != nil {
+		x.backing.refs++
 		h.backed = true
-		o.Backing = n.backing.id
+		o.Backing = x.backing.id
 	}
-	if n.open == nil {
-		n.open = make(map[*fileHandle]struct{})
+	if x.open == nil {
+		x.open = make(map[*fileHandle]struct{})
 	}
-	n.open[h] = struct{}{}
+	x.open[h] = struct{}{}
 	o.Handle = fs.addHandle(h)
 	return o
 }
@@ -105,18 +106,18 @@ func (fs *FS) attach(n *node, fd int, pt bool) Opened {
 // with its last passed-through handle.
 // Preconditions: h.n.mu held.
 func (fs *FS) detach(h *fileHandle) {
-	n := h.n
-	delete(n.open, h)
-	if !h.backed || n.backing == nil {
+	x := h.n.aux
+	delete(x.open, h)
+	if !h.backed || x.backing == nil {
 		return
 	}
-	if n.backing.refs--; n.backing.refs == 0 {
+	if x.backing.refs--; x.backing.refs == 0 {
 		fs.hmu.Lock()
 		b := fs.backing
 		fs.hmu.Unlock()
 		if b != nil {
-			b.Close(n.backing.id)
+			b.Close(x.backing.id)
 		}
-		n.backing = nil
+		x.backing = nil
 	}
 }

@@ -45,7 +45,7 @@ func backingOf(t *testing.T, fsys *FS, name string) bool {
 	must(t, err)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.backing != nil
+	return n.aux != nil && n.aux.backing != nil
 }
 
 // TestPassthroughUpperFiles: an upper file's opens are passed through,

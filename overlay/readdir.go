@@ -19,24 +19,38 @@ type Dirent struct {
 	Off  uint64 // the offset that resumes the listing after this entry
 }
 
-// listing is the merged listing of a directory as last built. The kernel
-// does not open directories (FUSE_NO_OPENDIR_SUPPORT: an open and a
-// release less per directory), so there is no handle to keep a listing
-// per open: the directory keeps one, and each entry keeps its offset
-// across rebuilds. A reader that resumes at an offset after someone else
-// rewound the directory then misses no entry that stayed and sees none
-// twice, as on a file system with stable directory cookies.
+// listing is how a directory is being read. The kernel does not open
+// directories (FUSE_NO_OPENDIR_SUPPORT: an open and a release less per
+// directory), so there is no handle to keep state per open: the directory
+// keeps it, decided by each read at offset 0 (an open or a rewind).
+//
+// A directory with one layer object (the kernel's "real" directory, which
+// ovl_iterate reads itself) is read from the host at the host's offsets,
+// and nothing of it is held between reads: a huge directory costs no
+// memory, and telldir shows what the kernel's would. Should it merge while
+// it is read (copy-up made its upper directory), the reader goes on with
+// the rest of the object it was reading, each name as the merged view now
+// shows it.
+//
+// A merged directory's listing is built and held while it is read, until
+// a read reaches its end or heldListings drops it for room; its offsets
+// are positions. A rebuild while one is held keeps each entry's offset, so
+// a reader that resumes at an offset after someone else rewound the
+// directory misses no entry that stayed and sees none twice, as on a file
+// system with stable directory cookies; after a drop, offsets are
+// positions in a new listing, as the kernel's are.
 type listing struct {
-	// mu guards ents and next; readers of one directory take turns.
-	mu   sync.Mutex
-	ents []Dirent // by increasing Off
-	next uint64   // the Off of the next new name
+	// mu guards the fields below; readers of one directory take turns.
+	mu     sync.Mutex
+	merged bool     // the last read at offset 0 built a listing
+	ents   []Dirent // by increasing Off
+	next   uint64   // the Off of the next new name
+	use    uint64   // heldListings' clock at the last read
 }
 
-// ReadDir returns the entries of directory id that follow offset, each
-// with the offset that resumes after it. Offset 0 (an open or a rewind)
-// builds the listing again.
-func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
+// ReadDir returns up to count entries of directory id that follow
+// offset, each with the offset that resumes after it; none at the end.
+func (fs *FS) ReadDir(id, offset uint64, count int) ([]Dirent, error) {
 	n, err := fs.get(id)
 	if err != nil {
 		return nil, err
@@ -44,9 +58,89 @@ func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
 	if !n.isDir() {
 		return nil, syscall.ENOTDIR
 	}
-	l := &n.ls
+	count = max(count, 1)
+	l := &n.aux.ls
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if offset == 0 {
+		l.merged = n.merged()
+	}
+	if !l.merged {
+		fs.renameMu.RLock()
+		defer fs.renameMu.RUnlock()
+		return fs.readReal(n, offset, count)
+	}
+	return fs.readListing(n, offset, count)
+}
+
+// readReal reads directory n from the host at host offset off: n's only
+// object, or, once n has merged, its bottom one.
+// Preconditions: renameMu held; n.aux.ls.mu held.
+func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
+	objs := n.layersOf()
+	fd, err := fs.openDir(n, objs[len(objs)-1].layer)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer unix.Close(fd)
+	// The kernel asks for a page of entries at a time, which as many
+	// host entries fill about as well.
+	bp := direntBufs.Get().(*[direntBuf]byte)
+	defer direntBufs.Put(bp)
+	buf := bp[:]
+	var out []Dirent
+	for len(out) == 0 {
+		raw, err := layers.ReadDirAt(fd, off, buf)
+		if err != nil || len(raw) == 0 {
+			return nil, errno(err)
+		}
+		for _, e := range raw {
+			if len(out) == count {
+				break
+			}
+			de, err := fs.realEntry(n, objs, e)
+			switch {
+			case err == nil:
+				de.Off = e.Off
+				out = append(out, de)
+			case err != syscall.ENOENT:
+				return nil, err
+			}
+			off = e.Off
+		}
+	}
+	return out, nil
+}
+
+// direntBuf is the size of the buffers readReal reads host entries into.
+const direntBuf = 8 << 10
+
+var direntBufs = sync.Pool{New: func() any { return new([direntBuf]byte) }}
+
+// realEntry is the entry of directory n for raw entry e of its bottom
+// object; ENOENT leaves it out.
+// Preconditions: renameMu held.
+func (fs *FS) realEntry(n *node, objs []obj, e layers.Dirent) (Dirent, error) {
+	switch {
+	case e.Name == ".":
+		return Dirent{Name: ".", Ino: n.Num(), Type: unix.DT_DIR}, nil
+	case e.Name == "..":
+		return Dirent{Name: "..", Ino: n.parent().Num(), Type: unix.DT_DIR}, nil
+	case strings.HasPrefix(e.Name, layers.WhiteoutPrefix):
+		return Dirent{}, syscall.ENOENT
+	case len(objs) > 1:
+		// Merged since the reader began: the name as the merged view
+		// shows it, if at all.
+		return fs.resolvedDirent(n, objs, e.Name)
+	}
+	return fs.entry(n, objs, 0, e, true)
+}
+
+// readListing reads merged directory n from its listing, built at offset
+// 0, or when there is none: offset is then a position in the new one.
+// Preconditions: n.aux.ls.mu held.
+func (fs *FS) readListing(n *node, offset uint64, count int) ([]Dirent, error) {
+	l := &n.aux.ls
 	if offset == 0 || l.ents == nil {
 		fs.renameMu.RLock()
 		ents, err := fs.merge(n)
@@ -57,7 +151,15 @@ func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
 		l.update(ents)
 	}
 	i := sort.Search(len(l.ents), func(i int) bool { return l.ents[i].Off > offset })
-	return l.ents[i:], nil
+	if i == len(l.ents) {
+		// Read to the end: the next read starts again from the layers.
+		l.ents, l.next = nil, 0
+		fs.listings.drop(l)
+		return nil, nil
+	}
+	fs.listings.use(l)
+	// Entries are never changed in place (update makes a new slice).
+	return l.ents[i:min(len(l.ents), i+count)], nil
 }
 
 // update replaces the listing with ents, in merge order. Names already
@@ -94,23 +196,91 @@ func (l *listing) update(ents []Dirent) {
 	l.ents = out
 }
 
+// heldListings bounds the entries of the listings held at once: a
+// reader that stops before the end of a directory leaves its listing
+// held, and the least recently read go when the total passes the bound.
+type heldListings struct {
+	mu      sync.Mutex
+	clock   uint64
+	held    map[*listing]int // entries
+	entries int
+}
+
+// maxListed is the most entries heldListings keeps, about 20 MiB.
+const maxListed = 1 << 18
+
+// use records a read of l, held with its entries.
+// Preconditions: l.mu held.
+func (h *heldListings) use(l *listing) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clock++
+	l.use = h.clock
+	if h.held == nil {
+		h.held = make(map[*listing]int)
+	}
+	h.entries += len(l.ents) - h.held[l]
+	h.held[l] = len(l.ents)
+	for h.entries > maxListed && h.evict(l) {
+	}
+}
+
+// evict drops the least recently read listing other than keep that no
+// reader holds, and reports whether there was one.
+// Preconditions: h.mu held.
+func (h *heldListings) evict(keep *listing) bool {
+	var old *listing
+	for o := range h.held {
+		if o != keep && (old == nil || o.use < old.use) && o.mu.TryLock() {
+			if old != nil {
+				old.mu.Unlock()
+			}
+			old = o
+		}
+	}
+	if old == nil {
+		return false
+	}
+	old.ents, old.next = nil, 0
+	old.mu.Unlock()
+	h.entries -= h.held[old]
+	delete(h.held, old)
+	return true
+}
+
+// forget drops l's listing: its directory is forgotten.
+func (h *heldListings) forget(l *listing) {
+	l.mu.Lock()
+	l.ents = nil
+	l.mu.Unlock()
+	h.drop(l)
+}
+
+// drop forgets l, whose listing has gone.
+func (h *heldListings) drop(l *listing) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.entries -= h.held[l]
+	delete(h.held, l)
+}
+
 // merge builds the listing of directory n: ".", "..", then the union of
 // its layers' entries, top layer first, the first occurrence of a name
 // winning, markers and whited-out names left out.
 // Preconditions: renameMu held.
 func (fs *FS) merge(n *node) ([]Dirent, error) {
 	ents := []Dirent{
-		{Name: ".", Ino: n.ino.Load(), Type: unix.DT_DIR},
-		{Name: "..", Ino: n.parent().ino.Load(), Type: unix.DT_DIR},
+		{Name: ".", Ino: n.Num(), Type: unix.DT_DIR},
+		{Name: "..", Ino: n.parent().Num(), Type: unix.DT_DIR},
 	}
 	seen := make(map[string]bool)
-	objs, dir := n.layersOf(), n.path()
+	objs := n.layersOf()
 	// A directory that merges with nothing is listed as it is on disk,
 	// whiteouts included, as the kernel lists it (ovl_iterate reads such
 	// a directory itself), though a lookup of them finds nothing.
 	unmerged := len(objs) == 1
 	for i, o := range objs {
-		raw, err := o.layer.ReadDir(dir)
+		raw, err := fs.readAll(n, o.layer)
 		if err != nil {
 			return nil, errno(err)
 		}
@@ -126,23 +296,15 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 				continue
 			}
 			seen[e.Name] = true
-			if !unmerged && fs.isWhiteout(o, layers.Join(dir, e.Name), e.Type) {
+			if !unmerged && fs.isWhiteout(n, o, e.Name, e.Type) {
 				continue
 			}
-			de, err := fs.dirent(n, objs, i, e)
-			if err == syscall.ENOENT && (unmerged || o.layer.Upper && o.marks.XWhiteouts) {
-				// A whiteout listed (see isWhiteout): with its own number.
-				num, ok := fs.scheme.Ino(o.dev, e.Ino)
-				de, err = Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(inodes.Key{Dev: o.dev, Ino: e.Ino}, num, ok), Type: e.Type}, nil
+			de, err := fs.entry(n, objs, i, e, unmerged)
+			if err == syscall.ENOENT {
+				continue // gone meanwhile
 			}
 			if err != nil {
-				if err == syscall.ENOENT {
-					continue // gone meanwhile
-				}
 				return nil, err
-			}
-			if de.Type == unix.DT_REG && fs.overrideRead != nil {
-				de.Type = fs.overrideDirentType(o.layer, layers.Join(dir, e.Name))
 			}
 			ents = append(ents, de)
 		}
@@ -153,27 +315,61 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 	return ents, nil
 }
 
-// isWhiteout reports whether the entry rel of type typ in layer object o
-// is a whiteout of any form a listing leaves out. An xwhiteout in the
-// upper layer hides a name from lookup but is still listed, as by the
-// kernel, which reads xwhiteouts only in lower layers' listings.
-func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
-	xwhiteouts := o.marks.XWhiteouts && !o.layer.Upper
-	switch {
-	case typ == unix.DT_CHR || typ == unix.DT_UNKNOWN:
-		st, err := o.layer.Lstat(rel)
-		if err != nil {
-			return false
-		}
-		if layers.IsWhiteout(&st) {
-			return true
-		}
-		return xwhiteouts && o.layer.IsXWhiteout(rel, &st)
-	case typ == unix.DT_REG && xwhiteouts:
-		st, err := o.layer.Lstat(rel)
-		return err == nil && o.layer.IsXWhiteout(rel, &st)
+// readAll returns the entries of directory n's object in layer l, "."
+// and ".." left out.
+// Preconditions: renameMu held.
+func (fs *FS) readAll(n *node, l *layers.Layer) ([]layers.Dirent, error) {
+	fd, err := fs.openDir(n, l)
+	if err != nil {
+		return nil, err
 	}
-	return false
+	defer unix.Close(fd)
+	return layers.ReadDirFd(fd)
+}
+
+// entry makes the listing entry for raw entry e of layer object i of
+// directory n, not a whiteout the listing leaves out; ENOENT if it is gone.
+// In an unmerged directory a whiteout is listed (see isWhiteout), with
+// its own number.
+// Preconditions: renameMu held.
+func (fs *FS) entry(n *node, objs []obj, i int, e layers.Dirent, unmerged bool) (Dirent, error) {
+	o := objs[i]
+	de, err := fs.dirent(n, objs, i, e)
+	if err == syscall.ENOENT && (unmerged || o.layer.Upper && o.marks.XWhiteouts) {
+		k := inodes.Key{Dev: uint64(o.dev), Ino: e.Ino}
+		num, ok := fs.scheme.Ino(k.Dev, k.Ino)
+		return Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(k, num, ok), Type: e.Type}, nil
+	}
+	if err != nil {
+		return Dirent{}, err
+	}
+	if de.Type == unix.DT_REG && fs.overrideRead != nil {
+		de.Type = fs.overrideDirentType(n, o.layer, e.Name)
+	}
+	return de, nil
+}
+
+// isWhiteout reports whether entry name of type typ in directory n's
+// layer object o is a whiteout of any form a listing leaves out. An
+// xwhiteout in the upper layer hides a name from lookup but is still
+// listed, as by the kernel, which reads xwhiteouts only in lower layers'
+// listings.
+// Preconditions: renameMu held.
+func (fs *FS) isWhiteout(n *node, o obj, name string, typ uint8) bool {
+	xwhiteouts := o.marks.XWhiteouts && !o.layer.Upper
+	if typ != unix.DT_CHR && typ != unix.DT_UNKNOWN && (typ != unix.DT_REG || !xwhiteouts) {
+		return false
+	}
+	is := false
+	fs.inDir(n, o.layer, func(dfd int) error {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return nil
+		}
+		is = layers.IsWhiteout(&st) || xwhiteouts && layers.IsXWhiteoutAt(dfd, name, &st)
+		return nil
+	})
+	return is
 }
 
 // dirent makes the listing entry for raw entry e of layer object i of
@@ -184,14 +380,21 @@ func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
 func (fs *FS) dirent(n *node, objs []obj, i int, e layers.Dirent) (Dirent, error) {
 	o := objs[i]
 	if !o.layer.Upper && !fs.scheme.MayCollide() && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(objs)-1) {
-		if ino, ok := fs.scheme.Ino(o.dev, e.Ino); ok {
+		if ino, ok := fs.scheme.Ino(uint64(o.dev), e.Ino); ok {
 			return Dirent{Name: e.Name, Ino: ino, Type: e.Type}, nil
 		}
 	}
-	f, err := fs.resolveIn(n, objs, e.Name)
+	return fs.resolvedDirent(n, objs, e.Name)
+}
+
+// resolvedDirent is the entry for name of directory n as a lookup over
+// objs finds it.
+// Preconditions: renameMu held.
+func (fs *FS) resolvedDirent(n *node, objs []obj, name string) (Dirent, error) {
+	f, err := fs.resolveIn(n, objs, name)
 	if err != nil {
 		return Dirent{}, err
 	}
-	id := fs.identify(n, e.Name, f)
-	return Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(id.Key, id.num, id.ok), Type: uint8(f.typ >> 12)}, nil
+	id := fs.identify(n, name, f)
+	return Dirent{Name: name, Ino: fs.nodes.PeekNumber(id.Key, id.num, id.ok), Type: uint8(f.typ >> 12)}, nil
 }

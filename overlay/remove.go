@@ -40,9 +40,9 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	}
 	// Checked before the parent is copied up too: as on the kernel, a
 	// removal that fails leaves the upper layer as it was.
-	p.dirMu.Lock()
+	p.aux.dirMu.Lock()
 	f, err := fs.removable(p, name, dir)
-	p.dirMu.Unlock()
+	p.aux.dirMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -54,8 +54,8 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err := fs.copyUp(p); err != nil {
 		return err
 	}
-	p.dirMu.Lock()
-	defer p.dirMu.Unlock()
+	p.aux.dirMu.Lock()
+	defer p.aux.dirMu.Unlock()
 	if f, err = fs.removable(p, name, dir); err != nil {
 		return err
 	}
@@ -120,8 +120,7 @@ func (fs *FS) removable(p *node, name string, dir bool) (found, error) {
 // f, shows no entry in the merged view.
 // Preconditions: renameMu held.
 func (fs *FS) checkEmpty(p *node, name string, f found) error {
-	d := &node{typ: unix.S_IFDIR, objs: f.objs}
-	d.at.Store(&place{parent: p, name: name})
+	d := scratchNode(unix.S_IFDIR, f.objs, p, name)
 	ents, err := fs.merge(d)
 	if err != nil {
 		return err

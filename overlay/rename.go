@@ -133,8 +133,7 @@ func (fs *FS) copiedUp(p *node, name string, f found) (*node, error) {
 	held := fs.held(p, name, f)
 	n := held
 	if n == nil {
-		n = &node{typ: f.typ, objs: f.objs}
-		n.at.Store(&place{parent: p, name: name})
+		n = scratchNode(f.typ, f.objs, p, name)
 	}
 	return held, fs.copyUp(n)
 }

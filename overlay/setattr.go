@@ -47,7 +47,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	fd := -1
 	n.mu.Lock()
 	if in.Handle != nil {
-		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objs[0].layer.Upper) {
+		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objects()[0].layer.Upper) {
 			fd = f.file()
 		}
 	}
@@ -355,7 +355,7 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	if fs.prot(n) != 0 {
 		return syscall.EPERM
 	}
-	if _, err := n.layersOf()[0].layer.Getxattr(n.path(), host); err != nil {
+	if _, err := fs.getxattr(n, n.layersOf()[0].layer, host); err != nil {
 		return errno(err)
 	}
 	fd, err := fs.upperObject(n)

@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
 )
 
 // The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
@@ -53,7 +54,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	}
 	caps := name == capsXattr
 	n.mu.Lock()
-	known, gen := caps && n.noCaps, n.xattrGen
+	known, gen := caps && n.noCaps, n.xattrGen()
 	n.mu.Unlock()
 	if known {
 		return nil, syscall.ENODATA
@@ -61,7 +62,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	v, err := fs.getxattr(n, n.layersOf()[0].layer, host)
 	if caps && err == syscall.ENODATA {
 		n.mu.Lock()
-		n.noCaps = n.xattrGen == gen
+		n.noCaps = n.xattrGen() == gen
 		n.mu.Unlock()
 	}
 	return v, errno(err)
@@ -74,7 +75,7 @@ const capsXattr = "security.capability"
 // Preconditions: the change is made.
 func (n *node) xattrsChanged() {
 	n.mu.Lock()
-	n.xattrGen++
+	n.more().xattrGen++
 	n.noCaps = false
 	n.mu.Unlock()
 }
@@ -88,7 +89,12 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	names, err := n.layersOf()[0].layer.Listxattr(n.path())
+	fd, err := fs.openObj(n, n.layersOf()[0].layer)
+	if err != nil {
+		return nil, errno(err)
+	}
+	names, err := layers.FdListxattr(fd)
+	unix.Close(fd)
 	if err != nil {
 		return nil, errno(err)
 	}
