@@ -34,8 +34,10 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 build: $(BIN)
 
+# Built without cgo: the program then needs nothing but the kernel and
+# fuse3, and starts 1.5 MiB smaller (no libc mapped).
 $(BIN):
-	$(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/ovlmount
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $@ ./cmd/ovlmount
 
 # The binary the mount tests run: race-instrumented, so -race covers the
 # daemon too.
@@ -120,14 +122,27 @@ conformance-doc: deps $(BIN)
 # The benchmark: layer fixtures are built once under BENCHDIR (on a disk
 # file system, not tmpfs) and reused; the report goes to docs/benchmarks.md.
 # BENCHFLAGS passes more flags, e.g. -taskset=0, -rounds=5, -only=stat.
+# BEFORE is the commit measured as ovlmount-before: the last one served
+# through jacobsa/fuse, so that the report shows what the move of the FUSE
+# edge to go-fuse changed; BEFORE= leaves it out.
 BENCHDIR   ?= /var/tmp/ovlmount-bench
 BENCHFLAGS ?=
+BEFORE     ?= 1133de7
 
 bin/ovlbench: $(GOFILES)
 	$(GO) build -o $@ ./bench
 
-bench: deps $(BIN) bin/ovlbench
-	bin/ovlbench -bin $(BIN) -fixtures $(BENCHDIR) -out docs/benchmarks.md $(BENCHFLAGS)
+bin/ovlmount-before:
+	rm -rf bin/before-src && mkdir -p bin/before-src
+	git archive $(BEFORE) | tar -x -C bin/before-src
+	cd bin/before-src && CGO_ENABLED=0 $(GO) build -o ../ovlmount-before ./cmd/ovlmount
+	rm -rf bin/before-src
+
+BENCH_BEFORE = $(if $(BEFORE),-before bin/ovlmount-before -impl ovlmount$(comma)ovlmount-before$(comma)fuse-overlayfs$(comma)kernel)
+comma := ,
+
+bench: deps $(BIN) bin/ovlbench $(if $(BEFORE),bin/ovlmount-before)
+	bin/ovlbench -bin $(BIN) $(BENCH_BEFORE) -fixtures $(BENCHDIR) -out docs/benchmarks.md $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

@@ -202,12 +202,22 @@ func serve(c *config, ready func(error)) int {
 			logStats(stats().lines())
 		}
 	}()
+	tuneGC()
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
 		// For profiling: a CPU profile of the daemon until unmount.
 		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
 		}
+	}
+	if p := os.Getenv("OVLMOUNT_MEMPROFILE"); p != "" {
+		// For profiling: the daemon's allocations until unmount.
+		defer func() {
+			if f, err := os.Create(p); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 
 	go func() {
