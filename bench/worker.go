@@ -72,9 +72,14 @@ func worker(args []string) int {
 
 // statWalk lstats every entry under dir, as find or du do.
 func statWalk(dir string) error {
+	skip := filepath.Join(dir, hugeDir)
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if p == skip {
+			// Walked alone, by stat-huge.
+			return fs.SkipDir
 		}
 		var st unix.Stat_t
 		return unix.Lstat(p, &st)

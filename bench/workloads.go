@@ -57,6 +57,8 @@ func workloads() []workload {
 		{name: "stat-warm", what: "the same walk again right after one", warm: true,
 			setup: func(b *bench, mnt string) error { return b.self("stat", mnt) },
 			run:   func(b *bench, mnt string) error { return b.self("stat", mnt) }},
+		{name: "stat-huge", what: "lstat every entry of the huge directory (ls -l), caches dropped",
+			run: func(b *bench, mnt string) error { return b.self("stat", filepath.Join(mnt, hugeDir)) }},
 		{name: "readdir", what: "list the names of the merged wide directory",
 			run: func(b *bench, mnt string) error { return b.self("readdir", filepath.Join(mnt, wideDir)) }},
 		// One warm listing takes less time than starting the process
