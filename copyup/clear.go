@@ -24,15 +24,15 @@ func (w *Work) ClearDir(dfd int, name, opaque string) error {
 		return err
 	}
 	tmp := w.TempName()
-	if err := unix.Mkdirat(w.fd, tmp, 0o700); err != nil {
+	if err := layers.Mkdir(w.fd, tmp, 0o700); err != nil {
 		return err
 	}
 	err = w.fillClear(tmp, old, &st, opaque)
 	if err == nil {
-		err = unix.Renameat2(w.fd, tmp, dfd, name, unix.RENAME_EXCHANGE)
+		err = layers.Rename(w.fd, tmp, dfd, name, unix.RENAME_EXCHANGE)
 	}
 	// Either the old directory or the unused copy is in work now.
-	removeAll(w.fd, tmp)
+	layers.RemoveAll(w.fd, tmp)
 	return err
 }
 
@@ -51,11 +51,11 @@ func (w *Work) fillClear(tmp string, old int, st *unix.Stat_t, opaque string) er
 		return err
 	}
 	// Owner before mode: chown clears setgid.
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+	if err := layers.Chown(fd, "", int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+	if err := layers.Chmod(fd, "", st.Mode&0o7777); err != nil {
 		return err
 	}
-	return unix.UtimesNanoAt(fd, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH)
+	return layers.SetTimes(fd, "", st.Atim, st.Mtim)
 }

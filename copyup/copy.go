@@ -13,9 +13,6 @@ var (
 	// noTmpfile makes regular files take the temporary-name path, as on
 	// a filesystem without O_TMPFILE.
 	noTmpfile bool
-	// noEmptyPathLink makes the link of an O_TMPFILE take the
-	// /proc/self/fd path, as without CAP_DAC_READ_SEARCH.
-	noEmptyPathLink bool
 )
 
 // Copy copies entry name of directory sdir (an fd of a directory of lower
@@ -141,11 +138,11 @@ func (c *copier) open(sdir, udir int) error {
 	c.kind = c.sst.Mode & unix.S_IFMT
 	switch c.kind {
 	case unix.S_IFREG:
-		c.rfd, err = reopen(c.sfd, unix.O_RDONLY)
+		c.rfd, err = c.src.Reopen(c.sfd, unix.O_RDONLY)
 	case unix.S_IFDIR:
 		// Only for the inode flags: an unreadable directory is copied
 		// without them.
-		if c.rfd, err = reopen(c.sfd, unix.O_RDONLY|unix.O_DIRECTORY); err == unix.EACCES {
+		if c.rfd, err = c.src.Reopen(c.sfd, unix.O_RDONLY|unix.O_DIRECTORY); err == unix.EACCES {
 			err = nil
 		}
 	}
@@ -177,38 +174,16 @@ func free(dir int, name string) error {
 	}
 }
 
-// reopen opens the object an O_PATH fd holds, through /proc/self/fd: the
-// same inode, whatever happened to its name meanwhile. Lower files are
-// read with O_NOATIME where the host allows it.
-func reopen(fd, flags int) (int, error) {
-	p := procPath(fd)
-	r, err := openRetry(p, flags|unix.O_NOATIME)
-	if err == unix.EPERM {
-		// O_NOATIME needs ownership or CAP_FOWNER.
-		r, err = openRetry(p, flags)
-	}
-	return r, err
-}
-
-func openRetry(path string, flags int) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
-}
-
 // createFile makes the temporary of a regular file and copies the data.
 func (c *copier) createFile() error {
 	var err error
 	c.tfd = -1
 	if !noTmpfile {
-		c.tfd, err = unix.Openat(c.w.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		c.tfd, err = layers.Tmpfile(c.w.fd, unix.O_RDWR, 0o600)
 	}
 	if noTmpfile || err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
 		err = c.named(func(name string) (err error) {
-			c.tfd, err = unix.Openat(c.w.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			c.tfd, err = layers.Create(c.w.fd, name, unix.O_RDWR, 0o600)
 			return err
 		})
 	}
@@ -230,7 +205,7 @@ func (c *copier) createFile() error {
 	}
 	// The size the lower file had, even if the data ends in a hole or
 	// the file changed meanwhile (the kernel's ovl_set_size).
-	return unix.Ftruncate(c.tfd, size)
+	return layers.FdTruncate(c.tfd, size)
 }
 
 // named creates a temporary in work under a fresh name with create,
@@ -250,7 +225,7 @@ func (c *copier) named(create func(name string) error) error {
 }
 
 func (c *copier) createDir() error {
-	err := c.named(func(name string) error { return unix.Mkdirat(c.w.fd, name, 0o700) })
+	err := c.named(func(name string) error { return layers.Mkdir(c.w.fd, name, 0o700) })
 	if err != nil {
 		return err
 	}
@@ -259,11 +234,11 @@ func (c *copier) createDir() error {
 }
 
 func (c *copier) createSymlink() error {
-	target, err := readlink(c.sfd)
+	target, err := layers.ReadlinkAt(c.sfd, "")
 	if err != nil {
 		return err
 	}
-	err = c.named(func(name string) error { return unix.Symlinkat(target, c.w.fd, name) })
+	err = c.named(func(name string) error { return layers.Symlink(target, c.w.fd, name) })
 	if err != nil {
 		return err
 	}
@@ -275,27 +250,13 @@ func (c *copier) createSymlink() error {
 // until the metadata step.
 func (c *copier) createNode() error {
 	err := c.named(func(name string) error {
-		return unix.Mknodat(c.w.fd, name, c.kind, int(c.sst.Rdev))
+		return layers.Mknod(c.w.fd, name, c.kind, c.sst.Rdev)
 	})
 	if err != nil {
 		return err
 	}
 	c.tfd, err = openBeneath(c.w.fd, c.temp, unix.O_PATH)
 	return err
-}
-
-func readlink(fd int) (string, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Readlinkat(fd, "", buf)
-		if err != nil {
-			return "", err
-		}
-		if n < len(buf) {
-			return string(buf[:n]), nil
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 }
 
 // metadata gives the temporary the lower object's owner, xattrs, inode
@@ -306,7 +267,7 @@ func (c *copier) metadata() error {
 	if err := step("chown"); err != nil {
 		return err
 	}
-	err := unix.Fchownat(c.tfd, "", int(c.sst.Uid), int(c.sst.Gid), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+	err := layers.Chown(c.tfd, "", int(c.sst.Uid), int(c.sst.Gid))
 	if err == unix.EINVAL {
 		// The owner has no mapping in this user namespace.
 		err = unix.EOVERFLOW
@@ -336,28 +297,28 @@ func (c *copier) metadata() error {
 		if err := step("chmod"); err != nil {
 			return err
 		}
-		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(c.tfd), c.sst.Mode&0o7777, 0); err != nil {
+		if err := layers.Chmod(c.tfd, "", c.sst.Mode&0o7777); err != nil {
 			return err
 		}
 	}
 	if err := step("times"); err != nil {
 		return err
 	}
-	ts := []unix.Timespec{c.sst.Atim, c.sst.Mtim}
+	mtime := c.sst.Mtim
 	if c.opts.Truncate {
 		// The truncation that asked for the copy changes the mtime; done
 		// here, the copy is the file as the truncation leaves it, and a
 		// crash before the truncation proper shows it whole.
-		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		mtime = unix.Timespec{Nsec: unix.UTIME_NOW}
 	}
-	if err := unix.UtimesNanoAt(c.tfd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := layers.SetTimes(c.tfd, "", c.sst.Atim, mtime); err != nil {
 		return err
 	}
 	if c.opts.Fsync && (c.kind == unix.S_IFREG || c.kind == unix.S_IFDIR) {
 		if err := step("fsync"); err != nil {
 			return err
 		}
-		if err := unix.Fsync(c.tfd); err != nil {
+		if err := layers.Fsync(c.tfd); err != nil {
 			return err
 		}
 	}
@@ -373,7 +334,7 @@ func (c *copier) place() error {
 	if err := step("impure"); err != nil {
 		return err
 	}
-	impure := c.opts.xattr("impure")
+	impure := c.opts.xattrs().Name(layers.XattrImpure)
 	old, err := layers.FdGetxattr(c.pfd, impure)
 	set := false
 	if err != nil || string(old) != "y" {
@@ -404,7 +365,7 @@ func (c *copier) place() error {
 		return err
 	}
 	// Best effort, as in the kernel: the object is in place.
-	unix.UtimesNanoAt(c.pfd, "", []unix.Timespec{c.pst.Atim, c.pst.Mtim}, unix.AT_EMPTY_PATH)
+	layers.SetTimes(c.pfd, "", c.pst.Atim, c.pst.Mtim)
 	unix.Fstat(c.tfd, &c.result)
 	return nil
 }
@@ -413,22 +374,14 @@ func (c *copier) place() error {
 // taken.
 func (c *copier) link() error {
 	if c.temp == "" {
-		// An O_TMPFILE: linkat of the fd itself needs
-		// CAP_DAC_READ_SEARCH; its /proc/self/fd link does not.
-		var err error = unix.ENOENT
-		if !noEmptyPathLink {
-			err = unix.Linkat(c.tfd, "", c.pfd, c.name, unix.AT_EMPTY_PATH)
-		}
-		if err == unix.ENOENT || err == unix.EPERM {
-			err = unix.Linkat(unix.AT_FDCWD, procPath(c.tfd), c.pfd, c.name, unix.AT_SYMLINK_FOLLOW)
-		}
-		return err
+		// An O_TMPFILE.
+		return layers.LinkFd(c.tfd, c.pfd, c.name)
 	}
-	err := unix.Renameat2(c.w.fd, c.temp, c.pfd, c.name, unix.RENAME_NOREPLACE)
+	err := layers.Rename(c.w.fd, c.temp, c.pfd, c.name, unix.RENAME_NOREPLACE)
 	if err == unix.EINVAL {
 		// A filesystem without RENAME_NOREPLACE.
 		if err = free(c.pfd, c.name); err == nil {
-			err = unix.Renameat(c.w.fd, c.temp, c.pfd, c.name)
+			err = layers.Rename(c.w.fd, c.temp, c.pfd, c.name, 0)
 		}
 	}
 	if err == nil {
@@ -443,11 +396,11 @@ func (c *copier) removeTemp() {
 	if c.temp == "" {
 		return
 	}
-	flags := 0
 	if c.kind == unix.S_IFDIR {
-		flags = unix.AT_REMOVEDIR
+		layers.Rmdir(c.w.fd, c.temp)
+	} else {
+		layers.Unlink(c.w.fd, c.temp)
 	}
-	unix.Unlinkat(c.w.fd, c.temp, flags)
 	c.temp = ""
 }
 

@@ -22,10 +22,6 @@ func TestCopyEveryKind(t *testing.T) {
 			noTmpfile = true
 			t.Cleanup(func() { noTmpfile = false })
 		}},
-		{"proc link", Options{Trusted: true}, func(t *testing.T) {
-			noEmptyPathLink = true
-			t.Cleanup(func() { noEmptyPathLink = false })
-		}},
 		{"user xattrs", Options{Fsync: true}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,9 @@
 package copyup
 
-import "golang.org/x/sys/unix"
+import (
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
 
 // chunk is how much the kernel's copy-up copies between looks for a hole
 // (OVL_COPY_UP_CHUNK_SIZE).
@@ -13,7 +16,7 @@ const chunk = 1 << 20
 // chunk would is skipped (SEEK_DATA), and a chunk is copied whole, holes
 // inside it written as zeros. The caller sets the size.
 func (c *copier) copyData(size int64) error {
-	if unix.IoctlFileClone(c.tfd, c.rfd) == nil {
+	if layers.Clone(c.tfd, c.rfd) == nil {
 		return nil
 	}
 	seek, data := true, int64(-1)
@@ -57,7 +60,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if chunk > 1<<30 {
 			chunk = 1 << 30
 		}
-		k, err := unix.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
+		k, err := layers.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -87,24 +90,10 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if k == 0 {
 			return done, nil
 		}
-		if err := pwriteAll(c.tfd, chunk[:k], off+done); err != nil {
+		if _, err := layers.Pwrite(c.tfd, chunk[:k], off+done); err != nil {
 			return done, err
 		}
 		done += int64(k)
 	}
 	return done, nil
-}
-
-func pwriteAll(fd int, b []byte, off int64) error {
-	for len(b) > 0 {
-		k, err := unix.Pwrite(fd, b, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		b, off = b[k:], off+int64(k)
-	}
-	return nil
 }

@@ -404,3 +404,19 @@ func copyRel(w *Work, src, upper *layers.Layer, rel string, opts Options) (unix.
 	defer unix.Close(udir)
 	return w.Copy(src, sdir, upper, udir, name, opts)
 }
+
+// readNames lists directory dir through a new open file description, so
+// that each listing starts at the beginning.
+func readNames(dir int) ([]string, error) {
+	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "work")
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, layers.Errno(err)
+	}
+	return names, nil
+}

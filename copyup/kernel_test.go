@@ -66,9 +66,9 @@ func compareWithKernel(t *testing.T, lowerDir, upperBase string, rels []string, 
 	for _, rel := range rels {
 		s.copy(t, rel, Options{Fsync: true, Trusted: trusted})
 	}
-	mine := layers.TrustedPrefix
+	mine := layers.Trusted
 	if !trusted {
-		mine = layers.UserPrefix
+		mine = layers.User
 	}
 	for _, rel := range append([]string{"."}, rels...) {
 		k, o := filepath.Join(kupper, rel), filepath.Join(s.upperDir, rel)
@@ -76,13 +76,13 @@ func compareWithKernel(t *testing.T, lowerDir, upperBase string, rels []string, 
 		if rel == "." {
 			// The kernel records its instance uuid on the upper root at
 			// mount; that is the mount's, not copy-up's, business.
-			delete(kx, mine+"uuid")
+			delete(kx, mine.Name(layers.XattrUUID))
 		}
 		// The one deliberate difference: the kernel copies the private
 		// xattrs of the namespace it does not use and fuse-overlayfs's;
 		// ovlmount reads them all as markers, so none is copied.
 		for name := range kx {
-			if private(name) && !strings.HasPrefix(name, mine) {
+			if private(name) && !strings.HasPrefix(name, string(mine)) {
 				delete(kx, name)
 			}
 		}

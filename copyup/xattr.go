@@ -68,10 +68,7 @@ func copyXattrs(src, dst int) error {
 }
 
 func private(name string) bool {
-	if strings.HasPrefix(name, layers.TrustedPrefix+"overlay.") || strings.HasPrefix(name, layers.UserPrefix+"overlay.") {
-		return false // escaped: a user's own
-	}
-	return layers.IsPrivateXattr(name)
+	return layers.IsPrivateXattr(name) && !layers.IsEscapedXattr(name)
 }
 
 func mustCopy(name string) bool {
@@ -112,7 +109,7 @@ func (c *copier) copyFlags() error {
 		if flags&flagImmutable != 0 {
 			prot = append(prot, 'i')
 		}
-		err := layers.FdSetxattr(c.tfd, c.opts.xattr("protattr"), prot, 0)
+		err := layers.FdSetxattr(c.tfd, c.opts.xattrs().Name(layers.XattrProtattr), prot, 0)
 		if err != nil && err != unix.EPERM {
 			// EPERM: user.* on an upper layer that refuses it; the kernel
 			// goes on without.
@@ -130,5 +127,5 @@ func (c *copier) copyFlags() error {
 		return err
 	}
 	upper = upper&^copyFlags | flags&copyFlags
-	return unix.IoctlSetPointerInt(c.tfd, unix.FS_IOC_SETFLAGS, int(upper))
+	return layers.SetFlags(c.tfd, upper)
 }

@@ -1,8 +1,6 @@
 package layers
 
 import (
-	"strings"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -16,23 +14,11 @@ const (
 	WhiteoutPrefix = ".wh."
 	// OpaqueFile in a directory makes it opaque (AUFS form).
 	OpaqueFile = ".wh..wh..opq"
-
-	TrustedPrefix       = "trusted.overlay."
-	UserPrefix          = "user.overlay."
-	FuseOverlayfsPrefix = "user.fuseoverlayfs."
 )
 
 // IsWhiteout reports whether st is a kernel whiteout: a char device 0/0.
 func IsWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
-}
-
-// IsPrivateXattr reports whether name belongs to an overlay implementation
-// rather than to the user: such names are never shown through the mount.
-func IsPrivateXattr(name string) bool {
-	return strings.HasPrefix(name, TrustedPrefix) ||
-		strings.HasPrefix(name, UserPrefix) ||
-		strings.HasPrefix(name, FuseOverlayfsPrefix)
 }
 
 // DirMarks are the markers a directory of one layer carries.
@@ -75,7 +61,7 @@ func marks(fd int) (DirMarks, error) {
 	}
 	for _, n := range names {
 		switch n {
-		case TrustedPrefix + "opaque", UserPrefix + "opaque", FuseOverlayfsPrefix + "opaque":
+		case Trusted.Name(XattrOpaque), User.Name(XattrOpaque), FuseOverlayfs.Name(XattrOpaque):
 			v, err := FdGetxattr(fd, n)
 			if err != nil {
 				continue
@@ -109,7 +95,7 @@ func isXWhiteout(st *unix.Stat_t, get func(attr string) error) bool {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false
 	}
-	for _, n := range []string{TrustedPrefix + "whiteout", UserPrefix + "whiteout"} {
+	for _, n := range []string{Trusted.Name(XattrWhiteout), User.Name(XattrWhiteout)} {
 		if get(n) == nil {
 			return true
 		}

@@ -3,7 +3,6 @@ package layers
 import (
 	"runtime"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"unsafe"
 
@@ -13,8 +12,6 @@ import (
 // Extended attributes are read through /proc/self/fd/N of an O_PATH fd:
 // that reaches the object the fd holds (a symlink included) without a path
 // walk in the layer. Values and lists grow until they fit.
-
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // Getxattr returns the value of attribute name of rel.
 func (l *Layer) Getxattr(rel, name string) ([]byte, error) {

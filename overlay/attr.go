@@ -78,7 +78,7 @@ func (fs *FS) Statx(id uint64) (Attr, error) {
 		err = fs.inDir(at.parent, objs[0].layer, func(dfd int) error { return statx(dfd, at.name) })
 	}
 	if err != nil {
-		return Attr{}, errno(err)
+		return Attr{}, toErrno(err)
 	}
 	st := unix.Stat_t{
 		Dev: unix.Mkdev(sx.Dev_major, sx.Dev_minor), Ino: sx.Ino, Nlink: uint64(sx.Nlink),
@@ -106,14 +106,14 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	if unlinked && fd >= 0 {
 		err := unix.Fstat(fd, &st)
 		n.mu.Unlock()
-		return st, errno(err)
+		return st, toErrno(err)
 	}
 	n.mu.Unlock()
 	if unlinked {
 		return st, syscall.ENOENT
 	}
 	st, err := fs.lstat(n, objs[0].layer)
-	return st, errno(err)
+	return st, toErrno(err)
 }
 
 // attr turns the host attributes of n's winning object into those shown:

@@ -37,7 +37,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		}
 	}
 	fd := -1
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name
 		// the upper layer is read with.
@@ -57,7 +57,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 	st, err := fs.copyObj(n, n.objects()[0].layer, opts)
 	if err != nil {
 		n.mu.Unlock()
-		return -1, errno(err)
+		return -1, toErrno(err)
 	}
 	fs.stats.copiedUp(n.typ, st.Size)
 	up := objOf(fs.upper, &st)
@@ -95,16 +95,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 // Preconditions: renameMu held; p copied up.
 func (fs *FS) upperDir(p *node) (int, error) {
 	fd, err := fs.openObj(p, fs.upper)
-	return fd, errno(err)
-}
-
-// privateXattr returns the name of overlay xattr x ("opaque", ...) in the
-// namespace this mount writes.
-func (fs *FS) privateXattr(x string) string {
-	if fs.trusted {
-		return layers.TrustedPrefix + x
-	}
-	return layers.UserPrefix + x
+	return fd, toErrno(err)
 }
 
 // copyObj copies n's object in lower layer l into the upper layer,

@@ -130,7 +130,7 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	}
 	fd, err := fs.openFile(n, n.objects()[0].layer, host)
 	if err != nil {
-		return Opened{}, errno(err)
+		return Opened{}, toErrno(err)
 	}
 	return fs.attach(n, fd, pt), nil
 }
@@ -174,19 +174,11 @@ func (fs *FS) Write(h uint64, data []byte, off int64, killPrivs *Cred) (int, err
 			return 0, err
 		}
 	}
-	done := 0
-	for done < len(data) {
-		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			if done > 0 {
-				return done, nil
-			}
-			return 0, errno(err)
-		}
-		done += n
+	// A write cut short by an error returns what was written, as
+	// write(2) does.
+	done, err := layers.Pwrite(fd, data, off)
+	if err != nil && done == 0 {
+		return 0, toErrno(err)
 	}
 	return done, nil
 }
@@ -200,7 +192,7 @@ func (fs *FS) Fsync(h uint64) error {
 	if fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Fsync(f.file()))
+	return toErrno(layers.Fsync(f.file()))
 }
 
 // Fallocate is fallocate(2) on handle h.
@@ -209,7 +201,7 @@ func (fs *FS) Fallocate(h uint64, mode uint32, off, length int64) error {
 	if err != nil {
 		return err
 	}
-	return errno(unix.Fallocate(f.file(), mode, off, length))
+	return toErrno(layers.Fallocate(f.file(), mode, off, length))
 }
 
 // Lseek answers lseek(2) with SEEK_DATA or SEEK_HOLE on handle h: the
@@ -220,7 +212,7 @@ func (fs *FS) Lseek(h uint64, off int64, whence int) (int64, error) {
 		return 0, err
 	}
 	n, err := unix.Seek(fs.readFd(f), off, whence)
-	return n, errno(err)
+	return n, toErrno(err)
 }
 
 // CopyFileRange copies n bytes at offset inOff of handle in to offset
@@ -236,8 +228,8 @@ func (fs *FS) CopyFileRange(in uint64, inOff int64, out uint64, outOff int64, n 
 	if err != nil {
 		return 0, err
 	}
-	copied, err := unix.CopyFileRange(fs.readFd(fin), &inOff, fout.file(), &outOff, n, flags)
-	return copied, errno(err)
+	copied, err := layers.CopyFileRange(fs.readFd(fin), &inOff, fout.file(), &outOff, n, flags)
+	return copied, toErrno(err)
 }
 
 // Release closes handle h.
@@ -278,7 +270,7 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 		t, err = layers.ReadlinkAt(dfd, at.name)
 		return err
 	})
-	return t, errno(err)
+	return t, toErrno(err)
 }
 
 // SyncFS flushes the upper layer's filesystem.
@@ -286,5 +278,5 @@ func (fs *FS) SyncFS() error {
 	if fs.upper == nil || fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Syncfs(fs.upper.Root()))
+	return toErrno(layers.Syncfs(fs.upper.Root()))
 }

@@ -4,14 +4,39 @@
 //
 // The engine speaks plain Go types and syscall.Errno; fuse.go is the only
 // file that knows the FUSE library, so everything else is testable without
-// a mount. Host access goes through package layers only: the engine never
-// builds a host path and never writes to a lower layer.
+// a mount. Every change to the upper layer goes through package layers'
+// small wrappers (layers/upper.go; TestUpperChangesGoThroughLayers reads
+// this package's source to hold it to that). The engine reads the layers
+// with *at calls on directory fds it holds, one name at a time (dirfd.go):
+// it never builds a host path, never follows a symlink of a layer, and
+// never writes to a lower layer.
 //
-// Locking (order from outer to inner): FS.renameMu; a directory's dirMu;
-// any node's mu (never two at once); the leaves inodes.Table.mu and
-// FS.hmu, which are never held across a host syscall. Every operation holds renameMu for
-// reading, rename holds it for writing, so paths are stable during an
-// operation. Each method says what it needs held.
+// # Locks
+//
+// The one order of the package's locks, outer first; a lock is taken
+// only while holding those above it on its branch, never one below it or
+// on another branch. Each method says what it needs held
+// ("Preconditions:").
+//
+//	listing.mu           one directory's readers take turns (ReadDir)
+//	├── heldListings.mu  leaf; it only TryLocks other listings, to drop them
+//	└── FS.renameMu      held for writing by rename; for reading by every
+//	    │                operation that resolves names or places (lookup,
+//	    │                create, remove, setattr, xattrs, open, ...), so that
+//	    │                places are stable; not by Read, Write, Fsync,
+//	    │                Release, Forget, which work on handles and ids
+//	    └── aux.dirMu    one directory's entries: create and remove, from
+//	        │            the check that a name is free to the change
+//	        └── node.mu  one node at a time (copyUp holds it across the
+//	            │        copy); also taken alone, without the locks above
+//	            ├── fileHandle.mu   leaf
+//	            ├── dirFds.mu       leaf, held across one *at syscall
+//	            ├── copyup.Work.mu  leaf (putting a copy in place)
+//	            ├── FS.hmu          leaf (handles, passthrough backing)
+//	            └── inodes.Table.mu leaf
+//
+// Leaves are never held across another lock, and a leaf other than
+// dirFds.mu and Work.mu across no host syscall.
 package overlay
 
 import (
@@ -80,9 +105,10 @@ type FS struct {
 	work   *copyup.Work
 	// Forms the upper layer takes, probed at mount: kernel whiteouts
 	// need mknod of char 0/0, trusted.overlay.* xattrs need
-	// CAP_SYS_ADMIN; without them the rootless forms are written.
+	// CAP_SYS_ADMIN; without them the rootless forms are written
+	// (AUFS whiteouts, user.overlay.*), where the private xattrs go.
 	charWhiteouts bool
-	trusted       bool
+	xattrs        layers.Namespace
 	// euid and egid are the daemon's: the owner of what it creates;
 	// umask is its umask (0 in ovlmount), read at mount.
 	euid, egid, umask uint32
@@ -96,8 +122,8 @@ type FS struct {
 	// namelen is the longest name over the layers' filesystems.
 	namelen int64
 
-	// renameMu is held for writing by rename and for reading by every
-	// other operation: see the lock order above.
+	// renameMu is held for writing by rename and for reading by the
+	// operations on names: see the lock order above.
 	renameMu sync.RWMutex
 
 	// Directory fds held by nodes (dirfd.go), and their bound.
@@ -165,7 +191,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("an upper layer needs a workdir")
 	}
 	if fs.work != nil {
-		fs.charWhiteouts, fs.trusted = probe(fs.work)
+		fs.charWhiteouts, fs.xattrs = probe(fs.work)
 		fs.stampUUID()
 	}
 	if err := fs.probeOverrides(); err != nil {
@@ -205,21 +231,24 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 
 // probe finds which forms the upper layer's filesystem takes from this
 // process: char 0/0 whiteouts (mknod) and trusted.* xattrs.
-func probe(w *copyup.Work) (charWhiteouts, trusted bool) {
+func probe(w *copyup.Work) (charWhiteouts bool, xattrs layers.Namespace) {
 	name := w.TempName()
-	if unix.Mknodat(w.Fd(), name, unix.S_IFCHR, 0) == nil {
+	if layers.Whiteout(w.Fd(), name) == nil {
 		charWhiteouts = true
-		unix.Unlinkat(w.Fd(), name, 0)
+		layers.Unlink(w.Fd(), name)
 	}
-	if err := unix.Mkdirat(w.Fd(), name, 0o700); err == nil {
+	xattrs = layers.User
+	if err := layers.Mkdir(w.Fd(), name, 0o700); err == nil {
 		fd, err := unix.Openat(w.Fd(), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == nil {
-			trusted = unix.Fsetxattr(fd, layers.TrustedPrefix+"opaque", []byte("y"), 0) == nil
+			if layers.FdSetxattr(fd, layers.Trusted.Name(layers.XattrOpaque), []byte("y"), 0) == nil {
+				xattrs = layers.Trusted
+			}
 			unix.Close(fd)
 		}
-		unix.Unlinkat(w.Fd(), name, unix.AT_REMOVEDIR)
+		layers.Rmdir(w.Fd(), name)
 	}
-	return charWhiteouts, trusted
+	return charWhiteouts, xattrs
 }
 
 // stampUUID gives the upper layer a persistent overlay uuid, as the
@@ -229,7 +258,7 @@ func (fs *FS) stampUUID() {
 	if u, err := layers.FSUUID(fs.upper.Root()); err == nil && u != ([16]byte{}) {
 		return
 	}
-	name := fs.privateXattr("uuid")
+	name := fs.xattrs.Name(layers.XattrUUID)
 	if _, err := layers.FdGetxattr(fs.upper.Root(), name); err == nil {
 		return
 	}
@@ -237,11 +266,8 @@ func (fs *FS) stampUUID() {
 	rand.Read(u[:])
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	unix.Fsetxattr(fs.upper.Root(), name, u[:], 0)
+	layers.FdSetxattr(fs.upper.Root(), name, u[:], 0)
 }
-
-// ReadOnly reports whether the stack has no upper layer.
-func (fs *FS) ReadOnly() bool { return fs.upper == nil }
 
 // Timeout returns the kernel cache timeout.
 func (fs *FS) Timeout() time.Duration { return fs.opts.Timeout }
@@ -297,7 +323,7 @@ func (fs *FS) Forgotten() {
 func (fs *FS) StatFS() (unix.Statfs_t, error) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fs.stack[0].Root(), &st); err != nil {
-		return st, errno(err)
+		return st, toErrno(err)
 	}
 	st.Namelen = fs.namelen
 	return st, nil
@@ -337,8 +363,10 @@ func currentUmask() uint32 {
 	return 0o777
 }
 
-// errno turns a host error into the errno the kernel gets.
-func errno(err error) error {
+// toErrno turns a host error into the errno the kernel gets: nil, or a
+// syscall.Errno (never a silent EIO: layers.Errno). It returns error, not
+// syscall.Errno, so that nil stays a nil error.
+func toErrno(err error) error {
 	if err == nil {
 		return nil
 	}

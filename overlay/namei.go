@@ -61,7 +61,7 @@ func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
 // unrecorded, as there.
 // Preconditions: renameMu held; f is merged with an upper object.
 func (fs *FS) recordOrigin(p *node, name string, f found) {
-	origin := fs.privateXattr("origin")
+	origin := fs.xattrs.Name(layers.XattrOrigin)
 	fs.inDir(p, fs.upper, func(pfd int) error {
 		if _, err := layers.GetxattrAt(pfd, name, origin); err != unix.ENODATA {
 			return nil
@@ -84,10 +84,10 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 		if err != nil {
 			return err
 		}
-		if err := setxattrAt(pfd, name, origin, string(v)); err != nil {
+		if err := layers.SetxattrAt(pfd, name, origin, v); err != nil {
 			return err
 		}
-		return setxattrAt(pfd, ".", fs.privateXattr("impure"), "y")
+		return layers.SetImpure(pfd, fs.xattrs)
 	})
 }
 
@@ -199,21 +199,27 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		return f, syscall.ENOENT
 	}
 	for i, po := range pobjs {
-		l := po.layer
-		st, err := fs.statAt(p, l, name)
-		if err == unix.ENOENT {
-			// An AUFS whiteout hides the layers below; the last
-			// layer has none.
-			if i < len(pobjs)-1 && fs.aufsWhiteout(p, l, name) {
-				break
-			}
-			f.upperFree = i == 0 && l.Upper
+		var (
+			looked layers.Looked
+			st     unix.Stat_t
+			marks  layers.DirMarks
+		)
+		// An AUFS whiteout hides the layers below; the last layer has
+		// none to hide.
+		aufs := i < len(pobjs)-1
+		err := fs.inDir(p, po.layer, func(dfd int) error {
+			var err error
+			looked, st, marks, err = layers.Lookup(dfd, name, po.marks.XWhiteouts, aufs)
+			return err
+		})
+		if err != nil {
+			return f, toErrno(err)
+		}
+		if looked == layers.Missing {
+			f.upperFree = i == 0 && po.layer.Upper
 			continue
 		}
-		if err != nil {
-			return f, errno(err)
-		}
-		if layers.IsWhiteout(&st) || (po.marks.XWhiteouts && fs.isXWhiteout(p, l, name, &st)) {
+		if looked == layers.Hidden {
 			break
 		}
 		typ := st.Mode & unix.S_IFMT
@@ -222,17 +228,8 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		} else if typ != unix.S_IFDIR {
 			break
 		}
-		o := objOf(l, &st)
-		if typ == unix.S_IFDIR {
-			err := fs.inDir(p, l, func(dfd int) error {
-				var err error
-				o.marks, err = layers.MarksAt(dfd, name)
-				return err
-			})
-			if err != nil {
-				return f, errno(err)
-			}
-		}
+		o := objOf(po.layer, &st)
+		o.marks = marks
 		f.objs = append(f.objs, o)
 		if typ != unix.S_IFDIR || o.marks.Opaque {
 			break
@@ -242,18 +239,6 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		return f, syscall.ENOENT
 	}
 	return f, nil
-}
-
-// isXWhiteout reports whether entry name of directory p's object in layer
-// l, with attributes st, is an xwhiteout.
-// Preconditions: renameMu held; p has an object in l.
-func (fs *FS) isXWhiteout(p *node, l *layers.Layer, name string, st *unix.Stat_t) bool {
-	is := false
-	fs.inDir(p, l, func(dfd int) error {
-		is = layers.IsXWhiteoutAt(dfd, name, st)
-		return nil
-	})
-	return is
 }
 
 // lowerPositive reports whether name in directory p shows an object from
@@ -275,17 +260,6 @@ func (fs *FS) lowerPositive(p *node, name string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// aufsWhiteout reports whether directory p has an AUFS whiteout .wh.NAME
-// for name in layer l.
-// Preconditions: renameMu held; p has an object in l.
-func (fs *FS) aufsWhiteout(p *node, l *layers.Layer, name string) bool {
-	if len(name)+len(layers.WhiteoutPrefix) > maxName {
-		return false
-	}
-	_, err := fs.statAt(p, l, layers.WhiteoutPrefix+name)
-	return err == nil
 }
 
 // identity is how a resolved name is known: the identity its node is

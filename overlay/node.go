@@ -12,11 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// node is one overlay object the kernel holds.
-//
-// Lock order: a directory's listing lock ls.mu, then FS.renameMu, then a
-// directory's dirMu, then any node's mu (never two at once), then the
-// leaves inodes.Table.mu and FS.hmu.
+// node is one overlay object the kernel holds. Its locks are in the
+// package's one order (fs.go).
 type node struct {
 	// Slot is the node table's: the FUSE node id (ID), the identity
 	// the node is found by, the kernel's references, the inode number

@@ -45,8 +45,8 @@ func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
 		return inodes.Key{}, 0, false
 	}
 	var v []byte
-	for _, name := range []string{layers.TrustedPrefix + "origin", layers.UserPrefix + "origin"} {
-		if v, err = layers.FdGetxattr(ofd, name); err == nil {
+	for _, attr := range []string{layers.Trusted.Name(layers.XattrOrigin), layers.User.Name(layers.XattrOrigin)} {
+		if v, err = layers.FdGetxattr(ofd, attr); err == nil {
 			break
 		}
 	}

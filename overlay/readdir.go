@@ -80,7 +80,7 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 	objs := n.layersOf()
 	fd, err := fs.openDir(n, objs[len(objs)-1].layer)
 	if err != nil {
-		return nil, errno(err)
+		return nil, toErrno(err)
 	}
 	defer unix.Close(fd)
 	// The kernel asks for a page of entries at a time, which as many
@@ -92,7 +92,7 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 	for len(out) == 0 {
 		raw, err := layers.ReadDirAt(fd, off, buf)
 		if err != nil || len(raw) == 0 {
-			return nil, errno(err)
+			return nil, toErrno(err)
 		}
 		for _, e := range raw {
 			if len(out) == count {
@@ -282,7 +282,7 @@ func (fs *FS) merge(n *node) ([]Dirent, error) {
 	for i, o := range objs {
 		raw, err := fs.readAll(n, o.layer)
 		if err != nil {
-			return nil, errno(err)
+			return nil, toErrno(err)
 		}
 		var aufs []string // .wh. names hide entries of the layers below
 		for _, e := range raw {

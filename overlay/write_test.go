@@ -121,7 +121,7 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 
 	// mkdir over that whiteout makes an opaque directory.
 	must(t, unix.Mkdir(m("dir/sub"), 0o750))
-	if v, err := layersGetxattr(u("dir/sub"), layers.TrustedPrefix+"opaque"); err != nil || v != "y" {
+	if v, err := layersGetxattr(u("dir/sub"), layers.Trusted.Name(layers.XattrOpaque)); err != nil || v != "y" {
 		t.Errorf("dir made over a whiteout: opaque %q, %v", v, err)
 	}
 	if ents, err := os.ReadDir(m("dir/sub")); err != nil || len(ents) != 0 {
