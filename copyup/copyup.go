@@ -146,6 +146,10 @@ type Options struct {
 	// in place: an owner override the copy must keep under the name
 	// the upper layer is read with.
 	Xattrs map[string]string
+	// DataFrom, when set, is an open regular file the copy takes its
+	// data from instead of the object's own: the data of a metacopy file
+	// lies below it.
+	DataFrom *int
 }
 
 // xattrs is the namespace the copy's private xattrs go in.

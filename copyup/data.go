@@ -50,6 +50,16 @@ func (c *copier) copyData(size int64) error {
 	return nil
 }
 
+// FillData copies the first size bytes of open file src into open file
+// dst, in place, as copy-up copies data (copyData): the data copy-up of a
+// metacopy file, whose upper file holds its metadata and a hole as big as
+// the data. The caller syncs dst and then drops the metacopy marker, so
+// that a crash leaves the file showing the data below.
+func FillData(dst, src int, size int64) error {
+	c := copier{rfd: src, tfd: dst}
+	return c.copyData(size)
+}
+
 // copyRange copies n bytes at off, the same offset in both files, and
 // returns how many it copied (fewer at the lower file's end).
 func (c *copier) copyRange(off, n int64) (int64, error) {

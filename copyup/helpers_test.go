@@ -402,7 +402,7 @@ func copyRel(w *Work, src, upper *layers.Layer, rel string, opts Options) (unix.
 		return unix.Stat_t{}, err
 	}
 	defer unix.Close(udir)
-	return w.Copy(src, sdir, upper, udir, name, opts)
+	return w.Copy(src, sdir, name, upper, udir, name, opts)
 }
 
 // readNames lists directory dir through a new open file description, so

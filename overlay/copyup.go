@@ -28,7 +28,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 	if fs.upper == nil {
 		return -1, syscall.EROFS
 	}
-	if n.upper() {
+	if n.upperData() {
 		return -1, nil
 	}
 	if p := n.parent(); p != n {
@@ -50,11 +50,32 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, syscall.ENOENT
 	}
-	if n.objects()[0].layer.Upper {
+	if err := fs.lazyData(n); err != nil {
+		n.mu.Unlock()
+		return -1, err
+	}
+	objs := n.objects()
+	data, own := dataOf(objs, n.typ)
+	if objs[0].layer.Upper {
+		if !own {
+			fd, err := fs.fillData(n, data, trunc)
+			n.mu.Unlock()
+			return fd, toErrno(err)
+		}
 		n.mu.Unlock()
 		return -1, nil
 	}
-	st, err := fs.copyObj(n, n.objects()[0].layer, opts)
+	if !own {
+		// A lower metacopy file: the data comes from below it.
+		dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY)
+		if err != nil {
+			n.mu.Unlock()
+			return -1, toErrno(err)
+		}
+		defer unix.Close(dfd)
+		opts.DataFrom = &dfd
+	}
+	st, err := fs.copyObj(n, objs[0].layer, opts)
 	if err != nil {
 		n.mu.Unlock()
 		return -1, toErrno(err)
@@ -90,6 +111,54 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 	return fd, nil
 }
 
+// fillData copies the data of upper metacopy file n up from data, the
+// object below that holds it (none with trunc, for an open with O_TRUNC),
+// into the upper file in place, syncs it, and only then drops the
+// metacopy marker, as the kernel's ovl_copy_up_meta_inode_data does: a
+// crash before that leaves the file showing the data below. The redirect
+// stays. It returns the upper file open for reading and writing.
+// Preconditions: renameMu held; n.mu held.
+func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
+	up := n.objects()[0]
+	fd, err := fs.openFile(n, up.layer, unix.O_RDWR)
+	if err != nil {
+		return -1, err
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(fd)
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail(err)
+	}
+	if trunc {
+		err = layers.FdTruncate(fd, 0)
+	} else {
+		var dfd int
+		if dfd, err = fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
+			err = copyup.FillData(fd, dfd, st.Size)
+			unix.Close(dfd)
+		}
+	}
+	if err == nil && !fs.opts.NoFsync {
+		err = layers.Fsync(fd)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if err := layers.FdRemovexattr(fd, fs.xattrs.Name(layers.XattrMetacopy)); err != nil && err != unix.ENODATA {
+		return fail(err)
+	}
+	if fs.xattrs == layers.Trusted {
+		// A user.overlay.metacopy a rootless mount wrote.
+		layers.FdRemovexattr(fd, layers.User.Name(layers.XattrMetacopy))
+	}
+	fs.stats.copiedUp(n.typ, st.Size)
+	n.setObjs([]obj{up})
+	return fd, nil
+}
+
 // upperDir opens directory node p's upper directory as an O_PATH fd for
 // *at calls on its entries; the caller closes it.
 // Preconditions: renameMu held; p copied up.
@@ -98,20 +167,22 @@ func (fs *FS) upperDir(p *node) (int, error) {
 	return fd, toErrno(err)
 }
 
-// copyObj copies n's object in lower layer l into the upper layer,
-// through fds of n's parent in both.
+// copyObj copies n's object in lower layer l into the upper layer, as n's
+// name in its parent's upper directory, through fds of the directories
+// that hold them.
 // Preconditions: renameMu held; n's parent copied up; n.mu held.
 func (fs *FS) copyObj(n *node, l *layers.Layer, opts copyup.Options) (unix.Stat_t, error) {
 	at := n.at.Load()
-	sdir, err := fs.openObj(at.parent, l)
-	if err != nil {
-		return unix.Stat_t{}, err
-	}
-	defer unix.Close(sdir)
 	udir, err := fs.openObj(at.parent, fs.upper)
 	if err != nil {
 		return unix.Stat_t{}, err
 	}
 	defer unix.Close(udir)
-	return fs.work.Copy(l, sdir, fs.upper, udir, at.name, opts)
+	var st unix.Stat_t
+	err = fs.inParent(n, l, func(sdir int, sname string) error {
+		var err error
+		st, err = fs.work.Copy(l, sdir, sname, fs.upper, udir, at.name, opts)
+		return err
+	})
+	return st, err
 }

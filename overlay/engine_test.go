@@ -228,7 +228,7 @@ func TestReadDirOffsetsStayValid(t *testing.T) {
 		return out
 	}
 	first, _ := fs.ReadDir(inodes.RootID, 0, 1<<20)
-	if len(first) != 5 || first[0].Name != "." || first[1].Name != ".." {
+	if len(first) != 5 {
 		t.Fatalf("listing %v", names(first))
 	}
 	for i, e := range first {
@@ -274,7 +274,10 @@ func TestReadDirOffsetsStayValid(t *testing.T) {
 		t.Fatalf("resumed after the rewind: %v, want %v", got, want)
 	}
 	// d_ino equals st_ino.
-	for _, d := range again[2:] {
+	for _, d := range again {
+		if d.Name == "." || d.Name == ".." {
+			continue
+		}
 		e, err := fs.Lookup(inodes.RootID, d.Name)
 		if err != nil || e.Attr.Ino != d.Ino {
 			t.Errorf("%s: d_ino %d, st_ino %d (%v)", d.Name, d.Ino, e.Attr.Ino, err)

@@ -73,6 +73,14 @@ type Options struct {
 	StaticNlink bool
 	// Work is the upper layer's workdir/work; nil for a read-only stack.
 	Work *copyup.Work
+	// Redirects says what the mount does with overlay.redirect
+	// (redirect_dir=).
+	Redirects Redirects
+	// Metacopy lets lookups take a metacopy file's data from below, and
+	// copy-up copy only metadata where it can (metacopy=on). Without it
+	// a metacopy file with data below is refused (EPERM), as by the
+	// kernel.
+	Metacopy bool
 	// NoFsync skips the fsyncs the kernel does for durability (copy-up
 	// data, syncfs): fuse-overlayfs's volatile and fsync=0.
 	NoFsync bool
@@ -96,13 +104,16 @@ type Options struct {
 
 // FS is a merged view of a layer stack.
 type FS struct {
-	opts   Options
-	stack  []*layers.Layer // top first; the upper layer, if any, is stack[0]
-	upper  *layers.Layer   // nil for a read-only stack
-	scheme *inodes.Scheme
-	nodes  *inodes.Table[*node]
-	uuids  map[[16]byte][]*layers.Layer // lower layers by filesystem uuid
-	work   *copyup.Work
+	opts  Options
+	stack []*layers.Layer // top first; the upper layer, if any, is stack[0]
+	upper *layers.Layer   // nil for a read-only stack
+	// dataLayers are the data-only layers, after the others in stack:
+	// never merged, only searched for a metacopy file's data.
+	dataLayers []*layers.Layer
+	scheme     *inodes.Scheme
+	nodes      *inodes.Table[*node]
+	uuids      map[[16]byte][]*layers.Layer // lower layers by filesystem uuid
+	work       *copyup.Work
 	// Forms the upper layer takes, probed at mount: kernel whiteouts
 	// need mknod of char 0/0, trusted.overlay.* xattrs need
 	// CAP_SYS_ADMIN; without them the rootless forms are written
@@ -153,6 +164,14 @@ type FS struct {
 	nextHandle uint64
 }
 
+// Redirects is redirect_dir=: whether redirects are followed at lookup
+// and made by rename. The kernel's default, with redirect_always_follow,
+// is to follow them and make none.
+type Redirects struct {
+	Follow bool // follow redirects found (follow, on, and off)
+	Create bool // rename lower and merged directories with one (on)
+}
+
 // New builds the merged view of stack (top first; the upper layer, if any,
 // first). It reads the root directories' markers and nothing else: no work
 // proportional to the tree's size happens at mount.
@@ -168,6 +187,10 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	devs := make([]uint64, len(stack))
 	for i, l := range stack {
 		devs[i] = l.Dev
+		if l.DataOnly {
+			fs.dataLayers = append(fs.dataLayers, l)
+			continue
+		}
 		var sfs unix.Statfs_t
 		if err := unix.Fstatfs(l.Root(), &sfs); err != nil {
 			return nil, fmt.Errorf("statfs %s: %w", l.Path, err)
@@ -197,9 +220,12 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	if err := fs.probeOverrides(); err != nil {
 		return nil, err
 	}
-	root := newNode(unix.S_IFDIR, nil, nil, "")
+	root := newNode(unix.S_IFDIR, nil, nil, "", nil)
 	var objs []obj
 	for _, l := range stack {
+		if l.DataOnly {
+			break
+		}
 		m, err := l.Marks("")
 		if err != nil {
 			return nil, err
@@ -271,6 +297,13 @@ func (fs *FS) stampUUID() {
 
 // Timeout returns the kernel cache timeout.
 func (fs *FS) Timeout() time.Duration { return fs.opts.Timeout }
+
+// rootObjs returns the root's layer objects: every layer's root down to
+// an opaque one, data-only layers left out.
+func (fs *FS) rootObjs() []obj {
+	root, _ := fs.nodes.Get(inodes.RootID)
+	return root.layersOf()
+}
 
 // NodeCount returns how many nodes the kernel holds, the root included.
 func (fs *FS) NodeCount() int { return fs.nodes.Len() }

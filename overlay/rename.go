@@ -133,7 +133,7 @@ func (fs *FS) copiedUp(p *node, name string, f found) (*node, error) {
 	held := fs.held(p, name, f)
 	n := held
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name)
+		n = scratchNode(f.typ, f.objs, p, name, f.far)
 	}
 	return held, fs.copyUp(n)
 }
