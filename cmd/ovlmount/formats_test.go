@@ -221,3 +221,117 @@ func mkfile(t *testing.T, p string) string {
 	must(t, os.WriteFile(p, nil, 0o640))
 	return p
 }
+
+// sameWrites makes the lower layer with mk twice, runs ops through a
+// kernel mount of one stack and through ovlmount on the other, both with
+// opts, and fails unless both show the same, each implementation shows
+// the other's stack the same, and the upper layers hold the same names,
+// types and overlay xattrs (origins, which hold file handles, compared by
+// presence; uuids left out).
+func sameWrites(t *testing.T, opts string, mk func(lower string), ops func(t *testing.T, mnt string)) {
+	t.Helper()
+	k, o := newStackDirs(t), newStackDirs(t)
+	mk(k.lower)
+	mk(o.lower)
+	kmnt, kdone := kernelMount(t, k, opts)
+	ops(t, kmnt)
+	kview := view(t, kmnt)
+	kdone()
+	omnt, odone := ovlMount(t, o, opts)
+	ops(t, omnt)
+	oview := view(t, omnt)
+	odone()
+	if !equalIgnoringIno(oview, kview) {
+		t.Errorf("after the same changes with %q ovlmount shows\n  %s\nthe kernel\n  %s", opts, strings.Join(oview, "\n  "), strings.Join(kview, "\n  "))
+	}
+	if got, want := upperShape(t, o.upper), upperShape(t, k.upper); !slices.Equal(got, want) {
+		t.Errorf("with %q ovlmount's upper layer holds\n  %s\nthe kernel's\n  %s", opts, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	// Each reads the other's stack.
+	sameView(t, k, opts)
+	sameView(t, o, opts)
+}
+
+// equalIgnoringIno compares two views but for inode numbers, which differ
+// between two copies of the lower layer.
+func equalIgnoringIno(a, b []string) bool {
+	strip := func(v []string) []string {
+		out := make([]string, len(v))
+		for i, l := range v {
+			f := strings.Fields(l)
+			out[i] = strings.Join(slices.DeleteFunc(f, func(s string) bool { return strings.HasPrefix(s, "ino=") }), " ")
+		}
+		return out
+	}
+	return slices.Equal(strip(a), strip(b))
+}
+
+// upperShape lists an upper layer: each entry's name, type, mode and
+// overlay xattrs.
+func upperShape(t *testing.T, upper string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(upper, p)
+		var st unix.Stat_t
+		must(t, unix.Lstat(p, &st))
+		line := fmt.Sprintf("%s %o", rel, st.Mode)
+		buf := make([]byte, 4096)
+		n, _ := unix.Llistxattr(p, buf)
+		var names []string
+		for _, name := range strings.Split(string(buf[:max(n, 0)]), "\x00") {
+			if strings.Contains(name, ".overlay.") {
+				names = append(names, name)
+			}
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			v := make([]byte, 4096)
+			m, _ := unix.Lgetxattr(p, name, v)
+			switch {
+			case strings.HasSuffix(name, ".uuid"):
+				continue
+			case strings.HasSuffix(name, ".origin"):
+				line += " " + name
+			default:
+				line += fmt.Sprintf(" %s=%q", name, v[:max(m, 0)])
+			}
+		}
+		out = append(out, line)
+		return nil
+	})
+	return out
+}
+
+func TestWritesRedirects(t *testing.T) {
+	testenv.RequireMount(t)
+	mk := func(lower string) {
+		for _, p := range []string{"a/sub/deep", "p", "m/inner", "x/y"} {
+			must(t, os.MkdirAll(filepath.Join(lower, p), 0o755))
+		}
+		for p, data := range map[string]string{"a/f": "f", "a/sub/s": "s", "a/sub/deep/d": "d", "p/f": "pf", "m/inner/i": "i", "x/y/z": "z"} {
+			must(t, os.WriteFile(filepath.Join(lower, p), []byte(data), 0o644))
+		}
+	}
+	ops := func(t *testing.T, mnt string) {
+		for _, mv := range [][2]string{
+			{"a", "b"},                   // a lower directory, in its parent: relative
+			{"b/sub", "p/sub2"},          // into another directory: absolute
+			{"p/sub2/deep", "deep2"},     // out of a redirected one
+			{"deep2", "deep3"},           // again: the first redirect stays
+			{"m", "p/m2"},                // a merged one (below)
+			{"p/m2/inner", "p/m2/inner2"},
+		} {
+			if mv[0] == "m" {
+				must(t, os.WriteFile(filepath.Join(mnt, "m/upper"), []byte("u"), 0o644))
+			}
+			must(t, os.Rename(filepath.Join(mnt, mv[0]), filepath.Join(mnt, mv[1])))
+		}
+		must(t, os.Mkdir(filepath.Join(mnt, "a"), 0o755)) // over the whiteout: opaque
+		must(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(mnt, "x"), unix.AT_FDCWD, filepath.Join(mnt, "b"), unix.RENAME_EXCHANGE))
+	}
+	sameWrites(t, "redirect_dir=on", mk, ops)
+}
