@@ -318,11 +318,11 @@ func TestWritesRedirects(t *testing.T) {
 	}
 	ops := func(t *testing.T, mnt string) {
 		for _, mv := range [][2]string{
-			{"a", "b"},                   // a lower directory, in its parent: relative
-			{"b/sub", "p/sub2"},          // into another directory: absolute
-			{"p/sub2/deep", "deep2"},     // out of a redirected one
-			{"deep2", "deep3"},           // again: the first redirect stays
-			{"m", "p/m2"},                // a merged one (below)
+			{"a", "b"},               // a lower directory, in its parent: relative
+			{"b/sub", "p/sub2"},      // into another directory: absolute
+			{"p/sub2/deep", "deep2"}, // out of a redirected one
+			{"deep2", "deep3"},       // again: the first redirect stays
+			{"m", "p/m2"},            // a merged one (below)
 			{"p/m2/inner", "p/m2/inner2"},
 		} {
 			if mv[0] == "m" {
