@@ -202,7 +202,7 @@ func (c *copier) createFile() error {
 	if c.opts.Truncate {
 		size = 0
 	}
-	if size > 0 {
+	if size > 0 && c.opts.Metacopy == nil {
 		if err := c.copyData(size); err != nil {
 			return err
 		}
@@ -296,6 +296,11 @@ func (c *copier) metadata() error {
 	}
 	if err := c.setOrigin(); err != nil {
 		return err
+	}
+	if m := c.opts.Metacopy; m != nil && c.kind == unix.S_IFREG {
+		if err := layers.FdSetxattr(c.tfd, m.Name, m.Value, 0); err != nil {
+			return err
+		}
 	}
 	if c.kind != unix.S_IFLNK {
 		if err := step("chmod"); err != nil {

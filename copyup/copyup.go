@@ -150,6 +150,17 @@ type Options struct {
 	// data from instead of the object's own: the data of a metacopy file
 	// lies below it.
 	DataFrom *int
+	// Metacopy, when set, copies a regular file without its data
+	// (metacopy=on): the copy is as big as the file and holds a hole,
+	// and gets this marker after its origin, as the kernel orders them
+	// (the order decides which xattrs share the inode on ext4).
+	Metacopy *Marker
+}
+
+// Marker is a private xattr a copy gets: its name and value.
+type Marker struct {
+	Name  string
+	Value []byte
 }
 
 // xattrs is the namespace the copy's private xattrs go in.

@@ -15,20 +15,32 @@ import (
 // (package copyup): after a crash the upper layer holds the whole object
 // or none of it. A second caller waits on n.mu and finds the work done.
 // Preconditions: renameMu held; no node's mu held.
+//
+// With metacopy=on a regular file's data stays below, as the kernel's
+// ovl_copy_up_meta_inode: the copy holds its metadata, a hole as big as
+// its data, and overlay.metacopy, until it is opened for writing or
+// truncated (copyUpOpen).
 func (fs *FS) copyUp(n *node) error {
-	_, err := fs.copyUpOpen(n, false)
+	_, err := fs.copyUpWith(n, fs.opts.Metacopy && n.typ == unix.S_IFREG, false)
 	return err
 }
 
-// copyUpOpen is copyUp for an open for writing: it returns an fd of a
-// regular file's copy, open for reading and writing, when it made the
-// copy (else -1), and with trunc copies it empty, for an open with
-// O_TRUNC (as the kernel does).
+// copyUpOpen is copyUp for an open for writing or a truncate, which copy
+// the data too: it returns an fd of a regular file's copy, open for
+// reading and writing, when it made the copy or copied its data (else
+// -1), and with trunc copies it empty, for an open with O_TRUNC (as the
+// kernel does).
 func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
+	return fs.copyUpWith(n, false, trunc)
+}
+
+// copyUpWith is copyUp (meta: without the data) or copyUpOpen.
+// Preconditions: renameMu held; no node's mu held.
+func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	if fs.upper == nil {
 		return -1, syscall.EROFS
 	}
-	if n.upperData() {
+	if meta && n.layersOf()[0].layer.Upper || n.upperData() {
 		return -1, nil
 	}
 	if p := n.parent(); p != n {
@@ -38,12 +50,16 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 	}
 	fd := -1
 	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd}
+	opts.Xattrs = map[string]string{}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name
 		// the upper layer is read with.
 		if o, ok := fs.overrideOf(n, n.typ); ok {
-			opts.Xattrs = map[string]string{names[0]: o.String()}
+			opts.Xattrs[names[0]] = o.String()
 		}
+	}
+	if meta {
+		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
 	}
 	n.mu.Lock()
 	if n.unlinked {
@@ -57,7 +73,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 	objs := n.objects()
 	data, own := dataOf(objs, n.typ)
 	if objs[0].layer.Upper {
-		if !own {
+		if !own && !meta {
 			fd, err := fs.fillData(n, data, trunc)
 			n.mu.Unlock()
 			return fd, toErrno(err)
@@ -65,7 +81,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, nil
 	}
-	if !own {
+	if !own && !meta {
 		// A lower metacopy file: the data comes from below it.
 		dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY)
 		if err != nil {
@@ -87,7 +103,12 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		// The copied directory is empty: the lower ones stay merged.
 		n.setObjs(append([]obj{up}, n.objects()...))
 	} else {
-		n.setObjs([]obj{up})
+		if meta {
+			// The data stays where it is.
+			n.setObjs([]obj{up, data})
+		} else {
+			n.setObjs([]obj{up})
+		}
 		if fs.nodes.IdentOf(n).ByName {
 			// One name of a lower hard link, copied up alone: the
 			// link is broken, as the kernel breaks it without index,

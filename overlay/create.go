@@ -628,6 +628,9 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if err := fs.copyUp(t); err != nil {
 		return Entry{}, err
 	}
+	if err := fs.linkRedirect(t); err != nil {
+		return Entry{}, err
+	}
 	if err := fs.copyUp(p); err != nil {
 		return Entry{}, err
 	}

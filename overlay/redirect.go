@@ -111,3 +111,35 @@ func (fs *FS) reresolved(n *node, p *node, name string) {
 	n.setObjs(f.objs)
 	n.at.Store(&place{parent: p, name: name, far: f.far})
 }
+
+// linkRedirect gives metacopy file t, about to get another name, an
+// absolute redirect, so that its data is found from any of its names, as
+// the kernel's ovl_set_link_redirect.
+// Preconditions: renameMu held; t copied up.
+func (fs *FS) linkRedirect(t *node) error {
+	if _, own := dataOf(t.layersOf(), t.typ); own {
+		return nil
+	}
+	at := t.at.Load()
+	attr := fs.xattrs.Name(layers.XattrRedirect)
+	cur, err := fs.getxattr(t, fs.upper, attr)
+	switch {
+	case err == nil && len(cur) > 0 && cur[0] == '/':
+		return nil
+	case err != nil && err != unix.ENODATA:
+		return toErrno(err)
+	}
+	lower := at.name
+	if len(cur) > 0 {
+		lower = string(cur)
+	}
+	path, err := fs.lowerPath(at.parent)
+	if err != nil {
+		return toErrno(err)
+	}
+	path = strings.TrimSuffix(path, "/") + "/" + lower
+	if len(path) > redirectMax {
+		return syscall.EXDEV
+	}
+	return fs.inDir(at.parent, fs.upper, func(dfd int) error { return fs.setRedirect(dfd, at.name, path) })
+}

@@ -129,15 +129,20 @@ func pureUpper(f found) bool { return len(f.objs) == 1 && f.objs[0].layer.Upper 
 
 // copiedUp copies up what name of p resolved to (f), through the node the
 // kernel holds for it, or through one made for the occasion, and returns
-// the held node (nil if none).
+// the held node (nil if none), and whether the copy is a metacopy file
+// (metacopy=on), whose data stays where it lies.
 // Preconditions: renameMu held for writing; p copied up.
-func (fs *FS) copiedUp(p *node, name string, f found) (*node, error) {
+func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
 	held := fs.held(p, name, f)
 	n := held
 	if n == nil {
 		n = scratchNode(f.typ, f.objs, p, name, f.far)
 	}
-	return held, fs.copyUp(n)
+	if err := fs.copyUp(n); err != nil {
+		return held, false, err
+	}
+	_, own := dataOf(n.layersOf(), n.typ)
+	return held, !own, nil
 }
 
 // move is a rename that puts the source in the new name's place,
@@ -148,17 +153,18 @@ func (fs *FS) move(r renaming) error {
 	op, np, oldName, newName, src, dst := r.op, r.np, r.oldName, r.newName, r.src, r.dst
 	srcDir := src.typ == unix.S_IFDIR
 	fromLower := !src.objs[0].layer.Upper
-	redirected := srcDir && !pureUpper(src)
+	sn, metacopy, err := fs.copiedUp(op, oldName, src)
+	if err != nil {
+		return err
+	}
+	// A directory whose lower part cannot move, and a metacopy file,
+	// whose data stays below, are found again through a redirect.
+	redirected := srcDir && !pureUpper(src) || metacopy
 	redirect := ""
 	if redirected {
-		var err error
 		if redirect, err = fs.redirectFor(op, oldName, src, op == np); err != nil {
 			return err
 		}
-	}
-	sn, err := fs.copiedUp(op, oldName, src)
-	if err != nil {
-		return err
 	}
 	whiteout, err := fs.lowerPositive(op, oldName)
 	if err != nil {
@@ -260,10 +266,17 @@ func (n *node) moved(from *node, name string, to *node, toName string, opaque bo
 // Preconditions: as move's.
 func (fs *FS) exchange(r renaming) error {
 	op, np := r.op, r.np
-	srcRedirected := r.src.typ == unix.S_IFDIR && !pureUpper(r.src)
-	dstRedirected := r.dst.typ == unix.S_IFDIR && !pureUpper(r.dst)
+	sn, srcMeta, err := fs.copiedUp(op, r.oldName, r.src)
+	if err != nil {
+		return err
+	}
+	dn, dstMeta, err := fs.copiedUp(np, r.newName, r.dst)
+	if err != nil {
+		return err
+	}
+	srcRedirected := r.src.typ == unix.S_IFDIR && !pureUpper(r.src) || srcMeta
+	dstRedirected := r.dst.typ == unix.S_IFDIR && !pureUpper(r.dst) || dstMeta
 	var srcRedirect, dstRedirect string
-	var err error
 	if srcRedirected {
 		if srcRedirect, err = fs.redirectFor(op, r.oldName, r.src, op == np); err != nil {
 			return err
@@ -273,14 +286,6 @@ func (fs *FS) exchange(r renaming) error {
 		if dstRedirect, err = fs.redirectFor(np, r.newName, r.dst, op == np); err != nil {
 			return err
 		}
-	}
-	sn, err := fs.copiedUp(op, r.oldName, r.src)
-	if err != nil {
-		return err
-	}
-	dn, err := fs.copiedUp(np, r.newName, r.dst)
-	if err != nil {
-		return err
 	}
 	ofd, nfd, err := fs.upperDirs(op, np)
 	if err != nil {

@@ -335,3 +335,36 @@ func TestWritesRedirects(t *testing.T) {
 	}
 	sameWrites(t, "redirect_dir=on", mk, ops)
 }
+
+func TestWritesMetacopy(t *testing.T) {
+	testenv.RequireMount(t)
+	mk := func(lower string) {
+		must(t, os.MkdirAll(filepath.Join(lower, "d/e"), 0o755))
+		for p, size := range map[string]int{"chmod": 10, "chown": 5000, "times": 70000, "xattr": 3, "mv": 100, "mvfar": 200, "link": 300, "write": 400, "trunc": 500, "d/e/deep": 600, "d/f": 700} {
+			must(t, os.WriteFile(filepath.Join(lower, p), []byte(strings.Repeat(p[:1], size)), 0o644))
+		}
+	}
+	ops := func(t *testing.T, mnt string) {
+		p := func(name string) string { return filepath.Join(mnt, name) }
+		must(t, os.Chmod(p("chmod"), 0o600))
+		must(t, os.Lchown(p("chown"), 1000, 1000))
+		ts := []unix.Timespec{{Sec: 1000}, {Sec: 2000}}
+		must(t, unix.UtimesNano(p("times"), ts))
+		must(t, unix.Setxattr(p("xattr"), "user.k", []byte("v"), 0))
+		must(t, os.Rename(p("mv"), p("mv2")))
+		must(t, os.Rename(p("mvfar"), p("d/mvfar")))
+		must(t, os.Rename(p("d/e/deep"), p("deep")))
+		must(t, os.Link(p("link"), p("d/link2")))
+		must(t, os.Chmod(p("write"), 0o640))
+		f, err := os.OpenFile(p("write"), os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		f.WriteString("more")
+		f.Close()
+		must(t, os.Chmod(p("trunc"), 0o640))
+		must(t, os.Truncate(p("trunc"), 7))
+		must(t, os.Chmod(p("d/f"), 0o600))
+		must(t, os.Rename(p("d/f"), p("d/f2")))
+		must(t, os.Rename(p("d/f2"), p("f3")))
+	}
+	sameWrites(t, "metacopy=on", mk, ops)
+}
