@@ -150,6 +150,8 @@ type Options struct {
 	// data from instead of the object's own: the data of a metacopy file
 	// lies below it.
 	DataFrom *int
+	// NullUUID writes origins with a null uuid (uuid=off).
+	NullUUID bool
 	// Metacopy, when set, copies a regular file without its data
 	// (metacopy=on): the copy is as big as the file and holds a hole,
 	// and gets this marker after its origin, as the kernel orders them

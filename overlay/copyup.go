@@ -49,7 +49,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		}
 	}
 	fd := -1
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd, NullUUID: fs.opts.UUID == UUIDOff}
 	opts.Xattrs = map[string]string{}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name

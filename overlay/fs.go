@@ -76,6 +76,10 @@ type Options struct {
 	// Redirects says what the mount does with overlay.redirect
 	// (redirect_dir=).
 	Redirects Redirects
+	// UUID is uuid=: whether the upper layer gets a persistent overlay
+	// uuid, and, with off, null uuids in the origins written and only
+	// null ones followed.
+	UUID UUIDMode
 	// Metacopy lets lookups take a metacopy file's data from below, and
 	// copy-up copy only metadata where it can (metacopy=on). Without it
 	// a metacopy file with data below is refused (EPERM), as by the
@@ -164,6 +168,17 @@ type FS struct {
 	nextHandle uint64
 }
 
+// UUIDMode is the kernel's uuid= mount option.
+type UUIDMode int
+
+// The uuid= modes.
+const (
+	UUIDAuto UUIDMode = iota
+	UUIDOn
+	UUIDNull
+	UUIDOff
+)
+
 // Redirects is redirect_dir=: whether redirects are followed at lookup
 // and made by rename. The kernel's default, with redirect_always_follow,
 // is to follow them and make none.
@@ -215,7 +230,9 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	}
 	if fs.work != nil {
 		fs.charWhiteouts, fs.xattrs = probe(fs.work)
-		fs.stampUUID()
+		if err := fs.stampUUID(); err != nil {
+			return nil, err
+		}
 	}
 	if err := fs.probeOverrides(); err != nil {
 		return nil, err
@@ -277,22 +294,34 @@ func probe(w *copyup.Work) (charWhiteouts bool, xattrs layers.Namespace) {
 	return charWhiteouts, xattrs
 }
 
-// stampUUID gives the upper layer a persistent overlay uuid, as the
-// kernel does at mount when the upper filesystem has none of its own
-// (its file handles then cannot name the filesystem).
-func (fs *FS) stampUUID() {
-	if u, err := layers.FSUUID(fs.upper.Root()); err == nil && u != ([16]byte{}) {
-		return
-	}
+// stampUUID gives the upper layer the persistent overlay uuid uuid=
+// asks for, as the kernel's ovl_init_uuid_xattr: with on, always, and
+// the mount fails without it; with auto (the default), only on a new
+// upper layer, one whose root is not yet impure (an old one keeps the null
+// uuid); never with null or off. A uuid already there stays.
+func (fs *FS) stampUUID() error {
 	name := fs.xattrs.Name(layers.XattrUUID)
-	if _, err := layers.FdGetxattr(fs.upper.Root(), name); err == nil {
-		return
+	root := fs.upper.Root()
+	if _, err := layers.FdGetxattr(root, name); err == nil {
+		return nil
+	}
+	switch fs.opts.UUID {
+	case UUIDNull, UUIDOff:
+		return nil
+	case UUIDAuto:
+		if _, err := layers.FdGetxattr(root, fs.xattrs.Name(layers.XattrImpure)); err != unix.ENODATA {
+			return nil
+		}
 	}
 	var u [16]byte
 	rand.Read(u[:])
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	layers.FdSetxattr(fs.upper.Root(), name, u[:], 0)
+	err := layers.FdSetxattr(root, name, u[:], 0)
+	if err != nil && fs.opts.UUID == UUIDOn {
+		return fmt.Errorf("uuid=on: the upper layer takes no %s: %v", name, err)
+	}
+	return nil
 }
 
 // Timeout returns the kernel cache timeout.

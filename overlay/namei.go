@@ -85,7 +85,7 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 			return err
 		}
 		uuid, err := layers.FSUUID(low.Root())
-		if err != nil {
+		if err != nil || fs.opts.UUID == UUIDOff {
 			uuid = [16]byte{}
 		}
 		v, err := layers.EncodeOrigin(uuid, h)

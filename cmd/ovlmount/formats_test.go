@@ -368,3 +368,49 @@ func TestWritesMetacopy(t *testing.T) {
 	}
 	sameWrites(t, "metacopy=on", mk, ops)
 }
+
+// TestUUIDModes checks, for each uuid= mode, that ovlmount stamps the
+// upper root with a persistent uuid where the kernel does, and writes
+// origins with the kernel's uuid: a new upper layer, then one made old
+// (impure, no uuid) by a first mount with uuid=null.
+func TestUUIDModes(t *testing.T) {
+	testenv.RequireMount(t)
+	type outcome struct{ stamped, nullOrigin bool }
+	run := func(mount func(*testing.T, stackDirs, string) (string, func()), mode string, old bool) outcome {
+		s := newStackDirs(t)
+		must(t, os.WriteFile(filepath.Join(s.lower, "f"), []byte("f"), 0o644))
+		must(t, os.WriteFile(filepath.Join(s.lower, "g"), []byte("g"), 0o644))
+		if old {
+			mnt, done := mount(t, s, "uuid=null")
+			must(t, os.Chmod(filepath.Join(mnt, "g"), 0o600))
+			done()
+		}
+		mnt, done := mount(t, s, "uuid="+mode)
+		must(t, os.Chmod(filepath.Join(mnt, "f"), 0o600))
+		done()
+		var o outcome
+		_, err := getxattr(filepath.Join(s.upper), "trusted.overlay.uuid")
+		o.stamped = err == nil
+		v, err := getxattr(filepath.Join(s.upper, "f"), "trusted.overlay.origin")
+		must(t, err)
+		o.nullOrigin = len(v) >= 21 && string(v[5:21]) == string(make([]byte, 16))
+		return o
+	}
+	for _, mode := range []string{"auto", "on", "null", "off"} {
+		for _, old := range []bool{false, true} {
+			k, o := run(kernelMount, mode, old), run(ovlMount, mode, old)
+			if k != o {
+				t.Errorf("uuid=%s on an old upper layer: %v: ovlmount %+v, the kernel %+v", mode, old, o, k)
+			}
+		}
+	}
+}
+
+func getxattr(path, name string) ([]byte, error) {
+	v := make([]byte, 4096)
+	n, err := unix.Lgetxattr(path, name, v)
+	if err != nil {
+		return nil, err
+	}
+	return v[:n], nil
+}

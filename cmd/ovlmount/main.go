@@ -274,6 +274,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		XattrPermissions: c.xattrPerm,
 		Redirects:        c.redirects(),
 		Metacopy:         c.metacopy == "on",
+		UUID:             c.uuid,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
 	if c.upper != "" {

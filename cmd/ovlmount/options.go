@@ -73,6 +73,7 @@ var options = []option{
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", done, []string{"on", "follow", "nofollow", "off"}, "on: rename a lower or merged directory by recording where its lower part lives (overlay.redirect) instead of EXDEV; follow: follow such redirects, make none; nofollow: refuse to follow them (EPERM); off (default): make none and follow them, as the kernel with redirect_always_follow"},
+	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
 	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
@@ -126,6 +127,7 @@ type config struct {
 	// redirect and metacopy are redirect_dir= and metacopy= as given
 	// ("" when not).
 	redirect, metacopy string
+	uuid               overlay.UUIDMode
 	// defaultPerms is set when the options name default_permissions:
 	// for a connection mounted by someone else (/dev/fd/N), the only
 	// word on whether the kernel checks permissions.
@@ -316,6 +318,8 @@ func (c *config) apply(o string) error {
 		c.redirect = value
 	case "metacopy":
 		c.metacopy = value
+	case "uuid":
+		c.uuid = map[string]overlay.UUIDMode{"auto": overlay.UUIDAuto, "on": overlay.UUIDOn, "null": overlay.UUIDNull, "off": overlay.UUIDOff}[value]
 	case "default_permissions":
 		c.defaultPerms = true
 	default:
@@ -451,6 +455,9 @@ func (c *config) validate() error {
 			}
 			list[i] = p
 		}
+	}
+	if c.uuid == overlay.UUIDOn && c.upper == "" {
+		return fmt.Errorf("option uuid=on needs an upper layer to keep the uuid in")
 	}
 	if c.metacopy == "on" && c.redirect != "" && c.redirect != "on" {
 		return fmt.Errorf("option metacopy=on conflicts with redirect_dir=%s (metacopy needs redirects)", c.redirect)
