@@ -1,6 +1,7 @@
 // Package fsverity owns fs-verity file digests where the kernel cannot
 // give them (no CONFIG_FS_VERITY, or a filesystem without fs-verity):
-// computing a file's digest in userspace (Digest).
+// computing a file's digest in userspace (Digest), and asking the kernel
+// for it when the file has fs-verity enabled (Measure).
 //
 // It reads files only through fds its callers opened and hands back bytes:
 // it never opens a path, writes a file, or enables fs-verity on anything,
