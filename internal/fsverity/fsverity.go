@@ -1,7 +1,8 @@
 // Package fsverity owns fs-verity file digests where the kernel cannot
 // give them (no CONFIG_FS_VERITY, or a filesystem without fs-verity):
-// computing a file's digest in userspace (Digest), and asking the kernel
-// for it when the file has fs-verity enabled (Measure).
+// computing a file's digest in userspace (Digest), asking the kernel for
+// it when the file has fs-verity enabled (Measure), and a cache of
+// computed digests (Cache).
 //
 // It reads files only through fds its callers opened and hands back bytes:
 // it never opens a path, writes a file, or enables fs-verity on anything,
