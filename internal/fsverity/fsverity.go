@@ -1,13 +1,15 @@
 // Package fsverity owns fs-verity file digests where the kernel cannot
 // give them (no CONFIG_FS_VERITY, or a filesystem without fs-verity):
 // computing a file's digest in userspace (Digest), asking the kernel for
-// it when the file has fs-verity enabled (Measure), and a cache of
-// computed digests (Cache).
+// it when the file has fs-verity enabled (Measure), a cache of computed
+// digests (Cache), and the value of the overlay metacopy xattr that
+// carries a digest (Metacopy, DecodeMetacopy).
 //
 // It reads files only through fds its callers opened and hands back bytes:
-// it never opens a path, writes a file, or enables fs-verity on anything,
-// and it knows nothing of layers; those belong to the layers and overlay
-// packages.
+// it never opens a path, writes a file or an xattr, or enables fs-verity on
+// anything, and it knows nothing of layers or of the name (trusted. or
+// user.) a metacopy value is stored under; those belong to the layers and
+// overlay packages.
 //
 // Digests are those of fs-verity with 4096-byte blocks and no salt: what
 // `fsverity digest` computes by default on machines with 4 KiB pages, and
