@@ -225,9 +225,10 @@ func (t *tree) hashData(fd int, size int64) error {
 }
 
 // hashBlocks puts the hash of each block of data into sums, the blocks
-// shared among GOMAXPROCS goroutines: hashing a block costs a hundred
-// times more than reading it from the page cache, so the hashing is what
-// a digest waits for, and it parallelizes.
+// shared among GOMAXPROCS goroutines: hashing a block takes some ten
+// times longer than reading it from the page cache (measured: 0.5 against
+// 2.5 to 5 GB/s), so the hashing is what a digest waits for, and it
+// parallelizes.
 func hashBlocks(alg Alg, data, sums []byte) {
 	blocks := len(data) / BlockSize
 	ds := alg.Size()
