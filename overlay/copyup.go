@@ -62,13 +62,27 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
 	}
 	n.mu.Lock()
-	if n.unlinked {
-		n.mu.Unlock()
-		return -1, syscall.ENOENT
-	}
 	if err := fs.lazyData(n); err != nil {
 		n.mu.Unlock()
 		return -1, err
+	}
+	if meta {
+		// With verity, the marker records the data's digest, or the
+		// data is copied too (verity=require, no fs-verity).
+		data, _ := dataOf(n.objects(), n.typ)
+		if dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
+			value, keep := fs.dataMarker(dfd)
+			unix.Close(dfd)
+			if keep {
+				opts.Metacopy.Value = value
+			} else {
+				meta, opts.Metacopy = false, nil
+			}
+		}
+	}
+	if n.unlinked {
+		n.mu.Unlock()
+		return -1, syscall.ENOENT
 	}
 	objs := n.objects()
 	data, own := dataOf(objs, n.typ)
@@ -158,7 +172,10 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 	} else {
 		var dfd int
 		if dfd, err = fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
-			err = copyup.FillData(fd, dfd, st.Size)
+			// What is checked is what is copied.
+			if err = fs.verifyData(n, dfd); err == nil {
+				err = copyup.FillData(fd, dfd, st.Size)
+			}
 			unix.Close(dfd)
 		}
 	}

@@ -65,6 +65,20 @@ var crashCases = []struct {
 	{"rename a directory into a merged one", "mkdir new; echo f > new/f", []string{"rename", "new", "dir/new"}},
 	{"rename a directory over an empty merged one", "mkdir new; rm dir/a dir/b", []string{"rename", "new", "dir"}},
 	{"rename a directory over a whiteout", "mkdir new; rm -r emptydir", []string{"rename", "new", "emptydir"}},
+	{"rename a lower directory through a redirect", "", []string{"rename", "dir", "dir2"}},
+	{"move a lower directory through a redirect", "mkdir new", []string{"rename", "dir", "new/dir"}},
+	{"chmod without copying data", "", []string{"chmod", "big", "600"}},
+	{"rename without copying data", "", []string{"rename", "big", "big2"}},
+	{"write a metacopy file", "chmod 600 big", []string{"write", "big", "more"}},
+}
+
+// crashMounts are the mount options of the cases that need some.
+var crashMounts = map[string]string{
+	"rename a lower directory through a redirect": "redirect_dir=on",
+	"move a lower directory through a redirect":   "redirect_dir=on",
+	"chmod without copying data":                  "metacopy=on",
+	"rename without copying data":                 "metacopy=on",
+	"write a metacopy file":                       "metacopy=on",
 }
 
 // stepRun is what one run of an operation under a traced daemon left.
@@ -82,6 +96,7 @@ type stepRun struct {
 // stepRunner runs the operations of crashCases under traced daemons.
 type stepRunner struct {
 	bin, lower, base string
+	mount            string // the case's mount options (crashMounts)
 }
 
 // run makes a fresh upper layer, runs setup and then op (if any) through
@@ -96,6 +111,9 @@ func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail s
 	}
 	defer os.RemoveAll(d)
 	opts := "lowerdir=" + s.lower + ",upperdir=" + upper + ",workdir=" + work
+	if s.mount != "" {
+		opts += "," + s.mount
+	}
 	tr := startTraced(t, s.bin, opts, mnt)
 	if r := execute(t, "sh", "-c", `cd "$1" || exit 1; `+setup, "sh", mnt); r.code != 0 {
 		t.Fatalf("setup %q: %s", setup, r.stderr)
@@ -137,6 +155,7 @@ func forEachCase(t *testing.T, check func(t *testing.T, s *stepRunner, before, a
 	makeCrashLower(t, s.lower)
 	lowerSum := testenv.TreeSum(t, s.lower)
 	for _, tc := range crashCases {
+		s.mount = crashMounts[tc.name]
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.run(t, tc.setup, nil, 0, 0).view
 			ref := s.run(t, tc.setup, tc.op, 0, 0)

@@ -73,6 +73,7 @@ var options = []option{
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", done, []string{"on", "follow", "nofollow", "off"}, "on: rename a lower or merged directory by recording where its lower part lives (overlay.redirect) instead of EXDEV; follow: follow such redirects, make none; nofollow: refuse to follow them (EPERM); off (default): make none and follow them, as the kernel with redirect_always_follow"},
+	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records (EIO otherwise); where the data file has no fs-verity of its own, ovlmount computes the digest itself, once per file while it does not change. require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
 	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
 	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
@@ -128,6 +129,7 @@ type config struct {
 	// ("" when not).
 	redirect, metacopy string
 	uuid               overlay.UUIDMode
+	verity             overlay.VerityMode
 	// defaultPerms is set when the options name default_permissions:
 	// for a connection mounted by someone else (/dev/fd/N), the only
 	// word on whether the kernel checks permissions.
@@ -318,6 +320,8 @@ func (c *config) apply(o string) error {
 		c.redirect = value
 	case "metacopy":
 		c.metacopy = value
+	case "verity":
+		c.verity = map[string]overlay.VerityMode{"off": overlay.VerityOff, "on": overlay.VerityOn, "require": overlay.VerityRequire}[value]
 	case "uuid":
 		c.uuid = map[string]overlay.UUIDMode{"auto": overlay.UUIDAuto, "on": overlay.UUIDOn, "null": overlay.UUIDNull, "off": overlay.UUIDOff}[value]
 	case "default_permissions":
