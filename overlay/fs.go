@@ -218,7 +218,7 @@ type Redirects struct {
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work,
 		digests: fsverity.NewCache(digestCacheEntries),
-		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
+		euid:    uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit
