@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/internal/testenv"
@@ -81,6 +82,10 @@ func ovlMount(t *testing.T, s stackDirs, opts string) (string, func()) {
 	return mnt, func() { testenv.Unmount(t, mnt) }
 }
 
+// oldTimes is a time (2010) before any a test's own files get: the view
+// shows mtimes before it, which tests set to see that they are kept.
+const oldTimes = 1262304000
+
 // view is what a tree shows through a mount, one line an entry, errors
 // included.
 func view(t *testing.T, mnt string) []string {
@@ -98,6 +103,10 @@ func view(t *testing.T, mnt string) []string {
 			return nil
 		}
 		line := fmt.Sprintf("%s %o size=%d blocks=%d ino=%d", rel, st.Mode, st.Size, st.Blocks, st.Ino)
+		if st.Mtim.Sec < oldTimes {
+			// A time a test set, kept through whatever it did.
+			line += fmt.Sprintf(" mtime=%d", st.Mtim.Sec)
+		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG {
 			f, err := os.Open(p)
 			if err != nil {
@@ -344,9 +353,23 @@ func TestWritesMetacopy(t *testing.T) {
 		for p, size := range map[string]int{"chmod": 10, "chown": 5000, "times": 70000, "xattr": 3, "mv": 100, "mvfar": 200, "link": 300, "write": 400, "trunc": 500, "d/e/deep": 600, "d/f": 700} {
 			must(t, os.WriteFile(filepath.Join(lower, p), []byte(strings.Repeat(p[:1], size)), 0o644))
 		}
+		// Opened for writing, not written: the data copy-up changes
+		// the mtime of the one with data, not of the one all holes.
+		must(t, os.WriteFile(filepath.Join(lower, "opened"), []byte("o"), 0o644))
+		must(t, os.WriteFile(filepath.Join(lower, "holes"), nil, 0o644))
+		must(t, os.Truncate(filepath.Join(lower, "holes"), 1<<20))
+		old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+		must(t, os.Chtimes(filepath.Join(lower, "opened"), old, old))
+		must(t, os.Chtimes(filepath.Join(lower, "holes"), old, old))
 	}
 	ops := func(t *testing.T, mnt string) {
 		p := func(name string) string { return filepath.Join(mnt, name) }
+		for _, name := range []string{"opened", "holes"} {
+			must(t, os.Chmod(p(name), 0o600))
+			f, err := os.OpenFile(p(name), os.O_WRONLY, 0)
+			must(t, err)
+			f.Close()
+		}
 		must(t, os.Chmod(p("chmod"), 0o600))
 		must(t, os.Lchown(p("chown"), 1000, 1000))
 		ts := []unix.Timespec{{Sec: 1000}, {Sec: 2000}}

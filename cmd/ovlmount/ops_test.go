@@ -178,7 +178,7 @@ func clientOp(a []string) error {
 		return unix.Lsetxattr(a[1], a[2], []byte(a[3]), 0)
 	case "removexattr":
 		return unix.Lremovexattr(a[1], a[2])
-	case "write", "opentrunc":
+	case "write", "opentrunc", "openwrite":
 		flags := unix.O_WRONLY | unix.O_APPEND
 		if a[0] == "opentrunc" {
 			flags = unix.O_WRONLY | unix.O_TRUNC
