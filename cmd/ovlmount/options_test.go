@@ -437,7 +437,6 @@ var badInput = []struct {
 	{"workdir inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/upper/sub", "%D/mnt", "workdir"},
 	{"upperdir inside workdir", "lowerdir=%D/l1,upperdir=%D/upper/sub,workdir=%D/upper", "%D/mnt", "workdir"},
 	{"workdir is upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/upper", "%D/mnt", "workdir"},
-	{"data-only layers", "lowerdir=%D/l1::%D/l2", "%D/mnt", "lowerdir"},
 	{"nonexistent mountpoint", "lowerdir=%D/l1", "%D/nope", "%D/nope"},
 	{"mountpoint is a file", "lowerdir=%D/l1", "%D/file", "%D/file"},
 	{"invalid xino value", "lowerdir=%D/l1,xino=maybe", "%D/mnt", "xino"},
