@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,9 +114,11 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 	return m, nil
 }
 
-// options renders l in overlay mount-option syntax. Paths holding the
-// option separators are refused instead of escaped: the kernel and
-// fuse-overlayfs escape differently, and temporary paths never need it.
+// options renders l in overlay mount-option syntax: data-only layers
+// follow the others after "::" each (lowerdir=L0:L1::D0::D1), and
+// l.Options come last. Paths holding the option separators are refused
+// instead of escaped: the kernel and fuse-overlayfs escape differently,
+// and temporary paths never need it.
 func (l Layers) options() (string, error) {
 	if len(l.Lowers) == 0 {
 		return "", errors.New("no lower layers")
@@ -123,14 +126,20 @@ func (l Layers) options() (string, error) {
 	if (l.Upper == "") != (l.Work == "") {
 		return "", errors.New("upperdir and workdir go together")
 	}
-	for _, p := range append(append([]string{}, l.Lowers...), l.Upper, l.Work) {
+	for _, p := range slices.Concat(l.Lowers, l.Data, []string{l.Upper, l.Work}) {
 		if strings.ContainsAny(p, ",:\\") {
 			return "", fmt.Errorf("layer path %q contains one of , : \\", p)
 		}
 	}
 	opts := "lowerdir=" + strings.Join(l.Lowers, ":")
+	for _, d := range l.Data {
+		opts += "::" + d
+	}
 	if l.Upper != "" {
 		opts += ",upperdir=" + l.Upper + ",workdir=" + l.Work
+	}
+	for _, o := range l.Options {
+		opts += "," + o
 	}
 	return opts, nil
 }
