@@ -42,12 +42,16 @@ type Entry struct {
 	Ctime   int64
 
 	// LstatErr is set (and the lstat fields are zero) when readdir lists a
-	// name that lstat cannot find: the kernel does this for whiteouts in
-	// directories it does not merge.
+	// name that lstat fails on: ENOENT for whiteouts in directories the
+	// kernel does not merge, EPERM for a metacopy file the mount may not
+	// follow to its data.
 	LstatErr string
 
-	Target string  // symlink target
-	SHA256 string  // hex digest of a regular file's content
+	Target string // symlink target
+	// SHA256 is the hex digest of a regular file's content, or "error: "
+	// and the errno's name if it cannot be read (EIO for a metacopy file
+	// whose data fails its fs-verity check).
+	SHA256 string
 	Xattrs []Xattr // llistxattr + lgetxattr, sorted by name
 	// Probes holds lgetxattr of each of probedXattrs: the value, or the
 	// error's text. Listing alone would not catch a private xattr that is
@@ -65,7 +69,10 @@ var probedXattrs = []string{
 	xattrOpaque,
 	xattrXWhiteout,
 	"trusted.overlay.origin",
+	"trusted.overlay.redirect",
+	"trusted.overlay.metacopy",
 	xattrUserOpaque,
+	"user.overlay.redirect",
 	xattrFuseOpaque,
 }
 
@@ -111,8 +118,8 @@ func (t *Tree) walkDir(rel string, buf []byte) error {
 		e := &Entry{Path: child, DType: d.typ, DIno: d.ino}
 		t.Entries[child] = e
 		err := e.observe(filepath.Join(t.Root, child))
-		if errors.Is(err, errListedMissing) {
-			e.LstatErr = unix.ENOENT.Error()
+		if errno, ok := errors.AsType[lstatError](err); ok {
+			e.LstatErr = unix.ErrnoName(unix.Errno(errno))
 			continue
 		}
 		if err != nil {
@@ -169,14 +176,18 @@ func readDir(dir string, buf []byte) ([]dirent, error) {
 	}
 }
 
-// errListedMissing is what observe returns when lstat finds no object.
-var errListedMissing = errors.New("listed by readdir but lstat gives ENOENT")
+// lstatError is what observe returns when lstat fails with the errno:
+// the walk records it for a listed name, and fails on the root.
+type lstatError unix.Errno
+
+func (e lstatError) Error() string { return "lstat: " + unix.Errno(e).Error() }
 
 func (e *Entry) observe(p string) error {
 	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); errors.Is(err, unix.ENOENT) {
-		return errListedMissing
-	} else if err != nil {
+	if err := unix.Lstat(p, &st); err != nil {
+		if errno, ok := err.(unix.Errno); ok {
+			return lstatError(errno)
+		}
 		return &os.PathError{Op: "lstat", Path: p, Err: err}
 	}
 	e.Mode = st.Mode
@@ -198,6 +209,9 @@ func (e *Entry) observe(p string) error {
 		e.Target, err = os.Readlink(p)
 	case unix.S_IFREG:
 		e.SHA256, err = hashFile(p)
+		if errno, ok := errors.AsType[unix.Errno](err); ok {
+			e.SHA256, err = "error: "+unix.ErrnoName(errno), nil
+		}
 	}
 	if err != nil {
 		return err
