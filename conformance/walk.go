@@ -58,6 +58,13 @@ type Entry struct {
 	// hidden from llistxattr but still readable by name.
 	Probes []Xattr
 
+	// Set by observeUpper only, in walks of raw upper and index
+	// directories: Handles maps each overlay xattr holding a file handle
+	// to the object it names (see describeHandle); Links lists the upper
+	// paths that are the same inode as an index entry.
+	Handles map[string]string
+	Links   []string
+
 	// Set by normalise only: the identity an upper inode number stands for.
 	inoAlias, dinoAlias string
 }
