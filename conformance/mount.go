@@ -56,6 +56,12 @@ const (
 	unmountTimeout = 60 * time.Second
 )
 
+// How often, and how far apart, a plain unmount is tried (see Unmount).
+const (
+	umountTries      = 50
+	umountRetryDelay = 20 * time.Millisecond
+)
+
 func (Kernel) Name() string { return "kernel" }
 
 func (k Kernel) Mount(l Layers, dir string) (*Mount, error) {
@@ -144,11 +150,26 @@ func (l Layers) options() (string, error) {
 	return opts, nil
 }
 
-// Unmount unmounts m (lazily if a plain unmount fails) and waits until the
-// directory is no longer a mount point and, for FUSE, until no process is
-// left serving it.
+// Unmount unmounts m (lazily if a plain unmount keeps failing) and waits
+// until the directory is no longer a mount point and, for FUSE, until no
+// process is left serving it.
+//
+// A plain unmount is tried again while it fails: a process that another
+// goroutine is starting holds a copy of every descriptor of the test
+// between its fork and its exec, so a mount the test has a descriptor in
+// is busy for a moment. A lazy unmount would leave the filesystem alive
+// until the last reference goes, and with it the upper directory in use:
+// a mount of the same layers with index=on fails (EBUSY) meanwhile.
 func (m *Mount) Unmount() error {
-	if out, err := exec.Command("umount", m.Dir).CombinedOutput(); err != nil {
+	var out []byte
+	err := errors.New("not tried")
+	for try := 0; try < umountTries && err != nil; try++ {
+		if try > 0 {
+			time.Sleep(umountRetryDelay)
+		}
+		out, err = exec.Command("umount", m.Dir).CombinedOutput()
+	}
+	if err != nil {
 		if out2, err2 := exec.Command("umount", "-l", m.Dir).CombinedOutput(); err2 != nil {
 			return fmt.Errorf("umount %s: %v: %s; umount -l: %v: %s", m.Dir, err, out, err2, out2)
 		}
