@@ -168,6 +168,7 @@ var fields = []struct {
 	{"mtime", func(e *Entry) string { return timeString(e.Mtime) }},
 	{"ctime", func(e *Entry) string { return timeString(e.Ctime) }},
 	{"lstat error", func(e *Entry) string { return e.LstatErr }},
+	{"readdir error", func(e *Entry) string { return e.ReaddirErr }},
 	{"symlink target", func(e *Entry) string { return strconv.Quote(e.Target) }},
 	{"content sha256", func(e *Entry) string { return e.SHA256 }},
 	{"xattrs", func(e *Entry) string { return xattrString(e.Xattrs) }},

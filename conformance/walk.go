@@ -46,6 +46,10 @@ type Entry struct {
 	// kernel does not merge, EPERM for a metacopy file the mount may not
 	// follow to its data.
 	LstatErr string
+	// ReaddirErr is the errno of listing a directory, which the walk then
+	// does not enter: the kernel fails getdents64 of a directory with
+	// EPERM when it cannot look up an entry it needs the origin of.
+	ReaddirErr string
 
 	Target string // symlink target
 	// SHA256 is the hex digest of a regular file's content, or "error: "
@@ -111,6 +115,10 @@ func Walk(root string) (*Tree, error) {
 
 func (t *Tree) walkDir(rel string, buf []byte) error {
 	dents, err := readDir(filepath.Join(t.Root, rel), buf)
+	if errno, ok := errors.AsType[unix.Errno](err); ok {
+		t.Entries[rel].ReaddirErr = unix.ErrnoName(errno)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
