@@ -101,7 +101,7 @@ func (o *layerObjects) describeHandle(b []byte) string {
 
 // resolve opens the object a fid names and names it.
 func (o *layerObjects) resolve(fidType int32, fid []byte) string {
-	mount, err := unix.Open(o.mount, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	mount, err := unix.Open(o.mount, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "unresolved: " + err.Error()
 	}
