@@ -78,7 +78,7 @@ func (k Kernel) Mount(l Layers, dir string) (*Mount, error) {
 	// messages, which say which option was rejected.
 	out, err := exec.CommandContext(ctx, "mount", "-t", "overlay", "overlay", "-o", opts, dir).CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("mount -t overlay -o %s %s: %w: %s", opts, dir, err, out)
+		return nil, &MountError{Command: fmt.Sprintf("mount -t overlay -o %s %s", opts, dir), Err: err, Output: string(out)}
 	}
 	return &Mount{Dir: dir, Impl: k}, nil
 }
@@ -107,7 +107,7 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 	cmd.Env = raceEnv()
 	if err := cmd.Run(); err != nil {
 		out, _ := os.ReadFile(m.Log)
-		return nil, fmt.Errorf("%s -o %s %s: %w: %s", f.Prog, opts, dir, err, out)
+		return nil, &MountError{Command: fmt.Sprintf("%s -o %s %s", f.Prog, opts, dir), Err: err, Output: string(out)}
 	}
 	// fuse-overlayfs's callers rely on the mount being live at exit.
 	mounted, err := IsMounted(dir)
@@ -119,6 +119,17 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 	}
 	return m, nil
 }
+
+// MountError is a mount command that failed, with what it said.
+type MountError struct {
+	Command string
+	Err     error
+	Output  string
+}
+
+func (e *MountError) Error() string { return fmt.Sprintf("%s: %v: %s", e.Command, e.Err, e.Output) }
+
+func (e *MountError) Unwrap() error { return e.Err }
 
 // options renders l in overlay mount-option syntax: data-only layers
 // follow the others after "::" each (lowerdir=L0:L1::D0::D1), and

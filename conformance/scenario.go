@@ -346,6 +346,10 @@ func (e *RefusedError) Error() string {
 	if e.Impl == (Kernel{}).Name() {
 		return "the kernel refuses the scenario's mount, so the scenario is wrong: " + e.Err.Error()
 	}
+	// What the program said is the point; the command line is long.
+	if m, ok := errors.AsType[*MountError](e.Err); ok && strings.TrimSpace(m.Output) != "" {
+		return e.Impl + " refuses the scenario's mount: " + strings.Join(strings.Fields(m.Output), " ")
+	}
 	return e.Impl + " refuses the scenario's mount: " + e.Err.Error()
 }
 
