@@ -115,7 +115,8 @@ type Run struct {
 	UserXattrs string
 	Log        string // the program's output, if any
 	// Ignored are the scenario's options the program said, when it
-	// mounted, that it ignored (see ignoredOptions).
+	// mounted, that it ignored (see ignoredOptions), and "data-only lower
+	// layers" if it showed their names (see showsDataLayers).
 	Ignored []string
 }
 
@@ -296,6 +297,15 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 			run.Ignored = ignoredOptions(string(out), s.Options)
 		}
 	}
+	if len(l.Data) > 0 {
+		var name string
+		if err := guard(m, nil, func() error { name = showsDataLayers(l, mnt); return nil }); err != nil {
+			return run, err
+		}
+		if name != "" {
+			run.Ignored = append(run.Ignored, fmt.Sprintf("data-only lower layers (it shows %q)", name))
+		}
+	}
 	// The slack covers coarse file timestamps, which may lag the clock
 	// read here by a tick.
 	run.Window.From = time.Now().Add(-time.Second)
@@ -331,6 +341,36 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 		}
 	}
 	return run, nil
+}
+
+// showsDataLayers returns a name at the root of a data-only layer of l
+// that no other layer has and the mount at mnt shows, or "". Data-only
+// layers are never merged: a program that shows their names takes them
+// for ordinary lower layers (fuse-overlayfs reads lowerdir=L::D so).
+func showsDataLayers(l Layers, mnt string) string {
+	others := map[string]bool{}
+	for _, d := range append(slices.Clone(l.Lowers), l.Upper) {
+		if ents, err := os.ReadDir(d); err == nil {
+			for _, e := range ents {
+				others[e.Name()] = true
+			}
+		}
+	}
+	for _, d := range l.Data {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if others[e.Name()] {
+				continue
+			}
+			if _, err := os.Lstat(filepath.Join(mnt, e.Name())); err == nil {
+				return e.Name()
+			}
+		}
+	}
+	return ""
 }
 
 // RefusedError is an implementation's refusal to mount a scenario's

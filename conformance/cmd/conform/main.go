@@ -161,9 +161,9 @@ side made on its own copy of the upper layer, are compared as identities
 
 Some scenarios mount with options (redirect_dir, metacopy, index, uuid,
 userxattr, verity, xino) or data-only lower layers; both sides get the same
-ones. A program that refuses a scenario's options, or says it ignores them,
-does not support the scenario: such scenarios are counted apart from the
-divergent ones.
+ones. A program that refuses a scenario's options, says it ignores them, or
+shows what a data-only layer holds, does not support the scenario: such
+scenarios are counted apart from the divergent ones.
 
 A scenario is "divergent" if anything differs. For ovlmount, the accepted
 differences and their reasons are ` + "`conformance/accepted.txt`" + `, and the scenarios it
