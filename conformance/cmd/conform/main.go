@@ -148,13 +148,15 @@ system calls on a kernel overlay mount and on the program's mount, and compares
 every result and errno, lstat of the paths each call named, a walk of the
 merged tree (names, d_type, d_ino, mode, owner, size, nlink, st_ino, rdev,
 content, symlink target, xattrs as root and as uid 1000), the same walk after
-unmounting and mounting again, and the raw upper directory after the last
-unmount (types, whiteout forms, decoded ` + "`trusted.overlay.*`" + ` markers).
+unmounting and mounting again, and the raw upper directory and index
+directory after the last unmount (types, whiteout forms, the overlay's own
+xattrs by value, file handles by the object they name).
 
 What is not compared, and why, is written down once, in ` + "`normalise`" + ` and
 ` + "`UpperObject`" + ` in ` + "`conformance/diff.go`" + `: st_dev, atime, ctime, st_blocks and
 st_blksize, the root's st_ino, mtimes stamped during the operations, and the
-values (not the presence) of random uuids and file handles. Inode numbers of
+bytes of random uuids (their length is compared) and of file handles (the
+object each names is compared). Inode numbers of
 lower objects must equal the kernel's; numbers of upper objects, which each
 side made on its own copy of the upper layer, are compared as identities
 (which paths share an object), across copy-up and remount.
