@@ -205,7 +205,7 @@ func TestOvlmountWritesKernelReads(t *testing.T) {
 			t.Errorf("%s: %v gave %v, the kernel gives %s", prog.Name(), session[i], r, session[i].Expect)
 		}
 	}
-	ours, err := guardedWalk(m)
+	ours, err := guardedWalk(m, probedXattrs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,14 @@ func (s Scenario) HasOptions() bool {
 	return len(s.Options) > 0 || len(s.Spec.DataLowers) > 0
 }
 
+// probes are the xattrs walks of s's mounts probe on every path.
+func (s Scenario) probes() []string {
+	if s.HasOptions() {
+		return slices.Concat(probedXattrs, formatProbes)
+	}
+	return probedXattrs
+}
+
 // xattrPrefix is the prefix of the overlay's own xattrs in s's layers.
 func (s Scenario) xattrPrefix() string {
 	if slices.Contains(s.Options, "userxattr") {
@@ -312,7 +320,7 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 	if run.Results, err = guardedOps(m, s.Ops); err != nil {
 		return run, err
 	}
-	if run.Merged, err = guardedWalk(m); err != nil {
+	if run.Merged, err = guardedWalk(m, s.probes()); err != nil {
 		return run, err
 	}
 	user, err := guardedOps(m, []Op{XattrTree(".").AsUser(xattrUser.UID, xattrUser.GID)})
@@ -328,7 +336,7 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 		return run, fmt.Errorf("mounting again: %w", err)
 	}
 	defer unmountIfMounted(m)
-	if run.Remount, err = guardedWalk(m); err != nil {
+	if run.Remount, err = guardedWalk(m, s.probes()); err != nil {
 		return run, err
 	}
 	if err := m.Unmount(); err != nil {
@@ -602,10 +610,11 @@ func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 	return results, err
 }
 
-func guardedWalk(m *Mount) (*Tree, error) {
+// guardedWalk walks m probing the xattrs named by probes on every path.
+func guardedWalk(m *Mount, probes []string) (*Tree, error) {
 	var tree *Tree
 	err := guard(m, nil, func() (err error) {
-		tree, err = Walk(m.Dir)
+		tree, err = walkProbing(m.Dir, probes)
 		return err
 	})
 	if err != nil {

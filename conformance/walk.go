@@ -57,9 +57,10 @@ type Entry struct {
 	// whose data fails its fs-verity check).
 	SHA256 string
 	Xattrs []Xattr // llistxattr + lgetxattr, sorted by name
-	// Probes holds lgetxattr of each of probedXattrs: the value, or the
-	// error's text. Listing alone would not catch a private xattr that is
-	// hidden from llistxattr but still readable by name.
+	// Probes holds lgetxattr of each of probedXattrs (and formatProbes, in
+	// walks of scenarios with mount options): the value, or the error's
+	// text. Listing alone would not catch a private xattr that is hidden
+	// from llistxattr but still readable by name.
 	Probes []Xattr
 
 	// Set by observeUpper only, in walks of raw upper and index
@@ -80,12 +81,14 @@ var probedXattrs = []string{
 	xattrOpaque,
 	xattrXWhiteout,
 	"trusted.overlay.origin",
-	"trusted.overlay.redirect",
-	"trusted.overlay.metacopy",
 	xattrUserOpaque,
-	"user.overlay.redirect",
 	xattrFuseOpaque,
 }
+
+// formatProbes are probed as well in walks of scenarios with mount
+// options: the xattrs of the formats those options write. Each probe is a
+// request to a FUSE program per path, so walks of large trees do without.
+var formatProbes = []string{"trusted.overlay.redirect", "trusted.overlay.metacopy", "user.overlay.redirect"}
 
 // Xattr is one extended attribute.
 type Xattr struct {
@@ -97,15 +100,21 @@ type Xattr struct {
 type Tree struct {
 	Root    string
 	Entries map[string]*Entry
+	probes  []string // xattrs probed on every path (see Entry.Probes)
 }
 
 // Walk records every path below root without following symlinks.
 // Directory entries come from raw getdents64 so that d_type and d_ino are the
 // filesystem's own answers rather than values a library filled in from stat.
 func Walk(root string) (*Tree, error) {
-	t := &Tree{Root: root, Entries: map[string]*Entry{}}
+	return walkProbing(root, probedXattrs)
+}
+
+// walkProbing is Walk probing the xattrs named by probes on every path.
+func walkProbing(root string, probes []string) (*Tree, error) {
+	t := &Tree{Root: root, Entries: map[string]*Entry{}, probes: probes}
 	e := &Entry{Path: "."}
-	if err := e.observe(root); err != nil {
+	if err := e.observe(root, probes); err != nil {
 		return nil, fmt.Errorf("walk root %s: %w", root, err)
 	}
 	t.Entries["."] = e
@@ -132,7 +141,7 @@ func (t *Tree) walkDir(rel string, buf []byte) error {
 		}
 		e := &Entry{Path: child, DType: d.typ, DIno: d.ino}
 		t.Entries[child] = e
-		err := e.observe(filepath.Join(t.Root, child))
+		err := e.observe(filepath.Join(t.Root, child), t.probes)
 		if errno, ok := errors.AsType[lstatError](err); ok {
 			e.LstatErr = unix.ErrnoName(unix.Errno(errno))
 			continue
@@ -197,7 +206,7 @@ type lstatError unix.Errno
 
 func (e lstatError) Error() string { return "lstat: " + unix.Errno(e).Error() }
 
-func (e *Entry) observe(p string) error {
+func (e *Entry) observe(p string, probes []string) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
 		if errno, ok := err.(unix.Errno); ok {
@@ -234,7 +243,7 @@ func (e *Entry) observe(p string) error {
 	if e.Xattrs, err = listXattrs(p); err != nil {
 		return err
 	}
-	for _, name := range probedXattrs {
+	for _, name := range probes {
 		v, err := xattrCall(func(b []byte) (int, error) { return unix.Lgetxattr(p, name, b) })
 		probe := Xattr{Name: name, Value: string(v)}
 		if err != nil {
