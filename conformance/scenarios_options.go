@@ -264,13 +264,11 @@ func indexScenarios() []Scenario {
 }
 
 // dataOnly is a stack in composefs's format: a metadata layer whose
-// metacopy files name their data in data-only layers by absolute
-// redirects, and two data-only layers (the first shadows the second).
+// metacopy files name their data in a data-only layer by absolute
+// redirects.
 //
-//	f, g, big       metacopy files whose data is in the data-only layers
+//	f, g, big       metacopy files whose data is in the data-only layer
 //	missing         names an object no layer has
-//	rel             a relative redirect, which data-only layers do not take
-//	short           claims a smaller size than its data's
 //	plain, dir/s    an ordinary file and a symlink in the metadata layer
 func dataOnly() Spec {
 	big := strings.Repeat("composefs object ", 1000)
@@ -284,23 +282,46 @@ func dataOnly() Spec {
 			meta("g", "/objects/12/3456", 6, 0o755),
 			meta("big", "/objects/b1/g", len(big), 0o444),
 			meta("missing", "/objects/no/such", 5, 0o644),
-			meta("rel", "objects/ab/cdef", 11, 0o644),
-			meta("short", "/objects/ab/cdef", 4, 0o644),
 			{Path: "plain", Kind: File, Content: "in the metadata layer"},
 			{Path: "dir/s", Kind: Symlink, Target: "../f"},
 		}},
-		DataLowers: []Layer{
-			{
-				{Path: "objects/ab/cdef", Kind: File, Content: "hello data\n"},
-				{Path: "objects/12/3456", Kind: File, Content: "first\n"},
-				{Path: "objects/b1/g", Kind: File, Content: big},
-			},
-			{
-				{Path: "objects/12/3456", Kind: File, Content: "second, shadowed\n"},
-				{Path: "only-here", Kind: File, Content: "never shown"},
-			},
-		},
+		DataLowers: []Layer{{
+			{Path: "objects/ab/cdef", Kind: File, Content: "hello data\n"},
+			{Path: "objects/12/3456", Kind: File, Content: "first\n"},
+			{Path: "objects/b1/g", Kind: File, Content: big},
+			{Path: "only-here", Kind: File, Content: "never shown"},
+		}},
 	}
+}
+
+// dataOnlyOdd is dataOnly with metacopy files composefs does not make: a
+// relative redirect, which data-only layers do not take (EINVAL), and
+// one claiming a smaller size than its data's (the kernel reads the data
+// to its end).
+func dataOnlyOdd() Spec {
+	s := dataOnly()
+	for _, n := range []struct {
+		path, target string
+		size         int
+	}{{"rel", "objects/ab/cdef", 11}, {"short", "/objects/ab/cdef", 4}} {
+		s.Lowers[0] = append(s.Lowers[0], Node{Path: n.path, Kind: File, Content: strings.Repeat("\x00", n.size), Sparse: true,
+			Xattrs: map[string]string{xattrMetacopy: "", xattrRedirect: n.target}})
+	}
+	return s
+}
+
+// dataOnlyTwo is dataOnly with a second data-only layer
+// (lowerdir=L::D0::D1), which the first shadows; h's data is only in it.
+func dataOnlyTwo() Spec {
+	s := dataOnly()
+	s.Lowers[0] = append(s.Lowers[0], Node{Path: "h", Kind: File, Content: strings.Repeat("\x00", 7), Sparse: true,
+		Xattrs: map[string]string{xattrMetacopy: "", xattrRedirect: "/objects/cd/ef"}})
+	s.DataLowers = append(s.DataLowers, Layer{
+		{Path: "objects/12/3456", Kind: File, Content: "second, shadowed\n"},
+		{Path: "objects/cd/ef", Kind: File, Content: "second\n"},
+		{Path: "only-in-second", Kind: File, Content: "never shown"},
+	})
+	return s
 }
 
 func dataOnlyScenarios() []Scenario {
@@ -308,8 +329,7 @@ func dataOnlyScenarios() []Scenario {
 	withUpper := dataOnly()
 	withUpper.Upper = Layer{}
 	reads := []Op{Readdir("."), Stat("f"), Read("f"), Read("g"), Read("big"), Blocks("big"), Stat("missing").Want("ok"),
-		Read("missing").Want("ENOENT"), Stat("rel").Want("EINVAL"), Stat("short"), Read("short"), Read("dir/s"),
-		Stat("objects").Want("ENOENT"), Stat("only-here").Want("ENOENT")}
+		Read("missing").Want("ENOENT"), Read("dir/s"), Stat("objects").Want("ENOENT"), Stat("only-here").Want("ENOENT")}
 	// Data-only layers do not need metacopy=on: a metacopy file of the
 	// lowest layer above them is followed to its data without it, but
 	// one of a higher layer is refused (EPERM).
@@ -319,6 +339,10 @@ func dataOnlyScenarios() []Scenario {
 		{Name: "data-only/read", Spec: base, LowersOnly: true, Ops: reads},
 		{Name: "data-only/read-metacopy-on", Spec: base, LowersOnly: true, Options: []string{"metacopy=on"}, Ops: reads},
 		{Name: "data-only/read-with-upper", Spec: withUpper, Ops: reads},
+		{Name: "data-only/odd-metacopy-files", Spec: dataOnlyOdd(), LowersOnly: true, Ops: []Op{Readdir("."),
+			Stat("rel").Want("EINVAL"), Read("rel").Want("EINVAL"), Stat("short"), Read("short").Want("ok")}},
+		{Name: "data-only/two-data-layers", Spec: dataOnlyTwo(), LowersOnly: true, Ops: []Op{Readdir("."), Read("g"), Read("h"),
+			Stat("objects").Want("ENOENT"), Stat("only-in-second").Want("ENOENT")}},
 		{Name: "data-only/copy-up-data", Spec: withUpper, Ops: []Op{Chmod("f", 0o640).Want("ok"), Stat("f"), Read("f"),
 			Write("g", 0, "G").Want("ok"), Read("g"), Truncate("big", 5).Want("ok"), Read("big"), Chmod("missing", 0o600).Want("ENOENT")}},
 		{Name: "data-only/copy-up-metadata", Spec: withUpper, Options: []string{"metacopy=on"}, Ops: []Op{Chmod("f", 0o640).Want("ok"),
