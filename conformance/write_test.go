@@ -65,6 +65,7 @@ func runScenarios(t *testing.T, other Impl, scenarios []Scenario, lists Lists) {
 				line = "ERROR " + o.Error
 				t.Fatal(o.Error)
 			case StatusStale:
+				line = "STALE listed in " + o.List
 				t.Errorf("listed in %s (%s) but no longer differs: remove it", o.List, o.Reason)
 			case StatusUnsupported:
 				line = "UNSUPPORTED " + firstLine(o.Unsupported)
