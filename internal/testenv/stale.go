@@ -135,10 +135,16 @@ func startTime(pid int) (string, error) {
 
 // clean aborts the FUSE connections of the mounts below dir, kills the
 // processes naming dir, unmounts everything below it and removes it, and
-// says what it found there ("" if nothing but files).
+// says what it found there ("" if nothing but files). Where mountinfo
+// cannot be read it leaves dir alone, and says why.
 func clean(dir string) string {
+	mounts, err := mountinfo.Under(dir)
+	if err != nil {
+		// What is mounted below dir is not known: removing it could reach
+		// into a mount.
+		return err.Error()
+	}
 	var found []string
-	mounts := mountinfo.Under(dir)
 	for _, m := range mounts {
 		if strings.HasPrefix(m.Type, "fuse") {
 			// Killing is not enough: a daemon thread waiting on a request

@@ -118,8 +118,8 @@ func TestCleanStale(t *testing.T) {
 			t.Errorf("%s still runs", cmd.Args)
 		}
 	}
-	if m := mountinfo.Under(stale); len(m) != 0 {
-		t.Errorf("still mounted below the stale directory: %v", m)
+	if m, err := mountinfo.Under(stale); err != nil || len(m) != 0 {
+		t.Errorf("still mounted below the stale directory: %v (%v)", m, err)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("the stale directory is still there (%v)", err)
