@@ -7,7 +7,6 @@
 package testenv
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -107,31 +106,20 @@ func RemoveBinary() {
 
 // MountType returns the file system type /proc/self/mountinfo lists for
 // the topmost mount on dir ("fuse.ovlmount", ...), or "" if dir is not a
-// mountpoint. dir is made absolute and its parent symlink-free first.
+// mountpoint. dir may be relative, or have symlinks in its parent.
 func MountType(dir string) string {
-	dir = canonical(dir)
-	f, err := os.Open("/proc/self/mountinfo")
+	m, _ := mountAt(dir)
+	return m.Type
+}
+
+// mountAt returns the mount on dir, which may be relative or have
+// symlinks in its parent.
+func mountAt(dir string) (mountinfo.Mount, bool) {
+	p, err := mountinfo.Path(dir)
 	if err != nil {
-		return ""
+		return mountinfo.Mount{}, false
 	}
-	defer f.Close()
-	typ := ""
-	s := bufio.NewScanner(f)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - TYPE SOURCE SUPER
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 || mountinfo.Unescape(fields[4]) != dir {
-			continue
-		}
-		for i := 5; i+1 < len(fields); i++ {
-			if fields[i] == "-" {
-				typ = fields[i+1]
-				break
-			}
-		}
-	}
-	return typ
+	return mountinfo.At(p)
 }
 
 // Unmount takes down every mount on dir lazily (MNT_DETACH), as a test's
@@ -140,8 +128,12 @@ func MountType(dir string) string {
 // mounted there.
 func Unmount(t testing.TB, dir string) {
 	t.Helper()
-	for i := 0; i < 10 && MountType(dir) != ""; i++ {
-		if err := unix.Unmount(canonical(dir), unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+	for range 10 {
+		m, ok := mountAt(dir)
+		if !ok {
+			break
+		}
+		if err := unix.Unmount(m.Point, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
 			t.Errorf("unmount %s: %v", dir, err)
 			return
 		}
@@ -161,22 +153,6 @@ func WaitUnmounted(t testing.TB, dir string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// canonical makes dir absolute and resolves symlinks in its parent only:
-// dir itself may be a FUSE mount that no longer answers, and must not be
-// looked at.
-func canonical(dir string) string {
-	if abs, err := filepath.Abs(dir); err == nil {
-		dir = abs
-	}
-	if dir == "/" {
-		return dir
-	}
-	if parent, err := filepath.EvalSymlinks(filepath.Dir(dir)); err == nil {
-		dir = filepath.Join(parent, filepath.Base(dir))
-	}
-	return dir
 }
 
 // DirNames returns the names in dir (sorted, as os.ReadDir gives them).
