@@ -176,19 +176,11 @@ func evaluateIn(tmp string, s Scenario, impl Impl, accepted map[string]string) O
 	return out
 }
 
-// mountedBelow reports whether anything is mounted at or below dir:
-// removing such a tree would reach into the mount.
+// mountedBelow reports whether anything is mounted at or below dir, or
+// mountinfo cannot tell: removing such a tree would reach into the mount.
 func mountedBelow(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return true
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(mountinfo.Unescape(f[4]), dir) {
-			return true
-		}
-	}
-	return false
+	ms, err := mountinfo.Under(dir)
+	return err != nil || len(ms) > 0
 }
 
 // Version returns the first line of `PROG --version` that names the

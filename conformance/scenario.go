@@ -331,7 +331,7 @@ func settle(side string, l Layers) error {
 }
 
 func unmountIfMounted(m *Mount) {
-	if mounted, _ := IsMounted(m.Dir); mounted {
+	if IsMounted(m.Dir) {
 		m.Unmount()
 	}
 }
