@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 )
 
@@ -515,17 +516,13 @@ func readFile(t *testing.T, path string) string {
 // mountsUnder returns the mountpoints at or below dir that
 // /proc/self/mountinfo lists.
 func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.Under(dir)
 	if err != nil {
 		return []string{err.Error()}
 	}
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT ...
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
-		}
+	for _, m := range ms {
+		out = append(out, m.Point)
 	}
 	return out
 }
