@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -654,17 +655,11 @@ func TestMountHelper(t *testing.T) {
 // mountOptions returns the per-mount options mountinfo lists for mnt.
 func mountOptions(t *testing.T, mnt string) string {
 	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
+	m, ok := mountinfo.At(mnt)
+	if !ok {
+		t.Fatalf("%s not in mountinfo", mnt)
 	}
-	for _, l := range strings.Split(string(info), "\n") {
-		if f := strings.Fields(l); len(f) > 5 && f[4] == mnt {
-			return f[5]
-		}
-	}
-	t.Fatalf("%s not in mountinfo", mnt)
-	return ""
+	return strings.Join(m.Options, ",")
 }
 
 // TestMountFlags checks the mount(2) flags the kernel shows: as root the
