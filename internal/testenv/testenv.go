@@ -1,9 +1,12 @@
-// Package testenv owns what tests that make real FUSE mounts share:
-// deciding whether such tests can run here (RequireMount), the ovlmount
-// binary they run (Binary, RemoveBinary), taking mounts down again
-// (Unmount, WaitUnmounted, MountType), and the temporary directory of each
-// test process, in which the mounts, layers and daemons of a run that died
-// are found and taken down by the next (Start, CleanStale).
+// Package testenv owns what the tests of every package share: deciding
+// whether tests that make real FUSE mounts can run here (RequireMount),
+// the ovlmount binary they run (Binary, RemoveBinary), taking mounts down
+// again (Unmount, WaitUnmounted, MountType), the temporary directory of
+// each test process, in which the mounts, layers and daemons of a run
+// that died are found and taken down by the next (Start, CleanStale), and
+// the helpers for layer trees and errors (MakeTree, TreeSum, DirNames,
+// Must). Only tests import it: it fails tests, and must never be what a
+// program relies on.
 package testenv
 
 import (
@@ -167,4 +170,12 @@ func DirNames(t testing.TB, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// Must fails the test at once if err is not nil.
+func Must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }
