@@ -73,18 +73,18 @@ func TestProtocolVersion(t *testing.T) {
 // handles and nodes.
 func TestEngineStats(t *testing.T) {
 	lower := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
-	must(t, os.WriteFile(filepath.Join(lower, "d/f"), []byte("12345"), 0o644))
+	testenv.Must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "d/f"), []byte("12345"), 0o644))
 	fs, _, _ := openRW(t, lower, Options{Timeout: time.Second})
 	d, err := fs.Lookup(inodes.RootID, "d")
-	must(t, err)
+	testenv.Must(t, err)
 	if _, err := fs.Lookup(inodes.RootID, "d"); err != nil {
 		t.Fatal(err)
 	}
 	f, err := fs.Lookup(d.ID, "f")
-	must(t, err)
+	testenv.Must(t, err)
 	h, err := fs.Open(f.ID, unix.O_WRONLY, nil)
-	must(t, err)
+	testenv.Must(t, err)
 	s := fs.Stats()
 	if s.Lookups != 3 || s.LookupsHeld != 1 {
 		t.Errorf("lookups %d, of a held node %d; want 3 and 1", s.Lookups, s.LookupsHeld)
@@ -124,17 +124,17 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 func TestTrace(t *testing.T) {
 	testenv.RequireMount(t)
 	lower := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("1234"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("1234"), 0o644))
 	fsys, _, base := openRW(t, lower, Options{Timeout: time.Hour})
 	mnt := filepath.Join(base, "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	testenv.Must(t, os.Mkdir(mnt, 0o755))
 	var trace syncBuffer
 	conn, err := fsys.Mount(mnt, MountConfig{
 		Source: "ovlmount-test", Workers: 4, Fd: -1,
 		ErrorLog: log.New(os.Stderr, "ovlmount: ", 0),
 		Trace:    log.New(&trace, "", 0),
 	})
-	must(t, err)
+	testenv.Must(t, err)
 	ended := false
 	t.Cleanup(func() {
 		if !ended {
@@ -147,12 +147,12 @@ func TestTrace(t *testing.T) {
 		t.Fatalf("stat missing: %v, want ENOENT", err)
 	}
 	fd, err := unix.Open(filepath.Join(mnt, "f"), unix.O_WRONLY|unix.O_APPEND, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = unix.Write(fd, []byte("5"))
-	must(t, err)
-	must(t, unix.Close(fd))
-	must(t, unix.Mkdir(filepath.Join(mnt, "d"), 0o755))
-	must(t, unix.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "e")))
+	testenv.Must(t, err)
+	testenv.Must(t, unix.Close(fd))
+	testenv.Must(t, unix.Mkdir(filepath.Join(mnt, "d"), 0o755))
+	testenv.Must(t, unix.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "e")))
 	s := conn.Stats()
 	testenv.Unmount(t, mnt)
 	conn.Wait()

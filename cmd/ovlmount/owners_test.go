@@ -104,7 +104,7 @@ func TestOwnerOptionsMount(t *testing.T) {
 			for _, prog := range programs {
 				d := t.TempDir()
 				for _, dir := range []string{"l", "u", "w", "m"} {
-					must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
+					testenv.Must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
 				}
 				cleanupMount(t, filepath.Join(d, "m"))
 				script := "set -e\ncd \"$1\"\n" + tc.setup +
@@ -126,15 +126,15 @@ func TestIno32(t *testing.T) {
 	testenv.RequireMount(t)
 	d := t.TempDir()
 	for _, dir := range []string{"l", "u", "w", "m"} {
-		must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
+		testenv.Must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
 	}
 	lower := filepath.Join(d, "l")
-	must(t, unix.Mount("ovlmount-test", lower, "tmpfs", 0, "mode=755"))
+	testenv.Must(t, unix.Mount("ovlmount-test", lower, "tmpfs", 0, "mode=755"))
 	t.Cleanup(func() { unix.Unmount(lower, unix.MNT_DETACH) })
 	for _, name := range []string{"a", "b", "c"} {
-		must(t, os.WriteFile(filepath.Join(lower, name), nil, 0o644))
+		testenv.Must(t, os.WriteFile(filepath.Join(lower, name), nil, 0o644))
 	}
-	must(t, os.WriteFile(filepath.Join(d, "u/up"), nil, 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(d, "u/up"), nil, 0o644))
 	mnt := filepath.Join(d, "m")
 	opts := "lowerdir=" + lower + ",upperdir=" + d + "/u,workdir=" + d + "/w"
 	numbers := func(extra string) map[string]uint64 {
@@ -142,20 +142,20 @@ func TestIno32(t *testing.T) {
 		mountDaemon(t, mnt, "-o", opts+extra, mnt)
 		defer testenv.Unmount(t, mnt)
 		ents, err := os.ReadDir(mnt)
-		must(t, err)
+		testenv.Must(t, err)
 		out := map[string]uint64{}
 		for _, e := range ents {
 			var st unix.Stat_t
-			must(t, unix.Lstat(filepath.Join(mnt, e.Name()), &st))
+			testenv.Must(t, unix.Lstat(filepath.Join(mnt, e.Name()), &st))
 			out[e.Name()] = st.Ino
 		}
 		// d_ino as readdir gives it.
 		f, err := os.Open(mnt)
-		must(t, err)
+		testenv.Must(t, err)
 		defer f.Close()
 		buf := make([]byte, 4096)
 		n, err := unix.ReadDirent(int(f.Fd()), buf)
-		must(t, err)
+		testenv.Must(t, err)
 		for off := 0; off < n; {
 			de := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
 			name := unix.ByteSliceToString((*[256]byte)(unsafe.Pointer(&de.Name))[:])

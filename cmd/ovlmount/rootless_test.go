@@ -39,30 +39,30 @@ func nsLayers(t *testing.T, uid int) (d, bin string) {
 	}
 	d = t.TempDir()
 	// The test's temporary directories are root's alone.
-	must(t, os.Chmod(filepath.Dir(d), 0o755))
-	must(t, os.Chmod(d, 0o755))
+	testenv.Must(t, os.Chmod(filepath.Dir(d), 0o755))
+	testenv.Must(t, os.Chmod(d, 0o755))
 	for _, p := range []string{"l/d", "u", "w", "w2", "w3", "m", "dev"} {
-		must(t, os.MkdirAll(filepath.Join(d, p), 0o755))
+		testenv.Must(t, os.MkdirAll(filepath.Join(d, p), 0o755))
 	}
 	for p, s := range map[string]string{"l/a": "a", "l/c": "c", "l/d/b": "b"} {
-		must(t, os.WriteFile(filepath.Join(d, p), []byte(s), 0o644))
+		testenv.Must(t, os.WriteFile(filepath.Join(d, p), []byte(s), 0o644))
 	}
 	// Everything but dev is the user's, as a rootless user's storage is.
-	must(t, filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
 		if err != nil || p == d || e.Name() == "dev" {
 			return err
 		}
 		return os.Lchown(p, uid, uid)
 	}))
 	src, err := os.Open(testenv.Binary(t))
-	must(t, err)
+	testenv.Must(t, err)
 	defer src.Close()
 	bin = filepath.Join(d, "ovlmount")
 	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE, 0o755)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = io.Copy(dst, src)
-	must(t, err)
-	must(t, dst.Close())
+	testenv.Must(t, err)
+	testenv.Must(t, dst.Close())
 	return d, bin
 }
 
@@ -164,7 +164,7 @@ func TestRootless(t *testing.T) {
 	checkNamespaceWrites(t, d, bin, out, err)
 	// What the user made belongs to it on the host.
 	var st syscall.Stat_t
-	must(t, syscall.Lstat(filepath.Join(d, "u/d/new"), &st))
+	testenv.Must(t, syscall.Lstat(filepath.Join(d, "u/d/new"), &st))
 	if st.Uid != rootlessUID || st.Gid != rootlessUID {
 		t.Errorf("u/d/new owned by %d:%d, want %d:%d", st.Uid, st.Gid, rootlessUID, rootlessUID)
 	}
@@ -207,7 +207,7 @@ umount m`
 			t.Errorf("u/%s override %q, %v; want %q", rel, got, err, v)
 		}
 		var st syscall.Stat_t
-		must(t, syscall.Lstat(filepath.Join(d, "u", rel), &st))
+		testenv.Must(t, syscall.Lstat(filepath.Join(d, "u", rel), &st))
 		if st.Uid != rootlessUID || st.Mode&0o7000 != 0 {
 			t.Errorf("u/%s itself: owner %d mode %o, want the user's without special bits", rel, st.Uid, st.Mode&0o7777)
 		}

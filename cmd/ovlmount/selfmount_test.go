@@ -41,8 +41,8 @@ func TestMountpointInsideLayer(t *testing.T) {
 		t.Skip("no setpriv (Debian package util-linux)")
 	}
 	// The unprivileged user must reach the layers.
-	must(t, os.Chmod(filepath.Dir(d), 0o755))
-	must(t, os.Chmod(d, 0o755))
+	testenv.Must(t, os.Chmod(filepath.Dir(d), 0o755))
+	testenv.Must(t, os.Chmod(d, 0o755))
 	before := snapshot(t, d)
 	r := execute(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
 		testenv.Binary(t), "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)

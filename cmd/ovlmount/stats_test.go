@@ -62,7 +62,7 @@ func TestStatsCommand(t *testing.T) {
 	testenv.RequireMount(t)
 	d := makeStack(t)
 	// In a directory the workload does not list: listing looks names up.
-	must(t, os.Mkdir(d+"/l1/s", 0o755))
+	testenv.Must(t, os.Mkdir(d+"/l1/s", 0o755))
 	for i := range 2 {
 		if err := os.WriteFile(fmt.Sprintf("%s/l1/s/c%d", d, i), []byte("copy me"), 0o644); err != nil {
 			t.Fatal(err)
@@ -184,14 +184,14 @@ func copyBinary(t *testing.T, d string) string {
 		}
 	}
 	src, err := os.Open(testenv.Binary(t))
-	must(t, err)
+	testenv.Must(t, err)
 	defer src.Close()
 	bin := filepath.Join(d, "ovlmount")
 	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE, 0o755)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = io.Copy(dst, src)
-	must(t, err)
-	must(t, dst.Close())
+	testenv.Must(t, err)
+	testenv.Must(t, dst.Close())
 	return bin
 }
 
@@ -217,7 +217,7 @@ func answerOf(t *testing.T, path string) statsReport {
 func TestStatsStaleSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), statsSocketName("0:99"))
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	must(t, err)
+	testenv.Must(t, err)
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
 	if c, err := net.Dial("unix", path); err == nil {
@@ -260,23 +260,23 @@ func TestStatsSweep(t *testing.T) {
 	stale := func(name string, age time.Duration) string {
 		p := filepath.Join(dir, name)
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
-		must(t, err)
+		testenv.Must(t, err)
 		ln.SetUnlinkOnClose(false)
 		ln.Close()
 		then := time.Now().Add(-age)
-		must(t, os.Chtimes(p, then, then))
+		testenv.Must(t, os.Chtimes(p, then, then))
 		return p
 	}
 	old, fresh := stale("0:97.sock", 2*time.Minute), stale("0:98.sock", 0)
 	live, err := listenStats(filepath.Join(dir, "0:99.sock"))
-	must(t, err)
+	testenv.Must(t, err)
 	defer live.close()
 	go live.answer(func() statsReport { return statsReport{PID: 1} })
 	then := time.Now().Add(-2 * time.Minute)
-	must(t, os.Chtimes(live.path, then, then))
+	testenv.Must(t, os.Chtimes(live.path, then, then))
 	other := filepath.Join(dir, "notes")
-	must(t, os.WriteFile(other, nil, 0o600))
-	must(t, os.Chtimes(other, then, then))
+	testenv.Must(t, os.WriteFile(other, nil, 0o600))
+	testenv.Must(t, os.Chtimes(other, then, then))
 
 	sweep(dir)
 	for p, kept := range map[string]bool{old: false, fresh: true, live.path: true, other: true} {
