@@ -144,7 +144,7 @@ func waitsOnFUSE(pid int) bool {
 
 func TestMakeTree(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "new")
-	MakeTree(t, dir, "d a/b", "f a/f hello,  world ", "f empty", "l a/l ../out", "p fifo", "x a/f user.k=v=w", "d a")
+	MakeTree(t, dir, "d a/b", "f a/f hello,  world ", "f empty", "l a/l ../out", "p fifo", "x a/f user.k=v=w", "d a", "x . user.root=r")
 	for name, want := range map[string]uint32{"a": unix.S_IFDIR | 0o755, "a/b": unix.S_IFDIR | 0o755, "a/f": unix.S_IFREG | 0o644, "empty": unix.S_IFREG | 0o644, "fifo": unix.S_IFIFO | 0o644} {
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil || st.Mode != want {
@@ -164,6 +164,9 @@ func TestMakeTree(t *testing.T) {
 	if n, err := unix.Lgetxattr(filepath.Join(dir, "a/f"), "user.k", v); err != nil || string(v[:n]) != "v=w" {
 		t.Errorf("a/f: user.k is %q (%v)", v[:max(n, 0)], err)
 	}
+	if n, err := unix.Lgetxattr(dir, "user.root", v); err != nil || string(v[:n]) != "r" {
+		t.Errorf("the root: user.root is %q (%v)", v[:max(n, 0)], err)
+	}
 }
 
 // TestMakeTreeFollowsNoSymlink checks that names through a symlink, or
@@ -173,7 +176,7 @@ func TestMakeTreeFollowsNoSymlink(t *testing.T) {
 	dir, out := filepath.Join(base, "tree"), filepath.Join(base, "out")
 	MakeTree(t, out)
 	MakeTree(t, dir, "l out ../out", "l abs "+out)
-	for _, line := range []string{"f out/x data", "d abs/x", "f abs x", "d out", "x out/x user.k=v", "f ../x", "f /x", "f a//x", "p ./x", "q x", "x abs user.k"} {
+	for _, line := range []string{"f out/x data", "d abs/x", "f abs x", "d out", "x out/x user.k=v", "f ../x", "f /x", "f a//x", "p ./x", "f a/.", "f .", "q x", "x abs user.k"} {
 		if err := makeObject(dir, line); err == nil {
 			t.Errorf("%q: made", line)
 		}
