@@ -147,12 +147,8 @@ func TestLookupCountsReachZero(t *testing.T) {
 
 func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	testenv.Must(t, os.MkdirAll(filepath.Join(top, "d"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(top, "d/mine"), nil, 0o644))
-	testenv.Must(t, os.Symlink("/etc", filepath.Join(bottom, "d")))
-	testenv.Must(t, os.Symlink("..", filepath.Join(bottom, "up")))
-	testenv.Must(t, os.Symlink("loop", filepath.Join(bottom, "loop")))
-	testenv.Must(t, os.Symlink("../../../../../../etc/passwd", filepath.Join(bottom, "passwd")))
+	testenv.MakeTree(t, top, "f d/mine")
+	testenv.MakeTree(t, bottom, "l d /etc", "l up ..", "l loop loop", "l passwd ../../../../../../etc/passwd")
 	_, mnt := mountStack(t, top, bottom)
 	// d is a directory on top: the symlink below does not merge in.
 	if _, err := os.Lstat(filepath.Join(mnt, "d/passwd")); !errors.Is(err, fs.ErrNotExist) {
@@ -177,10 +173,8 @@ func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 
 func TestLowerAtimesUntouched(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	testenv.Must(t, os.MkdirAll(filepath.Join(bottom, "dir/sub"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(bottom, "dir/file"), []byte("content"), 0o644))
-	testenv.Must(t, os.Symlink("file", filepath.Join(bottom, "dir/link")))
-	testenv.Must(t, os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
+	testenv.MakeTree(t, bottom, "d dir/sub", "f dir/file content", "l dir/link file")
+	testenv.MakeTree(t, top, "f other")
 	// Atimes far in the past: relatime would update every one of them on
 	// an access that does not avoid it.
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)

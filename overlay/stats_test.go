@@ -73,8 +73,7 @@ func TestProtocolVersion(t *testing.T) {
 // handles and nodes.
 func TestEngineStats(t *testing.T) {
 	lower := t.TempDir()
-	testenv.Must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "d/f"), []byte("12345"), 0o644))
+	testenv.MakeTree(t, lower, "f d/f 12345")
 	fs, _, _ := openRW(t, lower, Options{Timeout: time.Second})
 	d, err := fs.Lookup(inodes.RootID, "d")
 	testenv.Must(t, err)

@@ -55,11 +55,7 @@ func readFile(t *testing.T, p string) string {
 
 func TestWritesInTheKernelFormat(t *testing.T) {
 	lower := t.TempDir()
-	testenv.Must(t, os.MkdirAll(filepath.Join(lower, "dir/sub"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "dir/file"), []byte("lower"), 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "dir/sub/x"), []byte("x"), 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "gone"), []byte("g"), 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "moved"), []byte("m"), 0o644))
+	testenv.MakeTree(t, lower, "d dir/sub", "f dir/file lower", "f dir/sub/x x", "f gone g", "f moved m")
 	sum := testenv.TreeSum(t, lower)
 	t.Cleanup(func() {
 		if testenv.TreeSum(t, lower) != sum {
