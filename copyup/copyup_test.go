@@ -111,8 +111,7 @@ func TestCopyTruncate(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.Mkdir(lowerDir, 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "f"), []byte("data"), 0o644))
+	testenv.MakeTree(t, lowerDir, "f f data")
 	s := newStack(t, lowerDir, base)
 	st := s.copy(t, "f", Options{Trusted: true, Truncate: true})
 	if st.Size != 0 || st.Mode != unix.S_IFREG|0o644 {
@@ -126,11 +125,7 @@ func TestFlags(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.Mkdir(lowerDir, 0o755))
-	for _, d := range []string{"a", "i", "ai", "plain"} {
-		testenv.Must(t, os.Mkdir(filepath.Join(lowerDir, d), 0o755))
-	}
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "f"), []byte("x"), 0o644))
+	testenv.MakeTree(t, lowerDir, "d a", "d i", "d ai", "d plain", "f f x")
 	setFlags := func(rel string, flags uint32) bool {
 		fd, err := unix.Open(filepath.Join(lowerDir, rel), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		testenv.Must(t, err)
@@ -194,11 +189,10 @@ func TestExisting(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.MkdirAll(filepath.Join(lowerDir, "dir"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "f"), []byte("lower"), 0o644))
+	testenv.MakeTree(t, lowerDir, "d dir", "f f lower")
 	s := newStack(t, lowerDir, base)
 	testenv.Must(t, os.WriteFile(filepath.Join(s.upperDir, "f"), []byte("upper"), 0o600))
-	testenv.Must(t, os.Symlink("f", filepath.Join(s.upperDir, "dir")))
+	testenv.MakeTree(t, s.upperDir, "l dir f")
 	for _, rel := range []string{"f", "dir"} {
 		if _, err := copyRel(s.work, s.lower, s.upper, rel, Options{Trusted: true}); !isErrno(err, unix.EEXIST) {
 			t.Errorf("%s: %v, want EEXIST", rel, err)
@@ -271,13 +265,8 @@ func TestNoFollow(t *testing.T) {
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
 	outside := filepath.Join(base, "outside")
-	testenv.Must(t, os.MkdirAll(filepath.Join(lowerDir, "real"), 0o755))
-	testenv.Must(t, os.MkdirAll(outside, 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "real/f"), []byte("real"), 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(outside, "f"), []byte("outside"), 0o644))
-	testenv.Must(t, os.Symlink("real", filepath.Join(lowerDir, "rel")))
-	testenv.Must(t, os.Symlink(outside, filepath.Join(lowerDir, "abs")))
-	testenv.Must(t, os.Symlink(filepath.Join(outside, "f"), filepath.Join(lowerDir, "tofile")))
+	testenv.MakeTree(t, lowerDir, "f real/f real", "l rel real", "l abs "+outside, "l tofile "+outside+"/f")
+	testenv.MakeTree(t, outside, "f f outside")
 	s := newStack(t, lowerDir, base)
 	for _, d := range []string{"rel", "abs"} {
 		testenv.Must(t, os.Mkdir(filepath.Join(s.upperDir, d), 0o755))
@@ -296,9 +285,8 @@ func TestNoFollow(t *testing.T) {
 		t.Errorf("tofile: %v %v, want a symlink", fi, err)
 	}
 	// An upper parent that is a symlink to a directory outside.
-	testenv.Must(t, os.Symlink(outside, filepath.Join(s.upperDir, "up")))
-	testenv.Must(t, os.Mkdir(filepath.Join(lowerDir, "up"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "up/g"), []byte("g"), 0o644))
+	testenv.MakeTree(t, s.upperDir, "l up "+outside)
+	testenv.MakeTree(t, lowerDir, "f up/g g")
 	// The symlink is opened itself, and is no directory.
 	if _, err := copyRel(s.work, s.lower, s.upper, "up/g", Options{Trusted: true}); !isErrno(err, unix.ENOTDIR) {
 		t.Errorf("up/g: %v, want ENOTDIR", err)
@@ -315,8 +303,7 @@ func TestOpenCleans(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	outside := filepath.Join(base, "outside")
-	testenv.Must(t, os.MkdirAll(filepath.Join(outside, "keep/deep"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(outside, "keep/file"), []byte("keep"), 0o644))
+	testenv.MakeTree(t, outside, "d keep/deep", "f keep/file keep")
 	workdir := filepath.Join(base, "workdir")
 	testenv.Must(t, os.Mkdir(workdir, 0o755))
 
@@ -329,16 +316,9 @@ func TestOpenCleans(t *testing.T) {
 	}
 
 	work := filepath.Join(workdir, "work")
-	testenv.Must(t, os.WriteFile(filepath.Join(work, "#1"), []byte("temp"), 0o644))
-	testenv.Must(t, os.MkdirAll(filepath.Join(work, "#2/a/b/c"), 0o755))
+	testenv.MakeTree(t, work, "f #1 temp", "d #2/a/b/c", "l #2/a/b/out "+outside, "l #3 "+outside+"/keep", "l #4 /", "l #2/up ..", "f #6/locked/x")
 	testenv.Must(t, unix.Mknod(filepath.Join(work, "#2/a/wh"), unix.S_IFCHR, 0))
-	testenv.Must(t, os.Symlink(outside, filepath.Join(work, "#2/a/b/out")))
-	testenv.Must(t, os.Symlink(filepath.Join(outside, "keep"), filepath.Join(work, "#3")))
-	testenv.Must(t, os.Symlink("/", filepath.Join(work, "#4")))
-	testenv.Must(t, os.Symlink("..", filepath.Join(work, "#2/up")))
 	testenv.Must(t, unix.Mkfifo(filepath.Join(work, "#5"), 0o600))
-	testenv.Must(t, os.MkdirAll(filepath.Join(work, "#6/locked"), 0o755))
-	testenv.Must(t, os.WriteFile(filepath.Join(work, "#6/locked/x"), nil, 0o644))
 	testenv.Must(t, os.Chmod(filepath.Join(work, "#6/locked"), 0))
 	testenv.Must(t, os.Chmod(filepath.Join(work, "#6"), 0))
 	testenv.Must(t, unix.Lsetxattr(work, "system.posix_acl_default", acl([3]uint32{aclUserObj, 7, aclNoID}, [3]uint32{aclGroupObj, 5, aclNoID}, [3]uint32{aclOther, 5, aclNoID}), 0))
@@ -385,13 +365,9 @@ func TestFaultInjection(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.MkdirAll(filepath.Join(lowerDir, "p/dir"), 0o755))
+	testenv.MakeTree(t, lowerDir, "d p/dir", "f p/empty", "f p/hard x", "l p/link target", "p p/fifo")
 	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "p/file"), []byte("data"), 0o4755))
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "p/empty"), nil, 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "p/hard"), []byte("x"), 0o644))
 	testenv.Must(t, os.Link(filepath.Join(lowerDir, "p/hard"), filepath.Join(lowerDir, "p/hard2")))
-	testenv.Must(t, os.Symlink("target", filepath.Join(lowerDir, "p/link")))
-	testenv.Must(t, unix.Mkfifo(filepath.Join(lowerDir, "p/fifo"), 0o644))
 	testenv.Must(t, unix.Lsetxattr(filepath.Join(lowerDir, "p/file"), "user.a", []byte("b"), 0))
 	s := newStack(t, lowerDir, base)
 	testenv.Must(t, os.Mkdir(filepath.Join(s.upperDir, "p"), 0o755))
