@@ -30,15 +30,13 @@ func TestCrashSafety(t *testing.T) {
 	bin := testenv.Binary(t)
 	base := t.TempDir()
 	lower := filepath.Join(base, "lower")
-	testenv.Must(t, os.Mkdir(lower, 0o755))
+	testenv.MakeTree(t, lower, "f a A", "f c C")
 	big := make([]byte, 16<<20)
 	for i := range big {
 		big[i] = byte(i*7 + i>>13)
 	}
 	bigSum := sha256.Sum256(big)
 	testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "a"), []byte("A"), 0o644))
-	testenv.Must(t, os.WriteFile(filepath.Join(lower, "c"), []byte("C"), 0o644))
 
 	lowerSum := testenv.TreeSum(t, lower)
 	states := map[string]int{}

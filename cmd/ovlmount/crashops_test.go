@@ -278,19 +278,13 @@ func zipSteps(steps, outcomes []string) []string {
 //	dir/a, dir/b, emptydir/, link -> file, fifo
 func makeCrashLower(t *testing.T, lower string) {
 	t.Helper()
-	for _, d := range []string{"dir", "emptydir"} {
-		testenv.Must(t, os.MkdirAll(filepath.Join(lower, d), 0o755))
-	}
+	testenv.MakeTree(t, lower, "f file lower data", "f x x", "f xattr xa", "x xattr user.k=v",
+		"f dir/a a", "f dir/b b", "d emptydir", "l link file", "p fifo")
 	big := make([]byte, 256<<10)
 	for i := range big {
 		big[i] = byte(i * 31)
 	}
-	for name, data := range map[string][]byte{"file": []byte("lower data"), "x": []byte("x"), "big": big, "xattr": []byte("xa"), "dir/a": []byte("a"), "dir/b": []byte("b")} {
-		testenv.Must(t, os.WriteFile(filepath.Join(lower, name), data, 0o644))
-	}
-	testenv.Must(t, unix.Setxattr(filepath.Join(lower, "xattr"), "user.k", []byte("v"), 0))
-	testenv.Must(t, os.Symlink("file", filepath.Join(lower, "link")))
-	testenv.Must(t, unix.Mkfifo(filepath.Join(lower, "fifo"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
 	testenv.Must(t, filepath.WalkDir(lower, func(p string, _ fs.DirEntry, err error) error {

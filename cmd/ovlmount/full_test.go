@@ -29,11 +29,9 @@ func TestUpperFull(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			d := t.TempDir()
 			lower := d + "/lower"
+			testenv.MakeTree(t, lower, "f small small", "f victim v", "f cu c", "f dir/f f", "f d2/g g")
 			big := bytes.Repeat([]byte("big lower data\n"), 64<<10) // ~1 MiB
-			for name, data := range map[string][]byte{"big": big, "small": []byte("small"), "victim": []byte("v"), "cu": []byte("c"), "dir/f": []byte("f"), "d2/g": []byte("g")} {
-				testenv.Must(t, os.MkdirAll(filepath.Dir(filepath.Join(lower, name)), 0o755))
-				testenv.Must(t, os.WriteFile(filepath.Join(lower, name), data, 0o644))
-			}
+			testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
 			lowerSum := testenv.TreeSum(t, lower)
 			fsdir := smallFS(t, kind, d)
 			upper, work, mnt := fsdir+"/upper", fsdir+"/work", d+"/mnt"

@@ -45,16 +45,7 @@ func TestMain(m *testing.M) {
 func makeStack(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	for _, dir := range []string{"l1/d", "l2", "upper", "work", "mnt"} {
-		if err := os.MkdirAll(filepath.Join(d, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, data := range map[string]string{"l1/d/f": "from l1", "l1/shadow": "l1", "l2/g": "from l2", "l2/shadow": "l2", "file": ""} {
-		if err := os.WriteFile(filepath.Join(d, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.MakeTree(t, d, "f l1/d/f from l1", "f l1/shadow l1", "f l2/g from l2", "f l2/shadow l2", "f file", "d upper", "d work", "d mnt")
 	return d
 }
 

@@ -103,9 +103,7 @@ func TestOwnerOptionsMount(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, prog := range programs {
 				d := t.TempDir()
-				for _, dir := range []string{"l", "u", "w", "m"} {
-					testenv.Must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
-				}
+				testenv.MakeTree(t, d, "d l", "d u", "d w", "d m")
 				cleanupMount(t, filepath.Join(d, "m"))
 				script := "set -e\ncd \"$1\"\n" + tc.setup +
 					"\n\"$2\" -o \"lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w,$3\" m 2>/dev/null\nset +e\n" +
@@ -125,16 +123,11 @@ func TestOwnerOptionsMount(t *testing.T) {
 func TestIno32(t *testing.T) {
 	testenv.RequireMount(t)
 	d := t.TempDir()
-	for _, dir := range []string{"l", "u", "w", "m"} {
-		testenv.Must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
-	}
+	testenv.MakeTree(t, d, "d l", "f u/up", "d w", "d m")
 	lower := filepath.Join(d, "l")
 	testenv.Must(t, unix.Mount("ovlmount-test", lower, "tmpfs", 0, "mode=755"))
 	t.Cleanup(func() { unix.Unmount(lower, unix.MNT_DETACH) })
-	for _, name := range []string{"a", "b", "c"} {
-		testenv.Must(t, os.WriteFile(filepath.Join(lower, name), nil, 0o644))
-	}
-	testenv.Must(t, os.WriteFile(filepath.Join(d, "u/up"), nil, 0o644))
+	testenv.MakeTree(t, lower, "f a", "f b", "f c")
 	mnt := filepath.Join(d, "m")
 	opts := "lowerdir=" + lower + ",upperdir=" + d + "/u,workdir=" + d + "/w"
 	numbers := func(extra string) map[string]uint64 {

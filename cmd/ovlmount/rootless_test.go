@@ -41,12 +41,7 @@ func nsLayers(t *testing.T, uid int) (d, bin string) {
 	// The test's temporary directories are root's alone.
 	testenv.Must(t, os.Chmod(filepath.Dir(d), 0o755))
 	testenv.Must(t, os.Chmod(d, 0o755))
-	for _, p := range []string{"l/d", "u", "w", "w2", "w3", "m", "dev"} {
-		testenv.Must(t, os.MkdirAll(filepath.Join(d, p), 0o755))
-	}
-	for p, s := range map[string]string{"l/a": "a", "l/c": "c", "l/d/b": "b"} {
-		testenv.Must(t, os.WriteFile(filepath.Join(d, p), []byte(s), 0o644))
-	}
+	testenv.MakeTree(t, d, "f l/a a", "f l/c c", "f l/d/b b", "d u", "d w", "d w2", "d w3", "d m", "d dev")
 	// Everything but dev is the user's, as a rootless user's storage is.
 	testenv.Must(t, filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
 		if err != nil || p == d || e.Name() == "dev" {

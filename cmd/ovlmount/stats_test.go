@@ -62,12 +62,7 @@ func TestStatsCommand(t *testing.T) {
 	testenv.RequireMount(t)
 	d := makeStack(t)
 	// In a directory the workload does not list: listing looks names up.
-	testenv.Must(t, os.Mkdir(d+"/l1/s", 0o755))
-	for i := range 2 {
-		if err := os.WriteFile(fmt.Sprintf("%s/l1/s/c%d", d, i), []byte("copy me"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.MakeTree(t, d, "f l1/s/c0 copy me", "f l1/s/c1 copy me")
 	mnt := d + "/mnt"
 	mountDaemon(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2,upperdir="+d+"/upper,workdir="+d+"/work", mnt)
 	pid := daemonFor(t, d+"/")
