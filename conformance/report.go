@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -334,20 +333,4 @@ func mdCell(s string) string {
 		s = s[:300] + "..."
 	}
 	return s
-}
-
-// unknownAreas returns the areas of scenarios that Areas does not list:
-// the per-area summary would leave them out.
-func unknownAreas(scenarios []Scenario) []string {
-	known := map[string]bool{}
-	for _, a := range Areas {
-		known[a.Name] = true
-	}
-	var out []string
-	for _, s := range scenarios {
-		if !known[s.Area()] && !slices.Contains(out, s.Area()) {
-			out = append(out, s.Area())
-		}
-	}
-	return out
 }

@@ -114,24 +114,6 @@ func (r Report) Problems() []Problem {
 	return out
 }
 
-// Digest picks up to n problems for a one-line summary: every kind of
-// problem before a second one of any kind, so that one systematic
-// difference does not hide the others.
-func Digest(problems []Problem, n int) []string {
-	var firsts, rest []string
-	seen := map[string]bool{}
-	for _, p := range problems {
-		if seen[p.Kind] {
-			rest = append(rest, p.Text)
-			continue
-		}
-		seen[p.Kind] = true
-		firsts = append(firsts, p.Text)
-	}
-	out := append(firsts, rest...)
-	return out[:min(n, len(out))]
-}
-
 // RunScenario builds s's layers under dir, runs s on the kernel and on
 // other, and compares. The lower layers are built once and shared, so the
 // numbers of lower objects are the same for both; each side gets its own
