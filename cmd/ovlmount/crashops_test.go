@@ -127,9 +127,7 @@ func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail s
 	if !r.hit || fail != 0 {
 		r.workLeft = testenv.DirNames(t, work+"/work")
 		r.live = viewOf(t, mnt)
-		if res := execute(t, "umount", mnt); res.code != 0 {
-			t.Fatalf("umount: %s", res.stderr)
-		}
+		umount(t, mnt)
 	}
 	<-tr.done
 	r.steps = tr.calls

@@ -185,9 +185,7 @@ func TestUpperFull(t *testing.T) {
 				t.Errorf("big2 reads %d bytes (%v) after the copy-up and the write", len(got), err)
 			}
 			want := viewOf(t, mnt)
-			if r := execute(t, "umount", mnt); r.code != 0 {
-				t.Fatalf("umount: %s", r.stderr)
-			}
+			umount(t, mnt)
 			mountDaemon(t, mnt, "-o", opts, mnt)
 			if got := viewOf(t, mnt); got != want {
 				t.Errorf("a new mount shows\n%s\nthe mount that wrote it showed\n%s", got, want)

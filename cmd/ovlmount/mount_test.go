@@ -85,6 +85,14 @@ func ovlmount(t *testing.T, args ...string) result {
 	return execute(t, testenv.Binary(t), args...)
 }
 
+// umount unmounts mnt with umount(8), failing the test if that fails.
+func umount(t *testing.T, mnt string) {
+	t.Helper()
+	if r := execute(t, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount %s: exit %d, stderr %q", mnt, r.code, r.stderr)
+	}
+}
+
 // cleanupMount makes sure that, at the end of the test, nothing is
 // mounted on mnt and no daemon naming mnt's directory is left.
 func cleanupMount(t *testing.T, mnt string) {
@@ -340,6 +348,16 @@ func (p *foreground) wait(timeout time.Duration) (error, bool) {
 	}
 }
 
+// umountAndWait unmounts mnt, which p serves, and checks that p then
+// exits 0 within 10 seconds.
+func (p *foreground) umountAndWait(t *testing.T, mnt string) {
+	t.Helper()
+	umount(t, mnt)
+	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
+		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
+	}
+}
+
 // startForeground starts ovlmount -f and waits until the mount is live.
 func startForeground(t *testing.T, mnt string, args ...string) *foreground {
 	t.Helper()
@@ -405,16 +423,7 @@ func TestForegroundUnmount(t *testing.T) {
 	d := makeStack(t)
 	mnt := d + "/mnt"
 	p := startForeground(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	err, ended := p.wait(10 * time.Second)
-	if !ended {
-		t.Fatal("ovlmount -f still running 10s after umount")
-	}
-	if err != nil {
-		t.Errorf("after umount: %v, want exit 0; stderr %q", err, p.stderr.String())
-	}
+	p.umountAndWait(t, mnt)
 }
 
 // snapshot lists every path under dir with its type, mode and size.
@@ -635,9 +644,7 @@ func TestMountHelper(t *testing.T) {
 					t.Errorf("mount options %q, want nodev and noexec as in %q", info, tc.extra)
 				}
 			}
-			if r := execute(t, "umount", mnt); r.code != 0 {
-				t.Fatalf("umount: exit %d, stderr %q", r.code, r.stderr)
-			}
+			umount(t, mnt)
 			checkDaemonEnds(t, pid, d+"/", mnt)
 		})
 	}

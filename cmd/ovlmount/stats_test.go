@@ -157,9 +157,7 @@ func TestStatsCommand(t *testing.T) {
 	}
 
 	stopWorkload()
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
+	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stats socket %s after the unmount: %v, want none", sock, err)
@@ -361,9 +359,7 @@ func TestStatsSIGUSR1(t *testing.T) {
 	}
 	checkStatsLines(t, lines, pid)
 	checkLive(t, d, mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
+	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 
 	d = makeStack(t)
@@ -375,12 +371,7 @@ func TestStatsSIGUSR1(t *testing.T) {
 	}
 	waitStderr(t, p, mnt+": stats: rss_bytes: ")
 	checkLive(t, d, mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
-	}
+	p.umountAndWait(t, mnt)
 	lines = nil
 	for _, l := range strings.Split(strings.TrimSuffix(p.stderr.String(), "\n"), "\n") {
 		s, ok := strings.CutPrefix(l, "ovlmount: "+mnt+": stats: ")
