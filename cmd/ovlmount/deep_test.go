@@ -51,20 +51,7 @@ func TestDeepPaths(t *testing.T) {
 
 	for _, impl := range []string{"kernel", "ovlmount"} {
 		t.Run(impl, func(t *testing.T) {
-			s := t.TempDir()
-			upper, work, mnt := s+"/upper", s+"/work", s+"/mnt"
-			for _, p := range []string{upper, work, mnt} {
-				testenv.Must(t, os.Mkdir(p, 0o755))
-			}
-			opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-			if impl == "kernel" {
-				if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
-					t.Fatalf("mount -t overlay: %v\n%s", err, out)
-				}
-				t.Cleanup(func() { testenv.Unmount(t, mnt) })
-			} else {
-				mountDaemon(t, mnt, "-o", opts, mnt)
-			}
+			_, _, mnt := mountOverlay(t, impl, lower)
 			deepWork(t, mnt)
 		})
 	}

@@ -52,20 +52,7 @@ func TestLowerIOError(t *testing.T) {
 
 	for _, impl := range []string{"ovlmount", "kernel"} {
 		t.Run(impl, func(t *testing.T) {
-			s := t.TempDir()
-			upper, work, mnt := s+"/upper", s+"/work", s+"/mnt"
-			for _, p := range []string{upper, work, mnt} {
-				testenv.Must(t, os.Mkdir(p, 0o755))
-			}
-			opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-			if impl == "kernel" {
-				if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
-					t.Fatalf("mount -t overlay: %v\n%s", err, out)
-				}
-				t.Cleanup(func() { testenv.Unmount(t, mnt) })
-			} else {
-				mountDaemon(t, mnt, "-o", opts, mnt)
-			}
+			upper, work, mnt := mountOverlay(t, impl, lower)
 			if _, err := os.ReadFile(mnt + "/bad"); !errors.Is(err, unix.EIO) {
 				t.Errorf("read of the damaged file: %v, want EIO", err)
 			}

@@ -120,6 +120,26 @@ func mountDaemon(t *testing.T, mnt string, args ...string) {
 	}
 }
 
+// mountOverlay mounts lower under new, empty upper and work directories
+// on a new mountpoint until the test ends, with the kernel's overlay
+// (impl "kernel") or ovlmount, and returns the three.
+func mountOverlay(t *testing.T, impl, lower string) (upper, work, mnt string) {
+	t.Helper()
+	s := t.TempDir()
+	testenv.MakeTree(t, s, "d upper", "d work", "d mnt")
+	upper, work, mnt = s+"/upper", s+"/work", s+"/mnt"
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+	if impl != "kernel" {
+		mountDaemon(t, mnt, "-o", opts, mnt)
+		return upper, work, mnt
+	}
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount -t overlay: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { testenv.Unmount(t, mnt) })
+	return upper, work, mnt
+}
+
 // onlyWarnings reports whether every line of stderr is a warning.
 func onlyWarnings(stderr string) bool {
 	for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
