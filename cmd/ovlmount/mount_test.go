@@ -169,22 +169,7 @@ func checkLive(t *testing.T, d, mnt string) {
 // a path unique to the test (mount.fuse3 -o drop_privileges passes
 // /dev/fd/N instead of the mountpoint, but lowerdir still names it).
 func processesFor(key string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if st := procState(pid); st == "Z" || st == "" {
-			continue
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.Contains(string(cmdline), key) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.Processes(func(arg string) bool { return strings.Contains(arg, key) })
 }
 
 // procState returns the state letter of pid, "" if there is none.

@@ -198,6 +198,15 @@ func abortFUSE(dev string) {
 // processesNaming returns the live processes, other than this one, whose
 // command line holds dir or a path below it.
 func processesNaming(dir string) []int {
+	return Processes(func(arg string) bool {
+		return strings.Contains(arg, dir+"/") || strings.HasSuffix(arg, dir)
+	})
+}
+
+// Processes returns the live processes, other than this one and zombies,
+// with an argument that match accepts. Tests find the daemons they
+// started by a path unique to the test in their arguments.
+func Processes(match func(arg string) bool) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -205,15 +214,13 @@ func processesNaming(dir string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
+		// A zombie or a kernel thread has an empty command line.
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if err != nil || len(cmdline) == 0 {
-			continue // gone, or a zombie or kernel thread
+			continue
 		}
-		for _, arg := range bytes.Split(cmdline, []byte{0}) {
-			if s := string(arg); strings.Contains(s, dir+"/") || strings.HasSuffix(s, dir) {
-				pids = append(pids, pid)
-				break
-			}
+		if slices.ContainsFunc(strings.Split(string(cmdline), "\x00"), match) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
