@@ -31,7 +31,6 @@ func TestCopyEveryKind(t *testing.T) {
 			}
 			base := t.TempDir()
 			lowerDir := filepath.Join(base, "lower")
-			testenv.Must(t, os.Mkdir(lowerDir, 0o755))
 			want := buildLower(t, lowerDir)
 			s := newStack(t, lowerDir, base)
 			prefix := "trusted.overlay."

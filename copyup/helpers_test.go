@@ -336,10 +336,11 @@ var lowerTree = []lowerObject{
 	}},
 }
 
-// buildLower makes lowerTree in dir with old, distinct times, and returns
-// the attributes of each object.
+// buildLower makes lowerTree in dir (made if missing) with old, distinct
+// times, and returns the attributes of each object.
 func buildLower(t *testing.T, dir string) map[string]unix.Stat_t {
 	t.Helper()
+	testenv.Must(t, os.MkdirAll(dir, 0o755))
 	for _, o := range lowerTree {
 		o.make(t, filepath.Join(dir, o.rel))
 	}

@@ -139,7 +139,6 @@ func TestKernelSameFs(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.Mkdir(lowerDir, 0o755))
 	compareWithKernel(t, lowerDir, base, kernelTree(t, lowerDir), true)
 }
 
@@ -149,7 +148,6 @@ func TestKernelUserxattr(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.Mkdir(lowerDir, 0o755))
 	compareWithKernel(t, lowerDir, base, kernelTree(t, lowerDir), false)
 }
 
@@ -160,7 +158,6 @@ func TestKernelTmpfs(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "tmpfs")
 	mountTmpfs(t, base)
 	lowerDir := filepath.Join(base, "lower")
-	testenv.Must(t, os.Mkdir(lowerDir, 0o755))
 	rels := kernelTree(t, lowerDir)
 	fd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	testenv.Must(t, err)
