@@ -348,31 +348,27 @@ func openFlagString(flags int) string {
 		parts = append(parts, "O_TMPFILE")
 		rest &^= unix.O_TMPFILE
 	}
-	for _, f := range []struct {
-		bit  int
-		name string
-	}{
+	return bitNames(parts, rest, []flagName{
 		{unix.O_CREAT, "O_CREAT"}, {unix.O_EXCL, "O_EXCL"}, {unix.O_TRUNC, "O_TRUNC"},
 		{unix.O_APPEND, "O_APPEND"}, {unix.O_DIRECTORY, "O_DIRECTORY"}, {unix.O_NOFOLLOW, "O_NOFOLLOW"},
 		{unix.O_NONBLOCK, "O_NONBLOCK"}, {unix.O_PATH, "O_PATH"},
-	} {
-		if rest&f.bit != 0 {
-			parts = append(parts, f.name)
-			rest &^= f.bit
-		}
-	}
-	if rest != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", rest))
-	}
-	return strings.Join(parts, "|")
+	})
 }
 
 func renameFlagString(flags int) string {
-	var parts []string
-	for _, f := range []struct {
-		bit  int
-		name string
-	}{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}} {
+	return bitNames(nil, flags, []flagName{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}})
+}
+
+// flagName names one bit of a flags argument.
+type flagName struct {
+	bit  int
+	name string
+}
+
+// bitNames adds to parts the names of the bits of flags, then any bits
+// left unnamed in hex, and joins them with |.
+func bitNames(parts []string, flags int, names []flagName) string {
+	for _, f := range names {
 		if flags&f.bit != 0 {
 			parts = append(parts, f.name)
 			flags &^= f.bit
