@@ -22,13 +22,7 @@ import (
 	"github.com/ovlmount/ovlmount/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	done := testenv.Start()
-	code := m.Run()
-	testenv.RemoveBinary()
-	done()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
 	// fuseOverlayfs is the program ovlmount stands in for, run for

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/ovlmount/ovlmount/internal/mountinfo"
@@ -67,6 +68,17 @@ func Start() (done func()) {
 			fmt.Fprintf(os.Stderr, "testenv: the tests left behind %s\n", left)
 		}
 	}
+}
+
+// Main is TestMain for a package whose tests need nothing more around
+// them: it runs the tests between Start and the function Start returns,
+// removes the binary Binary built, and exits with the tests' status.
+func Main(m *testing.M) {
+	done := Start()
+	code := m.Run()
+	RemoveBinary()
+	done()
+	os.Exit(code)
 }
 
 // CleanStale takes down what test processes that are gone left in their

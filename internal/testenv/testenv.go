@@ -4,9 +4,9 @@
 // again (Unmount, WaitUnmounted, MountType), finding the daemons they
 // started (Processes), the temporary directory of each test process, in
 // which the mounts, layers and daemons of a run that died are found and
-// taken down by the next (Start, CleanStale), and the helpers for layer
-// trees and errors (MakeTree, TreeSum, DirNames, Must). Only tests import
-// it: it fails tests, and must never be what a program relies on.
+// taken down by the next (Main, Start, CleanStale), and the helpers for
+// layer trees and errors (MakeTree, TreeSum, DirNames, Must). Only tests
+// import it: it fails tests, and must never be what a program relies on.
 package testenv
 
 import (

@@ -25,13 +25,7 @@ func TestMountType(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) {
-	done := Start()
-	code := m.Run()
-	RemoveBinary()
-	done()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { Main(m) }
 
 // TestCleanStale leaves what a killed test run would beside this live
 // run's directory (Start's): a directory named for a process that is
