@@ -59,10 +59,10 @@ func TestCopyEveryKind(t *testing.T) {
 				if after.Atim != before.Atim || after.Mtim != before.Mtim {
 					t.Errorf("%s: parent times %v %v, were %v %v", o.rel, after.Atim, after.Mtim, before.Atim, before.Mtim)
 				}
-				if v, err := getxattr(parent, prefix+"impure"); err != nil || v != "y" {
+				if v, err := testenv.Xattr(parent, prefix+"impure"); err != nil || v != "y" {
 					t.Errorf("%s: parent impure %q, %v", o.rel, v, err)
 				}
-				origin, err := getxattr(upperPath, prefix+"origin")
+				origin, err := testenv.Xattr(upperPath, prefix+"origin")
 				switch {
 				case o.rel == "d/h1":
 					// Copy-up breaks a hard link: no origin.
@@ -158,11 +158,11 @@ func TestFlags(t *testing.T) {
 		s.copy(t, rel, Options{Trusted: true})
 	}
 	for rel, want := range map[string]string{"a": "a", "i": "i", "ai": "ai"} {
-		if v, err := getxattr(filepath.Join(s.upperDir, rel), "trusted.overlay.protattr"); v != want {
+		if v, err := testenv.Xattr(filepath.Join(s.upperDir, rel), "trusted.overlay.protattr"); v != want {
 			t.Errorf("%s: protattr %q, %v; want %q", rel, v, err, want)
 		}
 	}
-	if _, err := getxattr(filepath.Join(s.upperDir, "plain"), "trusted.overlay.protattr"); err != unix.ENODATA {
+	if _, err := testenv.Xattr(filepath.Join(s.upperDir, "plain"), "trusted.overlay.protattr"); err != unix.ENODATA {
 		t.Errorf("plain: protattr: %v", err)
 	}
 	fd, err := unix.Open(filepath.Join(s.upperDir, "f"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -200,7 +200,7 @@ func TestExisting(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(s.upperDir, "f")); string(b) != "upper" {
 		t.Errorf("upper file changed: %q", b)
 	}
-	if _, err := getxattr(s.upperDir, "trusted.overlay.impure"); err != unix.ENODATA {
+	if _, err := testenv.Xattr(s.upperDir, "trusted.overlay.impure"); err != unix.ENODATA {
 		t.Errorf("impure set on a failed copy: %v", err)
 	}
 	if w := s.workEntries(t); len(w) != 0 {
@@ -221,7 +221,7 @@ func TestExisting(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(s.upperDir, "late")); err != nil || fi.Size() != 0 {
 		t.Errorf("late: the other file changed: %v %v", fi, err)
 	}
-	if _, err := getxattr(s.upperDir, "trusted.overlay.impure"); err != unix.ENODATA {
+	if _, err := testenv.Xattr(s.upperDir, "trusted.overlay.impure"); err != unix.ENODATA {
 		t.Errorf("impure left after a failed link: %v", err)
 	}
 }
@@ -329,7 +329,7 @@ func TestOpenCleans(t *testing.T) {
 	if len(names) != 0 {
 		t.Errorf("work holds %v", names)
 	}
-	if _, err := getxattr(work, "system.posix_acl_default"); err != unix.ENODATA {
+	if _, err := testenv.Xattr(work, "system.posix_acl_default"); err != unix.ENODATA {
 		t.Errorf("default ACL on work kept: %v", err)
 	}
 	for _, p := range []string{"keep", "keep/deep", "keep/file"} {
@@ -459,7 +459,7 @@ func TestConcurrent(t *testing.T) {
 	if len(entries) != n {
 		t.Errorf("%d entries copied, want %d", len(entries), n)
 	}
-	if v, _ := getxattr(filepath.Join(s.upperDir, "p"), "trusted.overlay.impure"); v != "y" {
+	if v, _ := testenv.Xattr(filepath.Join(s.upperDir, "p"), "trusted.overlay.impure"); v != "y" {
 		t.Errorf("impure %q", v)
 	}
 	if w := s.workEntries(t); len(w) != 0 {

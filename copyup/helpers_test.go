@@ -118,15 +118,6 @@ func xattrs(t *testing.T, path string) map[string]string {
 	return m
 }
 
-func getxattr(path, name string) (string, error) {
-	v := make([]byte, 4096)
-	n, err := unix.Lgetxattr(path, name, v)
-	if err != nil {
-		return "", err
-	}
-	return string(v[:n]), nil
-}
-
 // digest hashes the content of a regular file without touching its atime.
 func digest(t *testing.T, path string) string {
 	t.Helper()

@@ -168,7 +168,7 @@ func TestKernelTmpfs(t *testing.T) {
 		t.Fatal("tmpfs has no uuid here; the test means to check one")
 	}
 	compareWithKernel(t, lowerDir, base, rels, true)
-	v, err := getxattr(filepath.Join(base, "upper", "d/f"), "trusted.overlay.origin")
+	v, err := testenv.Xattr(filepath.Join(base, "upper", "d/f"), "trusted.overlay.origin")
 	testenv.Must(t, err)
 	if v[5:21] != string(uuid[:]) {
 		t.Errorf("origin uuid %x, want the filesystem's %x", v[5:21], uuid)

@@ -276,7 +276,7 @@ func TestOverrideWrite(t *testing.T) {
 		"f f x", "x f "+OverrideContainers+"=5:6:0700",
 		"d d", "x d "+OverrideContainers+"=7:8:02775")
 	get := func(rel string) string {
-		v, err := layersGetxattr(filepath.Join(upper, rel), OverrideUser)
+		v, err := testenv.Xattr(filepath.Join(upper, rel), OverrideUser)
 		if err != nil {
 			t.Errorf("%s: %v", rel, err)
 		}

@@ -1,14 +1,12 @@
 package overlay
 
 import (
-	"bytes"
 	"log"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -104,18 +102,6 @@ func TestEngineStats(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer written by the serving goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
 // TestTrace checks -d's trace: a line per request with the operation,
 // node, path, name, result and time; none for FLUSH, which the kernel
 // sends once and the daemon declines, nor for FORGET; and that the
@@ -127,7 +113,7 @@ func TestTrace(t *testing.T) {
 	fsys, _, base := openRW(t, lower, Options{Timeout: time.Hour})
 	mnt := filepath.Join(base, "mnt")
 	testenv.Must(t, os.Mkdir(mnt, 0o755))
-	var trace syncBuffer
+	var trace testenv.Buffer
 	conn, err := fsys.Mount(mnt, MountConfig{
 		Source: "ovlmount-test", Workers: 4, Fd: -1,
 		ErrorLog: log.New(os.Stderr, "ovlmount: ", 0),
@@ -157,7 +143,7 @@ func TestTrace(t *testing.T) {
 	conn.Wait()
 	ended = true
 
-	lines := strings.Split(strings.TrimSuffix(trace.b.String(), "\n"), "\n")
+	lines := strings.Split(strings.TrimSuffix(trace.String(), "\n"), "\n")
 	line := regexp.MustCompile(`^[A-Z0-9_]+( .*)?: [A-Z].*, [0-9.]+(ns|µs|ms|s)$`)
 	for _, l := range lines {
 		if !line.MatchString(l) {

@@ -117,7 +117,7 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 
 	// mkdir over that whiteout makes an opaque directory.
 	testenv.Must(t, unix.Mkdir(m("dir/sub"), 0o750))
-	if v, err := layersGetxattr(u("dir/sub"), layers.Trusted.Name(layers.XattrOpaque)); err != nil || v != "y" {
+	if v, err := testenv.Xattr(u("dir/sub"), layers.Trusted.Name(layers.XattrOpaque)); err != nil || v != "y" {
 		t.Errorf("dir made over a whiteout: opaque %q, %v", v, err)
 	}
 	if ents, err := os.ReadDir(m("dir/sub")); err != nil || len(ents) != 0 {
@@ -175,15 +175,6 @@ func TestOpenUnlinkedFileKeepsWorking(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(upper, "f")); !os.IsNotExist(err) {
 		t.Errorf("upper still has the unlinked file: %v", err)
 	}
-}
-
-func layersGetxattr(p, name string) (string, error) {
-	buf := make([]byte, 256)
-	n, err := unix.Lgetxattr(p, name, buf)
-	if err != nil {
-		return "", err
-	}
-	return string(buf[:n]), nil
 }
 
 func TestConcurrentOpenersCopyUpOnce(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -315,29 +314,10 @@ func TestUnmountEndsDaemon(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that can be read while a process
-// writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // foreground is an ovlmount -f process.
 type foreground struct {
 	cmd    *exec.Cmd
-	stderr lockedBuffer
+	stderr testenv.Buffer
 	done   chan struct{} // closed once the process ended; err is then set
 	err    error
 }

@@ -4,12 +4,14 @@
 // again (Unmount, WaitUnmounted, MountType), finding the daemons they
 // started (Processes), the temporary directory of each test process, in
 // which the mounts, layers and daemons of a run that died are found and
-// taken down by the next (Main, Start, CleanStale), and the helpers for
-// layer trees and errors (MakeTree, TreeSum, DirNames, Must). Only tests
-// import it: it fails tests, and must never be what a program relies on.
+// taken down by the next (Main, Start, CleanStale), and small helpers:
+// layer trees (MakeTree, TreeSum, DirNames, Xattr), errors (Must) and
+// output written concurrently (Buffer). Only tests import it: it fails
+// tests, and must never be what a program relies on.
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -178,4 +180,34 @@ func Must(t testing.TB, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Buffer is a bytes.Buffer that a test may read while goroutines or a
+// child process write to it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Xattr returns the value of extended attribute name of path, not
+// following a symlink.
+func Xattr(path, name string) (string, error) {
+	v := make([]byte, 64<<10)
+	n, err := unix.Lgetxattr(path, name, v)
+	if err != nil {
+		return "", err
+	}
+	return string(v[:n]), nil
 }
