@@ -27,12 +27,7 @@ const eioMarker = "OVLMOUNT-EIO-MARKER-"
 // reads and copies up as before.
 func TestLowerIOError(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no mkfs.btrfs (Debian package btrfs-progs)")
-		}
-		t.Skip("no mkfs.btrfs (Debian package btrfs-progs)")
-	}
+	testenv.RequireProgram(t, "mkfs.btrfs", "btrfs-progs")
 	d := t.TempDir()
 	lower := d + "/lower"
 	testenv.Must(t, os.Mkdir(lower, 0o755))

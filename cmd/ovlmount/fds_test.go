@@ -27,13 +27,7 @@ const daemonFds = 64
 // every one of those operations succeeds, on the names that failed too.
 func TestOutOfFds(t *testing.T) {
 	testenv.RequireMount(t)
-	prlimit, err := exec.LookPath("prlimit")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no prlimit (Debian package util-linux)")
-		}
-		t.Skip("no prlimit (Debian package util-linux)")
-	}
+	prlimit := testenv.RequireProgram(t, "prlimit", "util-linux")
 	d := makeStack(t)
 	const files, dirs = 3 * daemonFds, 8
 	for i := range files {

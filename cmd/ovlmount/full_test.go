@@ -213,12 +213,7 @@ func smallFS(t *testing.T, kind, d string) string {
 		testenv.Must(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "size=2m,nr_inodes=200"))
 	case "ext4":
 		img := d + "/ext4.img"
-		if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("no mkfs.ext4 (Debian package e2fsprogs)")
-			}
-			t.Skip("no mkfs.ext4 (Debian package e2fsprogs)")
-		}
+		testenv.RequireProgram(t, "mkfs.ext4", "e2fsprogs")
 		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-N", "64", "-m", "0", "-O", "^has_journal", img, "8M").CombinedOutput(); err != nil {
 			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 		}

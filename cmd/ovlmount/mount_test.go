@@ -572,12 +572,7 @@ func checkExe(t *testing.T, pid int, path string) {
 // form (the binary under test, wherever it is).
 func TestMountHelper(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("mount.fuse3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no mount.fuse3 (Debian package fuse3)")
-		}
-		t.Skip("no mount.fuse3 (Debian package fuse3)")
-	}
+	testenv.RequireProgram(t, "mount.fuse3", "fuse3")
 	for _, tc := range []struct {
 		name  string
 		typ   string

@@ -88,11 +88,8 @@ m/nd 0:0 755`,
 
 func TestOwnerOptionsMount(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"getfattr", "setfattr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (Debian package attr)", tool)
-		}
-	}
+	testenv.RequireProgram(t, "getfattr", "attr")
+	testenv.RequireProgram(t, "setfattr", "attr")
 	programs := []string{testenv.Binary(t)}
 	if p, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		programs = append(programs, p)

@@ -28,6 +28,14 @@ mv m/a m/a2
 find m -mindepth 1 | sort
 umount m`
 
+// requireRootlessTools requires the programs the rootless tests run.
+func requireRootlessTools(t *testing.T) {
+	t.Helper()
+	testenv.RequireProgram(t, "unshare", "util-linux")
+	testenv.RequireProgram(t, "setpriv", "util-linux")
+	testenv.RequireProgram(t, "getfattr", "attr")
+}
+
 // nsLayers makes the layers nsScript changes in a new directory that
 // uid can use, and a copy of the binary under test there that it can run.
 // The directory of stats sockets a user's daemons make, /tmp/ovlmount-UID,
@@ -114,9 +122,7 @@ func checkNamespaceWrites(t *testing.T, d, bin string, out []byte, err error) {
 // kernel with userxattr show what the namespace saw.
 func TestUserNamespaceWrites(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare not found")
-	}
+	testenv.RequireProgram(t, "unshare", "util-linux")
 	d, bin := nsLayers(t, 0)
 	out, err := exec.Command("unshare", "-U", "-r", "-m", "sh", "-c", nsScript, "sh", d, bin).CombinedOutput()
 	checkNamespaceWrites(t, d, bin, out, err)
@@ -149,11 +155,7 @@ const rootlessUID = 64123
 // in a private mount namespace (the host's /dev/fuse stays as it is).
 func TestRootless(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv", "getfattr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux, attr)", tool)
-		}
-	}
+	requireRootlessTools(t)
 	d, bin := nsLayers(t, rootlessUID)
 	out, err := asRootlessUser(d, "sh", "-c", nsScript, "sh", d, bin)
 	checkNamespaceWrites(t, d, bin, out, err)
@@ -171,11 +173,7 @@ func TestRootless(t *testing.T) {
 // and shows it, and the file itself stays the user's, without the bit.
 func TestRootlessOverride(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv", "getfattr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux, attr)", tool)
-		}
-	}
+	requireRootlessTools(t)
 	d, bin := nsLayers(t, rootlessUID)
 	script := `set -e
 cd "$1"

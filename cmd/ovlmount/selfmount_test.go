@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,12 +31,7 @@ func TestMountpointInsideLayer(t *testing.T) {
 	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no setpriv (Debian package util-linux)")
-		}
-		t.Skip("no setpriv (Debian package util-linux)")
-	}
+	testenv.RequireProgram(t, "setpriv", "util-linux")
 	// The unprivileged user must reach the layers.
 	testenv.Must(t, os.Chmod(filepath.Dir(d), 0o755))
 	testenv.Must(t, os.Chmod(d, 0o755))

@@ -1,13 +1,14 @@
 // Package testenv owns what the tests of every package share: deciding
-// whether tests that make real FUSE mounts can run here (RequireMount),
-// the ovlmount binary they run (Binary, RemoveBinary), taking mounts down
-// again (Unmount, WaitUnmounted, MountType), finding the daemons they
-// started (Processes), the temporary directory of each test process, in
-// which the mounts, layers and daemons of a run that died are found and
-// taken down by the next (Main, Start, CleanStale), and small helpers:
-// layer trees (MakeTree, TreeSum, DirNames, Xattr), errors (Must) and
-// output written concurrently (Buffer). Only tests import it: it fails
-// tests, and must never be what a program relies on.
+// whether tests that make real FUSE mounts, or run other programs, can
+// run here (RequireMount, RequireProgram), the ovlmount binary they run
+// (Binary, RemoveBinary), taking mounts down again (Unmount,
+// WaitUnmounted, MountType), finding the daemons they started
+// (Processes), the temporary directory of each test process, in which
+// the mounts, layers and daemons of a run that died are found and taken
+// down by the next (Main, Start, CleanStale), and small helpers: layer
+// trees (MakeTree, TreeSum, DirNames, Xattr), errors (Must) and output
+// written concurrently (Buffer). Only tests import it: it fails tests,
+// and must never be what a program relies on.
 package testenv
 
 import (
@@ -48,6 +49,23 @@ func RequireMount(t testing.TB) {
 		t.Fatal(msg + " (CI=true: failing instead of skipping)")
 	}
 	t.Skip(msg)
+}
+
+// RequireProgram returns the path of program name, which Debian package
+// pkg installs, or skips the test where it is missing; with CI=true it
+// fails instead, as RequireMount does.
+func RequireProgram(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	msg := fmt.Sprintf("no %s on PATH (Debian package %s)", name, pkg)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true: failing instead of skipping)")
+	}
+	t.Skip(msg)
+	return ""
 }
 
 var built struct {
