@@ -32,9 +32,7 @@ type stackDirs struct {
 func newStackDirs(t *testing.T) stackDirs {
 	d := t.TempDir()
 	s := stackDirs{lower: d + "/lower", upper: d + "/upper", work: d + "/work"}
-	for _, p := range []string{s.lower, s.upper, s.work} {
-		testenv.Must(t, os.Mkdir(p, 0o755))
-	}
+	testenv.MakeTree(t, d, "d lower", "d upper", "d work")
 	s.lowers = s.lower
 	return s
 }
@@ -155,12 +153,7 @@ func sameView(t *testing.T, s stackDirs, opts string) {
 func TestReadsKernelRedirects(t *testing.T) {
 	testenv.RequireMount(t)
 	s := newStackDirs(t)
-	for _, p := range []string{"a/sub/deep", "p", "m/inner"} {
-		testenv.Must(t, os.MkdirAll(filepath.Join(s.lower, p), 0o755))
-	}
-	for p, data := range map[string]string{"a/x": "x", "a/sub/s": "s", "a/sub/deep/d": "d", "p/f": "f", "m/inner/i": "i"} {
-		testenv.Must(t, os.WriteFile(filepath.Join(s.lower, p), []byte(data), 0o644))
-	}
+	testenv.MakeTree(t, s.lower, "f a/x x", "f a/sub/s s", "f a/sub/deep/d d", "f p/f f", "f m/inner/i i")
 	// The kernel writes redirects: relative (a renamed in place),
 	// absolute (moved into another directory), one inside the other.
 	mnt, done := kernelMount(t, s, "redirect_dir=on")
@@ -310,12 +303,7 @@ func upperShape(t *testing.T, upper string) []string {
 func TestWritesRedirects(t *testing.T) {
 	testenv.RequireMount(t)
 	mk := func(lower string) {
-		for _, p := range []string{"a/sub/deep", "p", "m/inner", "x/y"} {
-			testenv.Must(t, os.MkdirAll(filepath.Join(lower, p), 0o755))
-		}
-		for p, data := range map[string]string{"a/f": "f", "a/sub/s": "s", "a/sub/deep/d": "d", "p/f": "pf", "m/inner/i": "i", "x/y/z": "z"} {
-			testenv.Must(t, os.WriteFile(filepath.Join(lower, p), []byte(data), 0o644))
-		}
+		testenv.MakeTree(t, lower, "f a/f f", "f a/sub/s s", "f a/sub/deep/d d", "f p/f pf", "f m/inner/i i", "f x/y/z z")
 	}
 	ops := func(t *testing.T, mnt string) {
 		for _, mv := range [][2]string{
@@ -384,8 +372,7 @@ func TestUUIDModes(t *testing.T) {
 	type outcome struct{ stamped, nullOrigin bool }
 	run := func(mount func(*testing.T, stackDirs, string) (string, func()), mode string, old bool) outcome {
 		s := newStackDirs(t)
-		testenv.Must(t, os.WriteFile(filepath.Join(s.lower, "f"), []byte("f"), 0o644))
-		testenv.Must(t, os.WriteFile(filepath.Join(s.lower, "g"), []byte("g"), 0o644))
+		testenv.MakeTree(t, s.lower, "f f f", "f g g")
 		if old {
 			mnt, done := mount(t, s, "uuid=null")
 			testenv.Must(t, os.Chmod(filepath.Join(mnt, "g"), 0o600))
@@ -395,11 +382,11 @@ func TestUUIDModes(t *testing.T) {
 		testenv.Must(t, os.Chmod(filepath.Join(mnt, "f"), 0o600))
 		done()
 		var o outcome
-		_, err := getxattr(filepath.Join(s.upper), "trusted.overlay.uuid")
+		_, err := testenv.Xattr(s.upper, "trusted.overlay.uuid")
 		o.stamped = err == nil
-		v, err := getxattr(filepath.Join(s.upper, "f"), "trusted.overlay.origin")
+		v, err := testenv.Xattr(filepath.Join(s.upper, "f"), "trusted.overlay.origin")
 		testenv.Must(t, err)
-		o.nullOrigin = len(v) >= 21 && string(v[5:21]) == string(make([]byte, 16))
+		o.nullOrigin = len(v) >= 21 && v[5:21] == string(make([]byte, 16))
 		return o
 	}
 	for _, mode := range []string{"auto", "on", "null", "off"} {
@@ -410,15 +397,6 @@ func TestUUIDModes(t *testing.T) {
 			}
 		}
 	}
-}
-
-func getxattr(path, name string) ([]byte, error) {
-	v := make([]byte, 4096)
-	n, err := unix.Lgetxattr(path, name, v)
-	if err != nil {
-		return nil, err
-	}
-	return v[:n], nil
 }
 
 // TestRootlessVerity mounts a composefs-style stack as an unprivileged
