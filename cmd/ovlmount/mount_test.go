@@ -124,19 +124,15 @@ func mountDaemon(t *testing.T, mnt string, args ...string) {
 // (impl "kernel") or ovlmount, and returns the three.
 func mountOverlay(t *testing.T, impl, lower string) (upper, work, mnt string) {
 	t.Helper()
-	s := t.TempDir()
-	testenv.MakeTree(t, s, "d upper", "d work", "d mnt")
-	upper, work, mnt = s+"/upper", s+"/work", s+"/mnt"
-	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-	if impl != "kernel" {
-		mountDaemon(t, mnt, "-o", opts, mnt)
-		return upper, work, mnt
+	d := t.TempDir()
+	testenv.MakeTree(t, d, "d upper", "d work")
+	s := stackDirs{upper: d + "/upper", work: d + "/work", lowers: lower}
+	mount := ovlMount
+	if impl == "kernel" {
+		mount = kernelMount
 	}
-	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount -t overlay: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { testenv.Unmount(t, mnt) })
-	return upper, work, mnt
+	mnt, _ = mount(t, s, "")
+	return s.upper, s.work, mnt
 }
 
 // onlyWarnings reports whether every line of stderr is a warning.
