@@ -409,11 +409,8 @@ func TestUUIDModes(t *testing.T) {
 // give EIO.
 func TestRootlessVerity(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux)", tool)
-		}
-	}
+	testenv.RequireProgram(t, "unshare", "util-linux")
+	testenv.RequireProgram(t, "setpriv", "util-linux")
 	d, bin := nsLayers(t, rootlessUID)
 	meta, data := filepath.Join(d, "meta"), filepath.Join(d, "data")
 	objects := map[string]string{"good": "the object's content\n", "changed": "will change\n", "wrong": "w\n", "nodigest": "n\n"}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -284,11 +283,8 @@ func TestStatsSweep(t *testing.T) {
 // XDG_RUNTIME_DIR, and gone after the unmount.
 func TestStatsRootless(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux)", tool)
-		}
-	}
+	testenv.RequireProgram(t, "unshare", "util-linux")
+	testenv.RequireProgram(t, "setpriv", "util-linux")
 	dir := fmt.Sprintf("/tmp/ovlmount-%d", rootlessUID)
 	d, bin := nsLayers(t, rootlessUID)
 	script := `set -e
