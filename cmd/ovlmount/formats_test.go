@@ -37,12 +37,8 @@ func newStackDirs(t *testing.T) stackDirs {
 	return s
 }
 
-// kernelMount mounts the kernel's overlay of s with opts at a new
-// directory until the test ends, or until the returned function is
-// called.
-func kernelMount(t *testing.T, s stackDirs, opts string) (string, func()) {
-	t.Helper()
-	mnt := t.TempDir()
+// options is the -o value that mounts s, with opts after the layers.
+func (s stackDirs) options(opts string) string {
 	o := "lowerdir=" + s.lowers
 	if s.upper != "" {
 		o += ",upperdir=" + s.upper + ",workdir=" + s.work
@@ -50,6 +46,16 @@ func kernelMount(t *testing.T, s stackDirs, opts string) (string, func()) {
 	if opts != "" {
 		o += "," + opts
 	}
+	return o
+}
+
+// kernelMount mounts the kernel's overlay of s with opts at a new
+// directory until the test ends, or until the returned function is
+// called.
+func kernelMount(t *testing.T, s stackDirs, opts string) (string, func()) {
+	t.Helper()
+	mnt := t.TempDir()
+	o := s.options(opts)
 	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", o, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("mount -t overlay -o %s: %v\n%s", o, err, out)
 	}
@@ -68,14 +74,7 @@ func kernelMount(t *testing.T, s stackDirs, opts string) (string, func()) {
 func ovlMount(t *testing.T, s stackDirs, opts string) (string, func()) {
 	t.Helper()
 	mnt := t.TempDir()
-	o := "lowerdir=" + s.lowers
-	if s.upper != "" {
-		o += ",upperdir=" + s.upper + ",workdir=" + s.work
-	}
-	if opts != "" {
-		o += "," + opts
-	}
-	mountDaemon(t, mnt, "-o", o, mnt)
+	mountDaemon(t, mnt, "-o", s.options(opts), mnt)
 	return mnt, func() { testenv.Unmount(t, mnt) }
 }
 
