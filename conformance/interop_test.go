@@ -57,7 +57,7 @@ func TestKernelWritesOvlmountReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if mounted, _ := IsMounted(mnt); mounted {
+		if IsMounted(mnt) {
 			m.Unmount()
 		}
 	})

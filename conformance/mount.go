@@ -1,7 +1,6 @@
 package conformance
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -110,11 +109,7 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 		return nil, &MountError{Command: fmt.Sprintf("%s -o %s %s", f.Prog, opts, dir), Err: err, Output: string(out)}
 	}
 	// fuse-overlayfs's callers rely on the mount being live at exit.
-	mounted, err := IsMounted(dir)
-	if err != nil {
-		return nil, err
-	}
-	if !mounted {
+	if !IsMounted(dir) {
 		return nil, fmt.Errorf("%s exited 0 but %s is not a mount point", f.Prog, dir)
 	}
 	return m, nil
@@ -187,12 +182,10 @@ func (m *Mount) Unmount() error {
 	}
 	deadline := time.Now().Add(unmountTimeout)
 	for {
-		mounted, err := IsMounted(m.Dir)
-		if err != nil {
-			return err
-		}
+		mounted := IsMounted(m.Dir)
 		var daemons []int
 		if _, ok := m.Impl.(FUSE); ok {
+			var err error
 			if daemons, err = processesServing(m.Dir); err != nil {
 				return err
 			}
@@ -237,42 +230,17 @@ func (m *Mount) Abort() error {
 // mountDevice returns the major:minor of the filesystem mounted at dir,
 // from mountinfo: a stat of a hung FUSE mount would block.
 func mountDevice(dir string) (string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	dir = filepath.Clean(dir)
-	dev := ""
-	for _, line := range strings.Split(string(data), "\n") {
-		// The last mount on dir is the one in effect.
-		if f := strings.Fields(line); len(f) > 4 && mountinfo.Unescape(f[4]) == dir {
-			dev = f[2]
-		}
-	}
-	if dev == "" {
+	m, ok := mountinfo.At(filepath.Clean(dir))
+	if !ok {
 		return "", fmt.Errorf("%s is not a mount point", dir)
 	}
-	return dev, nil
+	return m.Dev, nil
 }
 
 // IsMounted reports whether dir is a mount point in this mount namespace.
-func IsMounted(dir string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	dir = filepath.Clean(dir)
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// Field 5 is the mount point, with space, tab, newline and
-		// backslash octal-escaped.
-		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && mountinfo.Unescape(fields[4]) == dir {
-			return true, nil
-		}
-	}
-	return false, s.Err()
+func IsMounted(dir string) bool {
+	_, ok := mountinfo.At(filepath.Clean(dir))
+	return ok
 }
 
 // processesServing lists processes with dir among their arguments: a FUSE

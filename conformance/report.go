@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -223,19 +222,11 @@ func evaluateIn(tmp string, s Scenario, impl Impl, lists Lists) Outcome {
 	return out
 }
 
-// mountedBelow reports whether anything is mounted at or below dir:
-// removing such a tree would reach into the mount.
+// mountedBelow reports whether anything is mounted at or below dir, or
+// mountinfo cannot tell: removing such a tree would reach into the mount.
 func mountedBelow(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return true
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(mountinfo.Unescape(f[4]), dir) {
-			return true
-		}
-	}
-	return false
+	ms, err := mountinfo.Under(dir)
+	return err != nil || len(ms) > 0
 }
 
 // Version returns the first line of `PROG --version` that names the
@@ -433,20 +424,4 @@ func mdCell(s string) string {
 		s = s[:300] + "..."
 	}
 	return s
-}
-
-// unknownAreas returns the areas of scenarios that Areas does not list:
-// the per-area summary would leave them out.
-func unknownAreas(scenarios []Scenario) []string {
-	known := map[string]bool{}
-	for _, a := range Areas {
-		known[a.Name] = true
-	}
-	var out []string
-	for _, s := range scenarios {
-		if !known[s.Area()] && !slices.Contains(out, s.Area()) {
-			out = append(out, s.Area())
-		}
-	}
-	return out
 }

@@ -180,24 +180,6 @@ func (r Report) Problems() []Problem {
 	return out
 }
 
-// Digest picks up to n problems for a one-line summary: every kind of
-// problem before a second one of any kind, so that one systematic
-// difference does not hide the others.
-func Digest(problems []Problem, n int) []string {
-	var firsts, rest []string
-	seen := map[string]bool{}
-	for _, p := range problems {
-		if seen[p.Kind] {
-			rest = append(rest, p.Text)
-			continue
-		}
-		seen[p.Kind] = true
-		firsts = append(firsts, p.Text)
-	}
-	out := append(firsts, rest...)
-	return out[:min(n, len(out))]
-}
-
 // RunScenario builds s's layers under dir, runs s on the kernel and on
 // other, and compares. The lower layers are built once and shared, so the
 // numbers of lower objects are the same for both; each side gets its own
@@ -486,7 +468,7 @@ func settle(side string, l Layers, s Scenario) error {
 		return &RefusedError{Impl: Kernel{}.Name(), Err: fmt.Errorf("settling the upper layer: %w", err)}
 	}
 	defer unmountIfMounted(m)
-	results, err := RunOps(mnt, s.Prepare)
+	results, err := runOps(mnt, s.Prepare, nil)
 	if err != nil {
 		return fmt.Errorf("preparing: %w", err)
 	}
@@ -511,7 +493,7 @@ func settle(side string, l Layers, s Scenario) error {
 }
 
 func unmountIfMounted(m *Mount) {
-	if mounted, _ := IsMounted(m.Dir); mounted {
+	if IsMounted(m.Dir) {
 		m.Unmount()
 	}
 }

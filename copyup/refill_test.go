@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
 )
 
 // TestRefill gives an upper metacopy file its data: the result holds the
@@ -17,14 +19,14 @@ func TestRefill(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	must(t, os.MkdirAll(lowerDir, 0o755))
+	testenv.Must(t, os.MkdirAll(lowerDir, 0o755))
 	data := make([]byte, 3<<20)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	must(t, os.WriteFile(filepath.Join(lowerDir, "full"), data, 0o644))
-	must(t, os.WriteFile(filepath.Join(lowerDir, "sparse"), nil, 0o644))
-	must(t, os.Truncate(filepath.Join(lowerDir, "sparse"), 2<<20))
+	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "full"), data, 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "sparse"), nil, 0o644))
+	testenv.Must(t, os.Truncate(filepath.Join(lowerDir, "sparse"), 2<<20))
 	s := newStack(t, lowerDir, base)
 	setTimes(t, s.upperDir, 1500000000, 1400000000)
 	const marker = "trusted.overlay.metacopy"
@@ -34,9 +36,9 @@ func TestRefill(t *testing.T) {
 		// rename leave it.
 		metacopy := func() (file, parent unix.Stat_t) {
 			s.copy(t, name, Options{Trusted: true, Metacopy: &Marker{Name: marker}})
-			must(t, unix.Lsetxattr(up, "trusted.overlay.redirect", []byte("/"+name), 0))
-			must(t, unix.Lsetxattr(up, "user.kept", []byte("v"), 0))
-			must(t, os.Chmod(up, 0o4751))
+			testenv.Must(t, unix.Lsetxattr(up, "trusted.overlay.redirect", []byte("/"+name), 0))
+			testenv.Must(t, unix.Lsetxattr(up, "user.kept", []byte("v"), 0))
+			testenv.Must(t, os.Chmod(up, 0o4751))
 			setTimes(t, up, 1300000000, 1200000000)
 			setTimes(t, s.upperDir, 1500000000, 1400000000)
 			return lstat(t, up), lstat(t, s.upperDir)
@@ -49,19 +51,19 @@ func TestRefill(t *testing.T) {
 		failAt = func(step string) error { steps = append(steps, step); return nil }
 		refill := func() (int, error) {
 			meta, err := unix.Open(up, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			must(t, err)
+			testenv.Must(t, err)
 			defer unix.Close(meta)
 			src, err := unix.Open(filepath.Join(lowerDir, name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			must(t, err)
+			testenv.Must(t, err)
 			defer unix.Close(src)
 			return s.work.Refill(s.upper.Root(), name, meta, src, []string{marker}, true)
 		}
 		// A dry run records the steps; its result is put back.
 		fd, err := refill()
-		must(t, err)
+		testenv.Must(t, err)
 		failAt = nil
 		unix.Close(fd)
-		must(t, os.Remove(up))
+		testenv.Must(t, os.Remove(up))
 		before, parent := metacopy()
 		if len(steps) < 6 {
 			t.Fatalf("steps %v", steps)
@@ -80,7 +82,7 @@ func TestRefill(t *testing.T) {
 			if after := lstat(t, up); after.Ino != before.Ino || after.Mtim != before.Mtim {
 				t.Errorf("%s: metacopy file changed", what)
 			}
-			if _, err := getxattr(up, marker); err != nil {
+			if _, err := testenv.Xattr(up, marker); err != nil {
 				t.Errorf("%s: marker gone: %v", what, err)
 			}
 			if w := s.workEntries(t); len(w) != 0 {
@@ -92,7 +94,7 @@ func TestRefill(t *testing.T) {
 		}
 		failAt = nil
 		fd, err = refill()
-		must(t, err)
+		testenv.Must(t, err)
 		unix.Close(fd)
 		after := lstat(t, up)
 		if got, want := digest(t, up), digest(t, filepath.Join(lowerDir, name)); got != want {

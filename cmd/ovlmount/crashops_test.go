@@ -109,7 +109,7 @@ func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail s
 	d := filepath.Join(s.base, strings.ReplaceAll(t.Name(), "/", "_"), strconv.Itoa(at))
 	upper, work, mnt := d+"/upper", d+"/work", d+"/mnt"
 	for _, p := range []string{upper, work, mnt} {
-		must(t, os.MkdirAll(p, 0o755))
+		testenv.Must(t, os.MkdirAll(p, 0o755))
 	}
 	defer os.RemoveAll(d)
 	opts := "lowerdir=" + s.lower + ",upperdir=" + upper + ",workdir=" + work
@@ -129,9 +129,7 @@ func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail s
 	if !r.hit || fail != 0 {
 		r.workLeft = testenv.DirNames(t, work+"/work")
 		r.live = viewOf(t, mnt)
-		if res := execute(t, "umount", mnt); res.code != 0 {
-			t.Fatalf("umount: %s", res.stderr)
-		}
+		umount(t, mnt)
 	}
 	<-tr.done
 	r.steps = tr.calls
@@ -280,22 +278,16 @@ func zipSteps(steps, outcomes []string) []string {
 //	dir/a, dir/b, emptydir/, link -> file, fifo
 func makeCrashLower(t *testing.T, lower string) {
 	t.Helper()
-	for _, d := range []string{"dir", "emptydir"} {
-		must(t, os.MkdirAll(filepath.Join(lower, d), 0o755))
-	}
+	testenv.MakeTree(t, lower, "f file lower data", "f x x", "f xattr xa", "x xattr user.k=v",
+		"f dir/a a", "f dir/b b", "d emptydir", "l link file", "p fifo")
 	big := make([]byte, 256<<10)
 	for i := range big {
 		big[i] = byte(i * 31)
 	}
-	for name, data := range map[string][]byte{"file": []byte("lower data"), "x": []byte("x"), "big": big, "xattr": []byte("xa"), "dir/a": []byte("a"), "dir/b": []byte("b")} {
-		must(t, os.WriteFile(filepath.Join(lower, name), data, 0o644))
-	}
-	must(t, unix.Setxattr(filepath.Join(lower, "xattr"), "user.k", []byte("v"), 0))
-	must(t, os.Symlink("file", filepath.Join(lower, "link")))
-	must(t, unix.Mkfifo(filepath.Join(lower, "fifo"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
-	must(t, filepath.WalkDir(lower, func(p string, _ fs.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(lower, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

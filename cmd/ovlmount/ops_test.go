@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +28,7 @@ import (
 func viewOf(t *testing.T, mnt string) string {
 	t.Helper()
 	var b strings.Builder
-	must(t, filepath.WalkDir(mnt, func(p string, _ fs.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(mnt, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

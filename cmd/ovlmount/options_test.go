@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
 )
@@ -406,14 +407,7 @@ func TestHelpTable(t *testing.T) {
 func layout(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	for _, n := range []string{"l1", "l2", "upper", "work", "mnt", "upper/sub"} {
-		if err := os.Mkdir(filepath.Join(d, n), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(d, "file"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MakeTree(t, d, "d l1", "d l2", "d upper/sub", "d work", "d mnt", "f file")
 	return d
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +82,7 @@ func TestCacheHashesOnce(t *testing.T) {
 // A write that keeps the size, a truncate and a touch all make the cache
 // read the file again, and its digest is the new data's.
 func TestCacheNoticesChange(t *testing.T) {
-	requireTool(t)
+	testenv.RequireProgram(t, "fsverity", "fsverity")
 	for _, c := range []struct {
 		name   string
 		change func(path string) error

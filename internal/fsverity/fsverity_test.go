@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,12 +28,6 @@ func require(t testing.TB, ok bool, msg string) {
 		t.Fatal(msg + " (CI=true: failing instead of skipping)")
 	}
 	t.Skip(msg)
-}
-
-func requireTool(t testing.TB) {
-	t.Helper()
-	_, err := exec.LookPath("fsverity")
-	require(t, err == nil, "no fsverity on PATH (Debian package fsverity)")
 }
 
 // toolDigest is what `fsverity digest` prints for path.
@@ -96,7 +91,7 @@ func digestHex(t testing.TB, path string, alg Alg) string {
 // with a partial last block. SHA-512 (64 a block) gets more levels from
 // the same sizes.
 func TestDigestMatchesFsverity(t *testing.T) {
-	requireTool(t)
+	testenv.RequireProgram(t, "fsverity", "fsverity")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random sizes and data from seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -123,7 +118,7 @@ func TestDigestMatchesFsverity(t *testing.T) {
 
 // Holes read as zeros, and zero blocks hash like any other.
 func TestDigestSparse(t *testing.T) {
-	requireTool(t)
+	testenv.RequireProgram(t, "fsverity", "fsverity")
 	path := filepath.Join(t.TempDir(), "sparse")
 	f, err := os.Create(path)
 	if err != nil {

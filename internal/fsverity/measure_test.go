@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,7 +66,7 @@ func TestMeasureTmpfs(t *testing.T) {
 // it depends on the kernel's configuration, not on the test machine's set-up.
 func TestMeasureMatchesDigest(t *testing.T) {
 	requireRoot(t)
-	requireTool(t)
+	testenv.RequireProgram(t, "fsverity", "fsverity")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "ext4.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
