@@ -82,9 +82,9 @@ func TestCleanStale(t *testing.T) {
 		procs = append(procs, cmd)
 	}
 	ended := []chan error{wait(tail), wait(daemon)}
-	for deadline := time.Now().Add(10 * time.Second); MountType(stale+"/mnt") != "fuse.ovlmount"; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); MountType(stale+"/mnt") != "fuse.ovlmount"; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("ovlmount did not mount in 10s")
+			t.Fatal("ovlmount did not mount in a minute")
 		}
 	}
 	if err := unix.Mount(stale+"/mnt", stale+"/u/sub", "", unix.MS_BIND, ""); err != nil {
@@ -97,9 +97,9 @@ func TestCleanStale(t *testing.T) {
 	}
 	procs = append(procs, client)
 	ended = append(ended, wait(client))
-	for deadline := time.Now().Add(10 * time.Second); !waitsOnFUSE(daemon.Process.Pid); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !waitsOnFUSE(daemon.Process.Pid); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the daemon did not come to wait on its own mount in 10s")
+			t.Fatal("the daemon did not come to wait on its own mount in a minute")
 		}
 	}
 
