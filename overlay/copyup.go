@@ -37,11 +37,11 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		}
 	}
 	fd := -1
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: &fd}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name
 		// the upper layer is read with.
-		if o, ok := fs.overrideOf(n, n.typ); ok {
+		if o, ok := fs.overrideOf(n, n.kind()); ok {
 			opts.Xattrs = map[string]string{names[0]: o.String()}
 		}
 	}
@@ -59,7 +59,7 @@ func (fs *FS) copyUpOpen(n *node, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, toErrno(err)
 	}
-	fs.stats.copiedUp(n.typ, st.Size)
+	fs.stats.copiedUp(n.kind(), st.Size)
 	up := objOf(fs.upper, &st)
 	changed := n.isDir()
 	if n.isDir() {

@@ -548,7 +548,7 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 	}
 	f := fs.fresh(st, unix.S_IFREG, false)
 	id := fs.identify(p, "", f)
-	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == unix.S_IFREG }, func() *node {
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.kind() == unix.S_IFREG }, func() *node {
 		n := newNode(unix.S_IFREG, f.objs, p, "")
 		n.unlinked = true
 		return n

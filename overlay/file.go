@@ -85,7 +85,7 @@ func (fs *FS) open(id uint64, flags int) (Opened, bool, error) {
 	if err != nil {
 		return Opened{}, false, err
 	}
-	if n.typ == unix.S_IFDIR {
+	if n.kind() == unix.S_IFDIR {
 		return Opened{}, false, syscall.EISDIR
 	}
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
@@ -257,10 +257,10 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if n.typ == unix.S_IFREG {
+	if n.kind() == unix.S_IFREG {
 		return fs.readOverrideLink(n)
 	}
-	if n.typ != unix.S_IFLNK {
+	if n.kind() != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
 	at := n.at.Load()

@@ -287,7 +287,7 @@ func (fs *FS) setOverride(n *node, fd int, st *unix.Stat_t, in *SetAttrs) error 
 // a symlink: its content.
 // Preconditions: renameMu held.
 func (fs *FS) readOverrideLink(n *node) (string, error) {
-	o, ok := fs.overrideOf(n, n.typ)
+	o, ok := fs.overrideOf(n, n.kind())
 	if !ok || o.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
