@@ -3,9 +3,14 @@ package overlay
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,5 +114,136 @@ func TestFileBackedCreate(t *testing.T) {
 		if a := attrOf(t, fs, name); a.Mode>>12 != uint32(want) {
 			t.Errorf("%s: stat shows mode %o", name, a.Mode)
 		}
+	}
+}
+
+// reopen mounts upper (with its work directory in base) over lower again,
+// as a later mount does.
+func reopen(t *testing.T, lower, base string, opts Options) *FS {
+	t.Helper()
+	u, err := layers.Open(filepath.Join(base, "upper"), 0, true)
+	must(t, err)
+	l, err := layers.Open(lower, 1, false)
+	must(t, err)
+	w, err := copyup.Open(filepath.Join(base, "work"))
+	must(t, err)
+	t.Cleanup(func() { u.Close(); l.Close(); w.Close() })
+	opts.Work, opts.Timeout = w, time.Second
+	fs, err := New([]*layers.Layer{u, l}, opts)
+	must(t, err)
+	return fs
+}
+
+// A chown or chmod of a symlink, fifo or device that is itself, lower or
+// upper, makes it file-backed (a lower one is copied up so), keeps its
+// node, and leaves the lower layer and the object's times as they were;
+// the file then links, renames and unlinks as any file, and a later mount
+// without the option shows the same.
+func TestFileBackedChange(t *testing.T) {
+	_, dirs := stack(t, []string{"l ln ../target", "f target t"})
+	lower := dirs[0]
+	must(t, unix.Mknod(filepath.Join(lower, "fifo"), unix.S_IFIFO|0o644, 0))
+	must(t, unix.Mknod(filepath.Join(lower, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(t, os.Chmod(filepath.Join(lower, "null"), 0o666)) // past the umask
+	ts := []unix.Timespec{{Sec: 1000}, {Sec: 2000}}
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(lower, "ln"), ts, unix.AT_SYMLINK_NOFOLLOW))
+	fs, upper, base := openRW(t, lower, Options{XattrPermissions: 2, Timeout: time.Second})
+	u5, g6, m600 := uint32(5), uint32(6), uint32(0o600)
+
+	ln, err := walk(fs, "ln")
+	must(t, err)
+	a, err := fs.SetAttr(ln.ID, SetAttrs{Uid: &u5, Gid: &g6})
+	must(t, err)
+	shows(t, "ln after chown", a, unix.S_IFLNK|0o777, 5, 6)
+	if a.Mtime.Unix() != 2000 || a.Size != uint64(len("../target")) {
+		t.Errorf("ln after chown: mtime %v size %d", a.Mtime, a.Size)
+	}
+	want := onDisk{typ: unix.S_IFREG, perm: 0o600, override: "5:6:0120777:symlink"}
+	if d := upperObject(t, upper, "ln"); d != want {
+		t.Errorf("ln stored as %+v, want %+v", d, want)
+	}
+	if d := upperObject(t, lower, "ln"); d.typ != unix.S_IFLNK {
+		t.Errorf("the lower ln changed: %+v", d)
+	}
+	again, err := walk(fs, "ln")
+	must(t, err)
+	if again.ID != ln.ID || again.Attr != a {
+		t.Errorf("ln looked up again: node %d %+v, was %d %+v", again.ID, again.Attr, ln.ID, a)
+	}
+	if target, err := fs.Readlink(ln.ID); err != nil || target != "../target" {
+		t.Errorf("readlink ln: %q, %v", target, err)
+	}
+	if _, err := fs.SetAttr(ln.ID, SetAttrs{Mode: &m600}); err != syscall.EOPNOTSUPP {
+		t.Errorf("chmod of a file-backed symlink: %v, want EOPNOTSUPP", err)
+	}
+
+	fifo, err := walk(fs, "fifo")
+	must(t, err)
+	a, err = fs.SetAttr(fifo.ID, SetAttrs{Mode: &m600})
+	must(t, err)
+	shows(t, "fifo after chmod", a, unix.S_IFIFO|0o600, 0, 0)
+	if d := upperObject(t, upper, "fifo"); d.override != "0:0:0600:pipe" || d.typ != unix.S_IFREG {
+		t.Errorf("fifo stored as %+v", d)
+	}
+	null, err := walk(fs, "null")
+	must(t, err)
+	a, err = fs.SetAttr(null.ID, SetAttrs{Gid: &g6})
+	must(t, err)
+	shows(t, "null after chgrp", a, unix.S_IFCHR|0o666, 0, 6)
+	if a.Rdev != unix.Mkdev(1, 3) {
+		t.Errorf("null shows rdev %x", a.Rdev)
+	}
+
+	// An upper symlink: replaced in place. A chown to the owner it has
+	// leaves it itself; a chmod of it is refused as on any symlink.
+	up, err := fs.Symlink(inodes.RootID, "up", "target", Cred{})
+	must(t, err)
+	u0 := uint32(0)
+	if _, err := fs.SetAttr(up.ID, SetAttrs{Uid: &u0}); err != nil {
+		t.Fatal(err)
+	}
+	if d := upperObject(t, upper, "up"); d.typ != unix.S_IFLNK {
+		t.Errorf("chown to its own owner made up %+v", d)
+	}
+	if _, err := fs.SetAttr(up.ID, SetAttrs{Mode: &m600}); err != syscall.EOPNOTSUPP {
+		t.Errorf("chmod of a symlink: %v, want EOPNOTSUPP", err)
+	}
+	mtime := time.Unix(3000, 0)
+	a, err = fs.SetAttr(up.ID, SetAttrs{Uid: &u5, Mtime: &mtime})
+	must(t, err)
+	shows(t, "up after chown", a, unix.S_IFLNK|0o777, 5, 0)
+	if a.Mtime.Unix() != 3000 {
+		t.Errorf("up: mtime %v, want the one set with the chown", a.Mtime)
+	}
+	if d := upperObject(t, upper, "up"); d.override != "5:0:0120777:symlink" || d.typ != unix.S_IFREG {
+		t.Errorf("up stored as %+v", d)
+	}
+
+	// Links, renames and removals of file-backed objects.
+	l2, err := fs.Link(up.ID, inodes.RootID, "up2")
+	must(t, err)
+	shows(t, "up2", l2.Attr, unix.S_IFLNK|0o777, 5, 0)
+	if l2.Attr.Nlink != 2 {
+		t.Errorf("up2: nlink %d", l2.Attr.Nlink)
+	}
+	must(t, fs.Rename(inodes.RootID, "up2", inodes.RootID, "up3", 0))
+	must(t, fs.Unlink(inodes.RootID, "ln"))
+	must(t, fs.Rename(inodes.RootID, "fifo", inodes.RootID, "fifo2", 0))
+	if got := names(t, fs, ""); !slices.Equal(got, []string{"fifo2", "null", "target", "up", "up3"}) {
+		t.Errorf("after the changes: %q", got)
+	}
+
+	// A later mount, without the option, reads the upper layer the same way.
+	later := reopen(t, lower, base, Options{})
+	for name, w := range map[string]struct{ mode, uid, gid uint32 }{
+		"fifo2": {unix.S_IFIFO | 0o600, 0, 0}, "null": {unix.S_IFCHR | 0o666, 0, 6},
+		"up": {unix.S_IFLNK | 0o777, 5, 0}, "up3": {unix.S_IFLNK | 0o777, 5, 0},
+	} {
+		shows(t, name+" after a remount", attrOf(t, later, name), w.mode, w.uid, w.gid)
+	}
+	e, err := walk(later, "up3")
+	must(t, err)
+	if target, err := later.Readlink(e.ID); err != nil || target != "target" {
+		t.Errorf("readlink up3 after a remount: %q, %v", target, err)
 	}
 }

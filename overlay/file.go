@@ -257,20 +257,23 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if n.kind() == unix.S_IFLNK {
+		at := n.at.Load()
+		var t string
+		err = fs.inDir(at.parent, n.layersOf()[0].layer, func(dfd int) error {
+			var err error
+			t, err = layers.ReadlinkAt(dfd, at.name)
+			return err
+		})
+		if err != unix.EINVAL || n.kind() == unix.S_IFLNK {
+			return t, toErrno(err)
+		}
+		// Made file-backed meanwhile (backWithFile).
+	}
 	if n.kind() == unix.S_IFREG {
 		return fs.readOverrideLink(n)
 	}
-	if n.kind() != unix.S_IFLNK {
-		return "", syscall.EINVAL
-	}
-	at := n.at.Load()
-	var t string
-	err = fs.inDir(at.parent, n.layersOf()[0].layer, func(dfd int) error {
-		var err error
-		t, err = layers.ReadlinkAt(dfd, at.name)
-		return err
-	})
-	return t, toErrno(err)
+	return "", syscall.EINVAL
 }
 
 // SyncFS flushes the upper layer's filesystem.

@@ -277,6 +277,10 @@ func (fs *FS) setOverride(n *node, fd int, st *unix.Stat_t, in *SetAttrs) error 
 		o.gid = fs.opts.GIDs.stored(*in.Gid)
 	}
 	if in.Mode != nil {
+		if o.typ == unix.S_IFLNK {
+			// A symlink's mode does not change (the VFS refuses).
+			return syscall.EOPNOTSUPP
+		}
 		o.perm = *in.Mode & 0o7777
 	}
 	err := layers.FdSetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)

@@ -42,6 +42,11 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	if err := fs.checkProt(n, touch); err != nil {
 		return Attr{}, err
 	}
+	if fs.overrideWrite != "" && special(n.kind()) && (in.Uid != nil || in.Gid != nil || in.Mode != nil) {
+		if err := fs.backWithFile(n, &in); err != nil {
+			return Attr{}, err
+		}
+	}
 	// Through an open file: the one the request names (ftruncate), or,
 	// for an unlinked node, any (the kernel sends fchmod without one).
 	fd := -1
