@@ -33,9 +33,9 @@ const (
 	// fuseOverlayfs is the program ovlmount stands in for, run for
 	// comparison.
 	fuseOverlayfs = "/usr/bin/fuse-overlayfs"
-	// rootlessUser runs the rootless podman; the test makes the account
-	// when missing (useradd gives it /etc/subuid and /etc/subgid ranges).
-	rootlessUser = "ovlmount-e2e"
+	// rootlessUser runs the rootless podman; testenv.User makes the
+	// account when missing, with /etc/subuid and /etc/subgid ranges.
+	rootlessUser = testenv.RootlessUser
 )
 
 // TestPodman runs e2e/podman.sh four times: with the kernel's overlay,
@@ -50,7 +50,7 @@ const (
 func TestPodman(t *testing.T) {
 	testenv.RequireMount(t)
 	requirePodman(t)
-	uid, gid := requireUser(t, rootlessUser)
+	uid, gid := testenv.User(t, rootlessUser)
 	bin := testenv.Binary(t)
 
 	kernel := runPodman(t, "kernel", "kernel", "overlay", "")
@@ -328,27 +328,6 @@ func requirePodman(t *testing.T) {
 		t.Fatal(msg + " (CI=true: failing instead of skipping)")
 	}
 	t.Skip(msg)
-}
-
-// requireUser makes the account name when missing and returns its uid
-// and gid.
-func requireUser(t *testing.T, name string) (uid, gid string) {
-	t.Helper()
-	if _, err := exec.Command("id", "-u", name).Output(); err != nil {
-		t.Logf("adding the user %s (useradd); it stays afterwards", name)
-		if out, err := exec.Command("useradd", "-M", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd %s: %v\n%s", name, err, out)
-		}
-	}
-	var ids [2]string
-	for i, flag := range []string{"-u", "-g"} {
-		out, err := exec.Command("id", flag, name).Output()
-		if err != nil {
-			t.Fatalf("id %s %s: %v", flag, name, err)
-		}
-		ids[i] = strings.TrimSpace(string(out))
-	}
-	return ids[0], ids[1]
 }
 
 // staticELF reports whether path is an ELF executable with no program

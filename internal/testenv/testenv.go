@@ -3,7 +3,9 @@
 // binary they run (Binary, RemoveBinary), taking mounts down again
 // (Unmount, WaitUnmounted, MountType), and the temporary directory of each
 // test process, in which the mounts, layers and daemons of a run that died
-// are found and taken down by the next (Start, CleanStale).
+// are found and taken down by the next (Start, CleanStale), and the
+// unprivileged account with subordinate ids that rootless tests run as
+// (User, SubIDs).
 package testenv
 
 import (
