@@ -511,7 +511,10 @@ func mountsUnder(dir string) []string {
 
 // procsUsing returns "PID ARGV" of every process whose command line names
 // dir (mount program daemons, conmon), or, given a uid, that runs as uid
-// (all of a rootless run's processes, its pause process too).
+// (all of a rootless run's processes, its pause process too). Zombies
+// have ended and are left out: rootless mount tests of other packages,
+// run meanwhile as the same user, leave their daemons' to their own test
+// process.
 func procsUsing(dir, uid string) []string {
 	ents, _ := os.ReadDir("/proc")
 	var out []string
@@ -520,7 +523,10 @@ func procsUsing(dir, uid string) []string {
 		if err != nil {
 			continue
 		}
-		if !bytes.Contains(b, []byte(dir)) && (uid == "" || procUID(e.Name()) != uid) {
+		if !bytes.Contains(b, []byte(dir)) && (uid == "" || procStatus(e.Name(), "Uid:") != uid) {
+			continue
+		}
+		if procStatus(e.Name(), "State:") == "Z" {
 			continue
 		}
 		out = append(out, e.Name()+" "+strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))))
@@ -528,14 +534,16 @@ func procsUsing(dir, uid string) []string {
 	return out
 }
 
-// procUID returns the real uid of process pid, or "".
-func procUID(pid string) string {
+// procStatus returns the first word of the line of /proc/PID/status that
+// key begins (the real uid for "Uid:", the state letter for "State:"),
+// or "".
+func procStatus(pid, key string) string {
 	b, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
 	if err != nil {
 		return ""
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == key {
 			return f[1]
 		}
 	}
