@@ -176,7 +176,7 @@ func (fs *FS) build(p *node, pfd int, name string, s spec, c Cred, free bool) (f
 		def = nil
 	}
 	o.ow = fs.ownership(p, &pst, mode, c)
-	o.backed = o.ow.inXattr && o.typ != unix.S_IFREG && o.typ != unix.S_IFDIR
+	o.backed = o.ow.inXattr && special(o.typ)
 	o.perm = o.ow.ownPerm
 	if def != nil && !o.ow.inXattr {
 		m, access, err := inheritACL(def, o.typ|o.perm)
@@ -361,8 +361,7 @@ func (fs *FS) ownership(p *node, pst *unix.Stat_t, mode uint32, c Cred) ownershi
 		}
 	}
 	ow.ownPerm, ow.inXattr = ow.perm, fs.writesOverride(typ)
-	special := typ != unix.S_IFREG && typ != unix.S_IFDIR
-	if special && fs.overrideWrite != "" && (ow.uid != fs.euid || ow.gid != fs.egid || ow.perm&^0o777 != 0) {
+	if special(typ) && fs.overrideWrite != "" && (ow.uid != fs.euid || ow.gid != fs.egid || ow.perm&^0o777 != 0) {
 		ow.inXattr = true
 	}
 	if ow.inXattr {
@@ -370,7 +369,7 @@ func (fs *FS) ownership(p *node, pst *unix.Stat_t, mode uint32, c Cred) ownershi
 		switch {
 		case typ == unix.S_IFDIR:
 			ow.ownPerm |= 0o700
-		case special:
+		case special(typ):
 			ow.ownPerm = 0o600
 		}
 	}
