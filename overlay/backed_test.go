@@ -219,6 +219,23 @@ func TestFileBackedChange(t *testing.T) {
 		t.Errorf("up stored as %+v", d)
 	}
 
+	// A hard-linked upper symlink is changed for real: replacing one of
+	// its names would break the link.
+	hard, err := fs.Symlink(inodes.RootID, "hard", "target", Cred{})
+	must(t, err)
+	_, err = fs.Link(hard.ID, inodes.RootID, "hard2")
+	must(t, err)
+	a, err = fs.SetAttr(hard.ID, SetAttrs{Uid: &u5})
+	must(t, err)
+	shows(t, "hard after chown", a, unix.S_IFLNK|0o777, 5, 0)
+	for _, name := range []string{"hard", "hard2"} {
+		if d := upperObject(t, upper, name); d != (onDisk{typ: unix.S_IFLNK, perm: 0o777, uid: 5}) {
+			t.Errorf("%s stored as %+v", name, d)
+		}
+	}
+	must(t, fs.Unlink(inodes.RootID, "hard"))
+	must(t, fs.Unlink(inodes.RootID, "hard2"))
+
 	// Links, renames and removals of file-backed objects.
 	l2, err := fs.Link(up.ID, inodes.RootID, "up2")
 	must(t, err)
