@@ -249,7 +249,8 @@ func (fs *FS) Release(h uint64) {
 	f.mu.Unlock()
 }
 
-// Readlink returns the target of symlink id.
+// Readlink returns the target of symlink id, itself or a file standing
+// for it (override.go).
 func (fs *FS) Readlink(id uint64) (string, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
@@ -257,7 +258,8 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if n.kind() == unix.S_IFLNK {
+	switch n.kind() {
+	case unix.S_IFLNK:
 		at := n.at.Load()
 		var t string
 		err = fs.inDir(at.parent, n.layersOf()[0].layer, func(dfd int) error {
@@ -265,15 +267,22 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 			t, err = layers.ReadlinkAt(dfd, at.name)
 			return err
 		})
-		if err != unix.EINVAL || n.kind() == unix.S_IFLNK {
+		if err != unix.EINVAL {
 			return t, toErrno(err)
 		}
-		// Made file-backed meanwhile (backWithFile).
+		// Made file-backed meanwhile? backWithFile holds n.mu until the
+		// node is the file's.
+		n.mu.Lock()
+		backed := n.kind() == unix.S_IFREG
+		n.mu.Unlock()
+		if !backed {
+			return "", syscall.EINVAL
+		}
+	case unix.S_IFREG:
+	default:
+		return "", syscall.EINVAL
 	}
-	if n.kind() == unix.S_IFREG {
-		return fs.readOverrideLink(n)
-	}
-	return "", syscall.EINVAL
+	return fs.readOverrideLink(n)
 }
 
 // SyncFS flushes the upper layer's filesystem.
