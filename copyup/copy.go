@@ -15,10 +15,11 @@ var (
 	noTmpfile bool
 )
 
-// Copy copies entry name of directory sdir (an fd of a directory of lower
-// layer src; O_PATH will do) into directory udir (an fd of its copy in the
-// upper layer), and returns the new upper object's attributes. name must
-// not exist in udir (EEXIST). A directory is copied empty: its lower
+// Copy copies entry sname of directory sdir (an fd of a directory of
+// lower layer src; O_PATH will do) as name into directory udir (an fd of
+// a directory of the upper layer), and returns the new upper object's
+// attributes. The two names differ where a redirect put the lower object
+// elsewhere. name must not exist in udir (EEXIST). A directory is copied empty: its lower
 // entries stay merged. The caller keeps sdir and udir: with them Copy
 // needs no path longer than one name, however deep the object.
 //
@@ -36,8 +37,8 @@ var (
 // (udir is not a directory), EOVERFLOW or EPERM (the lower owner cannot be
 // set), EXDEV (the work directory is not on the upper layer's
 // filesystem), EINVAL (a bad name).
-func (w *Work) Copy(src *layers.Layer, sdir int, upper *layers.Layer, udir int, name string, opts Options) (unix.Stat_t, error) {
-	c := copier{w: w, src: src, upper: upper, name: name, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
+func (w *Work) Copy(src *layers.Layer, sdir int, sname string, upper *layers.Layer, udir int, name string, opts Options) (unix.Stat_t, error) {
+	c := copier{w: w, src: src, upper: upper, sname: sname, name: name, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
 	err := c.run(sdir, udir)
 	st := c.result
 	if err != nil {
@@ -61,17 +62,19 @@ type copier struct {
 	w          *Work
 	src, upper *layers.Layer
 	opts       Options
-	name       string // of the object in both parents
+	sname      string // of the object in the lower parent
+	name       string // of the copy in the upper parent
 
-	sfd  int         // O_PATH fd of the lower object
-	sst  unix.Stat_t // its attributes
-	rfd  int         // the lower regular file or directory, opened for reading; -1 otherwise
-	pfd  int         // O_PATH fd of the upper parent
-	pst  unix.Stat_t // its attributes before the copy
-	tfd  int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
-	temp string      // its name in work; "" for an O_TMPFILE or once placed
-	kind uint32      // S_IFMT of the object
-	buf  []byte      // read/write buffer when copy_file_range cannot be used
+	sfd   int         // O_PATH fd of the lower object
+	sst   unix.Stat_t // its attributes
+	rfd   int         // the lower regular file or directory, opened for reading; -1 otherwise
+	pfd   int         // O_PATH fd of the upper parent
+	pst   unix.Stat_t // its attributes before the copy
+	tfd   int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
+	temp  string      // its name in work; "" for an O_TMPFILE or once placed
+	kind  uint32      // S_IFMT of the object
+	buf   []byte      // read/write buffer when copy_file_range cannot be used
+	wrote bool        // whether copyData wrote any data
 
 	result unix.Stat_t
 }
@@ -84,7 +87,7 @@ func step(name string) error {
 }
 
 func (c *copier) run(sdir, udir int) error {
-	if !layers.ValidName(c.name) {
+	if !layers.ValidName(c.name) || !layers.ValidName(c.sname) {
 		return unix.EINVAL
 	}
 	if !c.upper.Upper {
@@ -129,17 +132,19 @@ func (c *copier) open(sdir, udir int) error {
 		return err
 	}
 	var err error
-	if c.sfd, err = unix.Openat(sdir, c.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+	if c.sfd, err = unix.Openat(sdir, c.sname, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 		return err
 	}
 	if err := unix.Fstat(c.sfd, &c.sst); err != nil {
 		return err
 	}
 	c.kind = c.sst.Mode & unix.S_IFMT
-	switch c.kind {
-	case unix.S_IFREG:
+	switch {
+	case c.kind == unix.S_IFREG && c.opts.DataFrom != nil:
+		c.rfd, err = unix.FcntlInt(uintptr(*c.opts.DataFrom), unix.F_DUPFD_CLOEXEC, 0)
+	case c.kind == unix.S_IFREG:
 		c.rfd, err = c.src.Reopen(c.sfd, unix.O_RDONLY)
-	case unix.S_IFDIR:
+	case c.kind == unix.S_IFDIR:
 		// Only for the inode flags: an unreadable directory is copied
 		// without them.
 		if c.rfd, err = c.src.Reopen(c.sfd, unix.O_RDONLY|unix.O_DIRECTORY); err == unix.EACCES {
@@ -198,7 +203,7 @@ func (c *copier) createFile() error {
 	if c.opts.Truncate {
 		size = 0
 	}
-	if size > 0 {
+	if size > 0 && c.opts.Metacopy == nil {
 		if err := c.copyData(size); err != nil {
 			return err
 		}
@@ -292,6 +297,11 @@ func (c *copier) metadata() error {
 	}
 	if err := c.setOrigin(); err != nil {
 		return err
+	}
+	if m := c.opts.Metacopy; m != nil && c.kind == unix.S_IFREG {
+		if err := layers.FdSetxattr(c.tfd, m.Name, m.Value, 0); err != nil {
+			return err
+		}
 	}
 	if c.kind != unix.S_IFLNK {
 		if err := step("chmod"); err != nil {

@@ -149,6 +149,23 @@ type Options struct {
 	// in place: an owner override the copy must keep under the name
 	// the upper layer is read with.
 	Xattrs map[string]string
+	// DataFrom, when set, is an open regular file the copy takes its
+	// data from instead of the object's own: the data of a metacopy file
+	// lies below it.
+	DataFrom *int
+	// NullUUID writes origins with a null uuid (uuid=off).
+	NullUUID bool
+	// Metacopy, when set, copies a regular file without its data
+	// (metacopy=on): the copy is as big as the file and holds a hole,
+	// and gets this marker after its origin, as the kernel orders them
+	// (the order decides which xattrs share the inode on ext4).
+	Metacopy *Marker
+}
+
+// Marker is a private xattr a copy gets: its name and value.
+type Marker struct {
+	Name  string
+	Value []byte
 }
 
 // xattrs is the namespace the copy's private xattrs go in.

@@ -38,6 +38,9 @@ func (c *copier) originValue() ([]byte, error) {
 	if err != nil {
 		return []byte{}, nil
 	}
+	if c.opts.NullUUID {
+		uuid = [16]byte{}
+	}
 	return layers.EncodeOrigin(uuid, h)
 }
 

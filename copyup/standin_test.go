@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,23 +16,23 @@ func TestStandIn(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	must(t, os.Mkdir(lowerDir, 0o755))
-	must(t, os.Symlink("../a/target", filepath.Join(lowerDir, "ln")))
-	must(t, unix.Mknod(filepath.Join(lowerDir, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-	must(t, os.WriteFile(filepath.Join(lowerDir, "file"), []byte("x"), 0o644))
+	testenv.Must(t, os.Mkdir(lowerDir, 0o755))
+	testenv.Must(t, os.Symlink("../a/target", filepath.Join(lowerDir, "ln")))
+	testenv.Must(t, unix.Mknod(filepath.Join(lowerDir, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	testenv.Must(t, os.WriteFile(filepath.Join(lowerDir, "file"), []byte("x"), 0o644))
 	s := newStack(t, lowerDir, base)
-	must(t, os.Symlink("up", filepath.Join(s.upperDir, "upln")))
+	testenv.Must(t, os.Symlink("up", filepath.Join(s.upperDir, "upln")))
 	for _, p := range []string{"ln", "null"} {
-		must(t, unix.Lsetxattr(filepath.Join(lowerDir, p), "trusted.kept", []byte("k"), 0))
+		testenv.Must(t, unix.Lsetxattr(filepath.Join(lowerDir, p), "trusted.kept", []byte("k"), 0))
 		setTimes(t, filepath.Join(lowerDir, p), 1000, 2000)
 	}
 	setTimes(t, filepath.Join(s.upperDir, "upln"), 3000, 4000)
 	setTimes(t, s.upperDir, 5000, 6000)
 	udir, err := s.upper.OpenPath("")
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(udir)
 	ldir, err := s.lower.OpenPath("")
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(ldir)
 
 	for _, tc := range []struct {

@@ -30,6 +30,9 @@ type Layer struct {
 	Dev uint64
 	// Index is the position in the stack: 0 is the top.
 	Index int
+	// DataOnly marks a data-only lower layer (lowerdir=a::b): never
+	// merged or listed, only searched for the data of metacopy files.
+	DataOnly bool
 
 	root    int
 	noatime int // O_NOATIME for lower layers, 0 for the upper one
@@ -186,6 +189,29 @@ func (l *Layer) openFile(open func(flags int) (int, error), flags int) (int, err
 		// of other users when running unprivileged.
 	}
 	return open(flags)
+}
+
+// Walk opens directory path (names joined by '/', "" for the root) below
+// the layer's root as an O_PATH fd, one name at a time, following no
+// symlink; the caller closes it.
+func (l *Layer) Walk(path string) (int, error) {
+	fd, err := unix.Openat(l.root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil || path == "" {
+		return fd, err
+	}
+	for _, name := range strings.Split(path, "/") {
+		if !ValidName(name) {
+			unix.Close(fd)
+			return -1, unix.EINVAL
+		}
+		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
 }
 
 // Reopen opens the object the fd holds (an O_PATH fd will do) with flags,

@@ -39,25 +39,17 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 		return DirMarks{}, err
 	}
 	defer unix.Close(fd)
-	return marks(fd)
+	m, _, err := marks(fd)
+	return m, err
 }
 
-// MarksAt is Marks for the directory name in directory dfd.
-func MarksAt(dfd int, name string) (DirMarks, error) {
-	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return DirMarks{}, err
-	}
-	defer unix.Close(fd)
-	return marks(fd)
-}
-
-// marks reads the opaque markers of the directory fd holds.
-func marks(fd int) (DirMarks, error) {
+// marks reads the opaque markers of the directory fd holds, and returns
+// the names of its xattrs.
+func marks(fd int) (DirMarks, []string, error) {
 	var m DirMarks
 	names, err := FdListxattr(fd)
 	if err != nil && err != unix.ENOTSUP {
-		return m, err
+		return m, nil, err
 	}
 	for _, n := range names {
 		switch n {
@@ -80,7 +72,7 @@ func marks(fd int) (DirMarks, error) {
 			m.Opaque = true
 		}
 	}
-	return m, nil
+	return m, names, nil
 }
 
 // IsXWhiteoutAt reports whether entry name of directory dfd, whose

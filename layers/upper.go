@@ -150,7 +150,7 @@ func Empty(dir int) error {
 		if err != nil {
 			return err
 		}
-		ents, err := ReadDirFd(fd)
+		ents, err := ReadDirFd(fd, false)
 		unix.Close(fd)
 		if err != nil || len(ents) == 0 {
 			return err

@@ -53,7 +53,7 @@ func (fs *FS) backWithFile(n *node, in *SetAttrs) error {
 		}
 		want.perm = *in.Mode & 0o7777
 	}
-	if !special(typ) || want == cur || st.Nlink > 1 && n.upper() {
+	if !special(typ) || want == cur || st.Nlink > 1 && n.layersOf()[0].layer.Upper {
 		return nil
 	}
 	p := n.parent()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -24,8 +25,8 @@ type onDisk struct {
 func upperObject(t *testing.T, upper, rel string) onDisk {
 	t.Helper()
 	var st unix.Stat_t
-	must(t, unix.Lstat(filepath.Join(upper, rel), &st))
-	v, _ := layersGetxattr(filepath.Join(upper, rel), OverrideUser)
+	testenv.Must(t, unix.Lstat(filepath.Join(upper, rel), &st))
+	v, _ := testenv.Xattr(filepath.Join(upper, rel), OverrideUser)
 	return onDisk{typ: st.Mode & unix.S_IFMT, perm: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid, override: v}
 }
 
@@ -47,14 +48,14 @@ func TestFileBackedCreate(t *testing.T) {
 	other := Cred{Uid: 5, Gid: 6}
 
 	e, err := fs.Symlink(inodes.RootID, "mine", "target", own)
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "mine", e.Attr, unix.S_IFLNK|0o777, 0, 0)
 	if d := upperObject(t, upper, "mine"); d.typ != unix.S_IFLNK {
 		t.Errorf("the daemon's symlink is stored as type %o", d.typ)
 	}
 
 	e, err = fs.Symlink(inodes.RootID, "theirs", "../some/target", other)
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "theirs", e.Attr, unix.S_IFLNK|0o777, 5, 6)
 	if e.Attr.Size != uint64(len("../some/target")) {
 		t.Errorf("theirs has size %d", e.Attr.Size)
@@ -71,14 +72,14 @@ func TestFileBackedCreate(t *testing.T) {
 	}
 
 	e, err = fs.Mknod(inodes.RootID, "fifo", unix.S_IFIFO|0o640, 0, other)
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "fifo", e.Attr, unix.S_IFIFO|0o640, 5, 6)
 	want = onDisk{typ: unix.S_IFREG, perm: 0o600, override: "5:6:0640:pipe"}
 	if d := upperObject(t, upper, "fifo"); d != want {
 		t.Errorf("fifo stored as %+v, want %+v", d, want)
 	}
 	e, err = fs.Mknod(inodes.RootID, "tty", unix.S_IFCHR|0o620, unix.Mkdev(136, 3), Cred{Uid: 0, Gid: 5})
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "tty", e.Attr, unix.S_IFCHR|0o620, 0, 5)
 	if e.Attr.Rdev != unix.Mkdev(136, 3) || e.Attr.Size != 0 {
 		t.Errorf("tty shows rdev %x size %d", e.Attr.Rdev, e.Attr.Size)
@@ -88,13 +89,13 @@ func TestFileBackedCreate(t *testing.T) {
 	}
 	// A sticky bit the real object would keep: file-backed too.
 	e, err = fs.Mknod(inodes.RootID, "sock", unix.S_IFSOCK|0o1755, 0, own)
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "sock", e.Attr, unix.S_IFSOCK|0o1755, 0, 0)
 	if d := upperObject(t, upper, "sock"); d.override != "0:0:0141755:socket" {
 		t.Errorf("sock stored as %+v", d)
 	}
 	e, err = fs.Mknod(inodes.RootID, "ownfifo", unix.S_IFIFO|0o644, 0, own)
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "ownfifo", e.Attr, unix.S_IFIFO|0o644, 0, 0)
 	if d := upperObject(t, upper, "ownfifo"); d != (onDisk{typ: unix.S_IFIFO, perm: 0o644}) {
 		t.Errorf("the daemon's fifo stored as %+v", d)
@@ -103,7 +104,7 @@ func TestFileBackedCreate(t *testing.T) {
 	// Lookups and listings show the same.
 	types := map[string]uint8{}
 	ents, err := fs.ReadDir(inodes.RootID, 0, 1<<20)
-	must(t, err)
+	testenv.Must(t, err)
 	for _, e := range ents {
 		types[e.Name] = e.Type
 	}
@@ -122,15 +123,15 @@ func TestFileBackedCreate(t *testing.T) {
 func reopen(t *testing.T, lower, base string, opts Options) *FS {
 	t.Helper()
 	u, err := layers.Open(filepath.Join(base, "upper"), 0, true)
-	must(t, err)
+	testenv.Must(t, err)
 	l, err := layers.Open(lower, 1, false)
-	must(t, err)
+	testenv.Must(t, err)
 	w, err := copyup.Open(filepath.Join(base, "work"))
-	must(t, err)
+	testenv.Must(t, err)
 	t.Cleanup(func() { u.Close(); l.Close(); w.Close() })
 	opts.Work, opts.Timeout = w, time.Second
 	fs, err := New([]*layers.Layer{u, l}, opts)
-	must(t, err)
+	testenv.Must(t, err)
 	return fs
 }
 
@@ -142,18 +143,18 @@ func reopen(t *testing.T, lower, base string, opts Options) *FS {
 func TestFileBackedChange(t *testing.T) {
 	_, dirs := stack(t, []string{"l ln ../target", "f target t"})
 	lower := dirs[0]
-	must(t, unix.Mknod(filepath.Join(lower, "fifo"), unix.S_IFIFO|0o644, 0))
-	must(t, unix.Mknod(filepath.Join(lower, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-	must(t, os.Chmod(filepath.Join(lower, "null"), 0o666)) // past the umask
+	testenv.Must(t, unix.Mknod(filepath.Join(lower, "fifo"), unix.S_IFIFO|0o644, 0))
+	testenv.Must(t, unix.Mknod(filepath.Join(lower, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	testenv.Must(t, os.Chmod(filepath.Join(lower, "null"), 0o666)) // past the umask
 	ts := []unix.Timespec{{Sec: 1000}, {Sec: 2000}}
-	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(lower, "ln"), ts, unix.AT_SYMLINK_NOFOLLOW))
+	testenv.Must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(lower, "ln"), ts, unix.AT_SYMLINK_NOFOLLOW))
 	fs, upper, base := openRW(t, lower, Options{XattrPermissions: 2, Timeout: time.Second})
 	u5, g6, m600 := uint32(5), uint32(6), uint32(0o600)
 
 	ln, err := walk(fs, "ln")
-	must(t, err)
+	testenv.Must(t, err)
 	a, err := fs.SetAttr(ln.ID, SetAttrs{Uid: &u5, Gid: &g6})
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "ln after chown", a, unix.S_IFLNK|0o777, 5, 6)
 	if a.Mtime.Unix() != 2000 || a.Size != uint64(len("../target")) {
 		t.Errorf("ln after chown: mtime %v size %d", a.Mtime, a.Size)
@@ -166,7 +167,7 @@ func TestFileBackedChange(t *testing.T) {
 		t.Errorf("the lower ln changed: %+v", d)
 	}
 	again, err := walk(fs, "ln")
-	must(t, err)
+	testenv.Must(t, err)
 	if again.ID != ln.ID || again.Attr != a {
 		t.Errorf("ln looked up again: node %d %+v, was %d %+v", again.ID, again.Attr, ln.ID, a)
 	}
@@ -178,17 +179,17 @@ func TestFileBackedChange(t *testing.T) {
 	}
 
 	fifo, err := walk(fs, "fifo")
-	must(t, err)
+	testenv.Must(t, err)
 	a, err = fs.SetAttr(fifo.ID, SetAttrs{Mode: &m600})
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "fifo after chmod", a, unix.S_IFIFO|0o600, 0, 0)
 	if d := upperObject(t, upper, "fifo"); d.override != "0:0:0600:pipe" || d.typ != unix.S_IFREG {
 		t.Errorf("fifo stored as %+v", d)
 	}
 	null, err := walk(fs, "null")
-	must(t, err)
+	testenv.Must(t, err)
 	a, err = fs.SetAttr(null.ID, SetAttrs{Gid: &g6})
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "null after chgrp", a, unix.S_IFCHR|0o666, 0, 6)
 	if a.Rdev != unix.Mkdev(1, 3) {
 		t.Errorf("null shows rdev %x", a.Rdev)
@@ -197,7 +198,7 @@ func TestFileBackedChange(t *testing.T) {
 	// An upper symlink: replaced in place. A chown to the owner it has
 	// leaves it itself; a chmod of it is refused as on any symlink.
 	up, err := fs.Symlink(inodes.RootID, "up", "target", Cred{})
-	must(t, err)
+	testenv.Must(t, err)
 	u0 := uint32(0)
 	if _, err := fs.SetAttr(up.ID, SetAttrs{Uid: &u0}); err != nil {
 		t.Fatal(err)
@@ -210,7 +211,7 @@ func TestFileBackedChange(t *testing.T) {
 	}
 	mtime := time.Unix(3000, 0)
 	a, err = fs.SetAttr(up.ID, SetAttrs{Uid: &u5, Mtime: &mtime})
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "up after chown", a, unix.S_IFLNK|0o777, 5, 0)
 	if a.Mtime.Unix() != 3000 {
 		t.Errorf("up: mtime %v, want the one set with the chown", a.Mtime)
@@ -222,30 +223,30 @@ func TestFileBackedChange(t *testing.T) {
 	// A hard-linked upper symlink is changed for real: replacing one of
 	// its names would break the link.
 	hard, err := fs.Symlink(inodes.RootID, "hard", "target", Cred{})
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = fs.Link(hard.ID, inodes.RootID, "hard2")
-	must(t, err)
+	testenv.Must(t, err)
 	a, err = fs.SetAttr(hard.ID, SetAttrs{Uid: &u5})
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "hard after chown", a, unix.S_IFLNK|0o777, 5, 0)
 	for _, name := range []string{"hard", "hard2"} {
 		if d := upperObject(t, upper, name); d != (onDisk{typ: unix.S_IFLNK, perm: 0o777, uid: 5}) {
 			t.Errorf("%s stored as %+v", name, d)
 		}
 	}
-	must(t, fs.Unlink(inodes.RootID, "hard"))
-	must(t, fs.Unlink(inodes.RootID, "hard2"))
+	testenv.Must(t, fs.Unlink(inodes.RootID, "hard"))
+	testenv.Must(t, fs.Unlink(inodes.RootID, "hard2"))
 
 	// Links, renames and removals of file-backed objects.
 	l2, err := fs.Link(up.ID, inodes.RootID, "up2")
-	must(t, err)
+	testenv.Must(t, err)
 	shows(t, "up2", l2.Attr, unix.S_IFLNK|0o777, 5, 0)
 	if l2.Attr.Nlink != 2 {
 		t.Errorf("up2: nlink %d", l2.Attr.Nlink)
 	}
-	must(t, fs.Rename(inodes.RootID, "up2", inodes.RootID, "up3", 0))
-	must(t, fs.Unlink(inodes.RootID, "ln"))
-	must(t, fs.Rename(inodes.RootID, "fifo", inodes.RootID, "fifo2", 0))
+	testenv.Must(t, fs.Rename(inodes.RootID, "up2", inodes.RootID, "up3", 0))
+	testenv.Must(t, fs.Unlink(inodes.RootID, "ln"))
+	testenv.Must(t, fs.Rename(inodes.RootID, "fifo", inodes.RootID, "fifo2", 0))
 	if got := names(t, fs, ""); !slices.Equal(got, []string{"fifo2", "null", "target", "up", "up3"}) {
 		t.Errorf("after the changes: %q", got)
 	}
@@ -259,7 +260,7 @@ func TestFileBackedChange(t *testing.T) {
 		shows(t, name+" after a remount", attrOf(t, later, name), w.mode, w.uid, w.gid)
 	}
 	e, err := walk(later, "up3")
-	must(t, err)
+	testenv.Must(t, err)
 	if target, err := later.Readlink(e.ID); err != nil || target != "target" {
 		t.Errorf("readlink up3 after a remount: %q, %v", target, err)
 	}

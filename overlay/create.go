@@ -609,7 +609,7 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 	f := fs.fresh(st, unix.S_IFREG, false)
 	id := fs.identify(p, "", f)
 	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.kind() == unix.S_IFREG }, func() *node {
-		n := newNode(unix.S_IFREG, f.objs, p, "")
+		n := newNode(unix.S_IFREG, f.objs, p, "", nil)
 		n.unlinked = true
 		return n
 	})
@@ -686,6 +686,9 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, syscall.EPERM
 	}
 	if err := fs.copyUp(t); err != nil {
+		return Entry{}, err
+	}
+	if err := fs.linkRedirect(t); err != nil {
 		return Entry{}, err
 	}
 	if err := fs.copyUp(p); err != nil {

@@ -37,7 +37,7 @@ func (fs *FS) readFd(h *fileHandle) int {
 	h.mu.Lock()
 	fd, lower := h.fd, h.lower
 	h.mu.Unlock()
-	if !lower || !h.n.upper() {
+	if !lower || !h.n.upperData() {
 		return fd
 	}
 	fs.renameMu.RLock()
@@ -123,14 +123,26 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	if n.unlinked {
 		return Opened{}, syscall.ENOENT
 	}
+	if err := fs.lazyData(n); err != nil {
+		return Opened{}, err
+	}
 	pt := fs.passedThrough(n)
 	host := unix.O_RDONLY
 	if pt || flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
 		host = unix.O_RDWR | flags&unix.O_TRUNC
 	}
-	fd, err := fs.openFile(n, n.objects()[0].layer, host)
+	// A metacopy file is read from the object below that holds its
+	// data; it is never opened for writing as such (copyUpOpen).
+	data, own := dataOf(n.objects(), n.kind())
+	fd, err := fs.openFile(n, data.layer, host)
 	if err != nil {
 		return Opened{}, toErrno(err)
+	}
+	if !own {
+		if err := fs.verifyData(n, fd); err != nil {
+			unix.Close(fd)
+			return Opened{}, err
+		}
 	}
 	return fs.attach(n, fd, pt), nil
 }
@@ -260,11 +272,10 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	}
 	switch n.kind() {
 	case unix.S_IFLNK:
-		at := n.at.Load()
 		var t string
-		err = fs.inDir(at.parent, n.layersOf()[0].layer, func(dfd int) error {
+		err = fs.inParent(n, n.layersOf()[0].layer, func(dfd int, name string) error {
 			var err error
-			t, err = layers.ReadlinkAt(dfd, at.name)
+			t, err = layers.ReadlinkAt(dfd, name)
 			return err
 		})
 		if err != unix.EINVAL {

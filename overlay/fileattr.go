@@ -87,12 +87,7 @@ func (fs *FS) prot(n *node) uint32 {
 		statx := func(dfd int, name string, flags int) error {
 			return unix.Statx(dfd, name, flags|unix.AT_SYMLINK_NOFOLLOW, 0, &sx)
 		}
-		var err error
-		if at := n.at.Load(); at.parent == n {
-			err = statx(objs[0].layer.Root(), "", unix.AT_EMPTY_PATH)
-		} else {
-			err = fs.inDir(at.parent, objs[0].layer, func(dfd int) error { return statx(dfd, at.name, 0) })
-		}
+		err := fs.inParent(n, objs[0].layer, func(dfd int, name string) error { return statx(dfd, name, 0) })
 		if err == nil {
 			if sx.Attributes&unix.STATX_ATTR_APPEND != 0 {
 				p |= flagAppend
@@ -142,14 +137,10 @@ func (fs *FS) openForFlags(n *node, o obj) (int, error) {
 	if n.isDir() {
 		flags |= unix.O_DIRECTORY
 	}
-	at := n.at.Load()
-	if at.parent == n {
-		return unix.Openat(o.layer.Root(), ".", flags, 0)
-	}
 	fd := -1
-	err := fs.inDir(at.parent, o.layer, func(dfd int) error {
+	err := fs.inParent(n, o.layer, func(dfd int, name string) error {
 		var err error
-		fd, err = o.layer.OpenFileAt(dfd, at.name, flags)
+		fd, err = o.layer.OpenFileAt(dfd, name, flags)
 		return err
 	})
 	return fd, err
@@ -266,7 +257,7 @@ func (fs *FS) setFileattr(id uint64, prot uint32, set func(fd int) error) error 
 func (fs *FS) protOf(p *node, name string, f found) uint32 {
 	n := fs.held(p, name, f)
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name)
+		n = scratchNode(f.typ, f.objs, p, name, f.far)
 	}
 	return fs.prot(n)
 }

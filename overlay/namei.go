@@ -1,8 +1,6 @@
 package overlay
 
 import (
-	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/inodes"
@@ -31,6 +29,16 @@ type found struct {
 	// layer holds no whiteout of either kind for it, so create need not
 	// look again.
 	upperFree bool
+	// far says where objects lie that are not at the name in the
+	// parent's objects (place.far): reached through a redirect.
+	far map[*layers.Layer]string
+	// metacopy says the winner is a regular file whose data is below
+	// (objs[len(objs)-1]); redirect is the winner's overlay.redirect.
+	metacopy bool
+	redirect string
+	// lazy is the absolute redirect of a metacopy file whose data no
+	// data-only layer holds yet: looked for again at open.
+	lazy string
 }
 
 // Lookup resolves name in directory parent and adds a kernel reference to
@@ -77,7 +85,7 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 			return err
 		}
 		uuid, err := layers.FSUUID(low.Root())
-		if err != nil {
+		if err != nil || fs.opts.UUID == UUIDOff {
 			uuid = [16]byte{}
 		}
 		v, err := layers.EncodeOrigin(uuid, h)
@@ -98,7 +106,11 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 func (fs *FS) acquire(p *node, name string, f found) Entry {
 	id := fs.identify(p, name, f)
 	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.kind() == f.typ }, func() *node {
-		return newNode(f.typ, f.objs, p, name)
+		n := newNode(f.typ, f.objs, p, name, f.far)
+		if f.lazy != "" {
+			n.aux = &aux{lazy: f.lazy}
+		}
+		return n
 	})
 	if isNew {
 		fs.setNumber(n, id)
@@ -112,7 +124,7 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 		if n.unlinked {
 			n.setObjs(f.objs)
 		}
-		n.addName(p, name)
+		n.addName(p, name, f.far)
 		n.mu.Unlock()
 	}
 	return Entry{ID: n.ID(), Attr: fs.attr(n, &f.st)}
@@ -133,8 +145,7 @@ func (fs *FS) held(p *node, name string, f found) *node {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pl := place{parent: p, name: name}
-	if *n.at.Load() == pl || slices.Contains(n.links(), pl) {
+	if n.named(p, name) {
 		return n
 	}
 	return nil
@@ -183,62 +194,6 @@ func checkName(name string) error {
 // Preconditions: renameMu held.
 func (fs *FS) resolve(p *node, name string) (found, error) {
 	return fs.resolveIn(p, p.layersOf(), name)
-}
-
-// resolveIn is resolve over the given layer objects of p.
-func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
-	var f found
-	if !p.isDir() {
-		return f, syscall.ENOTDIR
-	}
-	if err := checkName(name); err != nil {
-		return f, err
-	}
-	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
-		// AUFS markers are not objects of the merged tree.
-		return f, syscall.ENOENT
-	}
-	for i, po := range pobjs {
-		var (
-			looked layers.Looked
-			st     unix.Stat_t
-			marks  layers.DirMarks
-		)
-		// An AUFS whiteout hides the layers below; the last layer has
-		// none to hide.
-		aufs := i < len(pobjs)-1
-		err := fs.inDir(p, po.layer, func(dfd int) error {
-			var err error
-			looked, st, marks, err = layers.Lookup(dfd, name, po.marks.XWhiteouts, aufs)
-			return err
-		})
-		if err != nil {
-			return f, toErrno(err)
-		}
-		if looked == layers.Missing {
-			f.upperFree = i == 0 && po.layer.Upper
-			continue
-		}
-		if looked == layers.Hidden {
-			break
-		}
-		typ := st.Mode & unix.S_IFMT
-		if f.objs == nil {
-			f.typ, f.st = typ, st
-		} else if typ != unix.S_IFDIR {
-			break
-		}
-		o := objOf(po.layer, &st)
-		o.marks = marks
-		f.objs = append(f.objs, o)
-		if typ != unix.S_IFDIR || o.marks.Opaque {
-			break
-		}
-	}
-	if f.objs == nil {
-		return f, syscall.ENOENT
-	}
-	return f, nil
 }
 
 // lowerPositive reports whether name in directory p shows an object from

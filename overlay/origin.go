@@ -12,6 +12,11 @@ import (
 // upper layer's filesystem, or to the lowers when they share one.
 func (fs *FS) originLayers(uuid [16]byte) []*layers.Layer {
 	if uuid != ([16]byte{}) {
+		if fs.opts.UUID == UUIDOff {
+			// Only null uuids are followed, as the kernel's
+			// ovl_decode_real_fh with uuid=off.
+			return nil
+		}
 		return fs.uuids[uuid]
 	}
 	var same, all []*layers.Layer

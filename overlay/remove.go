@@ -117,7 +117,7 @@ func (fs *FS) removable(p *node, name string, dir bool) (found, error) {
 // f, shows no entry in the merged view.
 // Preconditions: renameMu held.
 func (fs *FS) checkEmpty(p *node, name string, f found) error {
-	d := scratchNode(unix.S_IFDIR, f.objs, p, name)
+	d := scratchNode(unix.S_IFDIR, f.objs, p, name, f.far)
 	ents, err := fs.merge(d)
 	if err != nil {
 		return err

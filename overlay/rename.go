@@ -110,7 +110,9 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return r, false, syscall.EINVAL
 	}
-	if srcDir && !pureUpper(r.src) || exchange && dstDir && !pureUpper(r.dst) {
+	if (srcDir && !pureUpper(r.src) || exchange && dstDir && !pureUpper(r.dst)) && !fs.opts.Redirects.Create {
+		// Its lower part cannot move; with redirect_dir=on a redirect
+		// says where it lies (redirect.go).
 		return r, false, syscall.EXDEV
 	}
 	if r.dstExists && dstDir && !exchange {
@@ -127,15 +129,20 @@ func pureUpper(f found) bool { return len(f.objs) == 1 && f.objs[0].layer.Upper 
 
 // copiedUp copies up what name of p resolved to (f), through the node the
 // kernel holds for it, or through one made for the occasion, and returns
-// the held node (nil if none).
+// the held node (nil if none), and whether the copy is a metacopy file
+// (metacopy=on), whose data stays where it lies.
 // Preconditions: renameMu held for writing; p copied up.
-func (fs *FS) copiedUp(p *node, name string, f found) (*node, error) {
+func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
 	held := fs.held(p, name, f)
 	n := held
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name)
+		n = scratchNode(f.typ, f.objs, p, name, f.far)
 	}
-	return held, fs.copyUp(n)
+	if err := fs.copyUp(n); err != nil {
+		return held, false, err
+	}
+	_, own := dataOf(n.layersOf(), n.kind())
+	return held, !own, nil
 }
 
 // move is a rename that puts the source in the new name's place,
@@ -146,9 +153,18 @@ func (fs *FS) move(r renaming) error {
 	op, np, oldName, newName, src, dst := r.op, r.np, r.oldName, r.newName, r.src, r.dst
 	srcDir := src.typ == unix.S_IFDIR
 	fromLower := !src.objs[0].layer.Upper
-	sn, err := fs.copiedUp(op, oldName, src)
+	sn, metacopy, err := fs.copiedUp(op, oldName, src)
 	if err != nil {
 		return err
+	}
+	// A directory whose lower part cannot move, and a metacopy file,
+	// whose data stays below, are found again through a redirect.
+	redirected := srcDir && !pureUpper(src) || metacopy
+	redirect := ""
+	if redirected {
+		if redirect, err = fs.redirectFor(op, oldName, src, op == np); err != nil {
+			return err
+		}
 	}
 	whiteout, err := fs.lowerPositive(op, oldName)
 	if err != nil {
@@ -164,10 +180,15 @@ func (fs *FS) move(r renaming) error {
 	// opaque, lest a lower directory of the same name show through
 	// later (the kernel's ovl_rename does this whatever lies below the
 	// new name).
-	opaque := srcDir && !src.objs[0].marks.Opaque && np.merged()
+	opaque := srcDir && !redirected && !src.objs[0].marks.Opaque && np.merged()
 	if opaque {
 		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
 			return toErrno(err)
+		}
+	}
+	if redirect != "" {
+		if err := fs.setRedirect(ofd, oldName, redirect); err != nil {
+			return err
 		}
 	}
 	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
@@ -204,6 +225,9 @@ func (fs *FS) move(r renaming) error {
 		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
 	}
 	sn.moved(op, oldName, np, newName, opaque)
+	if redirected {
+		fs.reresolved(sn, np, newName)
+	}
 	return nil
 }
 
@@ -242,13 +266,26 @@ func (n *node) moved(from *node, name string, to *node, toName string, opaque bo
 // Preconditions: as move's.
 func (fs *FS) exchange(r renaming) error {
 	op, np := r.op, r.np
-	sn, err := fs.copiedUp(op, r.oldName, r.src)
+	sn, srcMeta, err := fs.copiedUp(op, r.oldName, r.src)
 	if err != nil {
 		return err
 	}
-	dn, err := fs.copiedUp(np, r.newName, r.dst)
+	dn, dstMeta, err := fs.copiedUp(np, r.newName, r.dst)
 	if err != nil {
 		return err
+	}
+	srcRedirected := r.src.typ == unix.S_IFDIR && !pureUpper(r.src) || srcMeta
+	dstRedirected := r.dst.typ == unix.S_IFDIR && !pureUpper(r.dst) || dstMeta
+	var srcRedirect, dstRedirect string
+	if srcRedirected {
+		if srcRedirect, err = fs.redirectFor(op, r.oldName, r.src, op == np); err != nil {
+			return err
+		}
+	}
+	if dstRedirected {
+		if dstRedirect, err = fs.redirectFor(np, r.newName, r.dst, op == np); err != nil {
+			return err
+		}
 	}
 	ofd, nfd, err := fs.upperDirs(op, np)
 	if err != nil {
@@ -256,8 +293,18 @@ func (fs *FS) exchange(r renaming) error {
 	}
 	defer unix.Close(ofd)
 	defer unix.Close(nfd)
-	srcOpaque := r.src.typ == unix.S_IFDIR && !r.src.objs[0].marks.Opaque && np.merged()
-	dstOpaque := r.dst.typ == unix.S_IFDIR && !r.dst.objs[0].marks.Opaque && op.merged()
+	srcOpaque := r.src.typ == unix.S_IFDIR && !srcRedirected && !r.src.objs[0].marks.Opaque && np.merged()
+	dstOpaque := r.dst.typ == unix.S_IFDIR && !dstRedirected && !r.dst.objs[0].marks.Opaque && op.merged()
+	if srcRedirect != "" {
+		if err := fs.setRedirect(ofd, r.oldName, srcRedirect); err != nil {
+			return err
+		}
+	}
+	if dstRedirect != "" {
+		if err := fs.setRedirect(nfd, r.newName, dstRedirect); err != nil {
+			return err
+		}
+	}
 	if srcOpaque {
 		if err := layers.SetOpaque(ofd, r.oldName, fs.xattrs); err != nil {
 			return toErrno(err)
@@ -284,6 +331,12 @@ func (fs *FS) exchange(r renaming) error {
 	}
 	sn.moved(op, r.oldName, np, r.newName, srcOpaque)
 	dn.moved(np, r.newName, op, r.oldName, dstOpaque)
+	if srcRedirected {
+		fs.reresolved(sn, np, r.newName)
+	}
+	if dstRedirected {
+		fs.reresolved(dn, op, r.oldName)
+	}
 	return nil
 }
 

@@ -81,6 +81,18 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 			return fs.attr(n, &st), nil
 		}
 	}
+	if fd < 0 && in.Size != nil {
+		// A truncate copies the data up first, as the kernel's
+		// ovl_copy_up_with_data does (metacopy=on keeps it below
+		// otherwise).
+		cfd, err := fs.copyUpOpen(n, false)
+		if err != nil {
+			return Attr{}, err
+		}
+		if cfd >= 0 {
+			unix.Close(cfd)
+		}
+	}
 	if fd < 0 {
 		pfd, err := fs.upperObject(n)
 		if err != nil {

@@ -135,17 +135,17 @@ func TestRootlessFileBacked(t *testing.T) {
 	subuid, nuid := testenv.SubIDs(t, "/etc/subuid", testenv.RootlessUser)
 	subgid, ngid := testenv.SubIDs(t, "/etc/subgid", testenv.RootlessUser)
 	d, bin := nsLayers(t, uidN, gidN)
-	must(t, os.WriteFile(filepath.Join(d, "l/f"), []byte("hello\n"), 0o644))
-	must(t, os.Symlink("f", filepath.Join(d, "l/lsym")))
-	must(t, os.Symlink("f", filepath.Join(d, "l/keep")))
-	must(t, unix.Mkfifo(filepath.Join(d, "l/lfifo"), 0o644))
-	must(t, os.Mkdir(filepath.Join(d, "l/ld"), 0o755))
+	testenv.Must(t, os.WriteFile(filepath.Join(d, "l/f"), []byte("hello\n"), 0o644))
+	testenv.Must(t, os.Symlink("f", filepath.Join(d, "l/lsym")))
+	testenv.Must(t, os.Symlink("f", filepath.Join(d, "l/keep")))
+	testenv.Must(t, unix.Mkfifo(filepath.Join(d, "l/lfifo"), 0o644))
+	testenv.Must(t, os.Mkdir(filepath.Join(d, "l/ld"), 0o755))
 	for _, p := range []string{"l/f", "l/lsym", "l/keep", "l/lfifo", "l/ld"} {
-		must(t, os.Lchown(filepath.Join(d, p), uidN, gidN))
+		testenv.Must(t, os.Lchown(filepath.Join(d, p), uidN, gidN))
 	}
 	// nsLayers's lower files, which this test does not look at.
 	for _, p := range []string{"l/a", "l/c", "l/d"} {
-		must(t, os.RemoveAll(filepath.Join(d, p)))
+		testenv.Must(t, os.RemoveAll(filepath.Join(d, p)))
 	}
 	fo, _ := exec.LookPath("fuse-overlayfs")
 	userns := []string{
@@ -268,6 +268,6 @@ func describeTree(t *testing.T, root string, uid, gid int, overrides bool) strin
 		lines = append(lines, line)
 		return nil
 	})
-	must(t, err)
+	testenv.Must(t, err)
 	return strings.Join(lines, "\n")
 }
