@@ -19,7 +19,7 @@ import (
 // makes symlinks and fifos as root and as another user, changes owners
 // and modes of files, directories, fifos and symlinks, lower and new, and
 // lists the view; then lists it again from a mount without the option,
-// and, when $3 names fuse-overlayfs, from fuse-overlayfs.
+// one with it, and fuse-overlayfs, $3.
 const fileBackedScript = `set -e
 umask 022
 export LC_ALL=C
@@ -62,15 +62,17 @@ umount m
 "$bin" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w" m
 echo "== remount"; list
 umount m
-if [ -n "$fo" ]; then
-	"$fo" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w2,xattr_permissions=2" m 2>/dev/null
-	echo "== fuse-overlayfs"; list
-	umount m
-fi`
+"$bin" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w,xattr_permissions=2" m
+echo "== remount with the option"; list
+umount m
+"$fo" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w2,xattr_permissions=2" m 2>/dev/null
+echo "== fuse-overlayfs"; list
+umount m`
 
 // fileBackedView is what the namespace sees, on the first mount and after
-// a remount without the option. ln -s by the namespace's root, which is
-// the daemon's own uid, makes a symlink; everything else is file-backed.
+// a remount with the option or without. ln -s by the namespace's root,
+// which is the daemon's own uid, makes a symlink; everything else is
+// file-backed.
 const fileBackedView = `m/f regular file 6:7 611
 m/fifo fifo 4:5 640
 m/hl symbolic link 1000:1001 777 -> f
@@ -124,11 +126,11 @@ ufifo2 file user 600 ""`
 // and the kernel shows the files themselves.
 func TestRootlessFileBacked(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv", "newuidmap", "newgidmap"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux, uidmap)", tool)
-		}
-	}
+	testenv.RequireProgram(t, "unshare", "util-linux")
+	testenv.RequireProgram(t, "setpriv", "util-linux")
+	testenv.RequireProgram(t, "newuidmap", "uidmap")
+	testenv.RequireProgram(t, "newgidmap", "uidmap")
+	fo := testenv.RequireProgram(t, "fuse-overlayfs", "fuse-overlayfs")
 	uid, gid := testenv.User(t, testenv.RootlessUser)
 	uidN, _ := strconv.Atoi(uid)
 	gidN, _ := strconv.Atoi(gid)
@@ -147,7 +149,6 @@ func TestRootlessFileBacked(t *testing.T) {
 	for _, p := range []string{"l/a", "l/c", "l/d"} {
 		testenv.Must(t, os.RemoveAll(filepath.Join(d, p)))
 	}
-	fo, _ := exec.LookPath("fuse-overlayfs")
 	userns := []string{
 		"--map-root-user",
 		fmt.Sprintf("--map-users=%d,1,%d", subuid, min(nuid, 65536)),
@@ -172,7 +173,7 @@ func TestRootlessFileBacked(t *testing.T) {
 	if sections["checks"] != wantChecks {
 		t.Errorf("in the namespace:\n%swant\n%s", sections["checks"], wantChecks)
 	}
-	for _, s := range []string{"ovlmount", "remount"} {
+	for _, s := range []string{"ovlmount", "remount", "remount with the option"} {
 		if got := strings.TrimSpace(sections[s]); got != fileBackedView {
 			t.Errorf("%s shows\n%s\nwant\n%s", s, got, fileBackedView)
 		}
@@ -180,11 +181,7 @@ func TestRootlessFileBacked(t *testing.T) {
 	if got := describeTree(t, filepath.Join(d, "u"), uidN, gidN, true); got != fileBackedUpper {
 		t.Errorf("the upper layer holds\n%s\nwant\n%s", got, fileBackedUpper)
 	}
-	if fo != "" {
-		compareFuseOverlayfs(t, sections["fuse-overlayfs"])
-	} else {
-		t.Log("fuse-overlayfs not found: no interop check")
-	}
+	compareFuseOverlayfs(t, sections["fuse-overlayfs"])
 	mnt := filepath.Join(d, "m")
 	opts := "lowerdir=" + d + "/l,upperdir=" + d + "/u,workdir=" + d + "/w3,userxattr"
 	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
@@ -245,11 +242,9 @@ func describeTree(t *testing.T, root string, uid, gid int, overrides bool) strin
 		line := fmt.Sprintf("%s %s %s %o", rel, kind, owner, st.Mode&0o7777)
 		switch {
 		case overrides:
-			buf := make([]byte, 256)
-			n, err := unix.Lgetxattr(p, "user.fuseoverlayfs.override_stat", buf)
-			v := "-"
-			if err == nil {
-				v = string(buf[:n])
+			v, err := testenv.Xattr(p, "user.fuseoverlayfs.override_stat")
+			if err != nil {
+				v = "-"
 			}
 			line += " " + v
 		case kind == "file":
