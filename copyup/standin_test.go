@@ -10,8 +10,9 @@ import (
 )
 
 // StandIn puts a regular file in place of a lower symlink or device, or
-// of an upper one, with the target, xattrs, times and override, and
-// leaves the parent's times and the work directory as they were.
+// of an upper one, with the target, xattrs but the overlay's own, times
+// and override, and leaves the parent's times and the work directory as
+// they were.
 func TestStandIn(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
@@ -24,6 +25,8 @@ func TestStandIn(t *testing.T) {
 	testenv.Must(t, os.Symlink("up", filepath.Join(s.upperDir, "upln")))
 	for _, p := range []string{"ln", "null"} {
 		testenv.Must(t, unix.Lsetxattr(filepath.Join(lowerDir, p), "trusted.kept", []byte("k"), 0))
+		// The overlay's own xattrs stay behind.
+		testenv.Must(t, unix.Lsetxattr(filepath.Join(lowerDir, p), "trusted.overlay.origin", []byte("stale"), 0))
 		setTimes(t, filepath.Join(lowerDir, p), 1000, 2000)
 	}
 	setTimes(t, filepath.Join(s.upperDir, "upln"), 3000, 4000)
