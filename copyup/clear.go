@@ -32,7 +32,7 @@ func (w *Work) ClearDir(dfd int, name, opaque string) error {
 		err = unix.Renameat2(w.fd, tmp, dfd, name, unix.RENAME_EXCHANGE)
 	}
 	// Either the old directory or the unused copy is in work now.
-	removeAll(w.fd, tmp)
+	layers.RemoveAll(w.fd, tmp)
 	return err
 }
 

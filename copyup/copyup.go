@@ -24,7 +24,6 @@ package copyup
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,7 +67,7 @@ func Open(workdir string) (*Work, error) {
 	var st unix.Stat_t
 	if err = unix.Fstat(fd, &st); err == nil {
 		w.dev = st.Dev
-		err = empty(fd)
+		err = layers.Empty(fd)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -157,67 +156,3 @@ func (o Options) xattr(name string) string {
 }
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
-
-// empty removes every entry of directory dir, recursively.
-func empty(dir int) error {
-	for {
-		names, err := readNames(dir)
-		if err != nil || len(names) == 0 {
-			return err
-		}
-		for _, name := range names {
-			if err := removeAll(dir, name); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// readNames lists directory dir through a new open file description, so
-// that each listing starts at the beginning.
-func readNames(dir int) ([]string, error) {
-	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "work")
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, layers.Errno(err)
-	}
-	return names, nil
-}
-
-// removeAll removes entry name of dir and, for a directory, everything
-// below it. A symlink is removed itself.
-func removeAll(dir int, name string) error {
-	err := unix.Unlinkat(dir, name, 0)
-	if err != unix.EISDIR {
-		if err == unix.ENOENT {
-			return nil
-		}
-		return err
-	}
-	fd, err := openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err == unix.EACCES {
-		// A temporary directory of mode 0, without CAP_DAC_OVERRIDE.
-		if pfd, err := openBeneath(dir, name, unix.O_PATH|unix.O_DIRECTORY); err == nil {
-			unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), 0o700, 0)
-			unix.Close(pfd)
-		}
-		fd, err = openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
-	}
-	if err != nil {
-		return err
-	}
-	err = empty(fd)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	if err := unix.Unlinkat(dir, name, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
-		return err
-	}
-	return nil
-}

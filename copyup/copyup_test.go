@@ -348,9 +348,7 @@ func TestOpenCleans(t *testing.T) {
 	w, err = Open(workdir)
 	must(t, err)
 	defer w.Close()
-	names, err := readNames(w.Fd())
-	must(t, err)
-	if len(names) != 0 {
+	if names := readNames(t, w.Fd()); len(names) != 0 {
 		t.Errorf("work holds %v", names)
 	}
 	if _, err := getxattr(work, "system.posix_acl_default"); err != unix.ENODATA {

@@ -84,8 +84,21 @@ func (s *stack) copy(t *testing.T, rel string, opts Options) unix.Stat_t {
 // workEntries lists workdir/work.
 func (s *stack) workEntries(t *testing.T) []string {
 	t.Helper()
-	names, err := readNames(s.work.Fd())
+	return readNames(t, s.work.Fd())
+}
+
+// readNames lists directory dir from its beginning.
+func readNames(t *testing.T, dir int) []string {
+	t.Helper()
+	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	must(t, err)
+	defer unix.Close(fd)
+	ents, err := layers.ReadDirFd(fd)
+	must(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name)
+	}
 	return names
 }
 
