@@ -493,3 +493,25 @@ func TestOverlayDirs(t *testing.T) {
 		t.Errorf("overlayDirs = %q, want %q", got, want)
 	}
 }
+
+// TestKernelLowerOnTmpfs checks a stack whose lower layer is on another
+// filesystem, one with a uuid, which origins carry and must match.
+func TestKernelLowerOnTmpfs(t *testing.T) {
+	requireRoot(t)
+	s := newStack(t, 2)
+	must(t, unix.Mount("tmpfs", s.Lower[1], "tmpfs", 0, "mode=0755"))
+	t.Cleanup(func() { unix.Unmount(s.Lower[1], unix.MNT_DETACH) })
+	lowerTree(t, s)
+	umount := s.mount(t, kernelOpts+",xino=on")
+	in(t, s.p("m"), `echo more >> solo; chown 5:5 d/h e; echo more >> d/g; mv e e2`)
+	umount()
+	v, err := layers.GetxattrAt(unix.AT_FDCWD, s.p("u/solo"), tOrigin)
+	must(t, err)
+	if fh, _, bad := parseHandle(v); bad != "" || fh.uuid == [16]byte{} {
+		t.Fatalf("the origin of a tmpfs file: %x (%s), want one with the uuid of the tmpfs", v, bad)
+	}
+	s.clean(t)
+	must(t, os.Remove(s.p("l2/solo")))
+	fs, _ := s.check(t, Options{})
+	s.wantFindings(t, fs, map[string]string{"u/solo": "names nothing in the lower layers"}, false)
+}
