@@ -3,6 +3,7 @@ package check
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"testing"
@@ -276,12 +277,15 @@ func TestLayout(t *testing.T) {
 		edit  func(s *testStack)
 		path  string
 		words string
+		// through is where a kernel mount of the stack fails lookups
+		// with ELOOP; "" when it refuses the mount.
+		through string
 	}{
-		{"work in upper", func(s *testStack) { s.Work = s.p("u/w") }, "u/w", "EINVAL"},
-		{"upper in work", func(s *testStack) { s.Upper = s.p("w/u") }, "w/u", "EINVAL"},
-		{"lower is upper", func(s *testStack) { s.Lower = append(s.Lower, s.Upper) }, "u", "ELOOP: conflicting"},
-		{"lower in lower", func(s *testStack) { s.Lower = append(s.Lower, s.p("l1/sub")) }, "l1/sub", "ELOOP: overlapping"},
-		{"upper in lower", func(s *testStack) { s.Upper = s.p("l1/sub") }, "l1/sub", "lookups that reach it"},
+		{"work in upper", func(s *testStack) { s.Work = s.p("u/w") }, "u/w", "EINVAL", ""},
+		{"upper in work", func(s *testStack) { s.Upper = s.p("w/u") }, "w/u", "EINVAL", ""},
+		{"lower is upper", func(s *testStack) { s.Lower = append(s.Lower, s.Upper) }, "u", "ELOOP: conflicting", ""},
+		{"lower in lower", func(s *testStack) { s.Lower = append(s.Lower, s.p("l1/sub")) }, "l1/sub", "ELOOP: overlapping", ""},
+		{"upper in lower", func(s *testStack) { s.Upper = s.p("l1/sub") }, "l1/sub", "lookups that reach it", "sub"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStack(t, 1)
@@ -293,7 +297,38 @@ func TestLayout(t *testing.T) {
 			if _, err := os.Stat(s.p("u/w/work/#1")); err != nil {
 				t.Errorf("repair went on through overlapping layers: %v", err)
 			}
+			err := s.tryMount("")
+			if err == nil {
+				defer unix.Unmount(s.p("m"), 0)
+			}
+			switch {
+			case err == unix.ENODEV && os.Getenv("CI") != "true":
+				t.Skip("no overlay filesystem in this kernel")
+			case tc.through == "" && err == nil:
+				t.Error("the kernel mounts the stack")
+			case tc.through != "" && err != nil:
+				t.Errorf("the kernel refuses the stack: %v", err)
+			case tc.through != "":
+				if _, err := os.Stat(s.p("m/" + tc.through)); !errors.Is(err, unix.ELOOP) {
+					t.Errorf("the kernel looks up %s: %v, want ELOOP", tc.through, err)
+				}
+			}
 		})
+	}
+}
+
+func TestWorkOnAnotherMount(t *testing.T) {
+	requireRoot(t)
+	s := newStack(t, 1)
+	must(t, unix.Mount(s.Work, s.Work, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { unix.Unmount(s.Work, unix.MNT_DETACH) })
+	fs, _ := s.check(t, Options{})
+	s.wantFindings(t, fs, map[string]string{"w": "not on the mount of upperdir"}, false)
+	if err := s.tryMount(""); err != unix.EINVAL && err != unix.ENODEV {
+		if err == nil {
+			unix.Unmount(s.p("m"), 0)
+		}
+		t.Errorf("the kernel mounts it: %v, want EINVAL", err)
 	}
 }
 

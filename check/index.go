@@ -254,6 +254,9 @@ func (c *checker) checkIndexEntry(name string) error {
 		}
 		return nil
 	}
+	if st.Nlink > 1 {
+		c.checkIndexLinks(name, path, &st)
+	}
 	if !c.decode {
 		return nil
 	}
@@ -271,14 +274,10 @@ func (c *checker) checkIndexEntry(name string) error {
 		}
 		wrongType = ost.Mode&unix.S_IFMT != typ
 	}
-	if st.Nlink > 1 {
-		if wrongType {
-			c.find(path, "index entry of another type than its origin (%s): lookups of the origin's lower names fail (EIO: bad index found)", typeName(ost.Mode))
-		}
-		c.checkIndexLinks(name, path, &st)
-		return nil
-	}
 	switch {
+	case st.Nlink > 1 && wrongType:
+		c.find(path, "index entry of another type than its origin (%s): lookups of the origin's lower names fail (EIO: bad index found)", typeName(ost.Mode))
+	case st.Nlink > 1:
 	case gone || wrongType:
 		c.leftover(x.fd, name, path, "stale index entry: its origin is gone (or of another type) and no upper file links to it; the kernel removes it at mount")
 	case overlayNlink(x.fd, name, &ost, &st) == 0:
