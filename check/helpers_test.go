@@ -1,19 +1,51 @@
 package check
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
+// privateEnv marks the test process TestMain started in a mount
+// namespace of its own.
+const privateEnv = "OVLMOUNT_CHECK_TEST_PRIVATE"
+
 // TestMain runs the tests below a temporary directory named for this
-// process, after taking down what dead test runs left behind.
+// process, after taking down what dead test runs left behind. As root it
+// runs them in a mount namespace of their own, in a child: a kernel
+// overlay mount with index=on holds its upper directory until its
+// superblock goes, and a mount namespace another test makes meanwhile
+// (the cmd/ovlmount tests make many) copies the mount and keeps it after
+// the unmount here, so that the next mount of the same stack would fail
+// (EBUSY). Mounts in a namespace of their own are copied nowhere, and go
+// with it.
 func TestMain(m *testing.M) {
+	if os.Getenv(privateEnv) == "" && initialRoot() {
+		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+		cmd.Env = append(os.Environ(), privateEnv+"=1")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		// Go makes the new namespace's mounts private.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+		err := cmd.Run()
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit):
+			os.Exit(exit.ExitCode())
+		case err != nil:
+			fmt.Fprintf(os.Stderr, "check tests: %v\n", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
 	done := testenv.Start()
 	code := m.Run()
 	done()
