@@ -157,9 +157,9 @@ func (c *checker) open(s Stack) error {
 		if cl.id, err = fdID(l.Root()); err != nil {
 			return fmt.Errorf("%s %s: %v", role, path, err)
 		}
-		if cl.uuid, err = layers.FSUUID(l.Root()); err != nil {
-			return fmt.Errorf("%s %s: %v", role, path, err)
-		}
+		// A root only searchable (O_PATH) has no uuid to read: only
+		// origins with a null one then resolve on it.
+		cl.uuid, _ = layers.FSUUID(l.Root())
 		if role == "upperdir" {
 			c.upper = cl
 		}

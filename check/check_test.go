@@ -120,7 +120,7 @@ func TestRedirect(t *testing.T) {
 	requireRoot(t)
 	s := newStack(t, 2)
 	s.build(t, "l1/a/", "l1/a/in=1", "l2/deep/er/", "l2/deep/er/x=2", "l1/p/", "l1/p/q/",
-		"u/ok/", "u/abs/", "u/none/", "u/empty/", "u/slash/", "u/p/", "u/p/q2/", "u/opq/")
+		"u/ok/", "u/abs/", "u/none/", "u/empty/", "u/slash/", "u/p/", "u/p/q2/", "u/opq/", "u/dots/", "u/dot/")
 	s.setx(t, "u/ok", tRedirect, "a")
 	s.setx(t, "u/abs", tRedirect, "/deep/er")
 	s.setx(t, "u/none", tRedirect, "nothing")
@@ -128,6 +128,9 @@ func TestRedirect(t *testing.T) {
 	s.setx(t, "u/slash", tRedirect, "a/b")
 	// Relative to its parent's place below: p/q.
 	s.setx(t, "u/p/q2", tRedirect, "q")
+	// Never out of the layer.
+	s.setx(t, "u/dots", tRedirect, "/../l2")
+	s.setx(t, "u/dot", tRedirect, "..")
 	// An opaque directory's redirect is not read.
 	s.setx(t, "u/opq", tRedirect, "nothing")
 	s.setx(t, "u/opq", tOpaque, "y")
@@ -136,6 +139,8 @@ func TestRedirect(t *testing.T) {
 		"u/none":  "reaches no directory",
 		"u/empty": "is empty (EINVAL)",
 		"u/slash": "relative but has a '/'",
+		"u/dots":  `the name ".."`,
+		"u/dot":   `the name ".."`,
 	}, false)
 }
 

@@ -51,6 +51,11 @@ func (f *lookupFailure) Error() string { return f.path + ": " + f.why }
 func (c *checker) single(l, base int, basePath string, d *lookupData, comp string, prelen int, post string) (n node, ok bool, err error) {
 	last := post == ""
 	path := basePath + "/" + comp
+	if !layers.ValidName(comp) {
+		// A redirect's "." or "..", which the kernel's lookup refuses,
+		// and which would lead out of the layer.
+		return n, false, &lookupFailure{basePath, fmt.Sprintf("a redirect leads to the name %q, which lookups refuse (EACCES)", comp)}
+	}
 	fd, err := unix.Openat(base, comp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == unix.ENOENT || err == unix.ENAMETOOLONG {
 		return n, false, nil
