@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -15,14 +16,14 @@ import (
 // checks the stacks the kernel writes, and what the kernel does with each
 // fault.
 
-const (
-	tOpaque   = layers.TrustedPrefix + "opaque"
-	tRedirect = layers.TrustedPrefix + "redirect"
-	tOrigin   = layers.TrustedPrefix + "origin"
-	tMetacopy = layers.TrustedPrefix + "metacopy"
-	tWhiteout = layers.TrustedPrefix + "whiteout"
-	tNlink    = layers.TrustedPrefix + "nlink"
-	uOpaque   = layers.UserPrefix + "opaque"
+var (
+	tOpaque   = layers.Trusted.Name(layers.XattrOpaque)
+	tRedirect = layers.Trusted.Name(layers.XattrRedirect)
+	tOrigin   = layers.Trusted.Name(layers.XattrOrigin)
+	tMetacopy = layers.Trusted.Name(layers.XattrMetacopy)
+	tWhiteout = layers.Trusted.Name(layers.XattrWhiteout)
+	tNlink    = layers.Trusted.Name(layers.XattrNlink)
+	uOpaque   = layers.User.Name(layers.XattrOpaque)
 )
 
 // origin returns the overlay.origin value naming the object at path, as
@@ -30,14 +31,14 @@ const (
 func origin(t *testing.T, path string) string {
 	t.Helper()
 	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, path, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(fd)
 	uuid, err := layers.FSUUID(fd)
-	must(t, err)
+	testenv.Must(t, err)
 	v, err := layers.EncodeOrigin(uuid, h)
-	must(t, err)
+	testenv.Must(t, err)
 	return string(v)
 }
 
@@ -50,7 +51,7 @@ func TestClean(t *testing.T) {
 	s.setx(t, "u/d/f", tOrigin, origin(t, s.p("l1/d/f")))
 	s.setx(t, "u/d", tOrigin, origin(t, s.p("l1/d")))
 	// A user's own trusted.overlay.* xattr, escaped.
-	s.setx(t, "u/d/f", layers.TrustedPrefix+"overlay.mine", "x")
+	s.setx(t, "u/d/f", string(layers.Trusted)+"overlay.mine", "x")
 	s.clean(t)
 }
 
@@ -71,11 +72,11 @@ func TestWhiteoutForm(t *testing.T) {
 		t.Errorf("result %+v, want one repaired", res)
 	}
 	var st unix.Stat_t
-	must(t, unix.Lstat(s.p("u/a"), &st))
+	testenv.Must(t, unix.Lstat(s.p("u/a"), &st))
 	if !layers.IsWhiteout(&st) {
 		t.Errorf("u/a after repair: mode %o rdev %d:%d", st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	}
-	must(t, unix.Lstat(s.p("l1/c"), &st))
+	testenv.Must(t, unix.Lstat(s.p("l1/c"), &st))
 	if unix.Minor(st.Rdev) != 7 {
 		t.Error("repair changed a lower layer")
 	}
@@ -153,13 +154,13 @@ func TestMetacopy(t *testing.T) {
 	for _, f := range []string{"u/ok", "u/deeper", "u/short", "u/none", "u/d", "u/moved", "u/bad", "u/big"} {
 		s.setx(t, f, tMetacopy, "")
 	}
-	must(t, os.Truncate(s.p("u/ok"), 5))
-	must(t, os.Truncate(s.p("l1/deeper"), 3))
+	testenv.Must(t, os.Truncate(s.p("u/ok"), 5))
+	testenv.Must(t, os.Truncate(s.p("l1/deeper"), 3))
 	s.setx(t, "l1/deeper", tMetacopy, "")
-	must(t, os.Truncate(s.p("u/deeper"), 3))
-	must(t, os.Truncate(s.p("u/short"), 5))
+	testenv.Must(t, os.Truncate(s.p("u/deeper"), 3))
+	testenv.Must(t, os.Truncate(s.p("u/short"), 5))
 	s.setx(t, "u/moved", tRedirect, "/dir/renamed")
-	must(t, os.Truncate(s.p("u/moved"), 3))
+	testenv.Must(t, os.Truncate(s.p("u/moved"), 3))
 	s.setx(t, "u/bad", tMetacopy, "ab")
 	s.setx(t, "u/big", tMetacopy, "\x01\x04\x00\x00")
 	fs, _ := s.check(t, Options{})
@@ -180,8 +181,8 @@ func TestMetacopyDigest(t *testing.T) {
 	other := sha256.Sum256([]byte("other"))
 	s.setx(t, "u/a", tMetacopy, "\x00\x24\x00\x01"+string(sum[:]))
 	s.setx(t, "u/b", tMetacopy, "\x00\x24\x00\x01"+string(other[:]))
-	must(t, os.Truncate(s.p("u/a"), 4))
-	must(t, os.Truncate(s.p("u/b"), 4))
+	testenv.Must(t, os.Truncate(s.p("u/a"), 4))
+	testenv.Must(t, os.Truncate(s.p("u/b"), 4))
 	// A stand-in digest: the comparison is this package's, the digest
 	// fs-verity's.
 	digest := func(fd int, alg uint8) ([]byte, error) {
@@ -215,7 +216,7 @@ func TestOrigin(t *testing.T) {
 	s.build(t, "l1/f=1", "l1/gone=2", "l1/d/", "l1/e=", "u/f=1", "u/gone=2", "u/d/", "u/e/", "u/junk=", "u/empty=")
 	s.setx(t, "u/f", tOrigin, origin(t, s.p("l1/f")))
 	s.setx(t, "u/gone", tOrigin, origin(t, s.p("l1/gone")))
-	must(t, os.Remove(s.p("l1/gone")))
+	testenv.Must(t, os.Remove(s.p("l1/gone")))
 	s.setx(t, "u/d", tOrigin, origin(t, s.p("l1/d")))
 	s.setx(t, "u/e", tOrigin, origin(t, s.p("l1/e")))
 	s.setx(t, "u/junk", tOrigin, "\x00\xfa\x15")
@@ -265,25 +266,13 @@ func TestWork(t *testing.T) {
 			t.Errorf("finding %s", f)
 		}
 	}
-	names := testenvNames(t, s.p("w/work"))
+	names := testenv.DirNames(t, s.p("w/work"))
 	if len(names) != 2 || names[0] != "#5" || names[1] != "incompat" {
 		t.Errorf("work holds %v after repair, want the shared whiteout and incompat", names)
 	}
 	if _, err := os.Stat(s.p("w/other")); err != nil {
 		t.Errorf("repair touched the workdir beside work: %v", err)
 	}
-}
-
-// testenvNames lists dir.
-func testenvNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	must(t, err)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
 }
 
 func TestLayout(t *testing.T) {
@@ -336,7 +325,7 @@ func TestLayout(t *testing.T) {
 func TestWorkOnAnotherMount(t *testing.T) {
 	requireRoot(t)
 	s := newStack(t, 1)
-	must(t, unix.Mount(s.Work, s.Work, "", unix.MS_BIND, ""))
+	testenv.Must(t, unix.Mount(s.Work, s.Work, "", unix.MS_BIND, ""))
 	t.Cleanup(func() { unix.Unmount(s.Work, unix.MNT_DETACH) })
 	fs, _ := s.check(t, Options{})
 	s.wantFindings(t, fs, map[string]string{"w": "not on the mount of upperdir"}, false)

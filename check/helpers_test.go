@@ -66,13 +66,6 @@ func requireRoot(t *testing.T) {
 	t.Skip("check tests need root outside a user namespace")
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // testStack is a stack in a temporary directory: lower layers l1..lN,
 // upper, workdir w, and a mountpoint m for kernel mounts of it.
 type testStack struct {
@@ -89,7 +82,7 @@ func newStack(t *testing.T, lowers int) *testStack {
 	}
 	s.Upper, s.Work = filepath.Join(base, "u"), filepath.Join(base, "w")
 	for _, d := range append(s.Lower, s.Upper, s.Work, filepath.Join(base, "m")) {
-		must(t, os.MkdirAll(d, 0o755))
+		testenv.Must(t, os.MkdirAll(d, 0o755))
 	}
 	return s
 }
@@ -105,22 +98,22 @@ func (s *testStack) build(t *testing.T, spec ...string) {
 	for _, item := range spec {
 		switch {
 		case strings.HasSuffix(item, "/"):
-			must(t, os.MkdirAll(s.p(item), 0o755))
+			testenv.Must(t, os.MkdirAll(s.p(item), 0o755))
 		case strings.Contains(item, "->"):
 			name, target, _ := strings.Cut(item, "->")
-			must(t, os.MkdirAll(filepath.Dir(s.p(name)), 0o755))
-			must(t, os.Symlink(target, s.p(name)))
+			testenv.Must(t, os.MkdirAll(filepath.Dir(s.p(name)), 0o755))
+			testenv.Must(t, os.Symlink(target, s.p(name)))
 		case charDevice.MatchString(item):
 			m := charDevice.FindStringSubmatch(item)
-			must(t, os.MkdirAll(filepath.Dir(s.p(m[1])), 0o755))
-			must(t, unix.Mknod(s.p(m[1]), unix.S_IFCHR, int(unix.Mkdev(atoi(t, m[2]), atoi(t, m[3])))))
+			testenv.Must(t, os.MkdirAll(filepath.Dir(s.p(m[1])), 0o755))
+			testenv.Must(t, unix.Mknod(s.p(m[1]), unix.S_IFCHR, int(unix.Mkdev(atoi(t, m[2]), atoi(t, m[3])))))
 		case strings.Contains(item, ">"):
 			name, target, _ := strings.Cut(item, ">")
-			must(t, os.Link(s.p(target), s.p(name)))
+			testenv.Must(t, os.Link(s.p(target), s.p(name)))
 		default:
 			name, text, _ := strings.Cut(item, "=")
-			must(t, os.MkdirAll(filepath.Dir(s.p(name)), 0o755))
-			must(t, os.WriteFile(s.p(name), []byte(text), 0o644))
+			testenv.Must(t, os.MkdirAll(filepath.Dir(s.p(name)), 0o755))
+			testenv.Must(t, os.WriteFile(s.p(name), []byte(text), 0o644))
 		}
 	}
 }
@@ -142,7 +135,7 @@ func atoi(t *testing.T, s string) uint32 {
 // setx sets xattr name of rel (not following a symlink) to value.
 func (s *testStack) setx(t *testing.T, rel, name, value string) {
 	t.Helper()
-	must(t, unix.Lsetxattr(s.p(rel), name, []byte(value), 0))
+	testenv.Must(t, unix.Lsetxattr(s.p(rel), name, []byte(value), 0))
 }
 
 // check runs Run on the stack and returns its findings.
@@ -229,7 +222,7 @@ func (s *testStack) mount(t *testing.T, extra string) func() {
 	umount := func() {
 		if mounted {
 			mounted = false
-			must(t, unix.Unmount(mnt, 0))
+			testenv.Must(t, unix.Unmount(mnt, 0))
 		}
 	}
 	t.Cleanup(func() {

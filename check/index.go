@@ -61,7 +61,7 @@ func (c *checker) readIndex() error {
 	}
 	x := &indexDir{fd: fd, path: path, entries: map[string]*indexEntry{}}
 	c.index = x
-	ents, err := layers.ReadDirFd(fd)
+	ents, err := layers.ReadDirFd(fd, false)
 	if err != nil {
 		return fmt.Errorf("%s: %v", path, err)
 	}
@@ -117,7 +117,7 @@ func (c *checker) checkIndex() error {
 	if _, err := unix.Seek(x.fd, 0, 0); err != nil {
 		return fmt.Errorf("%s: %v", x.path, err)
 	}
-	ents, err := layers.ReadDirFd(x.fd)
+	ents, err := layers.ReadDirFd(x.fd, false)
 	if err != nil {
 		return fmt.Errorf("%s: %v", x.path, err)
 	}

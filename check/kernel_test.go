@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -38,7 +39,7 @@ func lowerTree(t *testing.T, s *testStack) {
 		"l1/ren/", "l1/ren/in=in", "l1/ren/deep/", "l1/ren/deep/y=y", "l1/move/", "l1/move/z=z",
 		"l2/d/", "l2/d/g=linked", "l2/d/g2>l2/d/g", "l2/d/g3>l2/d/g", "l2/d/h=h", "l2/e/", "l2/e/k=k",
 		"l2/sym->d/h", "l2/solo=solo", "l2/gone=gone", "l2/merged/", "l2/merged/w=w")
-	must(t, unix.Mkfifo(s.p("l2/fifo"), 0o644))
+	testenv.Must(t, unix.Mkfifo(s.p("l2/fifo"), 0o644))
 }
 
 // kernelStack returns a stack the kernel wrote with opts: lowerTree's
@@ -118,7 +119,7 @@ func TestKernelDataOnly(t *testing.T) {
 	s.build(t, "data/objects/ab/cdef=the data", "l1/file=")
 	s.setx(t, "l1/file", tMetacopy, "")
 	s.setx(t, "l1/file", tRedirect, "/objects/ab/cdef")
-	must(t, os.Truncate(s.p("l1/file"), 8))
+	testenv.Must(t, os.Truncate(s.p("l1/file"), 8))
 	umount := s.mount(t, "metacopy=on,redirect_dir=follow")
 	b, err := os.ReadFile(s.p("m/file"))
 	if err != nil || string(b) != "the data" {
@@ -200,7 +201,7 @@ var faults = []fault{
 		name: "whiteout 0:5",
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
-			must(t, os.Remove(s.p(upperWhiteout)))
+			testenv.Must(t, os.Remove(s.p(upperWhiteout)))
 			s.build(t, upperWhiteout+"=c0:5")
 			return map[string]string{upperWhiteout: "char device 0:5"}
 		},
@@ -221,7 +222,7 @@ var faults = []fault{
 		},
 		kernel: func(t *testing.T, s *testStack, after bool) {
 			ents, err := os.ReadDir(s.p("w/work"))
-			must(t, err)
+			testenv.Must(t, err)
 			for _, e := range ents {
 				var st unix.Stat_t
 				if unix.Lstat(s.p("w/work/"+e.Name()), &st) == nil && !layers.IsWhiteout(&st) {
@@ -279,7 +280,7 @@ var faults = []fault{
 		name: "user xattr in a trusted stack",
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
-			must(t, unix.Lremovexattr(s.p("u/d/sub"), tOpaque))
+			testenv.Must(t, unix.Lremovexattr(s.p("u/d/sub"), tOpaque))
 			s.setx(t, "u/d/sub", uOpaque, "y")
 			return map[string]string{"u/d/sub": "carries user.overlay.* xattrs"}
 		},
@@ -308,7 +309,7 @@ var faults = []fault{
 		plant: func(t *testing.T, s *testStack) map[string]string {
 			// Moved, not removed, so that its origin still
 			// resolves.
-			must(t, os.Rename(s.p("l1/meta"), s.p("l1/meta.moved")))
+			testenv.Must(t, os.Rename(s.p("l1/meta"), s.p("l1/meta.moved")))
 			return map[string]string{"u/meta2": "whose data is in no layer below"}
 		},
 		kernel: func(t *testing.T, s *testStack, after bool) {
@@ -321,7 +322,7 @@ var faults = []fault{
 		name: "metacopy data of another size",
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
-			must(t, os.Truncate(s.p("l1/meta"), 3))
+			testenv.Must(t, os.Truncate(s.p("l1/meta"), 3))
 			return map[string]string{"u/meta2": "has 3"}
 		},
 	},
@@ -329,13 +330,13 @@ var faults = []fault{
 		name: "origin gone",
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
-			must(t, os.Remove(s.p("l2/solo")))
+			testenv.Must(t, os.Remove(s.p("l2/solo")))
 			return map[string]string{"u/solo": "names nothing in the lower layers"}
 		},
 		kernel: func(t *testing.T, s *testStack, after bool) {
 			var over, up unix.Stat_t
-			must(t, unix.Stat(s.p("m/solo"), &over))
-			must(t, unix.Stat(s.p("u/solo"), &up))
+			testenv.Must(t, unix.Stat(s.p("m/solo"), &over))
+			testenv.Must(t, unix.Stat(s.p("u/solo"), &up))
 			if over.Ino != up.Ino {
 				t.Errorf("the kernel shows solo with inode %d, not its upper one %d", over.Ino, up.Ino)
 			}
@@ -348,15 +349,15 @@ var faults = []fault{
 			// Every name of the indexed file gone behind the
 			// overlay's back: the upper ones and the lower ones.
 			for _, n := range []string{"g", "g3", "g4"} {
-				must(t, os.Remove(s.p("u/d/"+n)))
+				testenv.Must(t, os.Remove(s.p("u/d/"+n)))
 			}
-			must(t, os.Remove(s.p("l2/d/g")))
-			must(t, os.Remove(s.p("l2/d/g2")))
-			must(t, os.Remove(s.p("l2/d/g3")))
+			testenv.Must(t, os.Remove(s.p("l2/d/g")))
+			testenv.Must(t, os.Remove(s.p("l2/d/g2")))
+			testenv.Must(t, os.Remove(s.p("l2/d/g3")))
 			return map[string]string{indexEntryPath(t, s): "its origin is gone"}
 		},
 		kernel: func(t *testing.T, s *testStack, after bool) {
-			if names := testenvNames(t, s.p("w/index")); len(indexNames(names)) != 0 {
+			if names := testenv.DirNames(t, s.p("w/index")); len(indexNames(names)) != 0 {
 				t.Errorf("the kernel kept index entries %v", names)
 			}
 		},
@@ -368,13 +369,13 @@ var faults = []fault{
 		plant: func(t *testing.T, s *testStack) map[string]string {
 			e := indexEntryPath(t, s)
 			for _, n := range []string{"g", "g3", "g4"} {
-				must(t, os.Remove(s.p("u/d/"+n)))
+				testenv.Must(t, os.Remove(s.p("u/d/"+n)))
 			}
 			s.setx(t, e, tNlink, "U-1")
 			return map[string]string{e: "orphan index entry"}
 		},
 		kernel: func(t *testing.T, s *testStack, after bool) {
-			if names := testenvNames(t, s.p("w/index")); len(indexNames(names)) != 0 {
+			if names := testenv.DirNames(t, s.p("w/index")); len(indexNames(names)) != 0 {
 				t.Errorf("the kernel kept index entries %v", names)
 			}
 		},
@@ -385,10 +386,10 @@ var faults = []fault{
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
 			b, err := os.ReadFile(s.p("u/d/g4"))
-			must(t, err)
+			testenv.Must(t, err)
 			origin, err := layers.GetxattrAt(unix.AT_FDCWD, s.p("u/d/g4"), tOrigin)
-			must(t, err)
-			must(t, os.Remove(s.p("u/d/g4")))
+			testenv.Must(t, err)
+			testenv.Must(t, os.Remove(s.p("u/d/g4")))
 			s.build(t, "u/d/g4="+string(b))
 			s.setx(t, "u/d/g4", tOrigin, string(origin))
 			return map[string]string{"u/d/g4": "another inode"}
@@ -399,7 +400,7 @@ var faults = []fault{
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
 			e := indexEntryPath(t, s)
-			must(t, os.Link(s.p(e), s.p("w/elsewhere")))
+			testenv.Must(t, os.Link(s.p(e), s.p("w/elsewhere")))
 			return map[string]string{e: "with 5 links, of which 3 are upper files"}
 		},
 	},
@@ -416,7 +417,7 @@ var faults = []fault{
 		name: "index of another upper",
 		opts: kernelOpts,
 		plant: func(t *testing.T, s *testStack) map[string]string {
-			s.setx(t, "w/index", layers.TrustedPrefix+"upper", origin(t, s.p("u/d")))
+			s.setx(t, "w/index", layers.Trusted.Name(layers.XattrUpper), origin(t, s.p("u/d")))
 			return map[string]string{"w/index": "the index belongs to another upper layer"}
 		},
 		refused: true,
@@ -436,7 +437,7 @@ var faults = []fault{
 // entry of a kernelStack: that of the lower hard links d/g, d/g2, d/g3.
 func indexEntryPath(t *testing.T, s *testStack) string {
 	t.Helper()
-	names := indexNames(testenvNames(t, s.p("w/index")))
+	names := indexNames(testenv.DirNames(t, s.p("w/index")))
 	if len(names) != 1 {
 		t.Fatalf("index entries %v, want one", names)
 	}
@@ -499,19 +500,19 @@ func TestOverlayDirs(t *testing.T) {
 func TestKernelLowerOnTmpfs(t *testing.T) {
 	requireRoot(t)
 	s := newStack(t, 2)
-	must(t, unix.Mount("tmpfs", s.Lower[1], "tmpfs", 0, "mode=0755"))
+	testenv.Must(t, unix.Mount("tmpfs", s.Lower[1], "tmpfs", 0, "mode=0755"))
 	t.Cleanup(func() { unix.Unmount(s.Lower[1], unix.MNT_DETACH) })
 	lowerTree(t, s)
 	umount := s.mount(t, kernelOpts+",xino=on")
 	in(t, s.p("m"), `echo more >> solo; chown 5:5 d/h e; echo more >> d/g; mv e e2`)
 	umount()
 	v, err := layers.GetxattrAt(unix.AT_FDCWD, s.p("u/solo"), tOrigin)
-	must(t, err)
+	testenv.Must(t, err)
 	if fh, _, bad := parseHandle(v); bad != "" || fh.uuid == [16]byte{} {
 		t.Fatalf("the origin of a tmpfs file: %x (%s), want one with the uuid of the tmpfs", v, bad)
 	}
 	s.clean(t)
-	must(t, os.Remove(s.p("l2/solo")))
+	testenv.Must(t, os.Remove(s.p("l2/solo")))
 	fs, _ := s.check(t, Options{})
 	s.wantFindings(t, fs, map[string]string{"u/solo": "names nothing in the lower layers"}, false)
 }

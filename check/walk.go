@@ -72,7 +72,7 @@ func (c *checker) walkLayer(i int) error {
 
 // walkDir checks the entries of the directory of f, and below.
 func (c *checker) walkDir(f *frame) error {
-	ents, err := layers.ReadDirFd(f.fd)
+	ents, err := layers.ReadDirFd(f.fd, false)
 	if err != nil {
 		return fmt.Errorf("%s: %v", f.path, err)
 	}

@@ -46,7 +46,7 @@ func (c *checker) checkWork() error {
 		return fmt.Errorf("%s: %v", path, err)
 	}
 	defer unix.Close(fd)
-	ents, err := layers.ReadDirFd(fd)
+	ents, err := layers.ReadDirFd(fd, false)
 	if err != nil {
 		return fmt.Errorf("%s: %v", path, err)
 	}
@@ -81,7 +81,7 @@ func (c *checker) checkIncompat(work int, path string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %v", path, err)
 	}
-	ents, err := layers.ReadDirFd(fd)
+	ents, err := layers.ReadDirFd(fd, false)
 	unix.Close(fd)
 	if err != nil {
 		return fmt.Errorf("%s: %v", path, err)
@@ -109,7 +109,7 @@ func removable(work int, name string) bool {
 		return true
 	}
 	defer unix.Close(fd)
-	ents, err := layers.ReadDirFd(fd)
+	ents, err := layers.ReadDirFd(fd, false)
 	if err != nil {
 		return true
 	}
@@ -118,7 +118,7 @@ func removable(work int, name string) bool {
 		if err != nil {
 			continue
 		}
-		inner, err := layers.ReadDirFd(sub)
+		inner, err := layers.ReadDirFd(sub, false)
 		unix.Close(sub)
 		if err == nil && len(inner) > 0 {
 			return false

@@ -29,7 +29,7 @@ const (
 	nsUser
 )
 
-var nsPrefix = [2]string{layers.TrustedPrefix, layers.UserPrefix}
+var nsPrefix = [2]string{string(layers.Trusted), string(layers.User)}
 
 // ovlXattr is one of the overlay's xattrs on an object.
 type ovlXattr struct {

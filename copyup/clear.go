@@ -24,12 +24,12 @@ func (w *Work) ClearDir(dfd int, name, opaque string) error {
 		return err
 	}
 	tmp := w.TempName()
-	if err := unix.Mkdirat(w.fd, tmp, 0o700); err != nil {
+	if err := layers.Mkdir(w.fd, tmp, 0o700); err != nil {
 		return err
 	}
 	err = w.fillClear(tmp, old, &st, opaque)
 	if err == nil {
-		err = unix.Renameat2(w.fd, tmp, dfd, name, unix.RENAME_EXCHANGE)
+		err = layers.Rename(w.fd, tmp, dfd, name, unix.RENAME_EXCHANGE)
 	}
 	// Either the old directory or the unused copy is in work now.
 	layers.RemoveAll(w.fd, tmp)
@@ -44,18 +44,18 @@ func (w *Work) fillClear(tmp string, old int, st *unix.Stat_t, opaque string) er
 		return err
 	}
 	defer unix.Close(fd)
-	if err := copyXattrs(old, fd); err != nil {
+	if err := copyXattrs(old, fd, private); err != nil {
 		return err
 	}
 	if err := layers.FdSetxattr(fd, opaque, []byte("y"), 0); err != nil {
 		return err
 	}
 	// Owner before mode: chown clears setgid.
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+	if err := layers.Chown(fd, "", int(st.Uid), int(st.Gid)); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+	if err := layers.Chmod(fd, "", st.Mode&0o7777); err != nil {
 		return err
 	}
-	return unix.UtimesNanoAt(fd, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH)
+	return layers.SetTimes(fd, "", st.Atim, st.Mtim)
 }

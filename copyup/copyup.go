@@ -53,7 +53,7 @@ func Open(workdir string) (*Work, error) {
 		return nil, fmt.Errorf("%s: %w", workdir, err)
 	}
 	defer unix.Close(dir)
-	if err := unix.Mkdirat(dir, "work", 0); err != nil && err != unix.EEXIST {
+	if err := layers.Mkdir(dir, "work", 0); err != nil && err != unix.EEXIST {
 		return nil, fmt.Errorf("%s/work: %w", workdir, err)
 	}
 	fd, err := openWork(dir)
@@ -88,7 +88,7 @@ func openWork(dir int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	err = unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), 0o700, 0)
+	err = layers.Chmod(pfd, "", 0o700)
 	unix.Close(pfd)
 	if err != nil {
 		return -1, unix.EACCES
@@ -146,13 +146,29 @@ type Options struct {
 	// in place: an owner override the copy must keep under the name
 	// the upper layer is read with.
 	Xattrs map[string]string
+	// DataFrom, when set, is an open regular file the copy takes its
+	// data from instead of the object's own: the data of a metacopy file
+	// lies below it.
+	DataFrom *int
+	// NullUUID writes origins with a null uuid (uuid=off).
+	NullUUID bool
+	// Metacopy, when set, copies a regular file without its data
+	// (metacopy=on): the copy is as big as the file and holds a hole,
+	// and gets this marker after its origin, as the kernel orders them
+	// (the order decides which xattrs share the inode on ext4).
+	Metacopy *Marker
 }
 
-func (o Options) xattr(name string) string {
+// Marker is a private xattr a copy gets: its name and value.
+type Marker struct {
+	Name  string
+	Value []byte
+}
+
+// xattrs is the namespace the copy's private xattrs go in.
+func (o Options) xattrs() layers.Namespace {
 	if o.Trusted {
-		return layers.TrustedPrefix + name
+		return layers.Trusted
 	}
-	return layers.UserPrefix + name
+	return layers.User
 }
-
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }

@@ -1,6 +1,9 @@
 package copyup
 
-import "golang.org/x/sys/unix"
+import (
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
 
 // chunk is how much the kernel's copy-up copies between looks for a hole
 // (OVL_COPY_UP_CHUNK_SIZE).
@@ -13,7 +16,8 @@ const chunk = 1 << 20
 // chunk would is skipped (SEEK_DATA), and a chunk is copied whole, holes
 // inside it written as zeros. The caller sets the size.
 func (c *copier) copyData(size int64) error {
-	if unix.IoctlFileClone(c.tfd, c.rfd) == nil {
+	if layers.Clone(c.tfd, c.rfd) == nil {
+		c.wrote = true
 		return nil
 	}
 	seek, data := true, int64(-1)
@@ -47,6 +51,18 @@ func (c *copier) copyData(size int64) error {
 	return nil
 }
 
+// FillData copies the first size bytes of open file src into open file
+// dst, in place, as copy-up copies data (copyData): the data copy-up of a
+// metacopy file, whose upper file holds its metadata and a hole as big as
+// the data. It reports whether it wrote anything (it writes nothing where
+// src is all holes), which is whether the kernel's copy changes dst's
+// mtime.
+func FillData(dst, src int, size int64) (bool, error) {
+	c := copier{rfd: src, tfd: dst}
+	err := c.copyData(size)
+	return c.wrote, err
+}
+
 // copyRange copies n bytes at off, the same offset in both files, and
 // returns how many it copied (fewer at the lower file's end).
 func (c *copier) copyRange(off, n int64) (int64, error) {
@@ -57,7 +73,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if chunk > 1<<30 {
 			chunk = 1 << 30
 		}
-		k, err := unix.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
+		k, err := layers.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -70,6 +86,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 			return done, nil
 		default:
 			done += int64(k)
+			c.wrote = true
 		}
 	}
 	for done < n {
@@ -87,24 +104,11 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if k == 0 {
 			return done, nil
 		}
-		if err := pwriteAll(c.tfd, chunk[:k], off+done); err != nil {
+		if _, err := layers.Pwrite(c.tfd, chunk[:k], off+done); err != nil {
 			return done, err
 		}
+		c.wrote = true
 		done += int64(k)
 	}
 	return done, nil
-}
-
-func pwriteAll(fd int, b []byte, off int64) error {
-	for len(b) > 0 {
-		k, err := unix.Pwrite(fd, b, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		b, off = b[k:], off+int64(k)
-	}
-	return nil
 }

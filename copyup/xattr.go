@@ -21,7 +21,7 @@ import (
 // own lower entries, a stale user.overlay.origin would give a hard link's
 // copy a wrong inode number.
 func (c *copier) copyXattrs() error {
-	if err := copyXattrs(c.sfd, c.tfd); err != nil {
+	if err := copyXattrs(c.sfd, c.tfd, private); err != nil {
 		return err
 	}
 	for name, v := range c.opts.Xattrs {
@@ -33,8 +33,9 @@ func (c *copier) copyXattrs() error {
 }
 
 // copyXattrs copies the xattrs of the object of fd src to that of fd dst,
-// but the overlay's own (see copier.copyXattrs).
-func copyXattrs(src, dst int) error {
+// but those skip names (the overlay's own for a copy from below, see
+// copier.copyXattrs).
+func copyXattrs(src, dst int, skip func(name string) bool) error {
 	names, err := layers.FdListxattr(src)
 	if err == unix.EOPNOTSUPP {
 		return nil
@@ -43,7 +44,7 @@ func copyXattrs(src, dst int) error {
 		return err
 	}
 	for _, name := range names {
-		if private(name) {
+		if skip(name) {
 			continue
 		}
 		v, err := layers.FdGetxattr(src, name)
@@ -68,10 +69,7 @@ func copyXattrs(src, dst int) error {
 }
 
 func private(name string) bool {
-	if strings.HasPrefix(name, layers.TrustedPrefix+"overlay.") || strings.HasPrefix(name, layers.UserPrefix+"overlay.") {
-		return false // escaped: a user's own
-	}
-	return layers.IsPrivateXattr(name)
+	return layers.IsPrivateXattr(name) && !layers.IsEscapedXattr(name)
 }
 
 func mustCopy(name string) bool {
@@ -112,7 +110,7 @@ func (c *copier) copyFlags() error {
 		if flags&flagImmutable != 0 {
 			prot = append(prot, 'i')
 		}
-		err := layers.FdSetxattr(c.tfd, c.opts.xattr("protattr"), prot, 0)
+		err := layers.FdSetxattr(c.tfd, c.opts.xattrs().Name(layers.XattrProtattr), prot, 0)
 		if err != nil && err != unix.EPERM {
 			// EPERM: user.* on an upper layer that refuses it; the kernel
 			// goes on without.
@@ -130,5 +128,5 @@ func (c *copier) copyFlags() error {
 		return err
 	}
 	upper = upper&^copyFlags | flags&copyFlags
-	return unix.IoctlSetPointerInt(c.tfd, unix.FS_IOC_SETFLAGS, int(upper))
+	return layers.SetFlags(c.tfd, upper)
 }

@@ -22,12 +22,12 @@ func (l *Layer) ReadDir(rel string) ([]Dirent, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	return ReadDirFd(fd)
+	return ReadDirFd(fd, false)
 }
 
 // ReadDirFd returns the entries of the open directory fd, from its
-// current offset on, except "." and "..".
-func ReadDirFd(fd int) ([]Dirent, error) {
+// current offset on, "." and ".." only with dots.
+func ReadDirFd(fd int, dots bool) ([]Dirent, error) {
 	var out []Dirent
 	buf := make([]byte, 32<<10)
 	for {
@@ -41,7 +41,7 @@ func ReadDirFd(fd int) ([]Dirent, error) {
 		if n <= 0 {
 			return out, nil
 		}
-		out = parseDirents(buf[:n], out, false)
+		out = parseDirents(buf[:n], out, dots)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,9 @@ type Layer struct {
 	Dev uint64
 	// Index is the position in the stack: 0 is the top.
 	Index int
+	// DataOnly marks a data-only lower layer (lowerdir=a::b): never
+	// merged or listed, only searched for the data of metacopy files.
+	DataOnly bool
 
 	root    int
 	noatime int // O_NOATIME for lower layers, 0 for the upper one
@@ -187,6 +191,45 @@ func (l *Layer) openFile(open func(flags int) (int, error), flags int) (int, err
 	return open(flags)
 }
 
+// Walk opens directory path (names joined by '/', "" for the root) below
+// the layer's root as an O_PATH fd, one name at a time, following no
+// symlink; the caller closes it.
+func (l *Layer) Walk(path string) (int, error) {
+	fd, err := unix.Openat(l.root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil || path == "" {
+		return fd, err
+	}
+	for _, name := range strings.Split(path, "/") {
+		if !ValidName(name) {
+			unix.Close(fd)
+			return -1, unix.EINVAL
+		}
+		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// Reopen opens the object the fd holds (an O_PATH fd will do) with flags,
+// through /proc/self/fd/N: the same inode, whatever happened to its name
+// meanwhile. Lower objects are opened with O_NOATIME where the host
+// allows it.
+func (l *Layer) Reopen(fd, flags int) (int, error) {
+	p := procPath(fd)
+	return l.openFile(func(flags int) (int, error) {
+		for {
+			r, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+			if err != unix.EINTR {
+				return r, err
+			}
+		}
+	}, flags)
+}
+
 // Lstat returns the attributes of rel without following a final symlink.
 func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	var st unix.Stat_t
@@ -229,4 +272,24 @@ func Errno(err error) syscall.Errno {
 		return errno
 	}
 	return syscall.EIO
+}
+
+// FsxattrSize is the size of the kernel's struct fsxattr.
+const FsxattrSize = 28
+
+// The ioctls of struct fsxattr: _IOR('X', 31, ...) and _IOW('X', 32, ...).
+const (
+	iocFsGetxattr = 0x801c581f
+	iocFsSetxattr = 0x401c5820
+)
+
+// Fsxattr returns the extended inode attributes (FS_IOC_FSGETXATTR) of
+// the open file fd, a struct fsxattr.
+func Fsxattr(fd int) ([FsxattrSize]byte, error) {
+	var x [FsxattrSize]byte
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), iocFsGetxattr, uintptr(unsafe.Pointer(&x)))
+	if e != 0 {
+		return x, e
+	}
+	return x, nil
 }

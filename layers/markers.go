@@ -1,8 +1,6 @@
 package layers
 
 import (
-	"strings"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -16,23 +14,11 @@ const (
 	WhiteoutPrefix = ".wh."
 	// OpaqueFile in a directory makes it opaque (AUFS form).
 	OpaqueFile = ".wh..wh..opq"
-
-	TrustedPrefix       = "trusted.overlay."
-	UserPrefix          = "user.overlay."
-	FuseOverlayfsPrefix = "user.fuseoverlayfs."
 )
 
 // IsWhiteout reports whether st is a kernel whiteout: a char device 0/0.
 func IsWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
-}
-
-// IsPrivateXattr reports whether name belongs to an overlay implementation
-// rather than to the user: such names are never shown through the mount.
-func IsPrivateXattr(name string) bool {
-	return strings.HasPrefix(name, TrustedPrefix) ||
-		strings.HasPrefix(name, UserPrefix) ||
-		strings.HasPrefix(name, FuseOverlayfsPrefix)
 }
 
 // DirMarks are the markers a directory of one layer carries.
@@ -53,29 +39,21 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 		return DirMarks{}, err
 	}
 	defer unix.Close(fd)
-	return marks(fd)
+	m, _, err := marks(fd)
+	return m, err
 }
 
-// MarksAt is Marks for the directory name in directory dfd.
-func MarksAt(dfd int, name string) (DirMarks, error) {
-	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return DirMarks{}, err
-	}
-	defer unix.Close(fd)
-	return marks(fd)
-}
-
-// marks reads the opaque markers of the directory fd holds.
-func marks(fd int) (DirMarks, error) {
+// marks reads the opaque markers of the directory fd holds, and returns
+// the names of its xattrs.
+func marks(fd int) (DirMarks, []string, error) {
 	var m DirMarks
 	names, err := FdListxattr(fd)
 	if err != nil && err != unix.ENOTSUP {
-		return m, err
+		return m, nil, err
 	}
 	for _, n := range names {
 		switch n {
-		case TrustedPrefix + "opaque", UserPrefix + "opaque", FuseOverlayfsPrefix + "opaque":
+		case Trusted.Name(XattrOpaque), User.Name(XattrOpaque), FuseOverlayfs.Name(XattrOpaque):
 			v, err := FdGetxattr(fd, n)
 			if err != nil {
 				continue
@@ -94,7 +72,7 @@ func marks(fd int) (DirMarks, error) {
 			m.Opaque = true
 		}
 	}
-	return m, nil
+	return m, names, nil
 }
 
 // IsXWhiteoutAt reports whether entry name of directory dfd, whose
@@ -109,7 +87,7 @@ func isXWhiteout(st *unix.Stat_t, get func(attr string) error) bool {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false
 	}
-	for _, n := range []string{TrustedPrefix + "whiteout", UserPrefix + "whiteout"} {
+	for _, n := range []string{Trusted.Name(XattrWhiteout), User.Name(XattrWhiteout)} {
 		if get(n) == nil {
 			return true
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,12 +138,12 @@ func (fs *FS) defaultACL(p *node) []byte {
 // access ACL inherited, and for a directory the default ACL itself.
 func setACLs(wfd int, tmp string, mode uint32, def []byte, access []byte) error {
 	if access != nil {
-		if err := setxattrAt(wfd, tmp, aclAccess, string(access)); err != nil {
+		if err := layers.SetxattrAt(wfd, tmp, aclAccess, access); err != nil {
 			return err
 		}
 	}
 	if mode&unix.S_IFMT == unix.S_IFDIR {
-		return setxattrAt(wfd, tmp, aclDefault, string(def))
+		return layers.SetxattrAt(wfd, tmp, aclDefault, def)
 	}
 	return nil
 }

@@ -66,19 +66,16 @@ func (fs *FS) Statx(id uint64) (Attr, error) {
 	n.mu.Lock()
 	objs, unlinked, fd := n.objects(), n.unlinked, n.openFd()
 	n.mu.Unlock()
-	at := n.at.Load()
 	switch {
 	case unlinked && fd >= 0:
 		err = statx(fd, "")
 	case unlinked:
 		err = syscall.ENOENT
-	case at.parent == n:
-		err = statx(objs[0].layer.Root(), "")
 	default:
-		err = fs.inDir(at.parent, objs[0].layer, func(dfd int) error { return statx(dfd, at.name) })
+		err = fs.inParent(n, objs[0].layer, statx)
 	}
 	if err != nil {
-		return Attr{}, errno(err)
+		return Attr{}, toErrno(err)
 	}
 	st := unix.Stat_t{
 		Dev: unix.Mkdev(sx.Dev_major, sx.Dev_minor), Ino: sx.Ino, Nlink: uint64(sx.Nlink),
@@ -106,14 +103,14 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 	if unlinked && fd >= 0 {
 		err := unix.Fstat(fd, &st)
 		n.mu.Unlock()
-		return st, errno(err)
+		return st, toErrno(err)
 	}
 	n.mu.Unlock()
 	if unlinked {
 		return st, syscall.ENOENT
 	}
 	st, err := fs.lstat(n, objs[0].layer)
-	return st, errno(err)
+	return st, toErrno(err)
 }
 
 // attr turns the host attributes of n's winning object into those shown:
@@ -136,6 +133,22 @@ func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 	}
 	if n.isDir() && (n.merged() || fs.opts.StaticNlink) {
 		a.Nlink = 1
+	}
+	n.mu.Lock()
+	data, own := dataOf(n.objects(), n.typ)
+	lazy := n.aux != nil && n.aux.lazy != ""
+	n.mu.Unlock()
+	switch {
+	case !own:
+		// A metacopy file's blocks are those of its data, as the
+		// kernel's ovl_getattr shows them...
+		if dst, err := fs.lstat(n, data.layer); err == nil {
+			a.Blocks = uint64(dst.Blocks)
+		}
+	case lazy && st.Blksize > 0:
+		// ...guessed from its size while the data is not looked up.
+		b := uint64(st.Blksize)
+		a.Blocks = (a.Size + b - 1) / b * b >> 9
 	}
 	if o, ok := fs.overrideOf(n, st.Mode&unix.S_IFMT); ok {
 		a.Uid, a.Gid = o.uid, o.gid

@@ -108,7 +108,7 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		return err
 	})
 	if err != nil {
-		return placed{fd: -1}, errno(err)
+		return placed{fd: -1}, toErrno(err)
 	}
 	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
 }
@@ -177,7 +177,7 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 	// kernel's own create, rather than all in the workdir's group. Where
 	// the filesystem has no O_TMPFILE, through the workdir.
 	if o.typ == unix.S_IFREG && !o.over && !o.aufs {
-		if fd, err := unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, o.ow.ownPerm); err == nil {
+		if fd, err := layers.Tmpfile(pfd, unix.O_RDWR, o.ow.ownPerm); err == nil {
 			return fs.buildUnnamed(pfd, fd, o)
 		}
 	}
@@ -193,18 +193,11 @@ func (fs *FS) buildUnnamed(pfd, fd int, o newObject) (found, int, error) {
 		unix.Close(fd)
 		return found{}, -1, err
 	}
-	// With the override the object keeps the daemon's owner and the mode
-	// it was made with; else it takes its owner now. Its attributes are
-	// read once, after the link changed them.
-	if o.ow.inXattr {
-		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
-		if err := unix.Fsetxattr(fd, fs.overrideWrite, []byte(ov.String()), 0); err != nil {
-			return fail(err)
-		}
-	} else if _, err := fs.own(fd, -1, "", o.typ, o.perm, o.ow.uid, o.ow.gid, true, fs.squashed()); err != nil {
+	// Its attributes are read once, after the link changed them.
+	if err := fs.ownUnnamed(fd, o); err != nil {
 		return fail(err)
 	}
-	if err := linkFd(fd, pfd, o.name); err != nil {
+	if err := layers.LinkFd(fd, pfd, o.name); err != nil {
 		return fail(err)
 	}
 	var st unix.Stat_t
@@ -229,17 +222,17 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		removeAll(wfd, tmp)
+		layers.RemoveAll(wfd, tmp)
 		return found{}, -1, err
 	}
 	if o.ow.inXattr {
 		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
-		if err := setxattrAt(wfd, tmp, fs.overrideWrite, ov.String()); err != nil {
+		if err := layers.SetxattrAt(wfd, tmp, fs.overrideWrite, []byte(ov.String())); err != nil {
 			return fail(err)
 		}
 	}
 	// With the override the object keeps the mount's own owner.
-	st, err := fs.own(fd, wfd, tmp, o.typ, o.perm, o.ow.uid, o.ow.gid, !o.ow.inXattr, fs.squashed())
+	st, err := fs.own(made{fd: fd, dir: wfd, name: tmp}, o)
 	if err != nil {
 		return fail(err)
 	}
@@ -251,7 +244,7 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 	opaque := o.typ == unix.S_IFDIR && (o.over || o.aufs)
 	if opaque {
 		// Over a whiteout the lower directory must not show through.
-		if err := setxattrAt(wfd, tmp, fs.privateXattr("opaque"), "y"); err != nil {
+		if err := layers.SetOpaque(wfd, tmp, fs.xattrs); err != nil {
 			return fail(err)
 		}
 	}
@@ -265,14 +258,14 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 			flags = unix.RENAME_EXCHANGE
 		}
 	}
-	if err := unix.Renameat2(wfd, tmp, pfd, o.name, flags); err != nil {
+	if err := layers.Rename(wfd, tmp, pfd, o.name, flags); err != nil {
 		return fail(err)
 	}
 	if flags == unix.RENAME_EXCHANGE {
-		unix.Unlinkat(wfd, tmp, 0)
+		layers.Unlink(wfd, tmp)
 	}
 	if o.aufs {
-		unix.Unlinkat(pfd, layers.WhiteoutPrefix+o.name, 0)
+		layers.Unlink(pfd, layers.WhiteoutPrefix+o.name)
 	}
 	return fs.fresh(st, o.typ, opaque), fd, nil
 }
@@ -348,21 +341,21 @@ func (fs *FS) inPlace(pfd int, name string, typ, perm uint32) (f found, fd int, 
 	var st unix.Stat_t
 	switch typ {
 	case unix.S_IFREG:
-		fd, err = unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		fd, err = layers.Create(pfd, name, unix.O_RDWR, perm)
 		if err != nil {
 			return found{}, -1, true, err
 		}
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
-			unix.Unlinkat(pfd, name, 0)
+			layers.Unlink(pfd, name)
 			return found{}, -1, true, err
 		}
 	case unix.S_IFDIR:
-		if err := unix.Mkdirat(pfd, name, perm); err != nil {
+		if err := layers.Mkdir(pfd, name, perm); err != nil {
 			return found{}, -1, true, err
 		}
 		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+			layers.Rmdir(pfd, name)
 			return found{}, -1, true, err
 		}
 		fd = -1
@@ -381,52 +374,76 @@ func (fs *FS) fresh(st unix.Stat_t, typ uint32, opaque bool) found {
 	return found{typ: typ, objs: []obj{o}, st: st, fresh: true}
 }
 
-// own gives the new object (open as fd when fd >= 0, else tmp in work
-// directory wfd) owner uid:gid if chown is set, and permission bits perm, and
-// returns its attributes. It changes only what differs: the daemon,
-// usually root with umask 0, mostly creates objects right already. Under
-// squash_to_* a refused chown is ignored, as fuse-overlayfs does.
-func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32, chown, squashed bool) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	stat := func() error {
-		if fd >= 0 {
-			return unix.Fstat(fd, &st)
-		}
-		return unix.Fstatat(wfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW)
+// made is a new object being completed: open as fd, or, with fd < 0,
+// entry name of directory dir (the work directory).
+type made struct {
+	fd   int
+	dir  int
+	name string
+}
+
+func (m made) stat(st *unix.Stat_t) error {
+	if m.fd >= 0 {
+		return unix.Fstat(m.fd, st)
 	}
-	if err := stat(); err != nil {
+	return unix.Fstatat(m.dir, m.name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (m made) chown(uid, gid uint32) error {
+	if m.fd >= 0 {
+		return layers.Chown(m.fd, "", int(uid), int(gid))
+	}
+	return layers.Chown(m.dir, m.name, int(uid), int(gid))
+}
+
+func (m made) chmod(perm uint32) error {
+	if m.fd >= 0 {
+		return layers.Chmod(m.fd, "", perm)
+	}
+	return layers.Chmod(m.dir, m.name, perm)
+}
+
+// own gives the new object m the owner o.ow says, unless that goes to the
+// override xattr, and permission bits o.perm, and returns its attributes.
+// It changes only what differs: the daemon, usually root with umask 0,
+// mostly creates objects right already. Under squash_to_* a refused chown
+// is ignored, as fuse-overlayfs does.
+func (fs *FS) own(m made, o newObject) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := m.stat(&st); err != nil {
 		return st, err
 	}
 	changed := false
-	if chown && (st.Uid != uid || st.Gid != gid) {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchown(fd, int(uid), int(gid))
-		} else {
-			err = unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
-		}
-		if err != nil && !squashed {
+	if !o.ow.inXattr && (st.Uid != o.ow.uid || st.Gid != o.ow.gid) {
+		err := m.chown(o.ow.uid, o.ow.gid)
+		if err != nil && !fs.squashed() {
 			return st, err
 		}
 		changed = err == nil
 	}
 	// After chown, which clears setuid and setgid.
-	if typ != unix.S_IFLNK && (st.Mode&0o7777 != perm || changed && perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchmod(fd, perm)
-		} else {
-			err = unix.Fchmodat(wfd, tmp, perm, 0)
-		}
-		if err != nil {
+	if o.typ != unix.S_IFLNK && (st.Mode&0o7777 != o.perm || changed && o.perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
+		if err := m.chmod(o.perm); err != nil {
 			return st, err
 		}
 		changed = true
 	}
 	if changed {
-		return st, stat()
+		return st, m.stat(&st)
 	}
 	return st, nil
+}
+
+// ownUnnamed gives the unnamed file fd its owner and mode, or, with
+// xattr_permissions, the override that holds them (the file then keeps
+// the daemon's owner and the mode it was made with).
+func (fs *FS) ownUnnamed(fd int, o newObject) error {
+	if o.ow.inXattr {
+		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
+		return layers.FdSetxattr(fd, fs.overrideWrite, []byte(ov.String()), 0)
+	}
+	_, err := fs.own(made{fd: fd}, o)
+	return err
 }
 
 // whiteoutAt reports whether the upper directory pfd of p has a whiteout
@@ -450,7 +467,7 @@ func (fs *FS) whiteoutAt(p *node, pfd int, name string) (char, aufs bool) {
 // are the open(2) flags.
 func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, Opened, error) {
 	pl, err := fs.create(parent, name, unix.S_IFREG|mode&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
-		return unix.Openat(wfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		return layers.Create(wfd, tmp, unix.O_RDWR, perm)
 	})
 	if err != nil {
 		return Entry{}, Opened{}, err
@@ -514,15 +531,10 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 			perm = m & 0o7777
 		}
 		var err error
-		if fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ow.ownPerm); err != nil {
+		if fd, err = layers.Tmpfile(pfd, unix.O_RDWR, ow.ownPerm); err != nil {
 			return err
 		}
-		if ow.inXattr {
-			o := override{uid: ow.uid, gid: ow.gid, perm: ow.perm}
-			err = unix.Fsetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
-		} else {
-			_, err = fs.own(fd, -1, "", unix.S_IFREG, perm, ow.uid, ow.gid, true, fs.squashed())
-		}
+		err = fs.ownUnnamed(fd, newObject{typ: unix.S_IFREG, ow: ow, perm: perm})
 		if err == nil {
 			err = unix.Fstat(fd, &st)
 		}
@@ -532,12 +544,12 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return Entry{}, Opened{}, errno(err)
+		return Entry{}, Opened{}, toErrno(err)
 	}
 	f := fs.fresh(st, unix.S_IFREG, false)
 	id := fs.identify(p, "", f)
 	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == unix.S_IFREG }, func() *node {
-		n := newNode(unix.S_IFREG, f.objs, p, "")
+		n := newNode(unix.S_IFREG, f.objs, p, "", nil)
 		n.unlinked = true
 		return n
 	})
@@ -554,7 +566,7 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 // Mkdir creates directory name in directory parent.
 func (fs *FS) Mkdir(parent uint64, name string, perm uint32, c Cred) (Entry, error) {
 	pl, err := fs.create(parent, name, unix.S_IFDIR|perm&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
-		return -1, unix.Mkdirat(wfd, tmp, perm)
+		return -1, layers.Mkdir(wfd, tmp, perm)
 	})
 	return pl.entry, err
 }
@@ -572,7 +584,7 @@ func (fs *FS) Mknod(parent uint64, name string, mode uint32, rdev uint64, c Cred
 		return Entry{}, syscall.EINVAL
 	}
 	pl, err := fs.create(parent, name, mode, c, func(wfd int, tmp string, perm uint32) (int, error) {
-		return -1, unix.Mknodat(wfd, tmp, mode&unix.S_IFMT|perm, int(rdev))
+		return -1, layers.Mknod(wfd, tmp, mode&unix.S_IFMT|perm, rdev)
 	})
 	return pl.entry, err
 }
@@ -580,7 +592,7 @@ func (fs *FS) Mknod(parent uint64, name string, mode uint32, rdev uint64, c Cred
 // Symlink creates symlink name to target in directory parent.
 func (fs *FS) Symlink(parent uint64, name, target string, c Cred) (Entry, error) {
 	pl, err := fs.create(parent, name, unix.S_IFLNK|0o777, c, func(wfd int, tmp string, _ uint32) (int, error) {
-		return -1, unix.Symlinkat(target, wfd, tmp)
+		return -1, layers.Symlink(target, wfd, tmp)
 	})
 	return pl.entry, err
 }
@@ -616,6 +628,9 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if err := fs.copyUp(t); err != nil {
 		return Entry{}, err
 	}
+	if err := fs.linkRedirect(t); err != nil {
+		return Entry{}, err
+	}
 	if err := fs.copyUp(p); err != nil {
 		return Entry{}, err
 	}
@@ -641,23 +656,23 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if over {
 		// Link in the workdir, then replace the whiteout with one rename.
 		wfd, tmp := fs.work.Fd(), fs.work.TempName()
-		if err := linkFd(tfd, wfd, tmp); err != nil {
-			return Entry{}, errno(err)
+		if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
+			return Entry{}, toErrno(err)
 		}
-		if err := unix.Renameat(wfd, tmp, pfd, name); err != nil {
-			unix.Unlinkat(wfd, tmp, 0)
-			return Entry{}, errno(err)
+		if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+			layers.Unlink(wfd, tmp)
+			return Entry{}, toErrno(err)
 		}
-	} else if err := linkFd(tfd, pfd, name); err != nil {
-		return Entry{}, errno(err)
+	} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
+		return Entry{}, toErrno(err)
 	}
 	if aufs {
-		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
+		layers.Unlink(pfd, layers.WhiteoutPrefix+name)
 	}
-	if _, err := layers.FdGetxattr(tfd, fs.privateXattr("origin")); err == nil {
+	if _, err := layers.FdGetxattr(tfd, fs.xattrs.Name(layers.XattrOrigin)); err == nil {
 		// As ovl_link: the parent now holds an object whose number comes
 		// from its origin, so it is impure.
-		setxattrAt(pfd, ".", fs.privateXattr("impure"), "y")
+		layers.SetImpure(pfd, fs.xattrs)
 	}
 	f, err := fs.resolve(p, name)
 	if err != nil {
@@ -676,32 +691,11 @@ func (fs *FS) upperFd(n *node) (int, error) {
 	n.mu.Unlock()
 	if !unlinked {
 		fd, err := fs.openObj(n, fs.upper)
-		return fd, errno(err)
+		return fd, toErrno(err)
 	}
 	if fd < 0 {
 		return -1, syscall.ENOENT
 	}
 	fd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	return fd, errno(err)
-}
-
-// linkFd links the object of O_PATH fd at name in directory dfd.
-func linkFd(fd, dfd int, name string) error {
-	err := unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
-	if err == unix.ENOENT || err == unix.EPERM {
-		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
-		err = unix.Linkat(unix.AT_FDCWD, procPath(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
-	}
-	return err
-}
-
-// setxattrAt sets xattr name of entry name of directory dfd, never
-// following a symlink.
-func setxattrAt(dfd int, entry, name, value string) error {
-	fd, err := unix.Openat(dfd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Setxattr(procPath(fd), name, []byte(value), 0)
+	return fd, toErrno(err)
 }

@@ -37,7 +37,7 @@ func (fs *FS) readFd(h *fileHandle) int {
 	h.mu.Lock()
 	fd, lower := h.fd, h.lower
 	h.mu.Unlock()
-	if !lower || !h.n.upper() {
+	if !lower || !h.n.upperData() {
 		return fd
 	}
 	fs.renameMu.RLock()
@@ -123,14 +123,26 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	if n.unlinked {
 		return Opened{}, syscall.ENOENT
 	}
+	if err := fs.lazyData(n); err != nil {
+		return Opened{}, err
+	}
 	pt := fs.passedThrough(n)
 	host := unix.O_RDONLY
 	if pt || flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
 		host = unix.O_RDWR | flags&unix.O_TRUNC
 	}
-	fd, err := fs.openFile(n, n.objects()[0].layer, host)
+	// A metacopy file is read from the object below that holds its
+	// data; it is never opened for writing as such (copyUpOpen).
+	data, own := dataOf(n.objects(), n.typ)
+	fd, err := fs.openFile(n, data.layer, host)
 	if err != nil {
-		return Opened{}, errno(err)
+		return Opened{}, toErrno(err)
+	}
+	if !own {
+		if err := fs.verifyData(n, fd); err != nil {
+			unix.Close(fd)
+			return Opened{}, err
+		}
 	}
 	return fs.attach(n, fd, pt), nil
 }
@@ -174,19 +186,11 @@ func (fs *FS) Write(h uint64, data []byte, off int64, killPrivs *Cred) (int, err
 			return 0, err
 		}
 	}
-	done := 0
-	for done < len(data) {
-		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			if done > 0 {
-				return done, nil
-			}
-			return 0, errno(err)
-		}
-		done += n
+	// A write cut short by an error returns what was written, as
+	// write(2) does.
+	done, err := layers.Pwrite(fd, data, off)
+	if err != nil && done == 0 {
+		return 0, toErrno(err)
 	}
 	return done, nil
 }
@@ -200,7 +204,7 @@ func (fs *FS) Fsync(h uint64) error {
 	if fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Fsync(f.file()))
+	return toErrno(layers.Fsync(f.file()))
 }
 
 // Fallocate is fallocate(2) on handle h.
@@ -209,7 +213,7 @@ func (fs *FS) Fallocate(h uint64, mode uint32, off, length int64) error {
 	if err != nil {
 		return err
 	}
-	return errno(unix.Fallocate(f.file(), mode, off, length))
+	return toErrno(layers.Fallocate(f.file(), mode, off, length))
 }
 
 // Lseek answers lseek(2) with SEEK_DATA or SEEK_HOLE on handle h: the
@@ -220,7 +224,7 @@ func (fs *FS) Lseek(h uint64, off int64, whence int) (int64, error) {
 		return 0, err
 	}
 	n, err := unix.Seek(fs.readFd(f), off, whence)
-	return n, errno(err)
+	return n, toErrno(err)
 }
 
 // CopyFileRange copies n bytes at offset inOff of handle in to offset
@@ -236,8 +240,8 @@ func (fs *FS) CopyFileRange(in uint64, inOff int64, out uint64, outOff int64, n 
 	if err != nil {
 		return 0, err
 	}
-	copied, err := unix.CopyFileRange(fs.readFd(fin), &inOff, fout.file(), &outOff, n, flags)
-	return copied, errno(err)
+	copied, err := layers.CopyFileRange(fs.readFd(fin), &inOff, fout.file(), &outOff, n, flags)
+	return copied, toErrno(err)
 }
 
 // Release closes handle h.
@@ -271,14 +275,13 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if n.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
-	at := n.at.Load()
 	var t string
-	err = fs.inDir(at.parent, n.layersOf()[0].layer, func(dfd int) error {
+	err = fs.inParent(n, n.layersOf()[0].layer, func(dfd int, name string) error {
 		var err error
-		t, err = layers.ReadlinkAt(dfd, at.name)
+		t, err = layers.ReadlinkAt(dfd, name)
 		return err
 	})
-	return t, errno(err)
+	return t, toErrno(err)
 }
 
 // SyncFS flushes the upper layer's filesystem.
@@ -286,5 +289,5 @@ func (fs *FS) SyncFS() error {
 	if fs.upper == nil || fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Syncfs(fs.upper.Root()))
+	return toErrno(layers.Syncfs(fs.upper.Root()))
 }

@@ -3,8 +3,8 @@ package overlay
 import (
 	"encoding/binary"
 	"syscall"
-	"unsafe"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,13 +28,14 @@ const (
 )
 
 // The ioctls of struct fsxattr (FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR),
-// which chattr's kernel side reads before it sets flags.
+// which chattr's kernel side reads before it sets flags, as the kernel
+// forwards them.
 const (
 	iocFsGetxattr = 0x801c581f
 	iocFsSetxattr = 0x401c5820
 	// FsxattrSize is the size of struct fsxattr; its first field is the
 	// xflags.
-	FsxattrSize = 28
+	FsxattrSize = layers.FsxattrSize
 )
 
 // xflagsProt maps append-only and immutable between flag words.
@@ -77,7 +78,7 @@ func (fs *FS) prot(n *node) uint32 {
 	switch {
 	case unlinked:
 	case objs[0].layer.Upper:
-		if v, err := fs.getxattr(n, fs.upper, fs.privateXattr("protattr")); err == nil {
+		if v, err := fs.getxattr(n, fs.upper, fs.xattrs.Name(layers.XattrProtattr)); err == nil {
 			p = parseProt(v)
 		}
 	default:
@@ -86,12 +87,7 @@ func (fs *FS) prot(n *node) uint32 {
 		statx := func(dfd int, name string, flags int) error {
 			return unix.Statx(dfd, name, flags|unix.AT_SYMLINK_NOFOLLOW, 0, &sx)
 		}
-		var err error
-		if at := n.at.Load(); at.parent == n {
-			err = statx(objs[0].layer.Root(), "", unix.AT_EMPTY_PATH)
-		} else {
-			err = fs.inDir(at.parent, objs[0].layer, func(dfd int) error { return statx(dfd, at.name, 0) })
-		}
+		err := fs.inParent(n, objs[0].layer, func(dfd int, name string) error { return statx(dfd, name, 0) })
 		if err == nil {
 			if sx.Attributes&unix.STATX_ATTR_APPEND != 0 {
 				p |= flagAppend
@@ -141,14 +137,10 @@ func (fs *FS) openForFlags(n *node, o obj) (int, error) {
 	if n.isDir() {
 		flags |= unix.O_DIRECTORY
 	}
-	at := n.at.Load()
-	if at.parent == n {
-		return unix.Openat(o.layer.Root(), ".", flags, 0)
-	}
 	fd := -1
-	err := fs.inDir(at.parent, o.layer, func(dfd int) error {
+	err := fs.inParent(n, o.layer, func(dfd int, name string) error {
 		var err error
-		fd, err = o.layer.OpenFileAt(dfd, at.name, flags)
+		fd, err = o.layer.OpenFileAt(dfd, name, flags)
 		return err
 	})
 	return fd, err
@@ -164,7 +156,7 @@ func (fs *FS) Getflags(id uint64) (uint32, error) {
 	}
 	f, err := fs.realFlags(n, n.layersOf()[0])
 	if err != nil {
-		return 0, errno(err)
+		return 0, toErrno(err)
 	}
 	return f&^protFlags | fs.prot(n), nil
 }
@@ -175,7 +167,7 @@ func (fs *FS) Getflags(id uint64) (uint32, error) {
 // filesystem refuses fails the same way.
 func (fs *FS) Setflags(id uint64, flags uint32) error {
 	return fs.setFileattr(id, flags&protFlags, func(fd int) error {
-		return unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(flags&^protFlags))
+		return layers.SetFlags(fd, flags&^protFlags)
 	})
 }
 
@@ -192,11 +184,11 @@ func (fs *FS) Fsgetxattr(id uint64) ([FsxattrSize]byte, error) {
 	}
 	fd, err := fs.openForFlags(n, n.layersOf()[0])
 	if err != nil {
-		return x, errno(err)
+		return x, toErrno(err)
 	}
 	defer unix.Close(fd)
-	if err := ioctlPtr(fd, iocFsGetxattr, &x); err != nil {
-		return x, errno(err)
+	if x, err = layers.Fsxattr(fd); err != nil {
+		return x, toErrno(err)
 	}
 	xf := binary.NativeEndian.Uint32(x[:4])
 	binary.NativeEndian.PutUint32(x[:4], xf&^protXflags|protXflagsOf(fs.prot(n)))
@@ -208,7 +200,7 @@ func (fs *FS) Fsgetxattr(id uint64) ([FsxattrSize]byte, error) {
 func (fs *FS) Fssetxattr(id uint64, x [FsxattrSize]byte) error {
 	xf := binary.NativeEndian.Uint32(x[:4])
 	binary.NativeEndian.PutUint32(x[:4], xf&^protXflags)
-	return fs.setFileattr(id, xflagsProt(xf), func(fd int) error { return ioctlPtr(fd, iocFsSetxattr, &x) })
+	return fs.setFileattr(id, xflagsProt(xf), func(fd int) error { return layers.SetFsxattr(fd, &x) })
 }
 
 // setFileattr copies node id up, records its append-only and immutable
@@ -238,34 +230,25 @@ func (fs *FS) setFileattr(id uint64, prot uint32, set func(fd int) error) error 
 	}
 	fd, err := fs.openForFlags(n, n.layersOf()[0])
 	if err != nil {
-		return errno(err)
+		return toErrno(err)
 	}
 	defer unix.Close(fd)
-	name := fs.privateXattr("protattr")
+	name := fs.xattrs.Name(layers.XattrProtattr)
 	switch {
 	case len(v) > 0:
-		if err := unix.Fsetxattr(fd, name, v, 0); err != nil {
+		if err := layers.FdSetxattr(fd, name, v, 0); err != nil {
 			if err == unix.EOPNOTSUPP {
 				err = unix.EPERM
 			}
-			return errno(err)
+			return toErrno(err)
 		}
 	case old != 0:
-		if err := unix.Fremovexattr(fd, name); err != nil && err != unix.ENODATA && err != unix.EOPNOTSUPP {
-			return errno(err)
+		if err := layers.FdRemovexattr(fd, name); err != nil && err != unix.ENODATA && err != unix.EOPNOTSUPP {
+			return toErrno(err)
 		}
 	}
 	n.prot.Store(prot | protKnown)
-	return errno(set(fd))
-}
-
-// ioctlPtr is ioctl(fd, req, p).
-func ioctlPtr(fd int, req uint, p *[FsxattrSize]byte) error {
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(p)))
-	if e != 0 {
-		return e
-	}
-	return nil
+	return toErrno(set(fd))
 }
 
 // protOf is prot for name of p, resolved as f: through the node the kernel
@@ -274,7 +257,7 @@ func ioctlPtr(fd int, req uint, p *[FsxattrSize]byte) error {
 func (fs *FS) protOf(p *node, name string, f found) uint32 {
 	n := fs.held(p, name, f)
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name)
+		n = scratchNode(f.typ, f.objs, p, name, f.far)
 	}
 	return fs.prot(n)
 }

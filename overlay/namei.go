@@ -1,8 +1,6 @@
 package overlay
 
 import (
-	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/inodes"
@@ -31,6 +29,16 @@ type found struct {
 	// layer holds no whiteout of either kind for it, so create need not
 	// look again.
 	upperFree bool
+	// far says where objects lie that are not at the name in the
+	// parent's objects (place.far): reached through a redirect.
+	far map[*layers.Layer]string
+	// metacopy says the winner is a regular file whose data is below
+	// (objs[len(objs)-1]); redirect is the winner's overlay.redirect.
+	metacopy bool
+	redirect string
+	// lazy is the absolute redirect of a metacopy file whose data no
+	// data-only layer holds yet: looked for again at open.
+	lazy string
 }
 
 // Lookup resolves name in directory parent and adds a kernel reference to
@@ -61,7 +69,7 @@ func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
 // unrecorded, as there.
 // Preconditions: renameMu held; f is merged with an upper object.
 func (fs *FS) recordOrigin(p *node, name string, f found) {
-	origin := fs.privateXattr("origin")
+	origin := fs.xattrs.Name(layers.XattrOrigin)
 	fs.inDir(p, fs.upper, func(pfd int) error {
 		if _, err := layers.GetxattrAt(pfd, name, origin); err != unix.ENODATA {
 			return nil
@@ -77,17 +85,17 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 			return err
 		}
 		uuid, err := layers.FSUUID(low.Root())
-		if err != nil {
+		if err != nil || fs.opts.UUID == UUIDOff {
 			uuid = [16]byte{}
 		}
 		v, err := layers.EncodeOrigin(uuid, h)
 		if err != nil {
 			return err
 		}
-		if err := setxattrAt(pfd, name, origin, string(v)); err != nil {
+		if err := layers.SetxattrAt(pfd, name, origin, v); err != nil {
 			return err
 		}
-		return setxattrAt(pfd, ".", fs.privateXattr("impure"), "y")
+		return layers.SetImpure(pfd, fs.xattrs)
 	})
 }
 
@@ -98,7 +106,11 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 func (fs *FS) acquire(p *node, name string, f found) Entry {
 	id := fs.identify(p, name, f)
 	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == f.typ }, func() *node {
-		return newNode(f.typ, f.objs, p, name)
+		n := newNode(f.typ, f.objs, p, name, f.far)
+		if f.lazy != "" {
+			n.aux = &aux{lazy: f.lazy}
+		}
+		return n
 	})
 	if isNew {
 		fs.setNumber(n, id)
@@ -112,7 +124,7 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 		if n.unlinked {
 			n.setObjs(f.objs)
 		}
-		n.addName(p, name)
+		n.addName(p, name, f.far)
 		n.mu.Unlock()
 	}
 	return Entry{ID: n.ID(), Attr: fs.attr(n, &f.st)}
@@ -133,8 +145,7 @@ func (fs *FS) held(p *node, name string, f found) *node {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	pl := place{parent: p, name: name}
-	if *n.at.Load() == pl || slices.Contains(n.links(), pl) {
+	if n.named(p, name) {
 		return n
 	}
 	return nil
@@ -185,77 +196,6 @@ func (fs *FS) resolve(p *node, name string) (found, error) {
 	return fs.resolveIn(p, p.layersOf(), name)
 }
 
-// resolveIn is resolve over the given layer objects of p.
-func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
-	var f found
-	if !p.isDir() {
-		return f, syscall.ENOTDIR
-	}
-	if err := checkName(name); err != nil {
-		return f, err
-	}
-	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
-		// AUFS markers are not objects of the merged tree.
-		return f, syscall.ENOENT
-	}
-	for i, po := range pobjs {
-		l := po.layer
-		st, err := fs.statAt(p, l, name)
-		if err == unix.ENOENT {
-			// An AUFS whiteout hides the layers below; the last
-			// layer has none.
-			if i < len(pobjs)-1 && fs.aufsWhiteout(p, l, name) {
-				break
-			}
-			f.upperFree = i == 0 && l.Upper
-			continue
-		}
-		if err != nil {
-			return f, errno(err)
-		}
-		if layers.IsWhiteout(&st) || (po.marks.XWhiteouts && fs.isXWhiteout(p, l, name, &st)) {
-			break
-		}
-		typ := st.Mode & unix.S_IFMT
-		if f.objs == nil {
-			f.typ, f.st = typ, st
-		} else if typ != unix.S_IFDIR {
-			break
-		}
-		o := objOf(l, &st)
-		if typ == unix.S_IFDIR {
-			err := fs.inDir(p, l, func(dfd int) error {
-				var err error
-				o.marks, err = layers.MarksAt(dfd, name)
-				return err
-			})
-			if err != nil {
-				return f, errno(err)
-			}
-		}
-		f.objs = append(f.objs, o)
-		if typ != unix.S_IFDIR || o.marks.Opaque {
-			break
-		}
-	}
-	if f.objs == nil {
-		return f, syscall.ENOENT
-	}
-	return f, nil
-}
-
-// isXWhiteout reports whether entry name of directory p's object in layer
-// l, with attributes st, is an xwhiteout.
-// Preconditions: renameMu held; p has an object in l.
-func (fs *FS) isXWhiteout(p *node, l *layers.Layer, name string, st *unix.Stat_t) bool {
-	is := false
-	fs.inDir(p, l, func(dfd int) error {
-		is = layers.IsXWhiteoutAt(dfd, name, st)
-		return nil
-	})
-	return is
-}
-
 // lowerPositive reports whether name in directory p shows an object from
 // a lower layer when the upper layer is left out: whether removing it
 // needs a whiteout.
@@ -275,17 +215,6 @@ func (fs *FS) lowerPositive(p *node, name string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// aufsWhiteout reports whether directory p has an AUFS whiteout .wh.NAME
-// for name in layer l.
-// Preconditions: renameMu held; p has an object in l.
-func (fs *FS) aufsWhiteout(p *node, l *layers.Layer, name string) bool {
-	if len(name)+len(layers.WhiteoutPrefix) > maxName {
-		return false
-	}
-	_, err := fs.statAt(p, l, layers.WhiteoutPrefix+name)
-	return err == nil
 }
 
 // identity is how a resolved name is known: the identity its node is

@@ -12,11 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// node is one overlay object the kernel holds.
-//
-// Lock order: a directory's listing lock ls.mu, then FS.renameMu, then a
-// directory's dirMu, then any node's mu (never two at once), then the
-// leaves inodes.Table.mu and FS.hmu.
+// node is one overlay object the kernel holds. Its locks are in the
+// package's one order (fs.go).
 type node struct {
 	// Slot is the node table's: the FUSE node id (ID), the identity
 	// the node is found by, the kernel's references, the inode number
@@ -94,28 +91,34 @@ type aux struct {
 	// while any is open (passthrough.go).
 	backing *backing
 
+	// lazy is the absolute redirect of a metacopy file whose data no
+	// data-only layer held when it was looked up (found.lazy); guarded
+	// by node.mu.
+	lazy string
+
 	// xattrGen counts changes of the node's xattrs (guarded by
 	// node.mu), so that an answer read before a change is not recorded
 	// as noCaps after it.
 	xattrGen uint64
 }
 
-// newNode returns a node of type typ for objs, placed at (p, name).
-func newNode(typ uint32, objs []obj, p *node, name string) *node {
+// newNode returns a node of type typ for objs, placed at (p, name); far
+// says where objects lie elsewhere (place.far).
+func newNode(typ uint32, objs []obj, p *node, name string, far map[*layers.Layer]string) *node {
 	n := &node{typ: typ}
 	n.setObjs(objs)
 	if typ == unix.S_IFDIR {
 		n.aux = new(aux)
 	}
-	n.at.Store(&place{parent: p, name: name})
+	n.at.Store(&place{parent: p, name: name, far: far})
 	return n
 }
 
 // scratchNode is newNode for a node the table never holds, made to
 // work on a name the kernel holds no node for: it holds no directory fd,
 // since nothing would ever close it.
-func scratchNode(typ uint32, objs []obj, p *node, name string) *node {
-	n := newNode(typ, objs, p, name)
+func scratchNode(typ uint32, objs []obj, p *node, name string, far map[*layers.Layer]string) *node {
+	n := newNode(typ, objs, p, name, far)
 	if n.aux != nil {
 		n.aux.dfd.closed = true
 	}
@@ -169,10 +172,30 @@ const (
 	privsSome
 )
 
-// place is a node's parent directory (itself for the root) and name.
+// place is a node's parent directory (itself for the root) and name, and
+// where its objects lie in the layers where that is not the same place
+// (redirects, place.in). A place is never changed once published: a move
+// publishes a new one.
 type place struct {
 	parent *node
 	name   string
+	// far maps a layer to where the node's object in it lies, when that
+	// is not name in the parent's object there: another name in the
+	// parent's object, or a path from the layer's root starting with
+	// '/'. nil for most nodes.
+	far map[*layers.Layer]string
+}
+
+// is reports whether pl is name of p.
+func (pl *place) is(p *node, name string) bool { return pl.parent == p && pl.name == name }
+
+// in returns where the object in layer l of a node at pl lies: a name in
+// the parent's object in l, or a path from l's root starting with '/'.
+func (pl *place) in(l *layers.Layer) string {
+	if w, ok := pl.far[l]; ok {
+		return w
+	}
+	return pl.name
 }
 
 func (n *node) parent() *node { return n.at.Load().parent }
@@ -221,8 +244,31 @@ func (n *node) layersOf() []obj {
 	return n.objects()
 }
 
-// upper reports whether the node's winning object is in the upper layer.
-func (n *node) upper() bool { return n.layersOf()[0].layer.Upper }
+// data returns the object that holds a regular file's data: the winning
+// one, or for a metacopy file (a winner whose data is below it) the last,
+// and whether it is the winner's own.
+func dataOf(objs []obj, typ uint32) (obj, bool) {
+	if typ == unix.S_IFDIR || len(objs) == 1 {
+		return objs[0], true
+	}
+	return objs[len(objs)-1], false
+}
+
+// upperData reports whether the node's data is in the upper layer: its
+// winner is upper and no metacopy file.
+func (n *node) upperData() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.hasUpperData()
+}
+
+// hasUpperData is upperData.
+// Preconditions: n.mu held.
+func (n *node) hasUpperData() bool {
+	objs := n.objects()
+	_, own := dataOf(objs, n.typ)
+	return objs[0].layer.Upper && own
+}
 
 // merged reports whether the node is a directory merged from several
 // layers; the kernel gives those nlink 1.
@@ -234,13 +280,13 @@ func (n *node) isDir() bool { return n.typ == unix.S_IFDIR }
 // if it had lost every name, another link otherwise. A directory has one
 // name and keeps it (rename moves it).
 // Preconditions: renameMu held; n.mu held.
-func (n *node) addName(p *node, name string) {
-	pl := place{parent: p, name: name}
+func (n *node) addName(p *node, name string, far map[*layers.Layer]string) {
+	pl := place{parent: p, name: name, far: far}
 	switch {
 	case n.unlinked:
 		n.unlinked = false
 		n.at.Store(&pl)
-	case n.isDir() || *n.at.Load() == pl || slices.Contains(n.links(), pl):
+	case n.isDir() || n.named(p, name):
 	default:
 		x := n.more()
 		x.links = append(x.links, pl)
@@ -253,11 +299,10 @@ func (n *node) addName(p *node, name string) {
 // (a name found long ago may have gone meanwhile).
 // Preconditions: renameMu held; n.mu held.
 func (n *node) dropName(p *node, name string, alive func(place) bool) {
-	pl := place{parent: p, name: name}
 	x := n.aux
-	if *n.at.Load() != pl {
+	if !n.at.Load().is(p, name) {
 		if x != nil && !n.isDir() {
-			x.links = slices.DeleteFunc(x.links, func(l place) bool { return l == pl })
+			x.links = slices.DeleteFunc(x.links, func(l place) bool { return l.is(p, name) })
 		}
 		return
 	}
@@ -275,14 +320,20 @@ func (n *node) dropName(p *node, name string, alive func(place) bool) {
 // moveName renames n's name (op, oldName) to (np, newName).
 // Preconditions: renameMu held for writing; n.mu held.
 func (n *node) moveName(op *node, oldName string, np *node, newName string) {
-	from, to := place{parent: op, name: oldName}, place{parent: np, name: newName}
-	if *n.at.Load() == from {
+	to := place{parent: np, name: newName}
+	if n.at.Load().is(op, oldName) {
 		n.at.Store(&to)
 		return
 	}
-	if i := slices.Index(n.links(), from); i >= 0 {
+	if i := slices.IndexFunc(n.links(), func(l place) bool { return l.is(op, oldName) }); i >= 0 {
 		n.aux.links[i] = to
 	}
+}
+
+// named reports whether (p, name) is one of n's names.
+// Preconditions: n.mu held.
+func (n *node) named(p *node, name string) bool {
+	return n.at.Load().is(p, name) || slices.ContainsFunc(n.links(), func(l place) bool { return l.is(p, name) })
 }
 
 // setOpaque records that a directory's upper object has been made opaque.

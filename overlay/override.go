@@ -26,8 +26,8 @@ import (
 // the mount write overrides under one name in the upper layer instead of
 // changing owners and modes.
 const (
-	OverridePrivileged = "security.fuseoverlayfs.override_stat"       // xattr_permissions=1
-	OverrideUser       = layers.FuseOverlayfsPrefix + "override_stat" // xattr_permissions=2
+	OverridePrivileged = "security.fuseoverlayfs.override_stat"         // xattr_permissions=1
+	OverrideUser       = string(layers.FuseOverlayfs) + "override_stat" // xattr_permissions=2
 	OverrideContainers = "user.containers.override_stat"
 )
 
@@ -138,7 +138,7 @@ func (fs *FS) probeOverrides() error {
 					return err
 				}
 				o := override{uid: st.Uid, gid: st.Gid, perm: st.Mode & 0o7777}
-				if err := unix.Fsetxattr(l.Root(), fs.overrideWrite, []byte(o.String()), 0); err != nil {
+				if err := layers.FdSetxattr(l.Root(), fs.overrideWrite, []byte(o.String()), 0); err != nil {
 					return fmt.Errorf("upper layer: writing %s: %v", fs.overrideWrite, err)
 				}
 			}
@@ -258,8 +258,8 @@ func (fs *FS) setOverride(n *node, fd int, st *unix.Stat_t, in *SetAttrs) error 
 	if in.Mode != nil {
 		o.perm = *in.Mode & 0o7777
 	}
-	err := unix.Setxattr(procPath(fd), fs.overrideWrite, []byte(o.String()), 0)
-	return errno(err)
+	err := layers.FdSetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
+	return toErrno(err)
 }
 
 // readOverrideLink returns the target of a regular file that stands for
@@ -272,7 +272,7 @@ func (fs *FS) readOverrideLink(n *node) (string, error) {
 	}
 	fd, err := fs.openFile(n, n.layersOf()[0].layer, unix.O_RDONLY)
 	if err != nil {
-		return "", errno(err)
+		return "", toErrno(err)
 	}
 	f := os.NewFile(uintptr(fd), "")
 	defer f.Close()

@@ -52,8 +52,9 @@ func (fs *FS) SetBacking(b Backing) {
 }
 
 // passedThrough reports whether an open of n would be passed through:
-// passthrough is on, the object is upper and shows no setuid or setgid
-// bit, and n has no open handle that is not passed through.
+// passthrough is on, the object and its data are upper (not a metacopy
+// file) and it shows no setuid or setgid bit, and n has no open handle
+// that is not passed through.
 //
 // Setuid and setgid: a write the kernel passes through never reaches the
 // daemon, and with HANDLE_KILLPRIV_V2 the kernel leaves clearing them to
@@ -63,14 +64,14 @@ func (fs *FS) passedThrough(n *node) bool {
 	fs.hmu.Lock()
 	on := fs.backing != nil
 	fs.hmu.Unlock()
-	return on && n.objects()[0].layer.Upper && n.privs.Load() == privsNone && (n.aux == nil || len(n.aux.open) == 0 || n.aux.backing != nil)
+	return on && n.hasUpperData() && n.privs.Load() == privsNone && (n.aux == nil || len(n.aux.open) == 0 || n.aux.backing != nil)
 }
 
 // attach makes fd, n's host file opened for h, an open handle of n, and
 // registers it as n's backing when passedThrough says so (pt).
 // Preconditions: n.mu held.
 func (fs *FS) attach(n *node, fd int, pt bool) Opened {
-	h := &fileHandle{n: n, fd: fd, lower: !n.objects()[0].layer.Upper, stale: -1}
+	h := &fileHandle{n: n, fd: fd, lower: !n.hasUpperData(), stale: -1}
 	o := Opened{Backing: -1}
 	x := n.more()
 	if pt && x.backing == nil {

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,10 @@ type Dirent struct {
 	Ino  uint64
 	Type uint8  // DT_*
 	Off  uint64 // the offset that resumes the listing after this entry
+	// err is why the entry could not be looked up: it is not listed,
+	// and the read that meets it first ends there (listing.read).
+	err   error
+	stale bool // err was met
 }
 
 // listing is how a directory is being read. The kernel does not open
@@ -45,7 +50,9 @@ type listing struct {
 	merged bool     // the last read at offset 0 built a listing
 	ents   []Dirent // by increasing Off
 	next   uint64   // the Off of the next new name
-	use    uint64   // heldListings' clock at the last read
+	// failing says some entries have an err.
+	failing bool
+	use     uint64 // heldListings' clock at the last read
 }
 
 // ReadDir returns up to count entries of directory id that follow
@@ -80,7 +87,7 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 	objs := n.layersOf()
 	fd, err := fs.openDir(n, objs[len(objs)-1].layer)
 	if err != nil {
-		return nil, errno(err)
+		return nil, toErrno(err)
 	}
 	defer unix.Close(fd)
 	// The kernel asks for a page of entries at a time, which as many
@@ -92,7 +99,7 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 	for len(out) == 0 {
 		raw, err := layers.ReadDirAt(fd, off, buf)
 		if err != nil || len(raw) == 0 {
-			return nil, errno(err)
+			return nil, toErrno(err)
 		}
 		for _, e := range raw {
 			if len(out) == count {
@@ -104,6 +111,12 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 				de.Off = e.Off
 				out = append(out, de)
 			case err != syscall.ENOENT:
+				// An entry that cannot be looked up (a metacopy
+				// file without metacopy=on, a redirect refused)
+				// fails the read there, as in the kernel.
+				if len(out) > 0 {
+					return out, nil
+				}
 				return nil, err
 			}
 			off = e.Off
@@ -158,8 +171,36 @@ func (fs *FS) readListing(n *node, offset uint64, count int) ([]Dirent, error) {
 		return nil, nil
 	}
 	fs.listings.use(l)
-	// Entries are never changed in place (update makes a new slice).
-	return l.ents[i:min(len(l.ents), i+count)], nil
+	if !l.failing {
+		// Entries are never changed in place (update makes a new
+		// slice) but for stale.
+		return l.ents[i:min(len(l.ents), i+count)], nil
+	}
+	return l.read(i, count)
+}
+
+// read returns up to count entries from index i of a listing with
+// entries that could not be looked up, as the kernel's ovl_iterate meets
+// them: the first time, such an entry ends the read there (with its
+// error if it is the read's first), and later reads pass over it.
+// Preconditions: l.mu held.
+func (l *listing) read(i, count int) ([]Dirent, error) {
+	var out []Dirent
+	for ; i < len(l.ents) && len(out) < count; i++ {
+		e := &l.ents[i]
+		switch {
+		case e.err == nil:
+			out = append(out, *e)
+		case e.stale:
+		case len(out) > 0:
+			e.stale = true
+			return out, nil
+		default:
+			e.stale = true
+			return nil, e.err
+		}
+	}
+	return out, nil
 }
 
 // update replaces the listing with ents, in merge order. Names already
@@ -171,6 +212,7 @@ func (l *listing) update(ents []Dirent) {
 			ents[i].Off = uint64(i + 1)
 		}
 		l.ents, l.next = ents, uint64(len(ents)+1)
+		l.failing = slices.ContainsFunc(ents, func(e Dirent) bool { return e.err != nil })
 		return
 	}
 	fresh := make(map[string]int, len(ents))
@@ -194,6 +236,7 @@ func (l *listing) update(ents []Dirent) {
 		}
 	}
 	l.ents = out
+	l.failing = slices.ContainsFunc(out, func(e Dirent) bool { return e.err != nil })
 }
 
 // heldListings bounds the entries of the listings held at once: a
@@ -264,59 +307,102 @@ func (h *heldListings) drop(l *listing) {
 	delete(h.held, l)
 }
 
-// merge builds the listing of directory n: ".", "..", then the union of
-// its layers' entries, top layer first, the first occurrence of a name
-// winning, markers and whited-out names left out.
+// merge builds the listing of directory n: the union of its layers'
+// entries, the first occurrence of a name, top down, winning, markers and
+// whited-out names left out, in the kernel's order (ovl_dir_read_merged):
+// first every name of the bottom layer, in its order, "." and ".."
+// included, then the other names of each layer above, top down. An entry
+// that cannot be looked up (a metacopy file without metacopy=on, a
+// redirect refused) holds its error (Dirent.err).
 // Preconditions: renameMu held.
 func (fs *FS) merge(n *node) ([]Dirent, error) {
-	ents := []Dirent{
-		{Name: ".", Ino: n.Num(), Type: unix.DT_DIR},
-		{Name: "..", Ino: n.parent().Num(), Type: unix.DT_DIR},
-	}
-	seen := make(map[string]bool)
 	objs := n.layersOf()
 	// A directory that merges with nothing is listed as it is on disk,
 	// whiteouts included, as the kernel lists it (ovl_iterate reads such
 	// a directory itself), though a lookup of them finds nothing.
 	unmerged := len(objs) == 1
+	raws := make([][]layers.Dirent, len(objs))
+	type winner struct {
+		layer  int
+		e      layers.Dirent
+		hidden bool
+	}
+	wins := make(map[string]winner)
+	aufsHidden := make(map[string]bool) // by .wh. names of the layers above
 	for i, o := range objs {
 		raw, err := fs.readAll(n, o.layer)
 		if err != nil {
-			return nil, errno(err)
+			return nil, toErrno(err)
 		}
-		var aufs []string // .wh. names hide entries of the layers below
+		raws[i] = raw
+		var aufs []string
 		for _, e := range raw {
-			if strings.HasPrefix(e.Name, layers.WhiteoutPrefix) {
+			switch _, won := wins[e.Name]; {
+			case e.Name == "." || e.Name == "..", won, aufsHidden[e.Name]:
+			case strings.HasPrefix(e.Name, layers.WhiteoutPrefix):
 				if e.Name != layers.OpaqueFile {
 					aufs = append(aufs, e.Name[len(layers.WhiteoutPrefix):])
 				}
-				continue
+			default:
+				wins[e.Name] = winner{i, e, !unmerged && fs.isWhiteout(n, o, e.Name, e.Type)}
 			}
-			if seen[e.Name] {
-				continue
-			}
-			seen[e.Name] = true
-			if !unmerged && fs.isWhiteout(n, o, e.Name, e.Type) {
-				continue
-			}
-			de, err := fs.entry(n, objs, i, e, unmerged)
-			if err == syscall.ENOENT {
-				continue // gone meanwhile
-			}
-			if err != nil {
-				return nil, err
-			}
-			ents = append(ents, de)
 		}
 		for _, name := range aufs {
-			seen[name] = true
+			aufsHidden[name] = true
 		}
+	}
+	var ents []Dirent
+	listed := make(map[string]bool, len(wins)+2)
+	list := func(name string) {
+		if listed[name] {
+			return
+		}
+		listed[name] = true
+		switch name {
+		case ".":
+			ents = append(ents, Dirent{Name: ".", Ino: n.Num(), Type: unix.DT_DIR})
+			return
+		case "..":
+			ents = append(ents, Dirent{Name: "..", Ino: n.parent().Num(), Type: unix.DT_DIR})
+			return
+		}
+		w, ok := wins[name]
+		if !ok || w.hidden {
+			return
+		}
+		de, err := fs.entry(n, objs, w.layer, w.e, unmerged)
+		switch {
+		case err == syscall.ENOENT:
+			return // gone meanwhile
+		case err != nil:
+			// Not listed; listing.read returns the error.
+			de = Dirent{Name: name, err: err}
+		}
+		ents = append(ents, de)
+	}
+	last := len(objs) - 1
+	for _, i := range append([]int{last}, seq(last)...) {
+		for _, e := range raws[i] {
+			list(e.Name)
+		}
+	}
+	for _, dot := range []string{".", ".."} {
+		list(dot) // a filesystem that lists none
 	}
 	return ents, nil
 }
 
+// seq returns 0, 1, ... n-1.
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
 // readAll returns the entries of directory n's object in layer l, "."
-// and ".." left out.
+// and ".." included.
 // Preconditions: renameMu held.
 func (fs *FS) readAll(n *node, l *layers.Layer) ([]layers.Dirent, error) {
 	fd, err := fs.openDir(n, l)
@@ -324,7 +410,7 @@ func (fs *FS) readAll(n *node, l *layers.Layer) ([]layers.Dirent, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	return layers.ReadDirFd(fd)
+	return layers.ReadDirFd(fd, true)
 }
 
 // entry makes the listing entry for raw entry e of layer object i of

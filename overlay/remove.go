@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"strconv"
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/layers"
@@ -14,8 +13,6 @@ import (
 // directory is exchanged with it, then emptied in the workdir), so the
 // name never shows what lies below. Unlinking a lower file does not copy
 // it up.
-
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // Unlink removes non-directory name from directory parent.
 func (fs *FS) Unlink(parent uint64, name string) error {
@@ -76,16 +73,16 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 			// Out of sight with one rename, then emptied of any
 			// whiteouts it still holds.
 			wfd, tmp := fs.work.Fd(), fs.work.TempName()
-			if err := unix.Renameat(pfd, name, wfd, tmp); err != nil {
+			if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
 				return err
 			}
-			removeAll(wfd, tmp)
+			layers.RemoveAll(wfd, tmp)
 			return nil
 		}
-		return unix.Unlinkat(pfd, name, 0)
+		return layers.Unlink(pfd, name)
 	})
 	if err != nil {
-		return errno(err)
+		return toErrno(err)
 	}
 	// The object lives on under its other names, if it has any: an
 	// upper non-directory with links left (a lower one just goes out of
@@ -120,7 +117,7 @@ func (fs *FS) removable(p *node, name string, dir bool) (found, error) {
 // f, shows no entry in the merged view.
 // Preconditions: renameMu held.
 func (fs *FS) checkEmpty(p *node, name string, f found) error {
-	d := scratchNode(unix.S_IFDIR, f.objs, p, name)
+	d := scratchNode(unix.S_IFDIR, f.objs, p, name, f.far)
 	ents, err := fs.merge(d)
 	if err != nil {
 		return err
@@ -140,61 +137,35 @@ func (fs *FS) checkEmpty(p *node, name string, f found) error {
 func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
 	wfd, tmp := fs.work.Fd(), fs.work.TempName()
 	if !fs.charWhiteouts {
-		fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		unix.Close(fd)
-		if err := unix.Renameat(wfd, tmp, pfd, layers.WhiteoutPrefix+name); err != nil {
-			unix.Unlinkat(wfd, tmp, 0)
+		if err := layers.AUFSWhiteout(wfd, tmp, pfd, name); err != nil {
 			return err
 		}
 		if exchange {
-			if err := unix.Renameat(pfd, name, wfd, tmp); err != nil {
+			if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
 				return err
 			}
-			removeAll(wfd, tmp)
+			layers.RemoveAll(wfd, tmp)
 			return nil
 		}
-		if err := unix.Unlinkat(pfd, name, 0); err != nil && err != unix.ENOENT {
+		if err := layers.Unlink(pfd, name); err != nil && err != unix.ENOENT {
 			return err
 		}
 		return nil
 	}
-	if err := unix.Mknodat(wfd, tmp, unix.S_IFCHR, 0); err != nil {
+	if err := layers.Whiteout(wfd, tmp); err != nil {
 		return err
 	}
 	if exchange {
-		if err := unix.Renameat2(wfd, tmp, pfd, name, unix.RENAME_EXCHANGE); err != nil {
-			unix.Unlinkat(wfd, tmp, 0)
+		if err := layers.Rename(wfd, tmp, pfd, name, unix.RENAME_EXCHANGE); err != nil {
+			layers.Unlink(wfd, tmp)
 			return err
 		}
-		removeAll(wfd, tmp)
+		layers.RemoveAll(wfd, tmp)
 		return nil
 	}
-	if err := unix.Renameat(wfd, tmp, pfd, name); err != nil {
-		unix.Unlinkat(wfd, tmp, 0)
+	if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+		layers.Unlink(wfd, tmp)
 		return err
 	}
 	return nil
-}
-
-// removeAll removes entry name of directory dfd and, for a directory,
-// everything below it, without following symlinks. It is for the
-// workdir's temporaries; errors leave the rest for the next mount's
-// cleaning.
-func removeAll(dfd int, name string) {
-	if unix.Unlinkat(dfd, name, 0) == nil {
-		return
-	}
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	ents, _ := layers.ReadDirFd(fd)
-	for _, e := range ents {
-		removeAll(fd, e.Name)
-	}
-	unix.Close(fd)
-	unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
 }

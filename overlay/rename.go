@@ -110,7 +110,9 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return r, false, syscall.EINVAL
 	}
-	if srcDir && !pureUpper(r.src) || exchange && dstDir && !pureUpper(r.dst) {
+	if (srcDir && !pureUpper(r.src) || exchange && dstDir && !pureUpper(r.dst)) && !fs.opts.Redirects.Create {
+		// Its lower part cannot move; with redirect_dir=on a redirect
+		// says where it lies (redirect.go).
 		return r, false, syscall.EXDEV
 	}
 	if r.dstExists && dstDir && !exchange {
@@ -127,15 +129,20 @@ func pureUpper(f found) bool { return len(f.objs) == 1 && f.objs[0].layer.Upper 
 
 // copiedUp copies up what name of p resolved to (f), through the node the
 // kernel holds for it, or through one made for the occasion, and returns
-// the held node (nil if none).
+// the held node (nil if none), and whether the copy is a metacopy file
+// (metacopy=on), whose data stays where it lies.
 // Preconditions: renameMu held for writing; p copied up.
-func (fs *FS) copiedUp(p *node, name string, f found) (*node, error) {
+func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
 	held := fs.held(p, name, f)
 	n := held
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name)
+		n = scratchNode(f.typ, f.objs, p, name, f.far)
 	}
-	return held, fs.copyUp(n)
+	if err := fs.copyUp(n); err != nil {
+		return held, false, err
+	}
+	_, own := dataOf(n.layersOf(), n.typ)
+	return held, !own, nil
 }
 
 // move is a rename that puts the source in the new name's place,
@@ -146,40 +153,50 @@ func (fs *FS) move(r renaming) error {
 	op, np, oldName, newName, src, dst := r.op, r.np, r.oldName, r.newName, r.src, r.dst
 	srcDir := src.typ == unix.S_IFDIR
 	fromLower := !src.objs[0].layer.Upper
-	sn, err := fs.copiedUp(op, oldName, src)
+	sn, metacopy, err := fs.copiedUp(op, oldName, src)
 	if err != nil {
 		return err
+	}
+	// A directory whose lower part cannot move, and a metacopy file,
+	// whose data stays below, are found again through a redirect.
+	redirected := srcDir && !pureUpper(src) || metacopy
+	redirect := ""
+	if redirected {
+		if redirect, err = fs.redirectFor(op, oldName, src, op == np); err != nil {
+			return err
+		}
 	}
 	whiteout, err := fs.lowerPositive(op, oldName)
 	if err != nil {
 		return err
 	}
-	ofd, err := fs.upperDir(op)
+	ofd, nfd, err := fs.upperDirs(op, np)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(ofd)
-	nfd, err := fs.upperDir(np)
-	if err != nil {
-		return err
-	}
 	defer unix.Close(nfd)
 	// A purely upper directory moving into a merged directory becomes
 	// opaque, lest a lower directory of the same name show through
 	// later (the kernel's ovl_rename does this whatever lies below the
 	// new name).
-	opaque := srcDir && !src.objs[0].marks.Opaque && np.merged()
+	opaque := srcDir && !redirected && !src.objs[0].marks.Opaque && np.merged()
 	if opaque {
-		if err := setxattrAt(ofd, oldName, fs.privateXattr("opaque"), "y"); err != nil {
-			return errno(err)
+		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
+			return toErrno(err)
+		}
+	}
+	if redirect != "" {
+		if err := fs.setRedirect(ofd, oldName, redirect); err != nil {
+			return err
 		}
 	}
 	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
 		// rename(2) replaces only an empty directory: a merged one that
 		// shows nothing but still holds whiteouts is swapped for an
 		// empty opaque copy first.
-		if err := fs.work.ClearDir(nfd, newName, fs.privateXattr("opaque")); err != nil {
-			return errno(err)
+		if err := fs.work.ClearDir(nfd, newName, fs.xattrs.Name(layers.XattrOpaque)); err != nil {
+			return toErrno(err)
 		}
 	}
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
@@ -187,35 +204,60 @@ func (fs *FS) move(r renaming) error {
 		// rename(2) cannot put a directory over the char-device
 		// whiteout: exchange the two, then the whiteout, now at the old
 		// name, stays if a lower object shows there and goes if not.
-		if err := unix.Renameat2(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
-			return errno(err)
+		if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
+			return toErrno(err)
 		}
 		if !whiteout {
-			unix.Unlinkat(ofd, oldName, 0)
+			layers.Unlink(ofd, oldName)
 		}
 	} else if err := fs.renameUpper(ofd, oldName, nfd, newName, whiteout); err != nil {
 		return err
 	}
 	if aufs {
-		unix.Unlinkat(nfd, layers.WhiteoutPrefix+newName, 0)
+		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
-	if whiteout || fromLower || (op != np && hasOrigin(nfd, newName, fs.privateXattr("origin"))) {
+	if whiteout || fromLower || (op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin))) {
 		// The new parent now holds an object whose number comes from a
 		// lower layer: the kernel marks such a directory impure.
-		setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
+		layers.SetImpure(nfd, fs.xattrs)
 	}
 	if r.dstExists {
 		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
 	}
-	if sn != nil {
-		sn.mu.Lock()
-		sn.moveName(op, oldName, np, newName)
-		if opaque {
-			sn.setOpaque()
-		}
-		sn.mu.Unlock()
+	sn.moved(op, oldName, np, newName, opaque)
+	if redirected {
+		fs.reresolved(sn, np, newName)
 	}
 	return nil
+}
+
+// upperDirs opens the upper directories of op and np, which the caller
+// closes.
+// Preconditions: renameMu held; op and np copied up.
+func (fs *FS) upperDirs(op, np *node) (ofd, nfd int, err error) {
+	if ofd, err = fs.upperDir(op); err != nil {
+		return -1, -1, err
+	}
+	if nfd, err = fs.upperDir(np); err != nil {
+		unix.Close(ofd)
+		return -1, -1, err
+	}
+	return ofd, nfd, nil
+}
+
+// moved records that n (nil: a name the kernel holds no node for) moved
+// from name of from to toName of to, and was made opaque there if opaque.
+// Preconditions: renameMu held for writing.
+func (n *node) moved(from *node, name string, to *node, toName string, opaque bool) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.moveName(from, name, to, toName)
+	if opaque {
+		n.setOpaque()
+	}
 }
 
 // exchange is a rename with RENAME_EXCHANGE: both names exist, both are
@@ -224,67 +266,76 @@ func (fs *FS) move(r renaming) error {
 // Preconditions: as move's.
 func (fs *FS) exchange(r renaming) error {
 	op, np := r.op, r.np
-	sn, err := fs.copiedUp(op, r.oldName, r.src)
+	sn, srcMeta, err := fs.copiedUp(op, r.oldName, r.src)
 	if err != nil {
 		return err
 	}
-	dn, err := fs.copiedUp(np, r.newName, r.dst)
+	dn, dstMeta, err := fs.copiedUp(np, r.newName, r.dst)
 	if err != nil {
 		return err
 	}
-	ofd, err := fs.upperDir(op)
+	srcRedirected := r.src.typ == unix.S_IFDIR && !pureUpper(r.src) || srcMeta
+	dstRedirected := r.dst.typ == unix.S_IFDIR && !pureUpper(r.dst) || dstMeta
+	var srcRedirect, dstRedirect string
+	if srcRedirected {
+		if srcRedirect, err = fs.redirectFor(op, r.oldName, r.src, op == np); err != nil {
+			return err
+		}
+	}
+	if dstRedirected {
+		if dstRedirect, err = fs.redirectFor(np, r.newName, r.dst, op == np); err != nil {
+			return err
+		}
+	}
+	ofd, nfd, err := fs.upperDirs(op, np)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(ofd)
-	nfd, err := fs.upperDir(np)
-	if err != nil {
-		return err
-	}
 	defer unix.Close(nfd)
-	srcOpaque := r.src.typ == unix.S_IFDIR && !r.src.objs[0].marks.Opaque && np.merged()
-	dstOpaque := r.dst.typ == unix.S_IFDIR && !r.dst.objs[0].marks.Opaque && op.merged()
+	srcOpaque := r.src.typ == unix.S_IFDIR && !srcRedirected && !r.src.objs[0].marks.Opaque && np.merged()
+	dstOpaque := r.dst.typ == unix.S_IFDIR && !dstRedirected && !r.dst.objs[0].marks.Opaque && op.merged()
+	if srcRedirect != "" {
+		if err := fs.setRedirect(ofd, r.oldName, srcRedirect); err != nil {
+			return err
+		}
+	}
+	if dstRedirect != "" {
+		if err := fs.setRedirect(nfd, r.newName, dstRedirect); err != nil {
+			return err
+		}
+	}
 	if srcOpaque {
-		if err := setxattrAt(ofd, r.oldName, fs.privateXattr("opaque"), "y"); err != nil {
-			return errno(err)
+		if err := layers.SetOpaque(ofd, r.oldName, fs.xattrs); err != nil {
+			return toErrno(err)
 		}
 	}
 	if dstOpaque {
-		if err := setxattrAt(nfd, r.newName, fs.privateXattr("opaque"), "y"); err != nil {
-			return errno(err)
+		if err := layers.SetOpaque(nfd, r.newName, fs.xattrs); err != nil {
+			return toErrno(err)
 		}
 	}
-	if err := unix.Renameat2(ofd, r.oldName, nfd, r.newName, unix.RENAME_EXCHANGE); err != nil {
-		return errno(err)
+	if err := layers.Rename(ofd, r.oldName, nfd, r.newName, unix.RENAME_EXCHANGE); err != nil {
+		return toErrno(err)
 	}
 	if op != np {
 		// A parent that now holds an object whose number comes from a
 		// lower layer is impure, as the kernel marks it.
-		origin := fs.privateXattr("origin")
+		origin := fs.xattrs.Name(layers.XattrOrigin)
 		if hasOrigin(nfd, r.newName, origin) {
-			setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
+			layers.SetImpure(nfd, fs.xattrs)
 		}
 		if hasOrigin(ofd, r.oldName, origin) {
-			setxattrAt(ofd, ".", fs.privateXattr("impure"), "y")
+			layers.SetImpure(ofd, fs.xattrs)
 		}
 	}
-	for _, m := range []struct {
-		n      *node
-		opaque bool
-		from   *node
-		name   string
-		to     *node
-		toName string
-	}{{sn, srcOpaque, op, r.oldName, np, r.newName}, {dn, dstOpaque, np, r.newName, op, r.oldName}} {
-		if m.n == nil {
-			continue
-		}
-		m.n.mu.Lock()
-		m.n.moveName(m.from, m.name, m.to, m.toName)
-		if m.opaque {
-			m.n.setOpaque()
-		}
-		m.n.mu.Unlock()
+	sn.moved(op, r.oldName, np, r.newName, srcOpaque)
+	dn.moved(np, r.newName, op, r.oldName, dstOpaque)
+	if srcRedirected {
+		fs.reresolved(sn, np, r.newName)
+	}
+	if dstRedirected {
+		fs.reresolved(dn, op, r.oldName)
 	}
 	return nil
 }
@@ -294,22 +345,15 @@ func (fs *FS) exchange(r renaming) error {
 // whiteouts can be made, else an AUFS .wh. file made first.
 func (fs *FS) renameUpper(ofd int, oldName string, nfd int, newName string, whiteout bool) error {
 	if !whiteout {
-		return errno(unix.Renameat(ofd, oldName, nfd, newName))
+		return toErrno(layers.Rename(ofd, oldName, nfd, newName, 0))
 	}
 	if fs.charWhiteouts {
-		return errno(unix.Renameat2(ofd, oldName, nfd, newName, unix.RENAME_WHITEOUT))
+		return toErrno(layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_WHITEOUT))
 	}
-	wfd, tmp := fs.work.Fd(), fs.work.TempName()
-	fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errno(err)
+	if err := layers.AUFSWhiteout(fs.work.Fd(), fs.work.TempName(), ofd, oldName); err != nil {
+		return toErrno(err)
 	}
-	unix.Close(fd)
-	if err := unix.Renameat(wfd, tmp, ofd, layers.WhiteoutPrefix+oldName); err != nil {
-		unix.Unlinkat(wfd, tmp, 0)
-		return errno(err)
-	}
-	return errno(unix.Renameat(ofd, oldName, nfd, newName))
+	return toErrno(layers.Rename(ofd, oldName, nfd, newName, 0))
 }
 
 // hasOrigin reports whether entry of directory dfd (not followed if a

@@ -1,10 +1,10 @@
 package overlay
 
 import (
-	"errors"
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,6 +76,18 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 			return fs.attr(n, &st), nil
 		}
 	}
+	if fd < 0 && in.Size != nil {
+		// A truncate copies the data up first, as the kernel's
+		// ovl_copy_up_with_data does (metacopy=on keeps it below
+		// otherwise).
+		cfd, err := fs.copyUpOpen(n, false)
+		if err != nil {
+			return Attr{}, err
+		}
+		if cfd >= 0 {
+			unix.Close(cfd)
+		}
+	}
 	if fd < 0 {
 		pfd, err := fs.upperObject(n)
 		if err != nil {
@@ -92,7 +104,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return Attr{}, errno(err)
+		return Attr{}, toErrno(err)
 	}
 	return fs.attr(n, &st), nil
 }
@@ -122,7 +134,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
 	if fs.writesOverride(n.typ) {
 		var st unix.Stat_t
-		err := errno(unix.Fstat(fd, &st))
+		err := toErrno(unix.Fstat(fd, &st))
 		if err == nil {
 			err = fs.setOverride(n, fd, &st, in)
 		}
@@ -143,8 +155,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 // setAttrsAt is SetAttr for owner, mode and times, on n's name in its
 // parent's held upper fd: two syscalls (the change, then fstatat) where
 // opening the object costs four. ok is false where it does not apply (the
-// root, a kernel without fchmodat2), and nothing has been changed then
-// that SetAttr would not change again.
+// root), and nothing has been changed then.
 // Preconditions: renameMu held; in.Size nil; no override or squash option.
 func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err error) {
 	if err := fs.copyUp(n); err != nil {
@@ -157,17 +168,12 @@ func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err err
 	fs.storedOwner(&in)
 	ok = true
 	err = fs.inDir(at.parent, fs.upper, func(dfd int) error {
-		err := changeAttrs(dfd, at.name, n.typ, in)
-		if err == errNoFchmodat2 {
-			ok = false
-			return nil
-		}
-		if err != nil {
+		if err := changeAttrs(dfd, at.name, n.typ, in); err != nil {
 			return err
 		}
 		return unix.Fstatat(dfd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	})
-	return st, ok, errno(err)
+	return st, ok, toErrno(err)
 }
 
 // upperObject copies n up and opens its upper object as an O_PATH fd;
@@ -178,7 +184,7 @@ func (fs *FS) upperObject(n *node) (int, error) {
 		return -1, err
 	}
 	fd, err := fs.openObj(n, fs.upper)
-	return fd, errno(err)
+	return fd, toErrno(err)
 }
 
 // setAttrs applies in to the object of fd (an O_PATH or open fd of an
@@ -189,17 +195,11 @@ func setAttrs(fd int, typ uint32, in SetAttrs) error {
 		if typ != unix.S_IFREG {
 			return syscall.EINVAL
 		}
-		wfd, err := unix.Open(procPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return errno(err)
-		}
-		err = unix.Ftruncate(wfd, int64(*in.Size))
-		unix.Close(wfd)
-		if err != nil {
-			return errno(err)
+		if err := layers.FdTruncate(fd, int64(*in.Size)); err != nil {
+			return toErrno(err)
 		}
 	}
-	return errno(changeAttrs(fd, "", typ, in))
+	return toErrno(changeAttrs(fd, "", typ, in))
 }
 
 // storedOwner maps a new owner in in to the ids stored (uidmapping,
@@ -215,15 +215,10 @@ func (fs *FS) storedOwner(in *SetAttrs) {
 	}
 }
 
-// errNoFchmodat2 is changeAttrs's answer for a named object where the
-// kernel lacks fchmodat2: chmod of a name would follow a symlink.
-var errNoFchmodat2 = errors.New("no fchmodat2")
-
 // changeAttrs applies in's owner, mode and times (in that order: chown
 // clears setuid and setgid, which a chmod in the same request sets again)
 // to entry name of directory dfd, or with name "" to the object of dfd, an
-// O_PATH or open fd, never following a symlink. For the object of dfd
-// without fchmodat2 (Linux 6.6), the chmod goes through /proc.
+// O_PATH or open fd, never following a symlink.
 func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 	flags := unix.AT_SYMLINK_NOFOLLOW
 	if name == "" {
@@ -238,7 +233,7 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 		if in.Gid != nil {
 			gid = int(*in.Gid)
 		}
-		if err := unix.Fchownat(dfd, name, uid, gid, flags); err != nil {
+		if err := layers.Chown(dfd, name, uid, gid); err != nil {
 			return err
 		}
 		chowned = true
@@ -254,24 +249,17 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 			// the mode without those bits, which the host's chown has
 			// already cleared: a chmod could only fail after the change
 			// was made.
-			return changeTimes(dfd, name, in, flags)
+			return changeTimes(dfd, name, in)
 		}
-		err := unix.Fchmodat(dfd, name, mode, flags)
-		if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-			if name != "" {
-				return errNoFchmodat2
-			}
-			err = unix.Chmod(procPath(dfd), mode)
-		}
-		if err != nil {
+		if err := layers.Chmod(dfd, name, mode); err != nil {
 			return err
 		}
 	}
-	return changeTimes(dfd, name, in, flags)
+	return changeTimes(dfd, name, in)
 }
 
 // changeTimes is the times part of changeAttrs.
-func changeTimes(dfd int, name string, in SetAttrs, flags int) error {
+func changeTimes(dfd int, name string, in SetAttrs) error {
 	if in.Atime == nil && in.Mtime == nil && !in.AtimeNow && !in.MtimeNow {
 		return nil
 	}
@@ -288,80 +276,5 @@ func changeTimes(dfd int, name string, in SetAttrs, flags int) error {
 	if in.MtimeNow {
 		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 	}
-	return unix.UtimesNanoAt(dfd, name, ts, flags)
-}
-
-// Setxattr sets xattr name of node id, copying it up first. killSgid
-// clears setgid after an access ACL is set, which the kernel asks for
-// when the caller is not in the file's group and lacks CAP_FSETID.
-func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid bool) error {
-	fs.renameMu.RLock()
-	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
-	}
-	n, err := fs.get(id)
-	if err != nil {
-		return err
-	}
-	host, ok := hostXattrName(name)
-	if !ok || fs.overridden(name) || fs.prot(n) != 0 {
-		return syscall.EPERM
-	}
-	fd, err := fs.upperObject(n)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	err = unix.Setxattr(procPath(fd), host, value, flags)
-	n.xattrsChanged()
-	if err != nil {
-		return errno(err)
-	}
-	if killSgid && name == aclAccess {
-		// The daemon, which may keep setgid, set the ACL.
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return errno(err)
-		}
-		if m := fs.attr(n, &st).Mode & 0o7777; m&unix.S_ISGID != 0 {
-			m &^= unix.S_ISGID
-			in := SetAttrs{Mode: &m}
-			if err := fs.setOwnerMode(n, fd, &in); err != nil {
-				return err
-			}
-			return setAttrs(fd, n.typ, in)
-		}
-	}
-	return nil
-}
-
-// Removexattr removes xattr name of node id. An xattr the object does
-// not have is ENODATA, without a copy-up.
-func (fs *FS) Removexattr(id uint64, name string) error {
-	fs.renameMu.RLock()
-	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
-	}
-	n, err := fs.get(id)
-	if err != nil {
-		return err
-	}
-	host, ok := hostXattrName(name)
-	if !ok || fs.overridden(name) {
-		return syscall.ENODATA
-	}
-	if fs.prot(n) != 0 {
-		return syscall.EPERM
-	}
-	if _, err := fs.getxattr(n, n.layersOf()[0].layer, host); err != nil {
-		return errno(err)
-	}
-	fd, err := fs.upperObject(n)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return errno(unix.Removexattr(procPath(fd), host))
+	return layers.SetTimes(dfd, name, ts[0], ts[1])
 }

@@ -21,7 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -285,14 +284,11 @@ func (fs *FS) Describe() []string {
 		lines = append(lines, fmt.Sprintf("layer %d: %s %s (device %d:%d)", i, kind, l.Path, unix.Major(l.Dev), unix.Minor(l.Dev)))
 	}
 	if fs.upper != nil {
-		wh, x := "AUFS .wh. files (mknod refused)", layers.UserPrefix
+		wh := "AUFS .wh. files (mknod refused)"
 		if fs.charWhiteouts {
 			wh = "char 0/0 devices"
 		}
-		if fs.trusted {
-			x = layers.TrustedPrefix
-		}
-		lines = append(lines, fmt.Sprintf("upper layer: whiteouts as %s, overlay xattrs %s*", wh, x))
+		lines = append(lines, fmt.Sprintf("upper layer: whiteouts as %s, overlay xattrs %s*", wh, fs.xattrs))
 	}
 	ino := "xino: the layer's index in the high bits"
 	switch {

@@ -73,8 +73,8 @@ func TestCheckCommand(t *testing.T) {
 	if r := checkRun(t, 0, "-o", opts+",metacopy=on"); !strings.Contains(r.stdout, "no problem found") {
 		t.Errorf("a clean stack: %s", r.stdout)
 	}
-	must(t, os.MkdirAll(d+"/work/work/#7/sub", 0o755))
-	must(t, os.MkdirAll(d+"/work/work/incompat/volatile", 0o755))
+	testenv.Must(t, os.MkdirAll(d+"/work/work/#7/sub", 0o755))
+	testenv.Must(t, os.MkdirAll(d+"/work/work/incompat/volatile", 0o755))
 	r := checkRun(t, fsckUncorrected, "-o", opts)
 	for _, want := range []string{d + "/work/work/#7: ", d + "/work/work/incompat/volatile: ", "2 problems, 0 repaired, 2 left"} {
 		if !strings.Contains(r.stdout, want) {
@@ -85,9 +85,9 @@ func TestCheckCommand(t *testing.T) {
 	if !strings.Contains(r.stdout, d+"/work/work/#7: ") || !strings.Contains(r.stdout, "; removed\n") {
 		t.Errorf("--repair says:\n%s", r.stdout)
 	}
-	must(t, os.RemoveAll(d+"/work/work/incompat"))
+	testenv.Must(t, os.RemoveAll(d+"/work/work/incompat"))
 	checkRun(t, 0, "-o", opts)
-	must(t, os.Mkdir(d+"/work/work/#8", 0o755))
+	testenv.Must(t, os.Mkdir(d+"/work/work/#8", 0o755))
 	checkRun(t, fsckCorrected, "--repair", "-o", opts)
 	checkRun(t, 0, "-o", opts)
 }
@@ -102,11 +102,11 @@ func TestCheckInUse(t *testing.T) {
 	opts := "lowerdir=" + d + "/l1:" + d + "/l2,upperdir=" + d + "/upper,workdir=" + d + "/work"
 	mountDaemon(t, mnt, "-o", opts, mnt)
 	for _, f := range []string{"d/f", "g"} {
-		must(t, os.Remove(filepath.Join(mnt, f)))
+		testenv.Must(t, os.Remove(filepath.Join(mnt, f)))
 	}
-	must(t, os.WriteFile(mnt+"/d/new", []byte("new"), 0o644))
-	must(t, os.Chmod(mnt+"/shadow", 0o600))
-	must(t, os.Mkdir(mnt+"/newdir", 0o755))
+	testenv.Must(t, os.WriteFile(mnt+"/d/new", []byte("new"), 0o644))
+	testenv.Must(t, os.Chmod(mnt+"/shadow", 0o600))
+	testenv.Must(t, os.Mkdir(mnt+"/newdir", 0o755))
 	r := checkRun(t, fsckOperational, "-o", opts)
 	if !strings.Contains(r.stderr, "FUSE daemon") {
 		t.Errorf("refused with: %s", r.stderr)

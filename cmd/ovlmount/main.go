@@ -260,11 +260,12 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		}
 		stack = append(stack, l)
 	}
-	for _, p := range c.lower {
+	for i, p := range append(c.lower, c.data...) {
 		l, err := layers.Open(p, len(stack), false)
 		if err != nil {
 			return fail(fmt.Errorf("lowerdir %v", err))
 		}
+		l.DataOnly = i >= len(c.lower)
 		stack = append(stack, l)
 	}
 	opts := overlay.Options{
@@ -276,6 +277,10 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		Passthrough:      !c.noPassthru,
 		NoFsync:          c.noFsync,
 		XattrPermissions: c.xattrPerm,
+		Redirects:        c.redirects(),
+		Metacopy:         c.metacopy == "on",
+		UUID:             c.uuid,
+		Verity:           c.verity,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
 	if c.upper != "" {

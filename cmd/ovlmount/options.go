@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +39,7 @@ type option struct {
 // options is every option fuse-overlayfs and the FUSE mount helper pass,
 // plus ovlmount's own. docs/options.md is written from the same table.
 var options = []option{
-	{"lowerdir", done, nil, "lower layers, top first, separated by ':' ('\\:' for a colon in a path)"},
+	{"lowerdir", done, nil, "lower layers, top first, separated by ':' ('\\:' for a colon in a path); layers after '::' are data-only, each after its own '::' (lowerdir=a:b::c::d): never merged, only reached through the absolute redirects of metacopy files"},
 	{"upperdir", done, nil, "the writable layer (needs workdir)"},
 	{"workdir", done, nil, "empty directory on the upper layer's filesystem, outside it"},
 	{"timeout", done, nil, "seconds the kernel may cache entries and attributes (default 1000000000)"},
@@ -71,7 +72,10 @@ var options = []option{
 	{"writeback", ignored, []string{"0", "1"}, "the kernel's writeback cache stays off: with it the kernel keeps mtimes of its own, and they would change across a remount"},
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
-	{"redirect_dir", ignored, []string{"off", "follow", "nofollow"}, "redirects are neither written nor followed"},
+	{"redirect_dir", done, []string{"on", "follow", "nofollow", "off"}, "on: rename a lower or merged directory by recording where its lower part lives (overlay.redirect) instead of EXDEV; follow: follow such redirects, make none; nofollow: refuse to follow them (EPERM); off (default): make none and follow them, as the kernel with redirect_always_follow"},
+	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records (EIO otherwise); where the data file has no fs-verity of its own, ovlmount computes the digest itself, once per file while it does not change. require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
+	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
+	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
 	{"uidmapping", done, nil, "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]: owners in the layers shown as other ids; unmapped ids show as 65534 (overflowuid)"},
@@ -119,6 +123,13 @@ type config struct {
 	squashUID   *uint32
 	squashGID   *uint32
 	xattrPerm   int
+	// data are the data-only lower layers (after '::' in lowerdir).
+	data []string
+	// redirect and metacopy are redirect_dir= and metacopy= as given
+	// ("" when not).
+	redirect, metacopy string
+	uuid               overlay.UUIDMode
+	verity             overlay.VerityMode
 	// defaultPerms is set when the options name default_permissions:
 	// for a connection mounted by someone else (/dev/fd/N), the only
 	// word on whether the kernel checks permissions.
@@ -305,6 +316,14 @@ func (c *config) apply(o string) error {
 		}
 	case "xattr_permissions":
 		c.xattrPerm = int(value[0] - '0')
+	case "redirect_dir":
+		c.redirect = value
+	case "metacopy":
+		c.metacopy = value
+	case "verity":
+		c.verity = map[string]overlay.VerityMode{"off": overlay.VerityOff, "on": overlay.VerityOn, "require": overlay.VerityRequire}[value]
+	case "uuid":
+		c.uuid = map[string]overlay.UUIDMode{"auto": overlay.UUIDAuto, "on": overlay.UUIDOn, "null": overlay.UUIDNull, "off": overlay.UUIDOff}[value]
 	case "default_permissions":
 		c.defaultPerms = true
 	default:
@@ -319,6 +338,16 @@ func (c *config) apply(o string) error {
 		c.mountFlags = append(flags, name)
 	}
 	return nil
+}
+
+// redirects returns what redirect_dir= and metacopy= make of redirects:
+// metacopy=on implies redirect_dir=on, as in the kernel.
+func (c *config) redirects() overlay.Redirects {
+	mode := c.redirect
+	if mode == "" && c.metacopy == "on" {
+		mode = "on"
+	}
+	return overlay.Redirects{Follow: mode != "nofollow", Create: mode == "on"}
 }
 
 // idMaps returns the owner mappings of the options, as fuse-overlayfs
@@ -412,15 +441,30 @@ func (c *config) validate() error {
 	if c.work != "" && c.upper == "" {
 		return fmt.Errorf("option workdir needs upperdir")
 	}
-	for i, l := range c.lower {
-		if l == "" {
-			return fmt.Errorf("option lowerdir: empty layer (data-only layers after '::' are not supported)")
+	if i := slices.Index(c.lower, ""); i >= 0 {
+		// lowerdir=a:b::c::d: c and d are data-only layers.
+		c.lower, c.data = c.lower[:i], c.lower[i+1:]
+		if i == 0 {
+			return fmt.Errorf("option lowerdir: data-only layers ('::') need a lower layer before them")
 		}
-		p, err := dirPath("lowerdir", l)
-		if err != nil {
-			return err
+	}
+	for _, list := range [][]string{c.lower, c.data} {
+		for i, l := range list {
+			if l == "" {
+				return fmt.Errorf("option lowerdir: empty layer (a data-only layer follows '::', and no other layer does)")
+			}
+			p, err := dirPath("lowerdir", l)
+			if err != nil {
+				return err
+			}
+			list[i] = p
 		}
-		c.lower[i] = p
+	}
+	if c.uuid == overlay.UUIDOn && c.upper == "" {
+		return fmt.Errorf("option uuid=on needs an upper layer to keep the uuid in")
+	}
+	if c.metacopy == "on" && c.redirect != "" && c.redirect != "on" {
+		return fmt.Errorf("option metacopy=on conflicts with redirect_dir=%s (metacopy needs redirects)", c.redirect)
 	}
 	var err error
 	if c.upper != "" {
@@ -458,7 +502,7 @@ func (c *config) validate() error {
 	if c.upper != "" && within(c.mountpoint, c.upper) && c.mountpoint != c.upper {
 		return fmt.Errorf("option upperdir: mountpoint %s is inside upperdir %s; the mount would serve itself", c.mountpoint, c.upper)
 	}
-	for _, l := range c.lower {
+	for _, l := range append(c.lower, c.data...) {
 		if within(c.mountpoint, l) && c.mountpoint != l && !layers.Clones(l) {
 			return fmt.Errorf("option lowerdir: mountpoint %s is inside lowerdir %s, which this process cannot clone (no CAP_SYS_ADMIN over its mount namespace); the mount would serve itself", c.mountpoint, l)
 		}
