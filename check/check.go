@@ -40,11 +40,10 @@ type Stack struct {
 type Options struct {
 	// Repair fixes what is safe to fix, and says what it did.
 	Repair bool
-	// Digest returns the fs-verity digest of the data of the regular file
-	// open at fd, for hash algorithm alg (FS_VERITY_HASH_ALG_SHA256 1,
-	// SHA512 2). Nil leaves the digests that metacopy xattrs carry
-	// unchecked.
-	Digest func(fd int, alg uint8) ([]byte, error)
+	// Digests checks the fs-verity digests metacopy xattrs record
+	// against their data, which reads in full each data file that has no
+	// fs-verity of its own.
+	Digests bool
 }
 
 // Finding is one problem: the host path of the object and what is wrong,

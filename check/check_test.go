@@ -1,12 +1,12 @@
 package check
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"os"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -162,51 +162,42 @@ func TestMetacopy(t *testing.T) {
 	s.setx(t, "u/moved", tRedirect, "/dir/renamed")
 	testenv.Must(t, os.Truncate(s.p("u/moved"), 3))
 	s.setx(t, "u/bad", tMetacopy, "ab")
-	s.setx(t, "u/big", tMetacopy, "\x01\x04\x00\x00")
+	s.setx(t, "u/big", tMetacopy, "\x01\x05\x00\x01\x00")
 	fs, _ := s.check(t, Options{})
 	s.wantFindings(t, fs, map[string]string{
 		"u/short": "whose data, " + s.p("l1/short") + ", has 2",
 		"u/none":  "whose data is in no layer below",
 		"u/d":     "whose data is in no layer below",
-		"u/bad":   "2 bytes, fewer than its 4-byte header",
-		"u/big":   "version 1",
+		"u/bad":   "2 bytes, too small (EIO)",
+		"u/big":   "unsupported version 1 (EIO)",
 	}, false)
 }
 
 func TestMetacopyDigest(t *testing.T) {
 	requireRoot(t)
 	s := newStack(t, 1)
-	s.build(t, "l1/a=data", "l1/b=data", "u/a=", "u/b=")
-	sum := sha256.Sum256([]byte("data"))
-	other := sha256.Sum256([]byte("other"))
-	s.setx(t, "u/a", tMetacopy, "\x00\x24\x00\x01"+string(sum[:]))
-	s.setx(t, "u/b", tMetacopy, "\x00\x24\x00\x01"+string(other[:]))
-	testenv.Must(t, os.Truncate(s.p("u/a"), 4))
-	testenv.Must(t, os.Truncate(s.p("u/b"), 4))
-	// A stand-in digest: the comparison is this package's, the digest
-	// fs-verity's.
-	digest := func(fd int, alg uint8) ([]byte, error) {
-		if alg != 1 {
-			t.Errorf("digest asked for algorithm %d", alg)
-		}
-		// Read with pread: an os.File would close fd, the caller's,
-		// when collected.
-		h := sha256.New()
-		buf := make([]byte, 4096)
-		for off := int64(0); ; {
-			n, err := unix.Pread(fd, buf, off)
-			if err != nil {
-				return nil, err
-			}
-			if n == 0 {
-				return h.Sum(nil), nil
-			}
-			h.Write(buf[:n])
-			off += int64(n)
-		}
+	s.build(t, "l1/a=data", "l1/b=data", "l1/c=data", "u/a=", "u/b=", "u/c=", "u/d=", "l1/d=data")
+	fd, err := unix.Open(s.p("l1/a"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	testenv.Must(t, err)
+	sum, err := fsverity.Digest(fd, fsverity.SHA256)
+	unix.Close(fd)
+	testenv.Must(t, err)
+	other := append([]byte(nil), sum...)
+	other[0] ^= 1
+	s.setx(t, "u/a", tMetacopy, "\x00\x24\x00\x01"+string(sum))
+	s.setx(t, "u/b", tMetacopy, "\x00\x24\x00\x01"+string(other))
+	// No algorithm: the kernel takes it for no digest at all.
+	s.setx(t, "u/c", tMetacopy, "\x00\x24\x00\x00"+string(other))
+	// A digest of SHA-512's length for SHA-256.
+	s.setx(t, "u/d", tMetacopy, "\x00\x44\x00\x01"+string(other)+string(other))
+	for _, f := range []string{"u/a", "u/b", "u/c", "u/d"} {
+		testenv.Must(t, os.Truncate(s.p(f), 4))
 	}
-	fs, _ := s.check(t, Options{Digest: digest})
-	s.wantFindings(t, fs, map[string]string{"u/b": "digest " + hex.EncodeToString(other[:])}, false)
+	fs, _ := s.check(t, Options{Digests: true})
+	s.wantFindings(t, fs, map[string]string{
+		"u/b": "digest sha256:" + hex.EncodeToString(other),
+		"u/d": "digest sha256:" + hex.EncodeToString(other) + hex.EncodeToString(other),
+	}, false)
 	s.clean(t)
 }
 

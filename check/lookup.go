@@ -96,9 +96,9 @@ func (c *checker) single(l, base int, basePath string, d *lookupData, comp strin
 				return n, false, fmt.Errorf("%s: %v", path, err)
 			}
 			if has {
-				if _, bad, fails := parseMetacopy(v); fails {
+				if bad, atLookup := metacopyProblem(v); atLookup {
 					n.close()
-					return n, false, &lookupFailure{path, "overlay.metacopy is " + bad + " (EIO)"}
+					return n, false, &lookupFailure{path, "overlay.metacopy is " + bad}
 				}
 				meta = true
 			}

@@ -3,65 +3,42 @@ package check
 import (
 	"bytes"
 	"fmt"
+
+	"github.com/ovlmount/ovlmount/internal/fsverity"
+	"golang.org/x/sys/unix"
 )
 
-// overlay.metacopy is empty, or the kernel's struct ovl_metacopy:
-//
-//	u8 version (0) | u8 len (of it all) | u8 flags | u8 digest_algo |
-//	u8 digest[len-4]
-//
-// where digest_algo is an FS_VERITY_HASH_ALG_* and digest the fs-verity
-// digest of the data file (util.c ovl_check_metacopy_xattr,
-// ovl_validate_verity).
-const (
-	metacopyHeader = 4
-	metacopyMax    = metacopyHeader + 64 // FS_VERITY_MAX_DIGEST_SIZE
-)
-
-// metacopy is a decoded overlay.metacopy.
-type metacopy struct {
-	alg    uint8
-	digest []byte
+// metacopyProblem says what the kernel finds wrong with an
+// overlay.metacopy value (util.c ovl_check_metacopy_xattr, as
+// internal/fsverity decodes it), or "". atLookup is set when the kernel
+// fails every lookup of the file over it; otherwise it refuses the value
+// only where it reads the digest, on an open with verity=on or require.
+func metacopyProblem(v []byte) (problem string, atLookup bool) {
+	_, err := fsverity.DecodeMetacopy(v)
+	me, ok := err.(*fsverity.MetacopyError)
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("%s (%s)", me.Reason, unix.ErrnoName(me.Errno)), me.AtLookup
 }
 
-// parseMetacopy reads an overlay.metacopy value. lookup is set when the
-// kernel's lookup itself fails on it (EIO, for fewer bytes than the
-// header); bad alone says why the kernel refuses it where it reads the
-// digest, with verity=on or require (EIO, or ERANGE for more bytes than
-// it reads).
-func parseMetacopy(v []byte) (m metacopy, bad string, lookup bool) {
+// verityProblem compares the fs-verity digest metacopy value m records
+// with that of its data file, open at fd, as ovl_validate_verity does
+// with verity=on or require. The data file's own fs-verity digest is the
+// one the kernel compares; a file without fs-verity is hashed in full, as
+// an ovlmount mount does (the kernel refuses such a file outright, a
+// matter of the filesystem the layer is on rather than of the stack). It
+// returns what is wrong, or "".
+func verityProblem(m fsverity.Metacopy, fd int) string {
+	alg, got, measured, err := fsverity.Measure(fd)
+	if err == nil && (!measured || alg != m.Alg) {
+		got, err = fsverity.Digest(fd, m.Alg)
+	}
 	switch {
-	case len(v) == 0:
-		return m, "", false
-	case len(v) < metacopyHeader:
-		return m, fmt.Sprintf("%d bytes, fewer than its %d-byte header", len(v), metacopyHeader), true
-	case len(v) > metacopyMax:
-		return m, fmt.Sprintf("%d bytes, more than the %d the kernel reads", len(v), metacopyMax), false
-	case v[0] != 0:
-		return m, fmt.Sprintf("version %d, not 0", v[0]), false
-	case int(v[1]) != len(v):
-		return m, fmt.Sprintf("length byte %d for %d bytes", v[1], len(v)), false
-	}
-	return metacopy{alg: v[3], digest: v[metacopyHeader:]}, "", false
-}
-
-// verityProblem compares the digest a metacopy xattr carries with the
-// fs-verity digest of its data file, open at fd, as ovl_validate_verity
-// compares it with the one fs-verity measured: digest computes that
-// digest. It returns what is wrong, or "".
-func verityProblem(m metacopy, fd int, digest func(fd int, alg uint8) ([]byte, error)) string {
-	if m.alg == 0 {
-		if len(m.digest) > 0 {
-			return "overlay.metacopy carries a digest but no hash algorithm: the kernel refuses it with verity=on (EIO)"
-		}
-		return ""
-	}
-	got, err := digest(fd, m.alg)
-	if err != nil {
-		return fmt.Sprintf("the fs-verity digest of its data cannot be computed (hash algorithm %d): %v", m.alg, err)
-	}
-	if !bytes.Equal(got, m.digest) {
-		return fmt.Sprintf("overlay.metacopy carries fs-verity digest %x, and its data has %x: the kernel refuses to open it with verity=on or require (EIO)", m.digest, got)
+	case err != nil:
+		return fmt.Sprintf("the fs-verity digest of its data cannot be computed (%v): %v", m.Alg, err)
+	case !bytes.Equal(got, m.Digest):
+		return fmt.Sprintf("overlay.metacopy records fs-verity digest %v:%x, and its data has %x: the kernel refuses to open it with verity=on or require (EIO)", m.Alg, m.Digest, got)
 	}
 	return ""
 }

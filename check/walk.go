@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -209,13 +210,13 @@ func (c *checker) checkMetacopyXattr(path string, st *unix.Stat_t, x *ovlXattr) 
 		c.find(path, "%s on %s: the kernel reads it on regular files only", x.name(), typeName(st.Mode))
 		return nil
 	}
-	_, bad, fails := parseMetacopy(x.val)
+	bad, atLookup := metacopyProblem(x.val)
 	switch {
-	case fails:
-		c.find(path, "%s is %s: the kernel fails lookups of it (EIO)", x.name(), bad)
+	case atLookup:
+		c.find(path, "%s is %s: the kernel fails lookups of it", x.name(), bad)
 		return nil
 	case bad != "":
-		c.find(path, "%s is %s: the kernel refuses it where it reads the digest, with verity=on or require (EIO)", x.name(), bad)
+		c.find(path, "%s is %s: the kernel refuses it where it reads the digest, with verity=on or require", x.name(), bad)
 	}
 	return x
 }
@@ -246,8 +247,8 @@ func (c *checker) checkMetacopyData(f *frame, name, path string, st *unix.Stat_t
 	if data.st.Size != st.Size {
 		c.find(path, "metacopy file of %d bytes whose data, %s, has %d: reads through the overlay are cut short or padded", st.Size, data.path, data.st.Size)
 	}
-	m, bad, _ := parseMetacopy(x.val)
-	if bad != "" || c.opts.Digest == nil || (m.alg == 0 && len(m.digest) == 0) {
+	m, err := fsverity.DecodeMetacopy(x.val)
+	if err != nil || !c.opts.Digests || !m.HasDigest() {
 		return nil
 	}
 	fd, err := unix.Open(procPath(data.fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -256,7 +257,7 @@ func (c *checker) checkMetacopyData(f *frame, name, path string, st *unix.Stat_t
 		return nil
 	}
 	defer unix.Close(fd)
-	if p := verityProblem(m, fd, c.opts.Digest); p != "" {
+	if p := verityProblem(m, fd); p != "" {
 		c.find(path, "%s (data: %s)", p, data.path)
 	}
 	return nil

@@ -96,7 +96,7 @@ func checkCommand(args []string) int {
 		logError("check: %s; unmount it first: a live mount changes its layers behind a check's back", what)
 		return fsckOperational
 	}
-	res, err := check.Run(s, check.Options{Repair: repair}, func(f check.Finding) {
+	res, err := check.Run(s, check.Options{Repair: repair, Digests: true}, func(f check.Finding) {
 		fmt.Println(f)
 	})
 	for _, sk := range res.Skipped {
