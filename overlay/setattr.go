@@ -26,6 +26,43 @@ type SetAttrs struct {
 	KillPrivs *Cred
 }
 
+// setAttrFd returns the open file a setattr of n goes through, or -1:
+// the one the request names (ftruncate), or, for an unlinked node, any
+// (the kernel sends fchmod without one). The fd stays the handle's or
+// the node's. unlinked says whether n was unlinked.
+func (fs *FS) setAttrFd(n *node, handle *uint64) (fd int, unlinked bool) {
+	fd = -1
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if handle != nil {
+		if f, err := fs.fileHandle(*handle); err == nil && f.n == n && (n.unlinked || n.objects()[0].layer.Upper) {
+			fd = f.file()
+		}
+	}
+	if fd < 0 && n.unlinked {
+		fd = n.openFd()
+	}
+	return fd, n.unlinked
+}
+
+// killPrivs adds to in, a setattr from a caller without CAP_FSETID
+// (in.KillPrivs), the mode without the setuid and setgid bits the kernel
+// would drop (HANDLE_KILLPRIV_V2 leaves that to the daemon). A chown for
+// real needs none: the host clears them as the kernel would, the caller
+// being allowed to chown only to a group it is in.
+func (fs *FS) killPrivs(n *node, in *SetAttrs) {
+	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.kind())
+	if in.KillPrivs == nil || in.Mode != nil || chown || n.privs.Load() == privsNone {
+		return
+	}
+	if st, err := fs.stat(n); err == nil {
+		a := fs.attr(n, &st)
+		if m, kill := killedPrivs(a.Mode, a.Gid, *in.KillPrivs); kill {
+			in.Mode = &m
+		}
+	}
+}
+
 // SetAttr changes attributes of node id, copying it up first as the
 // kernel does, and returns the new attributes.
 func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
@@ -47,31 +84,8 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 			return Attr{}, err
 		}
 	}
-	// Through an open file: the one the request names (ftruncate), or,
-	// for an unlinked node, any (the kernel sends fchmod without one).
-	fd := -1
-	n.mu.Lock()
-	if in.Handle != nil {
-		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objects()[0].layer.Upper) {
-			fd = f.file()
-		}
-	}
-	if fd < 0 && n.unlinked {
-		fd = n.openFd()
-	}
-	unlinked := n.unlinked
-	n.mu.Unlock()
-	// A chown for real clears them on the host as the kernel would: the
-	// caller may only chown to a group it is in.
-	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.kind())
-	if in.KillPrivs != nil && in.Mode == nil && !chown && n.privs.Load() != privsNone {
-		if st, err := fs.stat(n); err == nil {
-			a := fs.attr(n, &st)
-			if m, kill := killedPrivs(a.Mode, a.Gid, *in.KillPrivs); kill {
-				in.Mode = &m
-			}
-		}
-	}
+	fd, unlinked := fs.setAttrFd(n, in.Handle)
+	fs.killPrivs(n, &in)
 	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.kind()) &&
 		fs.opts.UIDs.Squash == nil && fs.opts.GIDs.Squash == nil {
 		if st, ok, err := fs.setAttrsAt(n, in); ok {
