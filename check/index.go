@@ -248,7 +248,7 @@ func (c *checker) checkIndexEntry(name string) error {
 		case st.Nlink == 1:
 			c.find(path, "%s; left, since it is the only link of its file", problem)
 		case c.opts.Repair:
-			c.fixed(path, problem, "removed (its upper names keep the file)", unix.Unlinkat(x.fd, name, 0))
+			c.fixed(path, problem, "removed (its upper names keep the file)", layers.Unlink(x.fd, name))
 		default:
 			c.find(path, "%s", problem)
 		}
@@ -384,7 +384,7 @@ func (c *checker) staleDirIndex(name, path, problem string) {
 		c.find(path, "%s", problem)
 		return
 	}
-	c.fixed(path, problem, "removed", unix.Unlinkat(c.index.fd, name, unix.AT_REMOVEDIR))
+	c.fixed(path, problem, "removed", layers.Rmdir(c.index.fd, name))
 }
 
 // whiteOutDir replaces the empty directory name of the index with a
@@ -396,11 +396,11 @@ func (c *checker) whiteOutDir(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Renameat2(fd, t, fd, name, unix.RENAME_EXCHANGE); err != nil {
-		unix.Unlinkat(fd, t, 0)
+	if err := layers.Rename(fd, t, fd, name, unix.RENAME_EXCHANGE); err != nil {
+		layers.Unlink(fd, t)
 		return err
 	}
-	return unix.Unlinkat(fd, t, unix.AT_REMOVEDIR)
+	return layers.Rmdir(fd, t)
 }
 
 // indexName reads the file handle an index entry's name is the hex of

@@ -42,8 +42,8 @@ func (c *checker) whiteoutOver(tmp, dfd int, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Renameat(tmp, t, dfd, name); err != nil {
-		unix.Unlinkat(tmp, t, 0)
+	if err := layers.Rename(tmp, t, dfd, name, 0); err != nil {
+		layers.Unlink(tmp, t)
 		return err
 	}
 	return nil
@@ -56,7 +56,7 @@ func (c *checker) tempWhiteout(dir int) (string, error) {
 	for {
 		c.temps++
 		name := "#ovlcheck" + strconv.FormatInt(int64(c.temps), 16)
-		err := unix.Mknodat(dir, name, unix.S_IFCHR, 0)
+		err := layers.Whiteout(dir, name)
 		if err != unix.EEXIST {
 			return name, err
 		}
@@ -71,7 +71,7 @@ func (c *checker) workTemp() (int, error) {
 	if err != unix.ENOENT {
 		return fd, err
 	}
-	if err := unix.Mkdirat(c.workdir, "work", 0); err != nil && err != unix.EEXIST {
+	if err := layers.Mkdir(c.workdir, "work", 0); err != nil && err != unix.EEXIST {
 		return -1, err
 	}
 	return openBeneath(c.workdir, "work", unix.O_PATH|unix.O_DIRECTORY)
