@@ -40,6 +40,9 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	if fs.upper == nil {
 		return -1, syscall.EROFS
 	}
+	if fs.needsLinkUp(n) {
+		return fs.copyUpIndexed(n, meta, trunc)
+	}
 	if meta && n.layersOf()[0].layer.Upper || n.upperData() {
 		return -1, nil
 	}
@@ -49,18 +52,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		}
 	}
 	fd := -1
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd, NullUUID: fs.opts.UUID == UUIDOff}
-	opts.Xattrs = map[string]string{}
-	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
-		// The copy shows what the lower object shows, under the name
-		// the upper layer is read with.
-		if o, ok := fs.overrideOf(n, n.typ); ok {
-			opts.Xattrs[names[0]] = o.String()
-		}
-	}
-	if meta {
-		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
-	}
+	opts := fs.copyOptions(n, meta, trunc, &fd)
 	n.mu.Lock()
 	if n.unlinked {
 		n.mu.Unlock()
@@ -130,6 +122,25 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		fs.invalidate(n.ID())
 	}
 	return fd, nil
+}
+
+// copyOptions returns the options of a copy of n (meta: without its
+// data; trunc: empty), which sets *fd to a regular file's copy.
+// Preconditions: renameMu held.
+func (fs *FS) copyOptions(n *node, meta, trunc bool, fd *int) copyup.Options {
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
+	opts.Xattrs = map[string]string{}
+	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
+		// The copy shows what the lower object shows, under the name
+		// the upper layer is read with.
+		if o, ok := fs.overrideOf(n, n.typ); ok {
+			opts.Xattrs[names[0]] = o.String()
+		}
+	}
+	if meta {
+		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
+	}
+	return opts
 }
 
 // fillData copies the data of upper metacopy file n up from data, the

@@ -96,8 +96,15 @@ func run(args []string) int {
 		fmt.Print(versionText())
 		return 0
 	}
+	known := len(c.warnings)
 	if err := c.validate(); err != nil {
 		return fail("%v", err)
+	}
+	if !isDaemonChild() {
+		// What validate found the layers allow.
+		for _, w := range c.warnings[known:] {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
 	}
 	if !isDaemonChild() && !c.foreground {
 		return daemonize(c.mountpoint)
@@ -277,6 +284,9 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		UUID:             c.uuid,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
+	if c.index {
+		opts.Index = c.work
+	}
 	if c.upper != "" {
 		// workdir/work holds the temporaries of atomic changes; like the
 		// kernel, create it and empty it of an interrupted session's.

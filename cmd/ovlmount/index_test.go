@@ -1,0 +1,259 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// The inodes index (index=on): ovlmount and the kernel make the same
+// changes to the same layers, and each reads the other's stacks; the
+// names of a lower hard link must show one inode with the overlay's link
+// count, and the upper layers and workdir/index must hold the same
+// entries, links and overlay xattrs. Inode numbers differ between two
+// copies of a lower layer, so they are compared as classes: each shown
+// as the first path that shows it.
+
+// linkView is view with link counts, inode numbers as classes.
+func linkView(t *testing.T, mnt string) []string {
+	t.Helper()
+	first := map[uint64]string{}
+	var out []string
+	filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(mnt, p)
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", rel, errnoOf(err)))
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			out = append(out, fmt.Sprintf("%s: lstat %v", rel, errnoOf(err)))
+			return nil
+		}
+		if _, ok := first[st.Ino]; !ok {
+			first[st.Ino] = rel
+		}
+		line := fmt.Sprintf("%s %o nlink=%d size=%d blocks=%d ino=@%s", rel, st.Mode, st.Nlink, st.Size, st.Blocks, first[st.Ino])
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			line += " data=" + digest(p)
+		}
+		out = append(out, line)
+		return nil
+	})
+	return out
+}
+
+func digest(p string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return "open " + errnoOf(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "read " + errnoOf(err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)[:6])
+}
+
+// indexShape lists a stack's upper layer and workdir/index: each entry's
+// type and mode, link count, inode class and overlay xattrs (origins by
+// presence, uuids left out). Index entries show as the upper entry they
+// are linked to ("index/=a"), or the first of them; temporaries as "#".
+func indexShape(t *testing.T, s stackDirs) []string {
+	t.Helper()
+	first := map[uint64]string{}
+	var out []string
+	walk := func(root, prefix string) {
+		var lines []string
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			var st unix.Stat_t
+			must(t, unix.Lstat(p, &st))
+			if _, ok := first[st.Ino]; !ok {
+				first[st.Ino] = prefix + rel
+			}
+			name := prefix + rel
+			switch {
+			case prefix == "" || rel == ".":
+			case strings.HasPrefix(rel, "#"):
+				name = prefix + "#"
+			default:
+				name = prefix + "=" + first[st.Ino]
+			}
+			lines = append(lines, fmt.Sprintf("%s %o nlink=%d ino=@%s%s", name, st.Mode, st.Nlink, first[st.Ino], overlayXattrs(p)))
+			return nil
+		})
+		slices.Sort(lines)
+		out = append(out, lines...)
+	}
+	walk(s.upper, "")
+	if _, err := os.Stat(s.work + "/index"); err == nil {
+		walk(s.work+"/index", "index/")
+	}
+	return out
+}
+
+// overlayXattrs lists the overlay xattrs of p: origins by presence,
+// uuids left out.
+func overlayXattrs(p string) string {
+	buf := make([]byte, 4096)
+	n, _ := unix.Llistxattr(p, buf)
+	var names []string
+	for _, name := range strings.Split(string(buf[:max(n, 0)]), "\x00") {
+		if strings.Contains(name, ".overlay.") && !strings.HasSuffix(name, ".uuid") {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	line := ""
+	for _, name := range names {
+		v := make([]byte, 4096)
+		m, _ := unix.Lgetxattr(p, name, v)
+		if strings.HasSuffix(name, ".origin") || strings.HasSuffix(name, ".upper") {
+			line += " " + name
+		} else {
+			line += fmt.Sprintf(" %s=%q", name, v[:max(m, 0)])
+		}
+	}
+	return line
+}
+
+// mkLinks makes a lower layer of hard links: a, b, c and d/e one file,
+// f and g another, s a file of one link, l and l2 a symlink.
+func mkLinks(t *testing.T) func(lower string) {
+	return func(lower string) {
+		must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
+		must(t, os.WriteFile(filepath.Join(lower, "a"), []byte("hello\n"), 0o644))
+		for _, n := range []string{"b", "c", "d/e"} {
+			must(t, os.Link(filepath.Join(lower, "a"), filepath.Join(lower, n)))
+		}
+		must(t, os.WriteFile(filepath.Join(lower, "f"), []byte(strings.Repeat("f", 5000)), 0o640))
+		must(t, os.Link(filepath.Join(lower, "f"), filepath.Join(lower, "g")))
+		must(t, os.WriteFile(filepath.Join(lower, "s"), []byte("single\n"), 0o644))
+		must(t, os.Symlink("a", filepath.Join(lower, "l")))
+		must(t, os.Link(filepath.Join(lower, "l"), filepath.Join(lower, "l2")))
+	}
+}
+
+// sameIndexWrites makes the lower layer with mk twice, runs each session
+// of sessions through a kernel mount of one stack and through ovlmount
+// on the other, both with opts, mounting again between sessions, and
+// fails unless after each both show the same names, links and contents,
+// and hold the same upper layer and index; then each reads the other's
+// stack the same.
+func sameIndexWrites(t *testing.T, opts string, mk func(lower string), sessions ...func(t *testing.T, mnt string)) {
+	t.Helper()
+	k, o := newStackDirs(t), newStackDirs(t)
+	mk(k.lower)
+	mk(o.lower)
+	for i, ops := range sessions {
+		kmnt, kdone := kernelMount(t, k, opts)
+		ops(t, kmnt)
+		kview := linkView(t, kmnt)
+		kdone()
+		omnt, odone := ovlMount(t, o, opts)
+		ops(t, omnt)
+		oview := linkView(t, omnt)
+		odone()
+		if !slices.Equal(oview, kview) {
+			t.Errorf("session %d with %q: ovlmount shows\n  %s\nthe kernel\n  %s", i, opts, strings.Join(oview, "\n  "), strings.Join(kview, "\n  "))
+		}
+		if got, want := indexShape(t, o), indexShape(t, k); !slices.Equal(got, want) {
+			t.Errorf("session %d with %q: ovlmount's upper layer and index hold\n  %s\nthe kernel's\n  %s", i, opts, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	}
+	sameLinkView(t, k, opts)
+	sameLinkView(t, o, opts)
+}
+
+// sameLinkView is sameView with linkView, and inode numbers compared as
+// they are.
+func sameLinkView(t *testing.T, s stackDirs, opts string) {
+	t.Helper()
+	kmnt, kdone := kernelMount(t, s, opts)
+	want := append(linkView(t, kmnt), view(t, kmnt)...)
+	kdone()
+	omnt, odone := ovlMount(t, s, opts)
+	got := append(linkView(t, omnt), view(t, omnt)...)
+	odone()
+	if !slices.Equal(got, want) {
+		t.Errorf("with %q ovlmount shows\n  %s\nthe kernel\n  %s", opts, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+func TestWritesIndex(t *testing.T) {
+	testenv.RequireMount(t)
+	p := func(mnt, name string) string { return filepath.Join(mnt, name) }
+	first := func(t *testing.T, mnt string) {
+		must(t, os.Chmod(p(mnt, "b"), 0o600))
+		f, err := os.OpenFile(p(mnt, "c"), os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		f.WriteString("more\n")
+		f.Close()
+		must(t, os.Remove(p(mnt, "d/e")))
+		must(t, os.Link(p(mnt, "a"), p(mnt, "n")))
+		must(t, os.Rename(p(mnt, "b"), p(mnt, "r")))
+		must(t, os.Rename(p(mnt, "f"), p(mnt, "d/f2")))
+		must(t, unix.Lsetxattr(p(mnt, "l"), "trusted.k", []byte("v"), 0))
+		must(t, os.Rename(p(mnt, "a"), p(mnt, "c"))) // one inode: nothing
+	}
+	second := func(t *testing.T, mnt string) {
+		must(t, os.Remove(p(mnt, "g")))
+		must(t, os.Remove(p(mnt, "d/f2"))) // the last name: the entry goes
+		must(t, os.Chmod(p(mnt, "a"), 0o640))
+		must(t, os.Rename(p(mnt, "s"), p(mnt, "n"))) // over a name of the index
+		must(t, os.Link(p(mnt, "l2"), p(mnt, "d/l3")))
+	}
+	sameIndexWrites(t, "index=on", mkLinks(t), first, second)
+}
+
+func TestWritesIndexMetacopy(t *testing.T) {
+	testenv.RequireMount(t)
+	p := func(mnt, name string) string { return filepath.Join(mnt, name) }
+	first := func(t *testing.T, mnt string) {
+		must(t, os.Chmod(p(mnt, "b"), 0o600))
+		must(t, os.Rename(p(mnt, "c"), p(mnt, "c2")))
+		must(t, os.Link(p(mnt, "f"), p(mnt, "d/f3")))
+	}
+	second := func(t *testing.T, mnt string) {
+		f, err := os.OpenFile(p(mnt, "a"), os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		f.WriteString("more\n")
+		f.Close()
+		must(t, os.Remove(p(mnt, "d/e")))
+		must(t, os.Truncate(p(mnt, "g"), 10))
+	}
+	sameIndexWrites(t, "index=on,metacopy=on", mkLinks(t), first, second)
+}
+
+// TestReadsKernelIndex reads stacks the kernel wrote with index=on, with
+// the index and without, as the kernel reads them.
+func TestReadsKernelIndex(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, mount := range []string{"index=on", "index=on,metacopy=on"} {
+		s := newStackDirs(t)
+		mkLinks(t)(s.lower)
+		mnt, done := kernelMount(t, s, mount)
+		must(t, os.Chmod(filepath.Join(mnt, "b"), 0o600))
+		must(t, os.Remove(filepath.Join(mnt, "c")))
+		must(t, os.Link(filepath.Join(mnt, "f"), filepath.Join(mnt, "d/f3")))
+		must(t, os.Rename(filepath.Join(mnt, "l"), filepath.Join(mnt, "d/l")))
+		done()
+		for _, opts := range []string{"index=on", "index=off", "index=on,metacopy=on", "metacopy=on"} {
+			sameLinkView(t, s, opts)
+		}
+	}
+}
