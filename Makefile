@@ -26,8 +26,10 @@ LDFLAGS := -X main.release=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the tests and the example use: fusermount3/mount.fuse3,
 # getfattr/setfattr, fuse-overlayfs (the conformance comparison), man (the
 # man page test renders docs/ovlmount.8), mkfs.btrfs (a lower layer with
-# damaged blocks) and mkfs.ext4 (a small upper filesystem to fill).
-DEBS := fuse3 attr fuse-overlayfs man-db btrfs-progs e2fsprogs
+# damaged blocks), mkfs.ext4 (a small upper filesystem to fill) and
+# fsverity (the fs-verity digests internal/fsverity computes are compared
+# with what fsverity digest prints).
+DEBS := fuse3 attr fuse-overlayfs man-db btrfs-progs e2fsprogs fsverity
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build install uninstall deb deps example test lint clean conformance-doc bench $(BIN) $(BIN)-race

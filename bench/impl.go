@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,7 +86,7 @@ func mountFresh(im *impl, lower, base, extra string) (*mounted, error) {
 	if err := im.mount(lower, filepath.Join(base, "upper"), filepath.Join(base, "work"), m.mnt, extra); err != nil {
 		return nil, err
 	}
-	if mountType(m.mnt) == "" {
+	if _, ok := mountinfo.At(m.mnt); !ok {
 		return nil, fmt.Errorf("%s: %s is not mounted after the mount command", im.name, m.mnt)
 	}
 	if im.daemon {
@@ -212,28 +213,6 @@ func processesFor(arg string) []int {
 		}
 	}
 	return pids
-}
-
-// mountType returns the file system type of the mount on dir, "" if
-// none.
-func mountType(dir string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	typ := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 5 || f[4] != dir {
-			continue
-		}
-		for i := 5; i+1 < len(f); i++ {
-			if f[i] == "-" {
-				typ = f[i+1]
-			}
-		}
-	}
-	return typ
 }
 
 // dropCaches writes dirty data back and makes the kernel drop its page,

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 )
 
 // results holds every timing and the peak daemon memory per workload and
@@ -217,8 +219,14 @@ func installed(name string) bool {
 	return err == nil
 }
 
-// fsType names the file system dir is on.
-func fsType(dir string) string { return output("findmnt", "-no", "FSTYPE", "-T", dir) }
+// fsType names the file system dir (absolute, free of symlinks) is on.
+func fsType(dir string) string {
+	m, ok := mountinfo.Containing(dir)
+	if !ok {
+		return "unknown"
+	}
+	return m.Type
+}
 
 func onlineCPUs() int {
 	n := 0

@@ -241,9 +241,6 @@ func (o Op) AsUser(uid, gid uint32) Op { o.As = &Cred{UID: uid, GID: gid}; retur
 // Want sets the errno name (or "ok") the kernel must return for o.
 func (o Op) Want(errno string) Op { o.Expect = errno; return o }
 
-// WithFlags returns o with extra flags (open flags for OpOpen and OpWrite).
-func (o Op) WithFlags(flags int) Op { o.Flags |= flags; return o }
-
 func (o Op) String() string {
 	var args []string
 	add := func(s ...string) { args = append(args, s...) }
@@ -351,31 +348,27 @@ func openFlagString(flags int) string {
 		parts = append(parts, "O_TMPFILE")
 		rest &^= unix.O_TMPFILE
 	}
-	for _, f := range []struct {
-		bit  int
-		name string
-	}{
+	return bitNames(parts, rest, []flagName{
 		{unix.O_CREAT, "O_CREAT"}, {unix.O_EXCL, "O_EXCL"}, {unix.O_TRUNC, "O_TRUNC"},
 		{unix.O_APPEND, "O_APPEND"}, {unix.O_DIRECTORY, "O_DIRECTORY"}, {unix.O_NOFOLLOW, "O_NOFOLLOW"},
 		{unix.O_NONBLOCK, "O_NONBLOCK"}, {unix.O_PATH, "O_PATH"},
-	} {
-		if rest&f.bit != 0 {
-			parts = append(parts, f.name)
-			rest &^= f.bit
-		}
-	}
-	if rest != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", rest))
-	}
-	return strings.Join(parts, "|")
+	})
 }
 
 func renameFlagString(flags int) string {
-	var parts []string
-	for _, f := range []struct {
-		bit  int
-		name string
-	}{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}} {
+	return bitNames(nil, flags, []flagName{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}})
+}
+
+// flagName names one bit of a flags argument.
+type flagName struct {
+	bit  int
+	name string
+}
+
+// bitNames adds to parts the names of the bits of flags, then any bits
+// left unnamed in hex, and joins them with |.
+func bitNames(parts []string, flags int, names []flagName) string {
+	for _, f := range names {
 		if flags&f.bit != 0 {
 			parts = append(parts, f.name)
 			flags &^= f.bit
@@ -846,17 +839,13 @@ func mmapWrite(fd int, off int64, data string) (res Result) {
 	return Result{N: int64(len(data))}
 }
 
-// RunOps performs ops in order relative to the directory root and returns
-// one Result per operation. Operations with an As identity run in a helper
-// process (the test binary, re-executed): set*id in Go changes every
-// thread of the process, so the test process itself must stay root.
-// Handles are per process: a handle kept by a root operation cannot be
-// used by an operation as another user, or the other way round.
-func RunOps(root string, ops []Op) ([]Result, error) {
-	return runOps(root, ops, nil)
-}
-
-// runOps is RunOps, counting finished operations in done (if not nil).
+// runOps performs ops in order relative to the directory root and returns
+// one Result per operation, counting finished operations in done (if not
+// nil). Operations with an As identity run in a helper process (the test
+// binary, re-executed): set*id in Go changes every thread of the process,
+// so the test process itself must stay root. Handles are per process: a
+// handle kept by a root operation cannot be used by an operation as
+// another user, or the other way round.
 func runOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

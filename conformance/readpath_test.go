@@ -169,7 +169,7 @@ func walkMounted(t *testing.T, impl Impl, l Layers, check func(dir string)) *Tre
 	}
 	// Registered after t.TempDir's removal, so it runs before it.
 	t.Cleanup(func() {
-		if mounted, _ := IsMounted(mnt); mounted {
+		if IsMounted(mnt) {
 			if err := m.Unmount(); err != nil {
 				t.Error(err)
 			}

@@ -8,6 +8,7 @@ func Scenarios() []Scenario {
 		lookupScenarios(), readdirScenarios(), whiteoutScenarios(), writeScenarios(),
 		moreCopyUpScenarios(), moreRenameScenarios(), linkScenarios(), xattrScenarios(),
 		permScenarios(), specialScenarios(), inoScenarios(), persistScenarios(), errorScenarios(), edgeScenarios(),
+		optionScenarios(),
 	} {
 		all = append(all, group...)
 	}

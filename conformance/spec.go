@@ -91,20 +91,30 @@ type Layer []Node
 // A nil Upper makes a read-only, lowers-only overlay.
 type Spec struct {
 	Lowers []Layer
-	Upper  Layer
+	// DataLowers are data-only lower layers, below Lowers and top first
+	// (lowerdir=L0:L1::D0::D1): their names are never merged or shown,
+	// their files serve only as the data of metacopy files whose absolute
+	// redirects name them, as composefs builds them.
+	DataLowers []Layer
+	Upper      Layer
 }
 
-// Layers names the directories of a built Spec. Work is left empty by Build:
-// every mount needs its own fresh work directory.
+// Layers names the directories of a built Spec, and the mount options
+// that go with them. Work is left empty by Build: every mount needs its
+// own fresh work directory.
 type Layers struct {
 	Lowers []string
+	Data   []string // data-only lower layers, after "::"
 	Upper  string
 	Work   string
+	// Options are further overlay mount options, in the kernel's names
+	// ("metacopy=on", "userxattr"): every implementation gets them.
+	Options []string
 }
 
-// Build creates the layers of s under dir (lower0, lower1, ..., upper) and
-// returns their paths. dir must be on the same filesystem as the work
-// directories later used with it.
+// Build creates the layers of s under dir (lower0, lower1, ..., data0,
+// ..., upper) and returns their paths. dir must be on the same filesystem
+// as the work directories later used with it.
 func (s Spec) Build(dir string) (Layers, error) {
 	var l Layers
 	for i, layer := range s.Lowers {
@@ -113,6 +123,13 @@ func (s Spec) Build(dir string) (Layers, error) {
 			return Layers{}, fmt.Errorf("lower %d: %w", i, err)
 		}
 		l.Lowers = append(l.Lowers, p)
+	}
+	for i, layer := range s.DataLowers {
+		p := filepath.Join(dir, fmt.Sprintf("data%d", i))
+		if err := layer.build(p); err != nil {
+			return Layers{}, fmt.Errorf("data-only lower %d: %w", i, err)
+		}
+		l.Data = append(l.Data, p)
 	}
 	if s.Upper != nil {
 		l.Upper = filepath.Join(dir, "upper")
@@ -148,13 +165,17 @@ func (s Spec) KernelEquivalent() Spec {
 	for _, l := range s.Lowers {
 		t.Lowers = append(t.Lowers, conv(l))
 	}
+	for _, l := range s.DataLowers {
+		t.DataLowers = append(t.DataLowers, conv(l))
+	}
 	return t
 }
 
 // build creates the layer at root. Objects are created first, then
 // ownership, permissions and xattrs are applied, and modification times
 // last, deepest first, so that creating children does not disturb the
-// times of their parents.
+// times of their parents. A Dir node with Path "." describes the layer
+// root itself (overlay markers such as impure or uuid live there).
 func (l Layer) build(root string) error {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return err
@@ -162,6 +183,11 @@ func (l Layer) build(root string) error {
 	meta := map[string]Node{".": {Path: ".", Kind: Dir}}
 	for _, n := range l {
 		rel := filepath.Clean(filepath.FromSlash(n.Path))
+		if rel == "." && n.Kind == Dir {
+			n.Path = "."
+			meta["."] = n
+			continue
+		}
 		if rel == "." || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
 			return fmt.Errorf("%q: path must stay inside the layer", n.Path)
 		}

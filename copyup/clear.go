@@ -44,7 +44,7 @@ func (w *Work) fillClear(tmp string, old int, st *unix.Stat_t, opaque string) er
 		return err
 	}
 	defer unix.Close(fd)
-	if err := copyXattrs(old, fd); err != nil {
+	if err := copyXattrs(old, fd, private); err != nil {
 		return err
 	}
 	if err := layers.FdSetxattr(fd, opaque, []byte("y"), 0); err != nil {

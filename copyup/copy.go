@@ -65,15 +65,16 @@ type copier struct {
 	sname      string // of the object in the lower parent
 	name       string // of the copy in the upper parent
 
-	sfd  int         // O_PATH fd of the lower object
-	sst  unix.Stat_t // its attributes
-	rfd  int         // the lower regular file or directory, opened for reading; -1 otherwise
-	pfd  int         // O_PATH fd of the upper parent
-	pst  unix.Stat_t // its attributes before the copy
-	tfd  int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
-	temp string      // its name in work; "" for an O_TMPFILE or once placed
-	kind uint32      // S_IFMT of the object
-	buf  []byte      // read/write buffer when copy_file_range cannot be used
+	sfd   int         // O_PATH fd of the lower object
+	sst   unix.Stat_t // its attributes
+	rfd   int         // the lower regular file or directory, opened for reading; -1 otherwise
+	pfd   int         // O_PATH fd of the upper parent
+	pst   unix.Stat_t // its attributes before the copy
+	tfd   int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
+	temp  string      // its name in work; "" for an O_TMPFILE or once placed
+	kind  uint32      // S_IFMT of the object
+	buf   []byte      // read/write buffer when copy_file_range cannot be used
+	wrote bool        // whether copyData wrote any data
 
 	result unix.Stat_t
 }

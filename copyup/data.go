@@ -17,6 +17,7 @@ const chunk = 1 << 20
 // inside it written as zeros. The caller sets the size.
 func (c *copier) copyData(size int64) error {
 	if layers.Clone(c.tfd, c.rfd) == nil {
+		c.wrote = true
 		return nil
 	}
 	seek, data := true, int64(-1)
@@ -53,11 +54,13 @@ func (c *copier) copyData(size int64) error {
 // FillData copies the first size bytes of open file src into open file
 // dst, in place, as copy-up copies data (copyData): the data copy-up of a
 // metacopy file, whose upper file holds its metadata and a hole as big as
-// the data. The caller syncs dst and then drops the metacopy marker, so
-// that a crash leaves the file showing the data below.
-func FillData(dst, src int, size int64) error {
+// the data. It reports whether it wrote anything (it writes nothing where
+// src is all holes), which is whether the kernel's copy changes dst's
+// mtime.
+func FillData(dst, src int, size int64) (bool, error) {
 	c := copier{rfd: src, tfd: dst}
-	return c.copyData(size)
+	err := c.copyData(size)
+	return c.wrote, err
 }
 
 // copyRange copies n bytes at off, the same offset in both files, and
@@ -83,6 +86,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 			return done, nil
 		default:
 			done += int64(k)
+			c.wrote = true
 		}
 	}
 	for done < n {
@@ -103,6 +107,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if _, err := layers.Pwrite(c.tfd, chunk[:k], off+done); err != nil {
 			return done, err
 		}
+		c.wrote = true
 		done += int64(k)
 	}
 	return done, nil

@@ -1,7 +1,6 @@
 package copyup
 
 import (
-	"os"
 	"testing"
 
 	"github.com/ovlmount/ovlmount/internal/testenv"
@@ -9,9 +8,4 @@ import (
 
 // TestMain runs the tests below a temporary directory named for this
 // process, after taking down what dead test runs left behind.
-func TestMain(m *testing.M) {
-	done := testenv.Start()
-	code := m.Run()
-	done()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }

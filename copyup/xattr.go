@@ -21,7 +21,7 @@ import (
 // own lower entries, a stale user.overlay.origin would give a hard link's
 // copy a wrong inode number.
 func (c *copier) copyXattrs() error {
-	if err := copyXattrs(c.sfd, c.tfd); err != nil {
+	if err := copyXattrs(c.sfd, c.tfd, private); err != nil {
 		return err
 	}
 	for name, v := range c.opts.Xattrs {
@@ -33,8 +33,9 @@ func (c *copier) copyXattrs() error {
 }
 
 // copyXattrs copies the xattrs of the object of fd src to that of fd dst,
-// but the overlay's own (see copier.copyXattrs).
-func copyXattrs(src, dst int) error {
+// but those skip names (the overlay's own for a copy from below, see
+// copier.copyXattrs).
+func copyXattrs(src, dst int, skip func(name string) bool) error {
 	names, err := layers.FdListxattr(src)
 	if err == unix.EOPNOTSUPP {
 		return nil
@@ -43,7 +44,7 @@ func copyXattrs(src, dst int) error {
 		return err
 	}
 	for _, name := range names {
-		if private(name) {
+		if skip(name) {
 			continue
 		}
 		v, err := layers.FdGetxattr(src, name)

@@ -18,16 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	done := testenv.Start()
-	code := m.Run()
-	testenv.RemoveBinary()
-	done()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
 	// fuseOverlayfs is the program ovlmount stands in for, run for
@@ -515,17 +510,13 @@ func readFile(t *testing.T, path string) string {
 // mountsUnder returns the mountpoints at or below dir that
 // /proc/self/mountinfo lists.
 func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.Under(dir)
 	if err != nil {
 		return []string{err.Error()}
 	}
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT ...
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
-		}
+	for _, m := range ms {
+		out = append(out, m.Point)
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,22 +18,9 @@ import (
 func hostile(t *testing.T) (*Layer, string) {
 	t.Helper()
 	root := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(root, "dir/sub"), 0o755))
-	must(os.WriteFile(filepath.Join(root, "dir/file"), []byte("inside"), 0o644))
-	must(os.Symlink("/etc", filepath.Join(root, "etc")))
-	must(os.Symlink("..", filepath.Join(root, "dir/up")))
-	must(os.Symlink("../../../../../../..", filepath.Join(root, "dir/sub/far")))
-	must(os.Symlink("loop", filepath.Join(root, "loop")))
-	must(os.Symlink("a", filepath.Join(root, "b")))
-	must(os.Symlink("b", filepath.Join(root, "a")))
-	must(os.Symlink("/proc/self/root", filepath.Join(root, "magic")))
-	must(os.Symlink("dir", filepath.Join(root, "dirlink")))
+	testenv.MakeTree(t, root,
+		"f dir/file inside", "l etc /etc", "l dir/up ..", "l dir/sub/far ../../../../../../..", "l loop loop",
+		"l b a", "l a b", "l magic /proc/self/root", "l dirlink dir")
 	l, err := Open(root, 1, false)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,20 +52,9 @@ func TestRemoveAll(t *testing.T) {
 	base := t.TempDir()
 	outside := filepath.Join(base, "outside")
 	tree := filepath.Join(base, "tree")
-	for _, d := range []string{outside, filepath.Join(tree, "a/b"), filepath.Join(tree, "locked/c")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(outside, "keep"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(outside, filepath.Join(tree, "a/link")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(filepath.Join(tree, "locked"), 0); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MakeTree(t, outside, "f keep")
+	testenv.MakeTree(t, tree, "d a/b", "d locked/c", "l a/link "+outside)
+	testenv.Must(t, os.Chmod(filepath.Join(tree, "locked"), 0))
 	dfd, err := unix.Open(base, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

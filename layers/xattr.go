@@ -27,52 +27,48 @@ func (l *Layer) Getxattr(rel, name string) ([]byte, error) {
 // an O_PATH fd).
 func FdGetxattr(fd int, name string) ([]byte, error) {
 	p := procPath(fd)
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Getxattr(p, name, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Getxattr(p, name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
+	return grow(func(buf []byte) (int, error) { return unix.Getxattr(p, name, buf) }, 256, 64)
 }
 
 // FdListxattr returns the attribute names of the object held by fd.
 func FdListxattr(fd int) ([]string, error) {
 	p := procPath(fd)
-	buf := make([]byte, 1024)
+	buf, err := grow(func(buf []byte) (int, error) { return unix.Listxattr(p, buf) }, 1024, 256)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	start := 0
+	for i := range buf {
+		if buf[i] == 0 {
+			if i > start {
+				names = append(names, string(buf[start:i]))
+			}
+			start = i + 1
+		}
+	}
+	return names, nil
+}
+
+// grow calls call with a buffer of size bytes and returns what it filled.
+// Where that is too small (ERANGE), it asks call for the size needed (a
+// nil buffer) and calls it again with that much and slack more, as the
+// value may grow in between.
+func grow(call func(buf []byte) (int, error), size, slack int) ([]byte, error) {
+	buf := make([]byte, size)
 	for {
-		n, err := unix.Listxattr(p, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Listxattr(p, nil)
+		n, err := call(buf)
+		if err != unix.ERANGE {
 			if err != nil {
 				return nil, err
 			}
-			buf = make([]byte, sz+256)
-			continue
+			return buf[:n], nil
 		}
+		need, err := call(nil)
 		if err != nil {
 			return nil, err
 		}
-		var names []string
-		start := 0
-		for i := 0; i < n; i++ {
-			if buf[i] == 0 {
-				if i > start {
-					names = append(names, string(buf[start:i]))
-				}
-				start = i + 1
-			}
-		}
-		return names, nil
+		buf = make([]byte, need+slack)
 	}
 }
 

@@ -54,13 +54,27 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	fd := -1
 	opts := fs.copyOptions(n, meta, trunc, &fd)
 	n.mu.Lock()
-	if n.unlinked {
-		n.mu.Unlock()
-		return -1, syscall.ENOENT
-	}
 	if err := fs.lazyData(n); err != nil {
 		n.mu.Unlock()
 		return -1, err
+	}
+	if meta {
+		// With verity, the marker records the data's digest, or the
+		// data is copied too (verity=require, no fs-verity).
+		data, _ := dataOf(n.objects(), n.typ)
+		if dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
+			value, keep := fs.dataMarker(dfd)
+			unix.Close(dfd)
+			if keep {
+				opts.Metacopy.Value = value
+			} else {
+				meta, opts.Metacopy = false, nil
+			}
+		}
+	}
+	if n.unlinked {
+		n.mu.Unlock()
+		return -1, syscall.ENOENT
 	}
 	objs := n.objects()
 	data, own := dataOf(objs, n.typ)
@@ -145,10 +159,14 @@ func (fs *FS) copyOptions(n *node, meta, trunc bool, fd *int) copyup.Options {
 
 // fillData copies the data of upper metacopy file n up from data, the
 // object below that holds it (none with trunc, for an open with O_TRUNC),
-// into the upper file in place, syncs it, and only then drops the
-// metacopy marker, as the kernel's ovl_copy_up_meta_inode_data does: a
-// crash before that leaves the file showing the data below. The redirect
-// stays. It returns the upper file open for reading and writing.
+// and drops the metacopy marker; the redirect stays. It returns the upper
+// file open for reading and writing.
+//
+// A file with one link is rebuilt whole in the work directory and renamed
+// over the metacopy file (copyup.Work.Refill): a crash leaves one or the
+// other. One with more links, or whose number is its own, keeps its inode:
+// the data is written in place, synced, and only then is the marker
+// dropped, as the kernel's ovl_copy_up_meta_inode_data does.
 // Preconditions: renameMu held; n.mu held.
 func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 	up := n.objects()[0]
@@ -164,14 +182,35 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fail(err)
 	}
+	markers := []string{fs.xattrs.Name(layers.XattrMetacopy)}
+	if fs.xattrs == layers.Trusted {
+		// A user.overlay.metacopy a rootless mount wrote.
+		markers = append(markers, layers.User.Name(layers.XattrMetacopy))
+	}
+	var dfd int
+	if !trunc {
+		if dfd, err = fs.openFile(n, data.layer, unix.O_RDONLY); err != nil {
+			return fail(err)
+		}
+		defer unix.Close(dfd)
+		// What is checked is what is copied.
+		if err := fs.verifyData(n, dfd); err != nil {
+			return fail(err)
+		}
+		if st.Nlink == 1 && fs.nodes.IdentOf(n).Key != up.key() {
+			nfd, err := fs.refill(n, fd, dfd, markers)
+			unix.Close(fd)
+			if err != nil {
+				return -1, err
+			}
+			fs.stats.copiedUp(n.typ, st.Size)
+			return nfd, nil
+		}
+	}
 	if trunc {
 		err = layers.FdTruncate(fd, 0)
 	} else {
-		var dfd int
-		if dfd, err = fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
-			err = copyup.FillData(fd, dfd, st.Size)
-			unix.Close(dfd)
-		}
+		_, err = copyup.FillData(fd, dfd, st.Size)
 	}
 	if err == nil && !fs.opts.NoFsync {
 		err = layers.Fsync(fd)
@@ -179,15 +218,37 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := layers.FdRemovexattr(fd, fs.xattrs.Name(layers.XattrMetacopy)); err != nil && err != unix.ENODATA {
-		return fail(err)
-	}
-	if fs.xattrs == layers.Trusted {
-		// A user.overlay.metacopy a rootless mount wrote.
-		layers.FdRemovexattr(fd, layers.User.Name(layers.XattrMetacopy))
+	for i, name := range markers {
+		if err := layers.FdRemovexattr(fd, name); err != nil && err != unix.ENODATA && i == 0 {
+			return fail(err)
+		}
 	}
 	fs.stats.copiedUp(n.typ, st.Size)
 	n.setObjs([]obj{up})
+	return fd, nil
+}
+
+// refill replaces upper metacopy file n, open as meta, with a full copy
+// whose data comes from open file data, and returns the copy open for
+// reading and writing.
+// Preconditions: renameMu held; n.mu held; n's upper file has one link.
+func (fs *FS) refill(n *node, meta, data int, markers []string) (int, error) {
+	at := n.at.Load()
+	udir, err := fs.openObj(at.parent, fs.upper)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(udir)
+	fd, err := fs.work.Refill(udir, at.name, meta, data, markers, !fs.opts.NoFsync)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	n.setObjs([]obj{objOf(fs.upper, &st)})
 	return fd, nil
 }
 

@@ -12,18 +12,14 @@ import (
 	"time"
 
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
-// stack makes layer directories under a temp dir from a compact spec and
-// opens them as a read-only stack (top first). Spec lines, per layer:
-//
-//	"d name"         directory
-//	"f name text"    regular file
-//	"l name target"  symlink
-//	"w name"         char 0/0 whiteout
-//	"x name k=v"     set xattr k to v on an existing name
+// stack makes layer directories under a temp dir, one from each spec
+// (testenv.MakeTree's lines), and opens them as a read-only stack (top
+// first).
 func stack(t *testing.T, specs ...[]string) (*FS, []string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -38,30 +34,7 @@ func stack(t *testing.T, specs ...[]string) (*FS, []string) {
 	for i, spec := range specs {
 		dir := filepath.Join(base, "l"+string(rune('0'+i)))
 		dirs = append(dirs, dir)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range spec {
-			f := strings.SplitN(line, " ", 3)
-			p := filepath.Join(dir, f[1])
-			var err error
-			switch f[0] {
-			case "d":
-				err = os.MkdirAll(p, 0o755)
-			case "f":
-				err = os.WriteFile(p, []byte(f[2]), 0o644)
-			case "l":
-				err = os.Symlink(f[2], p)
-			case "w":
-				err = unix.Mknod(p, unix.S_IFCHR|0o600, 0)
-			case "x":
-				k, v, _ := strings.Cut(f[2], "=")
-				err = unix.Lsetxattr(p, k, []byte(v), 0)
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-		}
+		testenv.MakeTree(t, dir, spec...)
 		l, err := layers.Open(dir, i, false)
 		if err != nil {
 			t.Fatal(err)

@@ -133,10 +133,16 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	}
 	// A metacopy file is read from the object below that holds its
 	// data; it is never opened for writing as such (copyUpOpen).
-	data, _ := dataOf(n.objects(), n.typ)
+	data, own := dataOf(n.objects(), n.typ)
 	fd, err := fs.openFile(n, data.layer, host)
 	if err != nil {
 		return Opened{}, toErrno(err)
+	}
+	if !own {
+		if err := fs.verifyData(n, fd); err != nil {
+			unix.Close(fd)
+			return Opened{}, err
+		}
 	}
 	return fs.attach(n, fd, pt), nil
 }

@@ -57,6 +57,7 @@ import (
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -80,6 +81,9 @@ type Options struct {
 	// Redirects says what the mount does with overlay.redirect
 	// (redirect_dir=).
 	Redirects Redirects
+	// Verity is verity=: whether a metacopy file's data is checked
+	// against the fs-verity digest its marker records.
+	Verity VerityMode
 	// UUID is uuid=: whether the upper layer gets a persistent overlay
 	// uuid, and, with off, null uuids in the origins written and only
 	// null ones followed.
@@ -156,6 +160,10 @@ type FS struct {
 	dirFdCount atomic.Int64
 	dirFdMax   int64
 
+	// digests caches the fs-verity digests of data files without
+	// fs-verity of their own (verity.go).
+	digests *fsverity.Cache
+
 	// listings are the merged listings held (readdir.go).
 	listings heldListings
 
@@ -178,6 +186,23 @@ type FS struct {
 	handles    map[uint64]*fileHandle
 	nextHandle uint64
 }
+
+// VerityMode is the kernel's verity= mount option.
+type VerityMode int
+
+// The verity= modes.
+const (
+	// VerityOff: digests are neither checked nor recorded.
+	VerityOff VerityMode = iota
+	// VerityOn: a digest a metacopy file records is checked when its
+	// data is first opened (EIO on a mismatch); copy-up records the
+	// lower data's digest where the lower file has fs-verity.
+	VerityOn
+	// VerityRequire: as on, and a metacopy file without a digest is
+	// refused (EIO); copy-up copies the data of a file without
+	// fs-verity instead of leaving it below.
+	VerityRequire
+)
 
 // UUIDMode is the kernel's uuid= mount option.
 type UUIDMode int
@@ -203,7 +228,8 @@ type Redirects struct {
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work,
-		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
+		digests: fsverity.NewCache(digestCacheEntries),
+		euid:    uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,14 +32,14 @@ func TestHardLinkNamesStay(t *testing.T) {
 		{"socket", func(p string) error { return unix.Mknod(p, unix.S_IFSOCK|0o644, 0) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			must(t, unix.Mkdir(m(tc.name), 0o755))
+			testenv.Must(t, unix.Mkdir(m(tc.name), 0o755))
 			f, g, h := m(tc.name+"/f"), m(tc.name+"/g"), m(tc.name+"/h")
-			must(t, tc.mk(f))
-			must(t, unix.Link(f, g))
-			must(t, unix.Link(f, h))
-			must(t, unix.Fchmodat(unix.AT_FDCWD, g, 0o600, 0))
-			must(t, unix.Lchown(h, 1, 2))
-			must(t, unix.Unlink(f))
+			testenv.Must(t, tc.mk(f))
+			testenv.Must(t, unix.Link(f, g))
+			testenv.Must(t, unix.Link(f, h))
+			testenv.Must(t, unix.Fchmodat(unix.AT_FDCWD, g, 0o600, 0))
+			testenv.Must(t, unix.Lchown(h, 1, 2))
+			testenv.Must(t, unix.Unlink(f))
 			for _, p := range []string{g, h} {
 				var st unix.Stat_t
 				if err := unix.Lstat(p, &st); err != nil {
@@ -50,8 +51,8 @@ func TestHardLinkNamesStay(t *testing.T) {
 			}
 			// Another object renamed over g: h stays.
 			other := m(tc.name + "/other")
-			must(t, tc.mk(other))
-			must(t, unix.Rename(other, g))
+			testenv.Must(t, tc.mk(other))
+			testenv.Must(t, unix.Rename(other, g))
 			var st unix.Stat_t
 			if err := unix.Lstat(h, &st); err != nil || st.Nlink != 1 {
 				t.Fatalf("lstat %s after a rename over its other name: nlink %d, %v", h, st.Nlink, err)
@@ -70,18 +71,18 @@ func TestNoStaleTypeWhenNumbersAreReused(t *testing.T) {
 	reused := 0
 	for i := 0; i < 200 && reused < 5; i++ {
 		fd, err := unix.Open(name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
-		must(t, err)
+		testenv.Must(t, err)
 		unix.Close(fd)
 		var old unix.Stat_t
-		must(t, unix.Lstat(filepath.Join(upper, "n"), &old))
+		testenv.Must(t, unix.Lstat(filepath.Join(upper, "n"), &old))
 		// An O_PATH fd pins the kernel's inode, and so its node, without
 		// the daemon holding the host file open.
 		pin, err := unix.Open(name, unix.O_PATH|unix.O_NOFOLLOW, 0)
-		must(t, err)
-		must(t, unix.Unlink(name))
-		must(t, unix.Symlink(target, name))
+		testenv.Must(t, err)
+		testenv.Must(t, unix.Unlink(name))
+		testenv.Must(t, unix.Symlink(target, name))
 		var now unix.Stat_t
-		must(t, unix.Lstat(filepath.Join(upper, "n"), &now))
+		testenv.Must(t, unix.Lstat(filepath.Join(upper, "n"), &now))
 		if now.Ino == old.Ino {
 			reused++
 		}
@@ -94,7 +95,7 @@ func TestNoStaleTypeWhenNumbersAreReused(t *testing.T) {
 			t.Fatalf("round %d: open O_NOFOLLOW of a symlink: %v, want ELOOP", i, err)
 		}
 		unix.Close(pin)
-		must(t, unix.Unlink(name))
+		testenv.Must(t, unix.Unlink(name))
 	}
 	if reused == 0 {
 		t.Skip("the upper filesystem never reused an inode number: the test proves nothing here")

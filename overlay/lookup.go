@@ -130,6 +130,11 @@ func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
 		f.typ, f.st = typ, lf.St
 		f.metacopy, f.redirect = lf.Metacopy, lf.Redirect
 	}
+	if lf.Metacopy {
+		if err := checkMarker(lf.MetacopyValue); err != nil {
+			return err
+		}
+	}
 	o := objOf(l, &lf.St)
 	o.marks = lf.Marks
 	f.objs = append(f.objs, o)

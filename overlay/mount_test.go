@@ -67,13 +67,6 @@ func serveAt(t *testing.T, fsys *FS, mnt string, flags ...string) *Conn {
 	return conn
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // dropCaches makes the kernel forget every unused inode of every mount.
 func dropCaches(t *testing.T) {
 	t.Helper()
@@ -154,12 +147,8 @@ func TestLookupCountsReachZero(t *testing.T) {
 
 func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(top, "d"), 0o755))
-	must(t, os.WriteFile(filepath.Join(top, "d/mine"), nil, 0o644))
-	must(t, os.Symlink("/etc", filepath.Join(bottom, "d")))
-	must(t, os.Symlink("..", filepath.Join(bottom, "up")))
-	must(t, os.Symlink("loop", filepath.Join(bottom, "loop")))
-	must(t, os.Symlink("../../../../../../etc/passwd", filepath.Join(bottom, "passwd")))
+	testenv.MakeTree(t, top, "f d/mine")
+	testenv.MakeTree(t, bottom, "l d /etc", "l up ..", "l loop loop", "l passwd ../../../../../../etc/passwd")
 	_, mnt := mountStack(t, top, bottom)
 	// d is a directory on top: the symlink below does not merge in.
 	if _, err := os.Lstat(filepath.Join(mnt, "d/passwd")); !errors.Is(err, fs.ErrNotExist) {
@@ -184,21 +173,19 @@ func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 
 func TestLowerAtimesUntouched(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(bottom, "dir/sub"), 0o755))
-	must(t, os.WriteFile(filepath.Join(bottom, "dir/file"), []byte("content"), 0o644))
-	must(t, os.Symlink("file", filepath.Join(bottom, "dir/link")))
-	must(t, os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
+	testenv.MakeTree(t, bottom, "d dir/sub", "f dir/file content", "l dir/link file")
+	testenv.MakeTree(t, top, "f other")
 	// Atimes far in the past: relatime would update every one of them on
 	// an access that does not avoid it.
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	paths := []string{"dir/file", "dir/link", "dir/sub", "dir", "."}
 	for _, p := range paths {
 		ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), {Nsec: unix.UTIME_OMIT}}
-		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
+		testenv.Must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
 	}
 	_, mnt := mountStack(t, top, bottom)
 	fd, err := unix.Open(filepath.Join(mnt, "dir/file"), unix.O_RDONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	buf := make([]byte, 64)
 	n, err := unix.Read(fd, buf)
 	unix.Close(fd)
@@ -215,7 +202,7 @@ func TestLowerAtimesUntouched(t *testing.T) {
 	}
 	for _, p := range paths {
 		var st unix.Stat_t
-		must(t, unix.Lstat(filepath.Join(bottom, p), &st))
+		testenv.Must(t, unix.Lstat(filepath.Join(bottom, p), &st))
 		if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
 			t.Errorf("lower %s: atime %v, want it untouched (%v)", p, got.UTC(), old)
 		}
@@ -311,7 +298,7 @@ func TestStatfsIsTheTopLayers(t *testing.T) {
 // watcher starts another reader, which serves a statfs.
 func TestStuckReaderGetsHelp(t *testing.T) {
 	lower := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(lower, "f"), nil, 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), nil, 0o644))
 	fsys, mnt := mountStack(t, lower)
 
 	fsys.renameMu.Lock()
@@ -339,14 +326,14 @@ func TestStuckReaderGetsHelp(t *testing.T) {
 	}()
 	select {
 	case err := <-statted:
-		must(t, err)
+		testenv.Must(t, err)
 	case <-time.After(time.Minute):
 		t.Fatal("statfs still waits behind the stuck request: no reader was added")
 	}
 
 	fsys.renameMu.Unlock()
 	locked = false
-	must(t, <-looked)
+	testenv.Must(t, <-looked)
 }
 
 // stuck matches a goroutine waiting for FS.renameMu in an FS method.

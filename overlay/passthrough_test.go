@@ -19,7 +19,7 @@ func mountPassthrough(t *testing.T, lower string) (*FS, *Conn, string, string) {
 	testenv.RequireMount(t)
 	fsys, upper, base := openRW(t, lower, Options{Timeout: time.Hour, Passthrough: true, ACL: true})
 	mnt := filepath.Join(base, "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
+	testenv.Must(t, os.Mkdir(mnt, 0o755))
 	conn := serveAt(t, fsys, mnt)
 	fsys.hmu.Lock()
 	on := fsys.backing != nil
@@ -39,10 +39,10 @@ func mountPassthrough(t *testing.T, lower string) (*FS, *Conn, string, string) {
 func backingOf(t *testing.T, fsys *FS, name string) bool {
 	t.Helper()
 	e, err := fsys.Lookup(inodes.RootID, filepath.Base(name))
-	must(t, err)
+	testenv.Must(t, err)
 	defer fsys.Forget(e.ID, 1)
 	n, err := fsys.get(e.ID)
-	must(t, err)
+	testenv.Must(t, err)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.aux != nil && n.aux.backing != nil
@@ -54,31 +54,31 @@ func backingOf(t *testing.T, fsys *FS, name string) bool {
 // without passthrough are served by the daemon.
 func TestPassthroughUpperFiles(t *testing.T) {
 	lower := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(lower, "low"), []byte("lower data"), 0o644))
-	must(t, os.WriteFile(filepath.Join(lower, "suid"), []byte("s"), 0o755))
-	must(t, unix.Chmod(filepath.Join(lower, "suid"), 0o4755))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "low"), []byte("lower data"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "suid"), []byte("s"), 0o755))
+	testenv.Must(t, unix.Chmod(filepath.Join(lower, "suid"), 0o4755))
 	fsys, _, upper, mnt := mountPassthrough(t, lower)
 	m := func(p string) string { return filepath.Join(mnt, p) }
 
 	data := bytes.Repeat([]byte("passthrough"), 100000)
 	w, err := unix.Open(m("new"), unix.O_CREAT|unix.O_RDWR, 0o644)
-	must(t, err)
+	testenv.Must(t, err)
 	if !backingOf(t, fsys, m("new")) {
 		t.Error("a new file is not passed through")
 	}
 	r, err := unix.Open(m("new"), unix.O_RDONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = unix.Write(w, data)
-	must(t, err)
+	testenv.Must(t, err)
 	got := make([]byte, len(data))
 	if n, err := unix.Pread(r, got, 0); err != nil || !bytes.Equal(got[:n], data) {
 		t.Fatalf("read back through a second passed-through open: %d bytes, %v", n, err)
 	}
-	must(t, unix.Close(w))
+	testenv.Must(t, unix.Close(w))
 	if !backingOf(t, fsys, m("new")) {
 		t.Error("the backing went while a file still used it")
 	}
-	must(t, unix.Close(r))
+	testenv.Must(t, unix.Close(r))
 	// RELEASE reaches the daemon after close returns.
 	for deadline := time.Now().Add(time.Minute); backingOf(t, fsys, m("new")); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -92,20 +92,20 @@ func TestPassthroughUpperFiles(t *testing.T) {
 	// A lower file open for reading, then written through another open:
 	// the reader sees the copy, as on the kernel's overlay.
 	r, err = unix.Open(m("low"), unix.O_RDONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	if backingOf(t, fsys, m("low")) {
 		t.Error("a lower file is passed through")
 	}
 	w, err = unix.Open(m("low"), unix.O_WRONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	if backingOf(t, fsys, m("low")) {
 		t.Error("a node open without passthrough got a backing")
 	}
 	_, err = unix.Write(w, []byte("upper"))
-	must(t, err)
+	testenv.Must(t, err)
 	buf := make([]byte, 64)
 	n, err := unix.Pread(r, buf, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	if string(buf[:n]) != "upper data" {
 		t.Errorf("a reader opened before the copy-up reads %q", buf[:n])
 	}
@@ -114,7 +114,7 @@ func TestPassthroughUpperFiles(t *testing.T) {
 
 	// A setuid file keeps its data in the daemon, which clears the bit.
 	w, err = unix.Open(m("suid"), unix.O_WRONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(w)
 	if backingOf(t, fsys, m("suid")) {
 		t.Error("a setuid file is passed through")
@@ -129,17 +129,17 @@ func TestSplicedReads(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	must(t, os.WriteFile(filepath.Join(lower, "big"), data, 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), data, 0o644))
 	_, conn, _, mnt := mountPassthrough(t, lower)
 	before := conn.Spliced()
 	fd, err := unix.Open(filepath.Join(mnt, "big"), unix.O_RDONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(fd)
 	got := make([]byte, len(data)+4096)
 	total := 0
 	for {
 		n, err := unix.Read(fd, got[total:])
-		must(t, err)
+		testenv.Must(t, err)
 		if n == 0 {
 			break
 		}

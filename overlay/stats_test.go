@@ -1,14 +1,12 @@
 package overlay
 
 import (
-	"bytes"
 	"log"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,18 +71,17 @@ func TestProtocolVersion(t *testing.T) {
 // handles and nodes.
 func TestEngineStats(t *testing.T) {
 	lower := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
-	must(t, os.WriteFile(filepath.Join(lower, "d/f"), []byte("12345"), 0o644))
+	testenv.MakeTree(t, lower, "f d/f 12345")
 	fs, _, _ := openRW(t, lower, Options{Timeout: time.Second})
 	d, err := fs.Lookup(inodes.RootID, "d")
-	must(t, err)
+	testenv.Must(t, err)
 	if _, err := fs.Lookup(inodes.RootID, "d"); err != nil {
 		t.Fatal(err)
 	}
 	f, err := fs.Lookup(d.ID, "f")
-	must(t, err)
+	testenv.Must(t, err)
 	h, err := fs.Open(f.ID, unix.O_WRONLY, nil)
-	must(t, err)
+	testenv.Must(t, err)
 	s := fs.Stats()
 	if s.Lookups != 3 || s.LookupsHeld != 1 {
 		t.Errorf("lookups %d, of a held node %d; want 3 and 1", s.Lookups, s.LookupsHeld)
@@ -105,18 +102,6 @@ func TestEngineStats(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer written by the serving goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
 // TestTrace checks -d's trace: a line per request with the operation,
 // node, path, name, result and time; none for FLUSH, which the kernel
 // sends once and the daemon declines, nor for FORGET; and that the
@@ -124,17 +109,17 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 func TestTrace(t *testing.T) {
 	testenv.RequireMount(t)
 	lower := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("1234"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), []byte("1234"), 0o644))
 	fsys, _, base := openRW(t, lower, Options{Timeout: time.Hour})
 	mnt := filepath.Join(base, "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
-	var trace syncBuffer
+	testenv.Must(t, os.Mkdir(mnt, 0o755))
+	var trace testenv.Buffer
 	conn, err := fsys.Mount(mnt, MountConfig{
 		Source: "ovlmount-test", Workers: 4, Fd: -1,
 		ErrorLog: log.New(os.Stderr, "ovlmount: ", 0),
 		Trace:    log.New(&trace, "", 0),
 	})
-	must(t, err)
+	testenv.Must(t, err)
 	ended := false
 	t.Cleanup(func() {
 		if !ended {
@@ -147,18 +132,18 @@ func TestTrace(t *testing.T) {
 		t.Fatalf("stat missing: %v, want ENOENT", err)
 	}
 	fd, err := unix.Open(filepath.Join(mnt, "f"), unix.O_WRONLY|unix.O_APPEND, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = unix.Write(fd, []byte("5"))
-	must(t, err)
-	must(t, unix.Close(fd))
-	must(t, unix.Mkdir(filepath.Join(mnt, "d"), 0o755))
-	must(t, unix.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "e")))
+	testenv.Must(t, err)
+	testenv.Must(t, unix.Close(fd))
+	testenv.Must(t, unix.Mkdir(filepath.Join(mnt, "d"), 0o755))
+	testenv.Must(t, unix.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "e")))
 	s := conn.Stats()
 	testenv.Unmount(t, mnt)
 	conn.Wait()
 	ended = true
 
-	lines := strings.Split(strings.TrimSuffix(trace.b.String(), "\n"), "\n")
+	lines := strings.Split(strings.TrimSuffix(trace.String(), "\n"), "\n")
 	line := regexp.MustCompile(`^[A-Z0-9_]+( .*)?: [A-Z].*, [0-9.]+(ns|µs|ms|s)$`)
 	for _, l := range lines {
 		if !line.MatchString(l) {

@@ -65,6 +65,22 @@ var crashCases = []struct {
 	{"rename a directory into a merged one", "mkdir new; echo f > new/f", []string{"rename", "new", "dir/new"}},
 	{"rename a directory over an empty merged one", "mkdir new; rm dir/a dir/b", []string{"rename", "new", "dir"}},
 	{"rename a directory over a whiteout", "mkdir new; rm -r emptydir", []string{"rename", "new", "emptydir"}},
+	{"rename a lower directory through a redirect", "", []string{"rename", "dir", "dir2"}},
+	{"move a lower directory through a redirect", "mkdir new", []string{"rename", "dir", "new/dir"}},
+	{"chmod without copying data", "", []string{"chmod", "big", "600"}},
+	{"rename without copying data", "", []string{"rename", "big", "big2"}},
+	// Opening for writing copies the data up, which changes the mtime
+	// (as the kernel's copy does); a write would be a second change.
+	{"open a metacopy file for writing", "chmod 600 big", []string{"openwrite", "big"}},
+}
+
+// crashMounts are the mount options of the cases that need some.
+var crashMounts = map[string]string{
+	"rename a lower directory through a redirect": "redirect_dir=on",
+	"move a lower directory through a redirect":   "redirect_dir=on",
+	"chmod without copying data":                  "metacopy=on",
+	"rename without copying data":                 "metacopy=on",
+	"open a metacopy file for writing":            "metacopy=on",
 }
 
 // stepRun is what one run of an operation under a traced daemon left.
@@ -82,6 +98,7 @@ type stepRun struct {
 // stepRunner runs the operations of crashCases under traced daemons.
 type stepRunner struct {
 	bin, lower, base string
+	mount            string // the case's mount options (crashMounts)
 }
 
 // run makes a fresh upper layer, runs setup and then op (if any) through
@@ -92,10 +109,13 @@ func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail s
 	d := filepath.Join(s.base, strings.ReplaceAll(t.Name(), "/", "_"), strconv.Itoa(at))
 	upper, work, mnt := d+"/upper", d+"/work", d+"/mnt"
 	for _, p := range []string{upper, work, mnt} {
-		must(t, os.MkdirAll(p, 0o755))
+		testenv.Must(t, os.MkdirAll(p, 0o755))
 	}
 	defer os.RemoveAll(d)
 	opts := "lowerdir=" + s.lower + ",upperdir=" + upper + ",workdir=" + work
+	if s.mount != "" {
+		opts += "," + s.mount
+	}
 	tr := startTraced(t, s.bin, opts, mnt)
 	if r := execute(t, "sh", "-c", `cd "$1" || exit 1; `+setup, "sh", mnt); r.code != 0 {
 		t.Fatalf("setup %q: %s", setup, r.stderr)
@@ -109,9 +129,7 @@ func (s *stepRunner) run(t *testing.T, setup string, op []string, at int, fail s
 	if !r.hit || fail != 0 {
 		r.workLeft = testenv.DirNames(t, work+"/work")
 		r.live = viewOf(t, mnt)
-		if res := execute(t, "umount", mnt); res.code != 0 {
-			t.Fatalf("umount: %s", res.stderr)
-		}
+		umount(t, mnt)
 	}
 	<-tr.done
 	r.steps = tr.calls
@@ -137,6 +155,7 @@ func forEachCase(t *testing.T, check func(t *testing.T, s *stepRunner, before, a
 	makeCrashLower(t, s.lower)
 	lowerSum := testenv.TreeSum(t, s.lower)
 	for _, tc := range crashCases {
+		s.mount = crashMounts[tc.name]
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.run(t, tc.setup, nil, 0, 0).view
 			ref := s.run(t, tc.setup, tc.op, 0, 0)
@@ -259,22 +278,16 @@ func zipSteps(steps, outcomes []string) []string {
 //	dir/a, dir/b, emptydir/, link -> file, fifo
 func makeCrashLower(t *testing.T, lower string) {
 	t.Helper()
-	for _, d := range []string{"dir", "emptydir"} {
-		must(t, os.MkdirAll(filepath.Join(lower, d), 0o755))
-	}
+	testenv.MakeTree(t, lower, "f file lower data", "f x x", "f xattr xa", "x xattr user.k=v",
+		"f dir/a a", "f dir/b b", "d emptydir", "l link file", "p fifo")
 	big := make([]byte, 256<<10)
 	for i := range big {
 		big[i] = byte(i * 31)
 	}
-	for name, data := range map[string][]byte{"file": []byte("lower data"), "x": []byte("x"), "big": big, "xattr": []byte("xa"), "dir/a": []byte("a"), "dir/b": []byte("b")} {
-		must(t, os.WriteFile(filepath.Join(lower, name), data, 0o644))
-	}
-	must(t, unix.Setxattr(filepath.Join(lower, "xattr"), "user.k", []byte("v"), 0))
-	must(t, os.Symlink("file", filepath.Join(lower, "link")))
-	must(t, unix.Mkfifo(filepath.Join(lower, "fifo"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
-	must(t, filepath.WalkDir(lower, func(p string, _ fs.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(lower, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ovlmount/ovlmount/internal/testenv"
 )
@@ -31,12 +30,7 @@ func TestDebugTrace(t *testing.T) {
 	if n := requests(statsOf(t, mnt), "FLUSH"); n == 0 {
 		t.Fatal("the kernel sent no FLUSH: the test shows nothing")
 	}
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -d after umount: ended %v, %v", ended, err)
-	}
+	p.umountAndWait(t, mnt)
 
 	var lines []string
 	for _, l := range strings.Split(strings.TrimSuffix(p.stderr.String(), "\n"), "\n") {

@@ -34,37 +34,24 @@ func TestDeepPaths(t *testing.T) {
 	testenv.RequireMount(t)
 	lower := t.TempDir()
 	fd, err := unix.Open(lower, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	for i := range deepLevels {
 		name := deepComponent(i)
-		must(t, unix.Mkdirat(fd, name, 0o755))
+		testenv.Must(t, unix.Mkdirat(fd, name, 0o755))
 		next, err := unix.Openat(fd, name, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		must(t, err)
+		testenv.Must(t, err)
 		unix.Close(fd)
 		fd = next
 	}
 	leaf, err := unix.Openat(fd, "leaf", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	must(t, err)
+	testenv.Must(t, err)
 	unix.Write(leaf, []byte("deep"))
 	unix.Close(leaf)
 	unix.Close(fd)
 
 	for _, impl := range []string{"kernel", "ovlmount"} {
 		t.Run(impl, func(t *testing.T) {
-			s := t.TempDir()
-			upper, work, mnt := s+"/upper", s+"/work", s+"/mnt"
-			for _, p := range []string{upper, work, mnt} {
-				must(t, os.Mkdir(p, 0o755))
-			}
-			opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-			if impl == "kernel" {
-				if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
-					t.Fatalf("mount -t overlay: %v\n%s", err, out)
-				}
-				t.Cleanup(func() { testenv.Unmount(t, mnt) })
-			} else {
-				mountDaemon(t, mnt, "-o", opts, mnt)
-			}
+			_, _, mnt := mountOverlay(t, impl, lower)
 			deepWork(t, mnt)
 		})
 	}
@@ -74,7 +61,7 @@ func TestDeepPaths(t *testing.T) {
 func deepWork(t *testing.T, mnt string) {
 	// Down one directory at a time, as find and rm do.
 	fd, err := unix.Open(mnt, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	for i := range deepLevels {
 		next, err := unix.Openat(fd, deepComponent(i), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -123,7 +110,7 @@ func deepWork(t *testing.T, mnt string) {
 	// mkdir and rmdir of a path of PATH_MAX-1 bytes, each step a full
 	// path the caller passes as it is.
 	p := mnt + "/m"
-	must(t, os.Mkdir(p, 0o755))
+	testenv.Must(t, os.Mkdir(p, 0o755))
 	var made []string
 	for len(p)+2 < unix.PathMax-1 {
 		p += "/" + strings.Repeat("y", min(200, unix.PathMax-1-len(p)-1))

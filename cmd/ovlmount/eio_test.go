@@ -27,15 +27,10 @@ const eioMarker = "OVLMOUNT-EIO-MARKER-"
 // reads and copies up as before.
 func TestLowerIOError(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no mkfs.btrfs (Debian package btrfs-progs)")
-		}
-		t.Skip("no mkfs.btrfs (Debian package btrfs-progs)")
-	}
+	testenv.RequireProgram(t, "mkfs.btrfs", "btrfs-progs")
 	d := t.TempDir()
 	lower := d + "/lower"
-	must(t, os.Mkdir(lower, 0o755))
+	testenv.Must(t, os.Mkdir(lower, 0o755))
 	good := map[string][]byte{
 		"good1": bytes.Repeat([]byte("A"), 64<<10),
 		"good2": bytes.Repeat([]byte("B"), 64<<10),
@@ -52,20 +47,7 @@ func TestLowerIOError(t *testing.T) {
 
 	for _, impl := range []string{"ovlmount", "kernel"} {
 		t.Run(impl, func(t *testing.T) {
-			s := t.TempDir()
-			upper, work, mnt := s+"/upper", s+"/work", s+"/mnt"
-			for _, p := range []string{upper, work, mnt} {
-				must(t, os.Mkdir(p, 0o755))
-			}
-			opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-			if impl == "kernel" {
-				if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, mnt).CombinedOutput(); err != nil {
-					t.Fatalf("mount -t overlay: %v\n%s", err, out)
-				}
-				t.Cleanup(func() { testenv.Unmount(t, mnt) })
-			} else {
-				mountDaemon(t, mnt, "-o", opts, mnt)
-			}
+			upper, work, mnt := mountOverlay(t, impl, lower)
 			if _, err := os.ReadFile(mnt + "/bad"); !errors.Is(err, unix.EIO) {
 				t.Errorf("read of the damaged file: %v, want EIO", err)
 			}
@@ -99,14 +81,14 @@ func TestLowerIOError(t *testing.T) {
 				}
 			}
 			f, err := os.OpenFile(mnt+"/good1", os.O_WRONLY|os.O_APPEND, 0)
-			must(t, err)
+			testenv.Must(t, err)
 			_, err = f.Write([]byte("+"))
-			must(t, err)
-			must(t, f.Close())
+			testenv.Must(t, err)
+			testenv.Must(t, f.Close())
 			if got, err := os.ReadFile(mnt + "/good1"); err != nil || !bytes.Equal(got, append(good["good1"], '+')) {
 				t.Errorf("good1 after its copy-up: %d bytes, %v", len(got), err)
 			}
-			must(t, os.Remove(mnt+"/bad"))
+			testenv.Must(t, os.Remove(mnt+"/bad"))
 			if names := testenv.DirNames(t, mnt); strings.Join(names, " ") != "dir good1 good2" {
 				t.Errorf("after removing the damaged file the mount lists %q", names)
 			}
@@ -121,9 +103,9 @@ func TestLowerIOError(t *testing.T) {
 func damagedBtrfs(t *testing.T, img, dir string, good map[string][]byte, bad []byte) {
 	t.Helper()
 	f, err := os.Create(img)
-	must(t, err)
-	must(t, f.Truncate(64<<20))
-	must(t, f.Close())
+	testenv.Must(t, err)
+	testenv.Must(t, f.Truncate(64<<20))
+	testenv.Must(t, f.Close())
 	// Mixed block groups fit a small image; single profiles keep one
 	// copy of everything, so that no good copy repairs the damage.
 	if out, err := exec.Command("mkfs.btrfs", "-q", "--mixed", "-m", "single", "-d", "single", img).CombinedOutput(); err != nil {
@@ -139,15 +121,15 @@ func damagedBtrfs(t *testing.T, img, dir string, good map[string][]byte, bad []b
 	}
 	mount("loop")
 	for name, data := range good {
-		must(t, os.MkdirAll(dir+"/"+name[:max(strings.LastIndexByte(name, '/'), 0)], 0o755))
-		must(t, os.WriteFile(dir+"/"+name, data, 0o644))
+		testenv.Must(t, os.MkdirAll(dir+"/"+name[:max(strings.LastIndexByte(name, '/'), 0)], 0o755))
+		testenv.Must(t, os.WriteFile(dir+"/"+name, data, 0o644))
 	}
-	must(t, os.WriteFile(dir+"/bad", bad, 0o644))
+	testenv.Must(t, os.WriteFile(dir+"/bad", bad, 0o644))
 	// Not lazily: btrfs must have written everything to the image.
-	must(t, unix.Unmount(dir, 0))
+	testenv.Must(t, unix.Unmount(dir, 0))
 
 	data, err := os.ReadFile(img)
-	must(t, err)
+	testenv.Must(t, err)
 	damaged := 0
 	for i := 0; ; {
 		j := bytes.Index(data[i:], []byte(eioMarker))
@@ -162,7 +144,7 @@ func damagedBtrfs(t *testing.T, img, dir string, good map[string][]byte, bad []b
 	if want := len(bad) / 4096; damaged < want {
 		t.Fatalf("found %d blocks of the file to damage in the image, want %d", damaged, want)
 	}
-	must(t, os.WriteFile(img, data, 0o644))
+	testenv.Must(t, os.WriteFile(img, data, 0o644))
 	mount("loop,ro")
 	t.Cleanup(func() { testenv.Unmount(t, dir) })
 }

@@ -27,21 +27,15 @@ const daemonFds = 64
 // every one of those operations succeeds, on the names that failed too.
 func TestOutOfFds(t *testing.T) {
 	testenv.RequireMount(t)
-	prlimit, err := exec.LookPath("prlimit")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no prlimit (Debian package util-linux)")
-		}
-		t.Skip("no prlimit (Debian package util-linux)")
-	}
+	prlimit := testenv.RequireProgram(t, "prlimit", "util-linux")
 	d := makeStack(t)
 	const files, dirs = 3 * daemonFds, 8
 	for i := range files {
-		must(t, os.WriteFile(fmt.Sprintf("%s/l2/f%d", d, i), []byte(fmt.Sprint(i)), 0o644))
+		testenv.Must(t, os.WriteFile(fmt.Sprintf("%s/l2/f%d", d, i), []byte(fmt.Sprint(i)), 0o644))
 	}
 	for i := range dirs {
-		must(t, os.MkdirAll(fmt.Sprintf("%s/l2/dir%d/sub", d, i), 0o755))
-		must(t, os.WriteFile(fmt.Sprintf("%s/l2/dir%d/g", d, i), []byte("g"), 0o644))
+		testenv.Must(t, os.MkdirAll(fmt.Sprintf("%s/l2/dir%d/sub", d, i), 0o755))
+		testenv.Must(t, os.WriteFile(fmt.Sprintf("%s/l2/dir%d/g", d, i), []byte("g"), 0o644))
 	}
 	mnt := d + "/mnt"
 	cleanupMount(t, mnt)
@@ -49,7 +43,7 @@ func TestOutOfFds(t *testing.T) {
 	p.cmd = exec.Command(prlimit, fmt.Sprintf("--nofile=%d:%d", daemonFds, daemonFds), "--",
 		testenv.Binary(t), "-f", "-o", "lowerdir="+d+"/l1:"+d+"/l2,upperdir="+d+"/upper,workdir="+d+"/work", mnt)
 	p.cmd.Stderr = &p.stderr
-	must(t, p.cmd.Start())
+	testenv.Must(t, p.cmd.Start())
 	go func() {
 		p.err = p.cmd.Wait()
 		close(p.done)

@@ -29,22 +29,20 @@ func TestUpperFull(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			d := t.TempDir()
 			lower := d + "/lower"
+			testenv.MakeTree(t, lower, "f small small", "f victim v", "f cu c", "f dir/f f", "f d2/g g")
 			big := bytes.Repeat([]byte("big lower data\n"), 64<<10) // ~1 MiB
-			for name, data := range map[string][]byte{"big": big, "small": []byte("small"), "victim": []byte("v"), "cu": []byte("c"), "dir/f": []byte("f"), "d2/g": []byte("g")} {
-				must(t, os.MkdirAll(filepath.Dir(filepath.Join(lower, name)), 0o755))
-				must(t, os.WriteFile(filepath.Join(lower, name), data, 0o644))
-			}
+			testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
 			lowerSum := testenv.TreeSum(t, lower)
 			fsdir := smallFS(t, kind, d)
 			upper, work, mnt := fsdir+"/upper", fsdir+"/work", d+"/mnt"
 			for _, p := range []string{upper, work, mnt} {
-				must(t, os.MkdirAll(p, 0o755))
+				testenv.Must(t, os.MkdirAll(p, 0o755))
 			}
 			opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
 			mountDaemon(t, mnt, "-o", opts, mnt)
 			m := func(name string) string { return filepath.Join(mnt, name) }
 			keep := []byte("written before the filesystem filled up\n")
-			must(t, os.WriteFile(m("keep"), keep, 0o644))
+			testenv.Must(t, os.WriteFile(m("keep"), keep, 0o644))
 
 			// fails runs op, which needs space the upper filesystem
 			// lacks, and checks how it failed and what it left.
@@ -73,7 +71,7 @@ func TestUpperFull(t *testing.T) {
 			// Blocks: a file through the mount until the filesystem is
 			// full; the write that finds it full fails with ENOSPC.
 			filler, err := os.Create(m("filler"))
-			must(t, err)
+			testenv.Must(t, err)
 			chunk := make([]byte, 64<<10)
 			var werr error
 			for written := 0; werr == nil && written < 1<<30; written += len(chunk) {
@@ -95,7 +93,7 @@ func TestUpperFull(t *testing.T) {
 			fails("truncate of a lower file (copy-up)", func() error { return os.Truncate(m("big"), 10) })
 			size := func() int64 {
 				fi, err := os.Stat(upper + "/keep")
-				must(t, err)
+				testenv.Must(t, err)
 				return fi.Size()
 			}
 			// A write: ENOSPC, and the data written before intact. The
@@ -105,22 +103,22 @@ func TestUpperFull(t *testing.T) {
 			// count.
 			sizeBefore := size()
 			wf, err := os.OpenFile(m("keep"), os.O_WRONLY|os.O_APPEND, 0)
-			must(t, err)
+			testenv.Must(t, err)
 			if _, err := wf.Write(bytes.Repeat([]byte{'w'}, 1<<20)); !errors.Is(err, unix.ENOSPC) {
 				t.Errorf("write on a full upper filesystem: %v, want ENOSPC", err)
 			}
 			wf.Close()
 			if got := size(); got != sizeBefore {
 				t.Logf("keep grew from %d to %d bytes in the write that failed", sizeBefore, got)
-				must(t, os.Truncate(m("keep"), sizeBefore))
+				testenv.Must(t, os.Truncate(m("keep"), sizeBefore))
 			}
 			intact()
-			must(t, os.Remove(m("filler")))
+			testenv.Must(t, os.Remove(m("filler")))
 
 			// A whiteout for mkdir over, and a copied-up file to rename
 			// away, made while inodes are free.
-			must(t, os.RemoveAll(m("dir")))
-			must(t, os.Truncate(m("cu"), 1))
+			testenv.Must(t, os.RemoveAll(m("dir")))
+			testenv.Must(t, os.Truncate(m("cu"), 1))
 			// Inodes: empty files through the mount until there is no
 			// inode left; the create that finds none fails with ENOSPC.
 			var cerr error
@@ -168,28 +166,26 @@ func TestUpperFull(t *testing.T) {
 				}
 			}
 			for _, name := range made {
-				must(t, os.Remove(name))
+				testenv.Must(t, os.Remove(name))
 			}
 
 			// Space again: the same operations succeed.
 			f, err := os.OpenFile(m("big"), os.O_WRONLY|os.O_APPEND, 0)
-			must(t, err)
+			testenv.Must(t, err)
 			_, err = f.Write([]byte("more\n"))
-			must(t, err)
-			must(t, f.Close())
+			testenv.Must(t, err)
+			testenv.Must(t, f.Close())
 			for _, o := range inodeOps {
 				if err := o.op(); err != nil {
 					t.Errorf("%s once space is freed: %v", o.what, err)
 				}
 			}
-			must(t, os.Rename(m("big"), m("big2")))
+			testenv.Must(t, os.Rename(m("big"), m("big2")))
 			if got, err := os.ReadFile(m("big2")); err != nil || !bytes.Equal(got, append(big, "more\n"...)) {
 				t.Errorf("big2 reads %d bytes (%v) after the copy-up and the write", len(got), err)
 			}
 			want := viewOf(t, mnt)
-			if r := execute(t, "umount", mnt); r.code != 0 {
-				t.Fatalf("umount: %s", r.stderr)
-			}
+			umount(t, mnt)
 			mountDaemon(t, mnt, "-o", opts, mnt)
 			if got := viewOf(t, mnt); got != want {
 				t.Errorf("a new mount shows\n%s\nthe mount that wrote it showed\n%s", got, want)
@@ -211,18 +207,13 @@ func TestUpperFull(t *testing.T) {
 func smallFS(t *testing.T, kind, d string) string {
 	t.Helper()
 	dir := d + "/" + kind
-	must(t, os.Mkdir(dir, 0o755))
+	testenv.Must(t, os.Mkdir(dir, 0o755))
 	switch kind {
 	case "tmpfs":
-		must(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "size=2m,nr_inodes=200"))
+		testenv.Must(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "size=2m,nr_inodes=200"))
 	case "ext4":
 		img := d + "/ext4.img"
-		if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("no mkfs.ext4 (Debian package e2fsprogs)")
-			}
-			t.Skip("no mkfs.ext4 (Debian package e2fsprogs)")
-		}
+		testenv.RequireProgram(t, "mkfs.ext4", "e2fsprogs")
 		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-N", "64", "-m", "0", "-O", "^has_journal", img, "8M").CombinedOutput(); err != nil {
 			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 		}
@@ -240,7 +231,7 @@ func smallFS(t *testing.T, kind, d string) string {
 func upperNames(t *testing.T, upper string) string {
 	t.Helper()
 	var b strings.Builder
-	must(t, filepath.WalkDir(upper, func(p string, e fs.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(upper, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

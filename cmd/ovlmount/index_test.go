@@ -81,7 +81,7 @@ func indexShape(t *testing.T, s stackDirs) []string {
 			}
 			rel, _ := filepath.Rel(root, p)
 			var st unix.Stat_t
-			must(t, unix.Lstat(p, &st))
+			testenv.Must(t, unix.Lstat(p, &st))
 			if _, ok := first[st.Ino]; !ok {
 				first[st.Ino] = prefix + rel
 			}
@@ -135,16 +135,16 @@ func overlayXattrs(p string) string {
 // f and g another, s a file of one link, l and l2 a symlink.
 func mkLinks(t *testing.T) func(lower string) {
 	return func(lower string) {
-		must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
-		must(t, os.WriteFile(filepath.Join(lower, "a"), []byte("hello\n"), 0o644))
+		testenv.Must(t, os.MkdirAll(filepath.Join(lower, "d"), 0o755))
+		testenv.Must(t, os.WriteFile(filepath.Join(lower, "a"), []byte("hello\n"), 0o644))
 		for _, n := range []string{"b", "c", "d/e"} {
-			must(t, os.Link(filepath.Join(lower, "a"), filepath.Join(lower, n)))
+			testenv.Must(t, os.Link(filepath.Join(lower, "a"), filepath.Join(lower, n)))
 		}
-		must(t, os.WriteFile(filepath.Join(lower, "f"), []byte(strings.Repeat("f", 5000)), 0o640))
-		must(t, os.Link(filepath.Join(lower, "f"), filepath.Join(lower, "g")))
-		must(t, os.WriteFile(filepath.Join(lower, "s"), []byte("single\n"), 0o644))
-		must(t, os.Symlink("a", filepath.Join(lower, "l")))
-		must(t, os.Link(filepath.Join(lower, "l"), filepath.Join(lower, "l2")))
+		testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), []byte(strings.Repeat("f", 5000)), 0o640))
+		testenv.Must(t, os.Link(filepath.Join(lower, "f"), filepath.Join(lower, "g")))
+		testenv.Must(t, os.WriteFile(filepath.Join(lower, "s"), []byte("single\n"), 0o644))
+		testenv.Must(t, os.Symlink("a", filepath.Join(lower, "l")))
+		testenv.Must(t, os.Link(filepath.Join(lower, "l"), filepath.Join(lower, "l2")))
 	}
 }
 
@@ -198,24 +198,24 @@ func TestWritesIndex(t *testing.T) {
 	testenv.RequireMount(t)
 	p := func(mnt, name string) string { return filepath.Join(mnt, name) }
 	first := func(t *testing.T, mnt string) {
-		must(t, os.Chmod(p(mnt, "b"), 0o600))
+		testenv.Must(t, os.Chmod(p(mnt, "b"), 0o600))
 		f, err := os.OpenFile(p(mnt, "c"), os.O_WRONLY|os.O_APPEND, 0)
-		must(t, err)
+		testenv.Must(t, err)
 		f.WriteString("more\n")
 		f.Close()
-		must(t, os.Remove(p(mnt, "d/e")))
-		must(t, os.Link(p(mnt, "a"), p(mnt, "n")))
-		must(t, os.Rename(p(mnt, "b"), p(mnt, "r")))
-		must(t, os.Rename(p(mnt, "f"), p(mnt, "d/f2")))
-		must(t, unix.Lsetxattr(p(mnt, "l"), "trusted.k", []byte("v"), 0))
-		must(t, os.Rename(p(mnt, "a"), p(mnt, "c"))) // one inode: nothing
+		testenv.Must(t, os.Remove(p(mnt, "d/e")))
+		testenv.Must(t, os.Link(p(mnt, "a"), p(mnt, "n")))
+		testenv.Must(t, os.Rename(p(mnt, "b"), p(mnt, "r")))
+		testenv.Must(t, os.Rename(p(mnt, "f"), p(mnt, "d/f2")))
+		testenv.Must(t, unix.Lsetxattr(p(mnt, "l"), "trusted.k", []byte("v"), 0))
+		testenv.Must(t, os.Rename(p(mnt, "a"), p(mnt, "c"))) // one inode: nothing
 	}
 	second := func(t *testing.T, mnt string) {
-		must(t, os.Remove(p(mnt, "g")))
-		must(t, os.Remove(p(mnt, "d/f2"))) // the last name: the entry goes
-		must(t, os.Chmod(p(mnt, "a"), 0o640))
-		must(t, os.Rename(p(mnt, "s"), p(mnt, "n"))) // over a name of the index
-		must(t, os.Link(p(mnt, "l2"), p(mnt, "d/l3")))
+		testenv.Must(t, os.Remove(p(mnt, "g")))
+		testenv.Must(t, os.Remove(p(mnt, "d/f2"))) // the last name: the entry goes
+		testenv.Must(t, os.Chmod(p(mnt, "a"), 0o640))
+		testenv.Must(t, os.Rename(p(mnt, "s"), p(mnt, "n"))) // over a name of the index
+		testenv.Must(t, os.Link(p(mnt, "l2"), p(mnt, "d/l3")))
 	}
 	sameIndexWrites(t, "index=on", mkLinks(t), first, second)
 }
@@ -224,17 +224,17 @@ func TestWritesIndexMetacopy(t *testing.T) {
 	testenv.RequireMount(t)
 	p := func(mnt, name string) string { return filepath.Join(mnt, name) }
 	first := func(t *testing.T, mnt string) {
-		must(t, os.Chmod(p(mnt, "b"), 0o600))
-		must(t, os.Rename(p(mnt, "c"), p(mnt, "c2")))
-		must(t, os.Link(p(mnt, "f"), p(mnt, "d/f3")))
+		testenv.Must(t, os.Chmod(p(mnt, "b"), 0o600))
+		testenv.Must(t, os.Rename(p(mnt, "c"), p(mnt, "c2")))
+		testenv.Must(t, os.Link(p(mnt, "f"), p(mnt, "d/f3")))
 	}
 	second := func(t *testing.T, mnt string) {
 		f, err := os.OpenFile(p(mnt, "a"), os.O_WRONLY|os.O_APPEND, 0)
-		must(t, err)
+		testenv.Must(t, err)
 		f.WriteString("more\n")
 		f.Close()
-		must(t, os.Remove(p(mnt, "d/e")))
-		must(t, os.Truncate(p(mnt, "g"), 10))
+		testenv.Must(t, os.Remove(p(mnt, "d/e")))
+		testenv.Must(t, os.Truncate(p(mnt, "g"), 10))
 	}
 	sameIndexWrites(t, "index=on,metacopy=on", mkLinks(t), first, second)
 }
@@ -247,10 +247,10 @@ func TestReadsKernelIndex(t *testing.T) {
 		s := newStackDirs(t)
 		mkLinks(t)(s.lower)
 		mnt, done := kernelMount(t, s, mount)
-		must(t, os.Chmod(filepath.Join(mnt, "b"), 0o600))
-		must(t, os.Remove(filepath.Join(mnt, "c")))
-		must(t, os.Link(filepath.Join(mnt, "f"), filepath.Join(mnt, "d/f3")))
-		must(t, os.Rename(filepath.Join(mnt, "l"), filepath.Join(mnt, "d/l")))
+		testenv.Must(t, os.Chmod(filepath.Join(mnt, "b"), 0o600))
+		testenv.Must(t, os.Remove(filepath.Join(mnt, "c")))
+		testenv.Must(t, os.Link(filepath.Join(mnt, "f"), filepath.Join(mnt, "d/f3")))
+		testenv.Must(t, os.Rename(filepath.Join(mnt, "l"), filepath.Join(mnt, "d/l")))
 		done()
 		for _, opts := range []string{"index=on", "index=off", "index=on,metacopy=on", "metacopy=on"} {
 			sameLinkView(t, s, opts)

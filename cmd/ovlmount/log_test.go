@@ -189,9 +189,7 @@ func TestLogAfterDaemonizing(t *testing.T) {
 		t.Errorf("logged %+v, want %+v", m, want)
 	}
 	checkLive(t, moved, moved+"/mnt")
-	if r := execute(t, "umount", moved+"/mnt"); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
+	umount(t, moved+"/mnt")
 	checkDaemonEnds(t, pid, d+"/", moved+"/mnt")
 	checkNothingLogged(t, msgs)
 
@@ -208,12 +206,7 @@ func TestLogAfterDaemonizing(t *testing.T) {
 	}
 	waitStderr(t, p, "unmount "+mnt+": no such file or directory\n")
 	checkLive(t, moved, moved+"/mnt")
-	if r := execute(t, "umount", moved+"/mnt"); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
-	}
+	p.umountAndWait(t, moved+"/mnt")
 	wantStderr := "ovlmount: warning: unknown option \"frobnicate\" ignored\n" +
 		"ovlmount: unmount " + mnt + ": no such file or directory\n"
 	if got := p.stderr.String(); got != wantStderr {
@@ -252,9 +245,7 @@ func TestSIGQUIT(t *testing.T) {
 		checkStacks(t, stacks, first)
 		checkLive(t, d, mnt)
 	}
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
+	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 
 	d = makeStack(t)
@@ -273,12 +264,7 @@ func TestSIGQUIT(t *testing.T) {
 		stacks = append(stacks, strings.TrimPrefix(l, "ovlmount: "+mnt+": "))
 	}
 	checkStacks(t, stacks[:len(stacks)-1], first)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
-	}
+	p.umountAndWait(t, mnt)
 	checkNothingLogged(t, msgs)
 }
 

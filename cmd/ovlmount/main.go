@@ -282,6 +282,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		Redirects:        c.redirects(),
 		Metacopy:         c.metacopy == "on",
 		UUID:             c.uuid,
+		Verity:           c.verity,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
 	if c.index {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ovlmount/ovlmount/internal/testenv"
 )
 
 // The man page, docs/ovlmount.8, is written by hand but for its .TH line
@@ -96,13 +98,7 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("%s differs from the option table or VERSION; run: go test ./cmd/ovlmount -run TestManPage -update", manPath)
 	}
 
-	if _, err := exec.LookPath("man"); err != nil {
-		msg := "no man (Debian package man-db) to render the man page"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	testenv.RequireProgram(t, "man", "man-db")
 	abs, err := filepath.Abs(manPath)
 	if err != nil {
 		t.Fatal(err)

@@ -12,11 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -44,16 +44,7 @@ func TestMain(m *testing.M) {
 func makeStack(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	for _, dir := range []string{"l1/d", "l2", "upper", "work", "mnt"} {
-		if err := os.MkdirAll(filepath.Join(d, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, data := range map[string]string{"l1/d/f": "from l1", "l1/shadow": "l1", "l2/g": "from l2", "l2/shadow": "l2", "file": ""} {
-		if err := os.WriteFile(filepath.Join(d, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.MakeTree(t, d, "f l1/d/f from l1", "f l1/shadow l1", "f l2/g from l2", "f l2/shadow l2", "f file", "d upper", "d work", "d mnt")
 	return d
 }
 
@@ -93,6 +84,14 @@ func ovlmount(t *testing.T, args ...string) result {
 	return execute(t, testenv.Binary(t), args...)
 }
 
+// umount unmounts mnt with umount(8), failing the test if that fails.
+func umount(t *testing.T, mnt string) {
+	t.Helper()
+	if r := execute(t, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount %s: exit %d, stderr %q", mnt, r.code, r.stderr)
+	}
+}
+
 // cleanupMount makes sure that, at the end of the test, nothing is
 // mounted on mnt and no daemon naming mnt's directory is left.
 func cleanupMount(t *testing.T, mnt string) {
@@ -118,6 +117,22 @@ func mountDaemon(t *testing.T, mnt string, args ...string) {
 	if r.code != 0 || r.stdout != "" || !onlyWarnings(r.stderr) {
 		t.Fatalf("ovlmount %q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 	}
+}
+
+// mountOverlay mounts lower under new, empty upper and work directories
+// on a new mountpoint until the test ends, with the kernel's overlay
+// (impl "kernel") or ovlmount, and returns the three.
+func mountOverlay(t *testing.T, impl, lower string) (upper, work, mnt string) {
+	t.Helper()
+	d := t.TempDir()
+	testenv.MakeTree(t, d, "d upper", "d work")
+	s := stackDirs{upper: d + "/upper", work: d + "/work", lowers: lower}
+	mount := ovlMount
+	if impl == "kernel" {
+		mount = kernelMount
+	}
+	mnt, _ = mount(t, s, "")
+	return s.upper, s.work, mnt
 }
 
 // onlyWarnings reports whether every line of stderr is a warning.
@@ -149,22 +164,7 @@ func checkLive(t *testing.T, d, mnt string) {
 // a path unique to the test (mount.fuse3 -o drop_privileges passes
 // /dev/fd/N instead of the mountpoint, but lowerdir still names it).
 func processesFor(key string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if st := procState(pid); st == "Z" || st == "" {
-			continue
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.Contains(string(cmdline), key) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.Processes(func(arg string) bool { return strings.Contains(arg, key) })
 }
 
 // procState returns the state letter of pid, "" if there is none.
@@ -310,29 +310,10 @@ func TestUnmountEndsDaemon(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that can be read while a process
-// writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // foreground is an ovlmount -f process.
 type foreground struct {
 	cmd    *exec.Cmd
-	stderr lockedBuffer
+	stderr testenv.Buffer
 	done   chan struct{} // closed once the process ended; err is then set
 	err    error
 }
@@ -345,6 +326,16 @@ func (p *foreground) wait(timeout time.Duration) (error, bool) {
 		return p.err, true
 	case <-time.After(timeout):
 		return nil, false
+	}
+}
+
+// umountAndWait unmounts mnt, which p serves, and checks that p then
+// exits 0 within 10 seconds.
+func (p *foreground) umountAndWait(t *testing.T, mnt string) {
+	t.Helper()
+	umount(t, mnt)
+	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
+		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
 	}
 }
 
@@ -413,16 +404,7 @@ func TestForegroundUnmount(t *testing.T) {
 	d := makeStack(t)
 	mnt := d + "/mnt"
 	p := startForeground(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	err, ended := p.wait(10 * time.Second)
-	if !ended {
-		t.Fatal("ovlmount -f still running 10s after umount")
-	}
-	if err != nil {
-		t.Errorf("after umount: %v, want exit 0; stderr %q", err, p.stderr.String())
-	}
+	p.umountAndWait(t, mnt)
 }
 
 // snapshot lists every path under dir with its type, mode and size.
@@ -586,12 +568,7 @@ func checkExe(t *testing.T, pid int, path string) {
 // form (the binary under test, wherever it is).
 func TestMountHelper(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("mount.fuse3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no mount.fuse3 (Debian package fuse3)")
-		}
-		t.Skip("no mount.fuse3 (Debian package fuse3)")
-	}
+	testenv.RequireProgram(t, "mount.fuse3", "fuse3")
 	for _, tc := range []struct {
 		name  string
 		typ   string
@@ -643,9 +620,7 @@ func TestMountHelper(t *testing.T) {
 					t.Errorf("mount options %q, want nodev and noexec as in %q", info, tc.extra)
 				}
 			}
-			if r := execute(t, "umount", mnt); r.code != 0 {
-				t.Fatalf("umount: exit %d, stderr %q", r.code, r.stderr)
-			}
+			umount(t, mnt)
 			checkDaemonEnds(t, pid, d+"/", mnt)
 		})
 	}
@@ -654,17 +629,11 @@ func TestMountHelper(t *testing.T) {
 // mountOptions returns the per-mount options mountinfo lists for mnt.
 func mountOptions(t *testing.T, mnt string) string {
 	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
+	m, ok := mountinfo.At(mnt)
+	if !ok {
+		t.Fatalf("%s not in mountinfo", mnt)
 	}
-	for _, l := range strings.Split(string(info), "\n") {
-		if f := strings.Fields(l); len(f) > 5 && f[4] == mnt {
-			return f[5]
-		}
-	}
-	t.Fatalf("%s not in mountinfo", mnt)
-	return ""
+	return strings.Join(m.Options, ",")
 }
 
 // TestMountFlags checks the mount(2) flags the kernel shows: as root the

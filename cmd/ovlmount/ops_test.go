@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +28,7 @@ import (
 func viewOf(t *testing.T, mnt string) string {
 	t.Helper()
 	var b strings.Builder
-	must(t, filepath.WalkDir(mnt, func(p string, _ fs.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(mnt, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -178,7 +179,7 @@ func clientOp(a []string) error {
 		return unix.Lsetxattr(a[1], a[2], []byte(a[3]), 0)
 	case "removexattr":
 		return unix.Lremovexattr(a[1], a[2])
-	case "write", "opentrunc":
+	case "write", "opentrunc", "openwrite":
 		flags := unix.O_WRONLY | unix.O_APPEND
 		if a[0] == "opentrunc" {
 			flags = unix.O_WRONLY | unix.O_TRUNC

@@ -74,6 +74,7 @@ var options = []option{
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", done, []string{"on", "follow", "nofollow", "off"}, "on: rename a lower or merged directory by recording where its lower part lives (overlay.redirect) instead of EXDEV; follow: follow such redirects, make none; nofollow: refuse to follow them (EPERM); off (default): make none and follow them, as the kernel with redirect_always_follow"},
+	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records (EIO otherwise); where the data file has no fs-verity of its own, ovlmount computes the digest itself, once per file while it does not change. require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
 	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
 	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"index", done, []string{"on", "off"}, "on: the inodes index, as the kernel's: a lower hard link copied up goes through workdir/index, so that its names stay one file (one inode number, the overlay's link count in overlay.nlink) and every name shows the copy; the upper layer's root then records its lowerdir, and a mount over another lowerdir fails (ESTALE). Where a layer's filesystem gives no file handles, or two lower filesystems share a uuid, it falls back to off with a warning; without upperdir it does nothing. off (default): copying up one name of a lower hard link breaks the link"},
@@ -130,8 +131,9 @@ type config struct {
 	// ("" when not).
 	redirect, metacopy string
 	// index says index=on, and that the layers allow it (validate).
-	index bool
-	uuid               overlay.UUIDMode
+	index  bool
+	uuid   overlay.UUIDMode
+	verity overlay.VerityMode
 	// defaultPerms is set when the options name default_permissions:
 	// for a connection mounted by someone else (/dev/fd/N), the only
 	// word on whether the kernel checks permissions.
@@ -324,6 +326,8 @@ func (c *config) apply(o string) error {
 		c.metacopy = value
 	case "index":
 		c.index = value == "on"
+	case "verity":
+		c.verity = map[string]overlay.VerityMode{"off": overlay.VerityOff, "on": overlay.VerityOn, "require": overlay.VerityRequire}[value]
 	case "uuid":
 		c.uuid = map[string]overlay.UUIDMode{"auto": overlay.UUIDAuto, "on": overlay.UUIDOn, "null": overlay.UUIDNull, "off": overlay.UUIDOff}[value]
 	case "default_permissions":

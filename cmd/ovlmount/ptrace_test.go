@@ -84,7 +84,7 @@ type traced struct {
 func startTraced(t *testing.T, bin, opts, mnt string) *traced {
 	t.Helper()
 	stderr, err := os.CreateTemp(t.TempDir(), "stderr")
-	must(t, err)
+	testenv.Must(t, err)
 	tr := &traced{stderr: stderr, done: make(chan struct{})}
 	cmd := exec.Command(bin, "-f", "-o", opts, mnt)
 	// Its own process group: the tracer waits for the group's threads
@@ -93,7 +93,7 @@ func startTraced(t *testing.T, bin, opts, mnt string) *traced {
 	cmd.Stderr = stderr
 	started := make(chan error, 1)
 	go tr.trace(cmd, started)
-	must(t, <-started)
+	testenv.Must(t, <-started)
 	tr.pid = cmd.Process.Pid
 	t.Cleanup(func() {
 		unix.Kill(tr.pid, unix.SIGKILL)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,20 +28,13 @@ func TestMountpointInsideLayer(t *testing.T) {
 	if names := testenv.DirNames(t, mnt+"/d"); !slices.Equal(names, []string{"f"}) {
 		t.Errorf("the mountpoint's own directory in the view lists %q, want the lower layer's [f]", names)
 	}
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: exit %d, %s", r.code, r.stderr)
-	}
+	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no setpriv (Debian package util-linux)")
-		}
-		t.Skip("no setpriv (Debian package util-linux)")
-	}
+	testenv.RequireProgram(t, "setpriv", "util-linux")
 	// The unprivileged user must reach the layers.
-	must(t, os.Chmod(filepath.Dir(d), 0o755))
-	must(t, os.Chmod(d, 0o755))
+	testenv.Must(t, os.Chmod(filepath.Dir(d), 0o755))
+	testenv.Must(t, os.Chmod(d, 0o755))
 	before := snapshot(t, d)
 	r := execute(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
 		testenv.Binary(t), "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)

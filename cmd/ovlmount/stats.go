@@ -324,7 +324,7 @@ func statsCommand(args []string) int {
 	if len(pos) != 1 {
 		return fail("%s", statsUsage)
 	}
-	mnt, err := mountpointPath(pos[0])
+	mnt, err := mountinfo.Path(pos[0])
 	if err != nil {
 		return fail("stats: %v", err)
 	}
@@ -346,24 +346,6 @@ func statsCommand(args []string) int {
 	}
 	fmt.Printf("mountpoint: %s\n%s\n", r.Mountpoint, strings.Join(r.lines(), "\n"))
 	return 0
-}
-
-// mountpointPath returns the absolute, symlink-free path of mountpoint p
-// as mountinfo lists it. Only its parent is resolved: resolving the
-// mountpoint itself would be a request to the mount, which may hang.
-func mountpointPath(p string) (string, error) {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", err
-	}
-	if abs == "/" {
-		return abs, nil
-	}
-	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, filepath.Base(abs)), nil
 }
 
 // statsCandidate is where a daemon's socket may be: a directory, and the

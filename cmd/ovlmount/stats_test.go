@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -62,12 +61,7 @@ func TestStatsCommand(t *testing.T) {
 	testenv.RequireMount(t)
 	d := makeStack(t)
 	// In a directory the workload does not list: listing looks names up.
-	must(t, os.Mkdir(d+"/l1/s", 0o755))
-	for i := range 2 {
-		if err := os.WriteFile(fmt.Sprintf("%s/l1/s/c%d", d, i), []byte("copy me"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.MakeTree(t, d, "f l1/s/c0 copy me", "f l1/s/c1 copy me")
 	mnt := d + "/mnt"
 	mountDaemon(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2,upperdir="+d+"/upper,workdir="+d+"/work", mnt)
 	pid := daemonFor(t, d+"/")
@@ -162,9 +156,7 @@ func TestStatsCommand(t *testing.T) {
 	}
 
 	stopWorkload()
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
+	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stats socket %s after the unmount: %v, want none", sock, err)
@@ -184,14 +176,14 @@ func copyBinary(t *testing.T, d string) string {
 		}
 	}
 	src, err := os.Open(testenv.Binary(t))
-	must(t, err)
+	testenv.Must(t, err)
 	defer src.Close()
 	bin := filepath.Join(d, "ovlmount")
 	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE, 0o755)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = io.Copy(dst, src)
-	must(t, err)
-	must(t, dst.Close())
+	testenv.Must(t, err)
+	testenv.Must(t, dst.Close())
 	return bin
 }
 
@@ -217,7 +209,7 @@ func answerOf(t *testing.T, path string) statsReport {
 func TestStatsStaleSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), statsSocketName("0:99"))
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	must(t, err)
+	testenv.Must(t, err)
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
 	if c, err := net.Dial("unix", path); err == nil {
@@ -260,23 +252,23 @@ func TestStatsSweep(t *testing.T) {
 	stale := func(name string, age time.Duration) string {
 		p := filepath.Join(dir, name)
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
-		must(t, err)
+		testenv.Must(t, err)
 		ln.SetUnlinkOnClose(false)
 		ln.Close()
 		then := time.Now().Add(-age)
-		must(t, os.Chtimes(p, then, then))
+		testenv.Must(t, os.Chtimes(p, then, then))
 		return p
 	}
 	old, fresh := stale("0:97.sock", 2*time.Minute), stale("0:98.sock", 0)
 	live, err := listenStats(filepath.Join(dir, "0:99.sock"))
-	must(t, err)
+	testenv.Must(t, err)
 	defer live.close()
 	go live.answer(func() statsReport { return statsReport{PID: 1} })
 	then := time.Now().Add(-2 * time.Minute)
-	must(t, os.Chtimes(live.path, then, then))
+	testenv.Must(t, os.Chtimes(live.path, then, then))
 	other := filepath.Join(dir, "notes")
-	must(t, os.WriteFile(other, nil, 0o600))
-	must(t, os.Chtimes(other, then, then))
+	testenv.Must(t, os.WriteFile(other, nil, 0o600))
+	testenv.Must(t, os.Chtimes(other, then, then))
 
 	sweep(dir)
 	for p, kept := range map[string]bool{old: false, fresh: true, live.path: true, other: true} {
@@ -291,11 +283,8 @@ func TestStatsSweep(t *testing.T) {
 // XDG_RUNTIME_DIR, and gone after the unmount.
 func TestStatsRootless(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux)", tool)
-		}
-	}
+	testenv.RequireProgram(t, "unshare", "util-linux")
+	testenv.RequireProgram(t, "setpriv", "util-linux")
 	dir := fmt.Sprintf("/tmp/ovlmount-%d", rootlessUID)
 	d, bin := nsLayers(t, rootlessUID)
 	script := `set -e
@@ -366,9 +355,7 @@ func TestStatsSIGUSR1(t *testing.T) {
 	}
 	checkStatsLines(t, lines, pid)
 	checkLive(t, d, mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
+	umount(t, mnt)
 	checkDaemonEnds(t, pid, d+"/", mnt)
 
 	d = makeStack(t)
@@ -380,12 +367,7 @@ func TestStatsSIGUSR1(t *testing.T) {
 	}
 	waitStderr(t, p, mnt+": stats: rss_bytes: ")
 	checkLive(t, d, mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
-		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
-	}
+	p.umountAndWait(t, mnt)
 	lines = nil
 	for _, l := range strings.Split(strings.TrimSuffix(p.stderr.String(), "\n"), "\n") {
 		s, ok := strings.CutPrefix(l, "ovlmount: "+mnt+": stats: ")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/ovlmount/ovlmount/internal/mountinfo"
@@ -67,6 +68,17 @@ func Start() (done func()) {
 			fmt.Fprintf(os.Stderr, "testenv: the tests left behind %s\n", left)
 		}
 	}
+}
+
+// Main is TestMain for a package whose tests need nothing more around
+// them: it runs the tests between Start and the function Start returns,
+// removes the binary Binary built, and exits with the tests' status.
+func Main(m *testing.M) {
+	done := Start()
+	code := m.Run()
+	RemoveBinary()
+	done()
+	os.Exit(code)
 }
 
 // CleanStale takes down what test processes that are gone left in their
@@ -135,10 +147,16 @@ func startTime(pid int) (string, error) {
 
 // clean aborts the FUSE connections of the mounts below dir, kills the
 // processes naming dir, unmounts everything below it and removes it, and
-// says what it found there ("" if nothing but files).
+// says what it found there ("" if nothing but files). Where mountinfo
+// cannot be read it leaves dir alone, and says why.
 func clean(dir string) string {
+	mounts, err := mountinfo.Under(dir)
+	if err != nil {
+		// What is mounted below dir is not known: removing it could reach
+		// into a mount.
+		return err.Error()
+	}
 	var found []string
-	mounts := mountinfo.Under(dir)
 	for _, m := range mounts {
 		if strings.HasPrefix(m.Type, "fuse") {
 			// Killing is not enough: a daemon thread waiting on a request
@@ -192,6 +210,15 @@ func abortFUSE(dev string) {
 // processesNaming returns the live processes, other than this one, whose
 // command line holds dir or a path below it.
 func processesNaming(dir string) []int {
+	return Processes(func(arg string) bool {
+		return strings.Contains(arg, dir+"/") || strings.HasSuffix(arg, dir)
+	})
+}
+
+// Processes returns the live processes, other than this one and zombies,
+// with an argument that match accepts. Tests find the daemons they
+// started by a path unique to the test in their arguments.
+func Processes(match func(arg string) bool) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -199,15 +226,13 @@ func processesNaming(dir string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
+		// A zombie or a kernel thread has an empty command line.
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if err != nil || len(cmdline) == 0 {
-			continue // gone, or a zombie or kernel thread
+			continue
 		}
-		for _, arg := range bytes.Split(cmdline, []byte{0}) {
-			if s := string(arg); strings.Contains(s, dir+"/") || strings.HasSuffix(s, dir) {
-				pids = append(pids, pid)
-				break
-			}
+		if slices.ContainsFunc(strings.Split(string(cmdline), "\x00"), match) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids

@@ -25,13 +25,7 @@ func TestMountType(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) {
-	done := Start()
-	code := m.Run()
-	RemoveBinary()
-	done()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { Main(m) }
 
 // TestCleanStale leaves what a killed test run would beside this live
 // run's directory (Start's): a directory named for a process that is
@@ -118,8 +112,8 @@ func TestCleanStale(t *testing.T) {
 			t.Errorf("%s still runs", cmd.Args)
 		}
 	}
-	if m := mountinfo.Under(stale); len(m) != 0 {
-		t.Errorf("still mounted below the stale directory: %v", m)
+	if m, err := mountinfo.Under(stale); err != nil || len(m) != 0 {
+		t.Errorf("still mounted below the stale directory: %v (%v)", m, err)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("the stale directory is still there (%v)", err)
@@ -140,4 +134,51 @@ func waitsOnFUSE(pid int) bool {
 		}
 	}
 	return false
+}
+
+func TestMakeTree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new")
+	MakeTree(t, dir, "d a/b", "f a/f hello,  world ", "f empty", "l a/l ../out", "p fifo", "x a/f user.k=v=w", "d a", "x . user.root=r")
+	for name, want := range map[string]uint32{"a": unix.S_IFDIR | 0o755, "a/b": unix.S_IFDIR | 0o755, "a/f": unix.S_IFREG | 0o644, "empty": unix.S_IFREG | 0o644, "fifo": unix.S_IFIFO | 0o644} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil || st.Mode != want {
+			t.Errorf("%s: mode %o (%v), want %o", name, st.Mode, err, want)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "a/f")); err != nil || string(b) != "hello,  world " {
+		t.Errorf("a/f holds %q (%v)", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "empty")); err != nil || len(b) != 0 {
+		t.Errorf("empty holds %q (%v)", b, err)
+	}
+	if target, err := os.Readlink(filepath.Join(dir, "a/l")); err != nil || target != "../out" {
+		t.Errorf("a/l points to %q (%v)", target, err)
+	}
+	v := make([]byte, 16)
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "a/f"), "user.k", v); err != nil || string(v[:n]) != "v=w" {
+		t.Errorf("a/f: user.k is %q (%v)", v[:max(n, 0)], err)
+	}
+	if n, err := unix.Lgetxattr(dir, "user.root", v); err != nil || string(v[:n]) != "r" {
+		t.Errorf("the root: user.root is %q (%v)", v[:max(n, 0)], err)
+	}
+}
+
+// TestMakeTreeFollowsNoSymlink checks that names through a symlink, or
+// out of the tree, are refused and leave nothing behind.
+func TestMakeTreeFollowsNoSymlink(t *testing.T) {
+	base := t.TempDir()
+	dir, out := filepath.Join(base, "tree"), filepath.Join(base, "out")
+	MakeTree(t, out)
+	MakeTree(t, dir, "l out ../out", "l abs "+out)
+	for _, line := range []string{"f out/x data", "d abs/x", "f abs x", "d out", "x out/x user.k=v", "f ../x", "f /x", "f a//x", "p ./x", "f a/.", "f .", "q x", "x abs user.k"} {
+		if err := makeObject(dir, line); err == nil {
+			t.Errorf("%q: made", line)
+		}
+	}
+	if names := DirNames(t, out); len(names) != 0 {
+		t.Errorf("made outside the tree: %v", names)
+	}
+	if b, err := os.ReadFile(filepath.Join(base, "x")); err == nil {
+		t.Errorf("made ../x: %q", b)
+	}
 }

@@ -68,12 +68,11 @@ func modulePath() string {
 
 // event is one line of go test -json (cmd/test2json).
 type event struct {
-	Action     string
-	Package    string
-	ImportPath string // of build-output events
-	Test       string
-	Elapsed    float64
-	Output     string
+	Action  string
+	Package string
+	Test    string
+	Elapsed float64
+	Output  string
 }
 
 // counts of a package's top-level tests.
