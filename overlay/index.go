@@ -406,7 +406,7 @@ func (fs *FS) linkUp(n *node, at *place, entry string, opts copyup.Options, trun
 		}
 		made = true
 		ov = x.lowerNlink
-		if err := fs.setNlink(entry, ov, 1, false); err == nil {
+		if err = fs.setNlink(entry, ov, 1, false); err == nil {
 			lf, err = layers.Lookup(ifd, entry, false, false)
 		}
 		if err == nil && lf.Kind != layers.Present {
