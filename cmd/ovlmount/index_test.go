@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -68,7 +69,8 @@ func digest(p string) string {
 // indexShape lists a stack's upper layer and workdir/index: each entry's
 // type and mode, link count, inode class and overlay xattrs (origins by
 // presence, uuids left out). Index entries show as the upper entry they
-// are linked to ("index/=a"), or the first of them; temporaries as "#".
+// are linked to ("index/=a"), or the first of them, "=(none)" if none;
+// temporaries as "#".
 func indexShape(t *testing.T, s stackDirs) []string {
 	t.Helper()
 	first := map[uint64]string{}
@@ -90,10 +92,18 @@ func indexShape(t *testing.T, s stackDirs) []string {
 			case prefix == "" || rel == ".":
 			case strings.HasPrefix(rel, "#"):
 				name = prefix + "#"
+			case first[st.Ino] == name:
+				// Linked from no name: the hex of a handle, which
+				// differs between two copies of a layer.
+				name = prefix + "=(none)"
 			default:
 				name = prefix + "=" + first[st.Ino]
 			}
-			lines = append(lines, fmt.Sprintf("%s %o nlink=%d ino=@%s%s", name, st.Mode, st.Nlink, first[st.Ino], overlayXattrs(p)))
+			ino := first[st.Ino]
+			if name == prefix+"=(none)" {
+				ino = name
+			}
+			lines = append(lines, fmt.Sprintf("%s %o nlink=%d ino=@%s%s", name, st.Mode, st.Nlink, ino, overlayXattrs(p)))
 			return nil
 		})
 		slices.Sort(lines)
@@ -256,4 +266,109 @@ func TestReadsKernelIndex(t *testing.T) {
 			sameLinkView(t, s, opts)
 		}
 	}
+}
+
+// mountFails mounts s with opts through the kernel and through ovlmount,
+// and fails the test unless both refuse: the kernel with want (its
+// strerror), ovlmount with one line naming index=on and want's errno.
+func mountFails(t *testing.T, s stackDirs, opts string, want unix.Errno) {
+	t.Helper()
+	mnt := t.TempDir()
+	out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", s.options(opts), mnt).CombinedOutput()
+	if err == nil {
+		testenv.Unmount(t, mnt)
+		t.Fatalf("the kernel mounts %s", s.options(opts))
+	}
+	if want != unix.EINVAL && !strings.Contains(string(out), want.Error()[1:]) {
+		// EINVAL is the kernel's "wrong fs type, bad option, ...".
+		t.Errorf("the kernel refuses %s with %q, not %v", s.options(opts), out, want)
+	}
+	cleanupMount(t, mnt)
+	r := ovlmount(t, "-o", s.options(opts), mnt)
+	if r.code == 0 {
+		testenv.Unmount(t, mnt)
+		t.Fatalf("ovlmount mounts %s", s.options(opts))
+	}
+	if msg := strings.TrimSuffix(r.stderr, "\n"); strings.Contains(msg, "\n") || !strings.Contains(msg, "option index=on") || !strings.HasSuffix(msg, want.Error()) {
+		t.Errorf("ovlmount refuses %s with %q: want one line naming index=on, ending in %q", s.options(opts), r.stderr, want.Error())
+	}
+}
+
+// TestIndexMountChecks: an upper layer indexed over one lowerdir does
+// not mount with the index over another (ESTALE, the kernel's "failed to
+// verify upper root origin"), and the refusal changes nothing; with more
+// layers below the same top lowerdir it mounts.
+func TestIndexMountChecks(t *testing.T) {
+	testenv.RequireMount(t)
+	s := newStackDirs(t)
+	mkLinks(t)(s.lower)
+	mnt, done := ovlMount(t, s, "index=on")
+	testenv.Must(t, os.Chmod(filepath.Join(mnt, "a"), 0o600))
+	done()
+	before := indexShape(t, s)
+	other := s
+	other.lowers = t.TempDir()
+	mountFails(t, other, "index=on", unix.ESTALE)
+	if after := indexShape(t, s); !slices.Equal(after, before) {
+		t.Errorf("a refused mount changed the upper layer or index:\n  %s\nwas\n  %s", strings.Join(after, "\n  "), strings.Join(before, "\n  "))
+	}
+	below := s
+	below.lowers = s.lower + ":" + other.lowers
+	sameLinkView(t, below, "index=on")
+}
+
+// TestIndexMountCleanup: mounting with the index cleans workdir/index as
+// the kernel's ovl_indexdir_cleanup does. Two stacks the kernel wrote
+// the same are damaged the same (leftover temporaries, upper names
+// removed behind the overlay's back); the kernel mounts one, ovlmount the
+// other, and both must be left the same. Entries the kernel cannot read
+// fail the mount.
+func TestIndexMountCleanup(t *testing.T) {
+	testenv.RequireMount(t)
+	build := func(t *testing.T) stackDirs {
+		s := newStackDirs(t)
+		testenv.MakeTree(t, s.lower, "f a a", "f f f", "f h h", "f i i")
+		for _, n := range []string{"a b", "a c", "f g", "h h2", "i i2"} {
+			old, new, _ := strings.Cut(n, " ")
+			testenv.Must(t, os.Link(filepath.Join(s.lower, old), filepath.Join(s.lower, new)))
+		}
+		mnt, done := kernelMount(t, s, "index=on")
+		for _, n := range []string{"a", "f", "h", "i"} {
+			testenv.Must(t, os.Chmod(filepath.Join(mnt, n), 0o600))
+		}
+		for _, n := range []string{"b", "c", "h", "h2"} {
+			testenv.Must(t, os.Remove(filepath.Join(mnt, n)))
+		}
+		done()
+		testenv.MakeTree(t, s.work+"/index", "f #t", "d #d", "f #e/x/y/z")
+		// a's entry keeps one link, and the overlay's count (U-1) says
+		// no name: an orphan. f's keeps one, and U+0 says one name.
+		testenv.Must(t, os.Remove(filepath.Join(s.upper, "a")))
+		testenv.Must(t, os.Remove(filepath.Join(s.upper, "f")))
+		return s
+	}
+	k, o := build(t), build(t)
+	kmnt, kdone := kernelMount(t, k, "index=on")
+	kview := linkView(t, kmnt)
+	kdone()
+	omnt, odone := ovlMount(t, o, "index=on")
+	oview := linkView(t, omnt)
+	odone()
+	if !slices.Equal(oview, kview) {
+		t.Errorf("ovlmount shows\n  %s\nthe kernel\n  %s", strings.Join(oview, "\n  "), strings.Join(kview, "\n  "))
+	}
+	if got, want := indexShape(t, o), indexShape(t, k); !slices.Equal(got, want) {
+		t.Errorf("ovlmount's upper layer and index hold\n  %s\nthe kernel's\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+
+	s := build(t)
+	testenv.MakeTree(t, s.work+"/index", "f zzz")
+	mountFails(t, s, "index=on", unix.EINVAL)
+	s = build(t)
+	entries, err := os.ReadDir(s.work + "/index")
+	testenv.Must(t, err)
+	// An entry with a valid name and no origin.
+	name := entries[len(entries)-1].Name()
+	testenv.MakeTree(t, s.work+"/index", "f "+name[:len(name)-2]+"00")
+	mountFails(t, s, "index=on", unix.ENODATA)
 }
