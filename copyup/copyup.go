@@ -223,11 +223,14 @@ type Options struct {
 	DataFrom *int
 	// NullUUID writes origins with a null uuid (uuid=off).
 	NullUUID bool
-	// Index says the copy is an index entry (index=on): udir is
-	// workdir/index and name the entry's. The copy gets its origin
-	// whatever the lower object's link count; its parent gets neither
-	// the impure marker nor its times back (ovl_do_copy_up's to_index).
-	Index bool
+	// Index, when set, says the copy is an index entry (index=on):
+	// udir is workdir/index and name the entry's. The copy gets its
+	// origin whatever the lower object's link count, then this marker
+	// (its overlay.nlink), last, so that the entry is whole once it
+	// shows (the kernel sets it after, ovl_set_nlink_upper); its parent
+	// gets neither the impure marker nor its times back (ovl_do_copy_up's
+	// to_index).
+	Index *Marker
 	// Metacopy, when set, copies a regular file without its data
 	// (metacopy=on): the copy is as big as the file and holds a hole,
 	// and gets this marker after its origin, as the kernel orders them

@@ -11,7 +11,7 @@ import (
 // filesystem that gives no file handles gets the kernel's null origin (an
 // empty value): the object was copied up, from nothing it can name.
 func (c *copier) setOrigin() error {
-	if c.kind != unix.S_IFDIR && c.sst.Nlink != 1 && !c.opts.Index {
+	if c.kind != unix.S_IFDIR && c.sst.Nlink != 1 && c.opts.Index == nil {
 		return nil
 	}
 	fb, err := c.originValue()

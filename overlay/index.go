@@ -226,8 +226,14 @@ func (fs *FS) entryNlink(name string, lowerNlink uint64) (upper, overlay uint64,
 // setNlink records overlay link count ov on index entry name, relative to
 // base, the upper inode's count (or with lower, the lower object's).
 func (fs *FS) setNlink(name string, ov, base uint64, lower bool) error {
-	v := layers.Nlink{Lower: lower, Diff: int(int64(ov) - int64(base))}.String()
-	return layers.SetxattrAt(fs.index.x.Fd(), name, fs.xattrs.Name(layers.XattrNlink), []byte(v))
+	return layers.SetxattrAt(fs.index.x.Fd(), name, fs.xattrs.Name(layers.XattrNlink), []byte(nlinkValue(ov, base, lower)))
+}
+
+// nlinkValue is the overlay.nlink that records the overlay link count ov
+// relative to base, the upper inode's link count or, with lower, the
+// lower one's.
+func nlinkValue(ov, base uint64, lower bool) string {
+	return layers.Nlink{Lower: lower, Diff: int(int64(ov) - int64(base))}.String()
 }
 
 // nlinkStart records, before a change of an indexed object's links, its
@@ -347,7 +353,6 @@ func (fs *FS) copyUpIndexed(n *node, meta, trunc bool) (int, error) {
 	}
 	fd := -1
 	opts := fs.copyOptions(n, meta, trunc, &fd)
-	opts.Index = true
 	n.mu.Lock()
 	at := n.at.Load()
 	entry, ok := indexEntry(at, fs.upper)
@@ -401,14 +406,15 @@ func (fs *FS) linkUp(n *node, at *place, entry string, opts copyup.Options, trun
 			// The entry it showed went behind the mount's back.
 			return false, syscall.ENOENT
 		}
+		// The entry's one link is the index's own: the overlay's
+		// count, the lower object's, is relative to it.
+		ov = x.lowerNlink
+		opts.Index = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrNlink), Value: []byte(nlinkValue(ov, 1, false))}
 		if err := fs.copyToIndex(n, at, objs[0], entry, opts); err != nil {
 			return false, err
 		}
 		made = true
-		ov = x.lowerNlink
-		if err = fs.setNlink(entry, ov, 1, false); err == nil {
-			lf, err = layers.Lookup(ifd, entry, false, false)
-		}
+		lf, err = layers.Lookup(ifd, entry, false, false)
 		if err == nil && lf.Kind != layers.Present {
 			err = syscall.EIO
 		}
