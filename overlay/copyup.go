@@ -207,6 +207,15 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			return nfd, nil
 		}
 	}
+	if !trunc {
+		// Data written in place changes the times: a fill that fails
+		// leaves the file as it showed, its data still read from below.
+		fail = func(err error) (int, error) {
+			layers.SetTimes(fd, "", st.Atim, st.Mtim)
+			unix.Close(fd)
+			return -1, err
+		}
+	}
 	if trunc {
 		err = layers.FdTruncate(fd, 0)
 	} else {
