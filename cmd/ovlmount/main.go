@@ -256,6 +256,9 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		return nil, nil, err
 	}
 	if c.upper != "" {
+		if err := claimLayers(c); err != nil {
+			return fail(err)
+		}
 		l, err := layers.Open(c.upper, 0, true)
 		if err != nil {
 			return fail(fmt.Errorf("upperdir %v", err))
