@@ -166,9 +166,21 @@ func mkLinks(t *testing.T) func(lower string) {
 // stack the same.
 func sameIndexWrites(t *testing.T, opts string, mk func(lower string), sessions ...func(t *testing.T, mnt string)) {
 	t.Helper()
+	sameIndexWritesOn(t, opts, nil, mk, sessions...)
+}
+
+// sameIndexWritesOn is sameIndexWrites with the lower layers subs,
+// directories mk makes in the lower directory, top first.
+func sameIndexWritesOn(t *testing.T, opts string, subs []string, mk func(lower string), sessions ...func(t *testing.T, mnt string)) {
+	t.Helper()
 	k, o := newStackDirs(t), newStackDirs(t)
 	mk(k.lower)
 	mk(o.lower)
+	for _, s := range []*stackDirs{&k, &o} {
+		if subs != nil {
+			s.lowers = s.lower + "/" + strings.Join(subs, ":"+s.lower+"/")
+		}
+	}
 	for i, ops := range sessions {
 		kmnt, kdone := kernelMount(t, k, opts)
 		ops(t, kmnt)
@@ -247,6 +259,35 @@ func TestWritesIndexMetacopy(t *testing.T) {
 		testenv.Must(t, os.Truncate(p(mnt, "g"), 10))
 	}
 	sameIndexWrites(t, "index=on,metacopy=on", mkLinks(t), first, second)
+}
+
+// TestWritesIndexLayers: hard links in a lower layer below another,
+// one of them shadowed by the top layer, and directories renamed through
+// redirects around them.
+func TestWritesIndexLayers(t *testing.T) {
+	testenv.RequireMount(t)
+	p := func(mnt, name string) string { return filepath.Join(mnt, name) }
+	mk := func(lower string) {
+		testenv.MakeTree(t, lower, "f top/a top a", "f top/h2 shadowing", "d top/d", "f bottom/h1 linked", "d bottom/d", "f bottom/x x")
+		for _, n := range []string{"h2", "d/h3", "d/h4"} {
+			testenv.Must(t, os.Link(filepath.Join(lower, "bottom/h1"), filepath.Join(lower, "bottom", n)))
+		}
+	}
+	first := func(t *testing.T, mnt string) {
+		testenv.Must(t, os.Chmod(p(mnt, "h1"), 0o600))
+		testenv.Must(t, os.Rename(p(mnt, "d"), p(mnt, "d2")))
+		f, err := os.OpenFile(p(mnt, "d2/h3"), os.O_WRONLY|os.O_APPEND, 0)
+		testenv.Must(t, err)
+		f.WriteString("more\n")
+		f.Close()
+		testenv.Must(t, os.Link(p(mnt, "d2/h4"), p(mnt, "n")))
+	}
+	second := func(t *testing.T, mnt string) {
+		testenv.Must(t, os.Remove(p(mnt, "h1")))
+		testenv.Must(t, os.Rename(p(mnt, "d2/h4"), p(mnt, "h2")))
+		testenv.Must(t, os.Rename(p(mnt, "d2"), p(mnt, "d3")))
+	}
+	sameIndexWritesOn(t, "index=on,redirect_dir=on", []string{"top", "bottom"}, mk, first, second)
 }
 
 // TestReadsKernelIndex reads stacks the kernel wrote with index=on, with
@@ -371,4 +412,100 @@ func TestIndexMountCleanup(t *testing.T) {
 	name := entries[len(entries)-1].Name()
 	testenv.MakeTree(t, s.work+"/index", "f "+name[:len(name)-2]+"00")
 	mountFails(t, s, "index=on", unix.ENODATA)
+}
+
+// TestIndexAliasesCoherent: what one name of a lower hard link shows
+// follows changes made through another at once, attributes and data, as
+// in the kernel, where they are one inode; a file opened before the copy
+// keeps reading what it opened.
+func TestIndexAliasesCoherent(t *testing.T) {
+	testenv.RequireMount(t)
+	observe := func(t *testing.T, mnt string) []string {
+		var out []string
+		stat := func(name string) {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(mnt, name), &st); err != nil {
+				out = append(out, fmt.Sprintf("stat %s: %v", name, err))
+				return
+			}
+			out = append(out, fmt.Sprintf("stat %s: %o nlink=%d size=%d", name, st.Mode, st.Nlink, st.Size))
+		}
+		read := func(what string, f *os.File) {
+			b := make([]byte, 64)
+			n, err := f.ReadAt(b, 0)
+			out = append(out, fmt.Sprintf("%s: %q %v", what, b[:n], errnoOf(err)))
+		}
+		old, err := os.Open(filepath.Join(mnt, "b"))
+		testenv.Must(t, err)
+		defer old.Close()
+		stat("b")
+		testenv.Must(t, os.Chmod(filepath.Join(mnt, "a"), 0o600))
+		stat("b")
+		f, err := os.OpenFile(filepath.Join(mnt, "c"), os.O_WRONLY|os.O_APPEND, 0)
+		testenv.Must(t, err)
+		f.WriteString("more\n")
+		f.Close()
+		stat("b")
+		stat("d/e")
+		read("b opened before", old)
+		now, err := os.Open(filepath.Join(mnt, "b"))
+		testenv.Must(t, err)
+		read("b opened after", now)
+		now.Close()
+		testenv.Must(t, os.Remove(filepath.Join(mnt, "a")))
+		stat("b")
+		testenv.Must(t, os.Link(filepath.Join(mnt, "b"), filepath.Join(mnt, "n")))
+		stat("d/e")
+		return out
+	}
+	k, o := newStackDirs(t), newStackDirs(t)
+	mkLinks(t)(k.lower)
+	mkLinks(t)(o.lower)
+	kmnt, kdone := kernelMount(t, k, "index=on")
+	want := observe(t, kmnt)
+	kdone()
+	omnt, odone := ovlMount(t, o, "index=on")
+	got := observe(t, omnt)
+	odone()
+	if !slices.Equal(got, want) {
+		t.Errorf("ovlmount shows\n  %s\nthe kernel\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// TestIndexMountInUse: while a mount uses an upper layer, another with
+// index=on over it fails (EBUSY), whichever index option the first has,
+// and one with index=off mounts, as two kernel mounts do. (The kernel's
+// marks and ovlmount's locks do not see each other: each is checked
+// against its own kind.)
+func TestIndexMountInUse(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, first := range []string{"index=on", "index=off"} {
+		k, o := newStackDirs(t), newStackDirs(t)
+		_, kdone := kernelMount(t, k, first)
+		kmnt := t.TempDir()
+		out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", k.options("index=on"), kmnt).CombinedOutput()
+		if err == nil {
+			testenv.Unmount(t, kmnt)
+			t.Fatalf("after %s, the kernel mounts the upper layer again with index=on", first)
+		}
+		_, kdone2 := kernelMount(t, k, "index=off")
+		kdone2()
+		kdone()
+		t.Logf("after %s, the kernel refuses index=on: %s", first, out)
+
+		_, odone := ovlMount(t, o, first)
+		omnt := t.TempDir()
+		cleanupMount(t, omnt)
+		r := ovlmount(t, "-o", o.options("index=on"), omnt)
+		if r.code == 0 {
+			testenv.Unmount(t, omnt)
+			t.Fatalf("after %s, ovlmount mounts the upper layer again with index=on", first)
+		}
+		if msg := strings.TrimSuffix(r.stderr, "\n"); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "ovlmount: option index=on: upperdir ") || !strings.HasSuffix(msg, unix.EBUSY.Error()) {
+			t.Errorf("after %s, ovlmount refuses index=on with %q: want one line naming index=on and upperdir, ending in %q", first, r.stderr, unix.EBUSY.Error())
+		}
+		_, odone2 := ovlMount(t, o, "index=off")
+		odone2()
+		odone()
+	}
 }
