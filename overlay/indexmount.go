@@ -13,8 +13,11 @@ import (
 // root records the top lower root as its origin, and a later mount must
 // name that lower root again (ESTALE otherwise); workdir/index records the
 // upper root (overlay.upper), and must belong to this upper layer; stale
-// entries are cleaned (ovl_indexdir_cleanup). Everything is checked
-// before anything is written, so a mount that fails changes nothing.
+// entries are cleaned (ovl_indexdir_cleanup). The roots are checked
+// before anything is written; the entries one by one as they are
+// cleaned, so that, as in the kernel, an entry that fails the mount
+// leaves the origin and overlay.upper written and the entries before it
+// cleaned.
 
 // indexSetup is what mounting with the index will write, once checked.
 type indexSetup struct {
@@ -22,7 +25,6 @@ type indexSetup struct {
 	lowerFb, upperFb []byte // the ovl_fb of the top lower root and of the upper root
 	setOrigin        bool   // the upper root has no origin yet
 	setUpper         bool   // the index has no overlay.upper yet
-	temps, stale     []string
 }
 
 // checkIndex checks that the stack can be mounted with the index in
@@ -78,9 +80,6 @@ func (fs *FS) checkIndex(workdir string) (*indexSetup, error) {
 	case !bytes.Equal(v, s.upperFb):
 		return nil, fmt.Errorf("option index=on: %s/index belongs to another upperdir than %s (its overlay.upper differs): %v", workdir, fs.upper.Path, unix.ESTALE)
 	}
-	if err := fs.scanIndex(x.Fd(), s); err != nil {
-		return nil, fmt.Errorf("option index=on: %s/index: %v", workdir, err)
-	}
 	return s, nil
 }
 
@@ -94,15 +93,16 @@ func (fs *FS) storedFb(fd int, x layers.Xattr) ([]byte, bool) {
 	return v[:v[2]], true
 }
 
-// scanIndex finds, as ovl_indexdir_cleanup, the entries of index
-// directory dfd to remove: leftovers of an interrupted operation
+// cleanIndex removes, as ovl_indexdir_cleanup, in the order the
+// directory lists them, the entries of index directory dfd that are to
+// go: leftovers of an interrupted operation
 // ("#..."), entries whose name and origin disagree or whose origin is
 // gone, and orphans (a copy no name links any more, whose overlay link
 // count is 0). Whiteouts and directories stay. An entry the kernel cannot
 // read fails the mount, with its errno: a name that is no ovl_fb in hex
 // (EINVAL), of a later version or unknown flags (ENODATA), or a
 // non-directory without a readable origin (ENODATA).
-func (fs *FS) scanIndex(dfd int, s *indexSetup) error {
+func (fs *FS) cleanIndex(dfd int) error {
 	fd, err := unix.Openat(dfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -114,7 +114,7 @@ func (fs *FS) scanIndex(dfd int, s *indexSetup) error {
 	}
 	for _, e := range ents {
 		if e.Name[0] == '#' {
-			s.temps = append(s.temps, e.Name)
+			cleanTemp(dfd, e.Name)
 			continue
 		}
 		stale, err := fs.staleEntry(dfd, e.Name)
@@ -122,7 +122,7 @@ func (fs *FS) scanIndex(dfd int, s *indexSetup) error {
 			return fmt.Errorf("entry %s: %v", e.Name, err)
 		}
 		if stale {
-			s.stale = append(s.stale, e.Name)
+			layers.Unlink(dfd, e.Name)
 		}
 	}
 	return nil
@@ -194,11 +194,8 @@ func (fs *FS) makeIndex(s *indexSetup) error {
 			return fmt.Errorf("option index=on: %s/index: %v", s.workdir, err)
 		}
 	}
-	for _, name := range s.temps {
-		cleanTemp(x.Fd(), name)
-	}
-	for _, name := range s.stale {
-		layers.Unlink(x.Fd(), name)
+	if err := fs.cleanIndex(x.Fd()); err != nil {
+		return fmt.Errorf("option index=on: %s/index: %v", s.workdir, err)
 	}
 	return nil
 }
