@@ -7,7 +7,10 @@
 // whole one, after a crash too. The package does not decide when an object
 // must be copied up (the overlay package does), never writes to a lower
 // layer, and reaches layer objects only through fds (package layers), so
-// that no symlink stored in a layer is ever followed.
+// that no symlink stored in a layer is ever followed. The same way,
+// ClearDir replaces a directory with an empty copy, and StandIn puts a
+// regular file in place of a symlink, fifo, socket or device, for an upper
+// layer that keeps owners and types in an override xattr.
 //
 // What a copy writes, checked against the kernel's overlay (6.18):
 //   - data, in the kernel's 1 MiB chunks (a hole kept where one begins a

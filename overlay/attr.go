@@ -140,7 +140,7 @@ func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 		a.Nlink = 1
 	}
 	n.mu.Lock()
-	data, own := dataOf(n.objects(), n.typ)
+	data, own := dataOf(n.objects(), n.kind())
 	lazy := n.aux != nil && n.aux.lazy != ""
 	x, upper := n.indexOf(), n.objects()[0].layer.Upper && !n.unlinked
 	n.mu.Unlock()

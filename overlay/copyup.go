@@ -21,7 +21,7 @@ import (
 // its data, and overlay.metacopy, until it is opened for writing or
 // truncated (copyUpOpen).
 func (fs *FS) copyUp(n *node) error {
-	_, err := fs.copyUpWith(n, fs.opts.Metacopy && n.typ == unix.S_IFREG, false)
+	_, err := fs.copyUpWith(n, fs.opts.Metacopy && n.kind() == unix.S_IFREG, false)
 	return err
 }
 
@@ -61,7 +61,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	if meta {
 		// With verity, the marker records the data's digest, or the
 		// data is copied too (verity=require, no fs-verity).
-		data, _ := dataOf(n.objects(), n.typ)
+		data, _ := dataOf(n.objects(), n.kind())
 		if dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
 			value, keep := fs.dataMarker(dfd)
 			unix.Close(dfd)
@@ -77,7 +77,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		return -1, syscall.ENOENT
 	}
 	objs := n.objects()
-	data, own := dataOf(objs, n.typ)
+	data, own := dataOf(objs, n.kind())
 	if objs[0].layer.Upper {
 		if !own && !meta {
 			fd, err := fs.fillData(n, data, trunc)
@@ -102,7 +102,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, toErrno(err)
 	}
-	fs.stats.copiedUp(n.typ, st.Size)
+	fs.stats.copiedUp(n.kind(), st.Size)
 	up := objOf(fs.upper, &st)
 	changed := n.isDir()
 	if n.isDir() {
@@ -142,12 +142,12 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 // data; trunc: empty), which sets *fd to a regular file's copy.
 // Preconditions: renameMu held.
 func (fs *FS) copyOptions(n *node, meta, trunc bool, fd *int) copyup.Options {
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
 	opts.Xattrs = map[string]string{}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name
 		// the upper layer is read with.
-		if o, ok := fs.overrideOf(n, n.typ); ok {
+		if o, ok := fs.overrideOf(n, n.kind()); ok {
 			opts.Xattrs[names[0]] = o.String()
 		}
 	}
@@ -203,7 +203,7 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			if err != nil {
 				return -1, err
 			}
-			fs.stats.copiedUp(n.typ, st.Size)
+			fs.stats.copiedUp(n.kind(), st.Size)
 			return nfd, nil
 		}
 	}
@@ -232,7 +232,7 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			return fail(err)
 		}
 	}
-	fs.stats.copiedUp(n.typ, st.Size)
+	fs.stats.copiedUp(n.kind(), st.Size)
 	n.setObjs([]obj{up})
 	return fd, nil
 }

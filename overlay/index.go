@@ -453,7 +453,7 @@ func (fs *FS) linkUp(n *node, at *place, entry string, opts copyup.Options, trun
 // opts; a lower metacopy file's data from the object below that holds it.
 // Preconditions: renameMu held; n.mu held; fs.index.mu held.
 func (fs *FS) copyToIndex(n *node, at *place, src obj, entry string, opts copyup.Options) error {
-	if data, own := dataOf(n.objects(), n.typ); !own && opts.Metacopy == nil {
+	if data, own := dataOf(n.objects(), n.kind()); !own && opts.Metacopy == nil {
 		dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY)
 		if err != nil {
 			return err
@@ -470,7 +470,7 @@ func (fs *FS) copyToIndex(n *node, at *place, src obj, entry string, opts copyup
 	if err != nil {
 		return err
 	}
-	fs.stats.copiedUp(n.typ, st.Size)
+	fs.stats.copiedUp(n.kind(), st.Size)
 	return nil
 }
 

@@ -108,7 +108,7 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 // Preconditions: renameMu held for reading.
 func (fs *FS) acquire(p *node, name string, f found) Entry {
 	id := fs.identify(p, name, f)
-	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == f.typ }, func() *node {
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.kind() == f.typ }, func() *node {
 		n := newNode(f.typ, f.objs, p, name, f.far)
 		if f.lazy != "" || f.index != nil {
 			n.aux = &aux{lazy: f.lazy, idx: f.index}

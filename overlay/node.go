@@ -34,7 +34,11 @@ type node struct {
 	// for reading.
 	at atomic.Pointer[place]
 
-	typ uint32 // S_IFMT bits, fixed for the node's life
+	// typ is the S_IFMT bits of the winning object, read with kind. It
+	// is fixed for the node's life but in one case: a symlink, fifo,
+	// socket or device made file-backed becomes S_IFREG (backed.go), as
+	// it still shows its own type.
+	typ atomic.Uint32
 
 	// mu guards the fields below. It is held only briefly and never
 	// while taking another node's mu, except by copyUp, which holds it
@@ -109,7 +113,8 @@ type aux struct {
 // newNode returns a node of type typ for objs, placed at (p, name); far
 // says where objects lie elsewhere (place.far).
 func newNode(typ uint32, objs []obj, p *node, name string, far map[*layers.Layer]string) *node {
-	n := &node{typ: typ}
+	n := new(node)
+	n.typ.Store(typ)
 	n.setObjs(objs)
 	if typ == unix.S_IFDIR {
 		n.aux = new(aux)
@@ -279,7 +284,7 @@ func (n *node) upperData() bool {
 // Preconditions: n.mu held.
 func (n *node) hasUpperData() bool {
 	objs := n.objects()
-	_, own := dataOf(objs, n.typ)
+	_, own := dataOf(objs, n.kind())
 	return objs[0].layer.Upper && own
 }
 
@@ -287,7 +292,10 @@ func (n *node) hasUpperData() bool {
 // layers; the kernel gives those nlink 1.
 func (n *node) merged() bool { return len(n.layersOf()) > 1 }
 
-func (n *node) isDir() bool { return n.typ == unix.S_IFDIR }
+func (n *node) isDir() bool { return n.kind() == unix.S_IFDIR }
+
+// kind returns the S_IFMT bits of n's winning object.
+func (n *node) kind() uint32 { return n.typ.Load() }
 
 // addName records (p, name) as a name of n, found by a lookup: n's place
 // if it had lost every name, another link otherwise. A directory has one

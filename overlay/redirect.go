@@ -136,7 +136,7 @@ func (fs *FS) reresolved(n *node, p *node, name string) {
 // the kernel's ovl_set_link_redirect.
 // Preconditions: renameMu held; t copied up.
 func (fs *FS) linkRedirect(t *node) error {
-	if _, own := dataOf(t.layersOf(), t.typ); own {
+	if _, own := dataOf(t.layersOf(), t.kind()); own {
 		return nil
 	}
 	at := t.at.Load()

@@ -143,7 +143,7 @@ func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
 	if err := fs.copyUp(n); err != nil {
 		return held, false, err
 	}
-	_, own := dataOf(n.layersOf(), n.typ)
+	_, own := dataOf(n.layersOf(), n.kind())
 	return held, !own, nil
 }
 

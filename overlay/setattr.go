@@ -42,6 +42,11 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	if err := fs.checkProt(n, touch); err != nil {
 		return Attr{}, err
 	}
+	if fs.overrideWrite != "" && special(n.kind()) && (in.Uid != nil || in.Gid != nil || in.Mode != nil) {
+		if err := fs.backWithFile(n, &in); err != nil {
+			return Attr{}, err
+		}
+	}
 	// Through an open file: the one the request names (ftruncate), or,
 	// for an unlinked node, any (the kernel sends fchmod without one).
 	fd := -1
@@ -58,7 +63,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	n.mu.Unlock()
 	// A chown for real clears them on the host as the kernel would: the
 	// caller may only chown to a group it is in.
-	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.typ)
+	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.kind())
 	if in.KillPrivs != nil && in.Mode == nil && !chown && n.privs.Load() != privsNone {
 		if st, err := fs.stat(n); err == nil {
 			a := fs.attr(n, &st)
@@ -67,7 +72,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 			}
 		}
 	}
-	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.typ) &&
+	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.kind()) &&
 		fs.opts.UIDs.Squash == nil && fs.opts.GIDs.Squash == nil {
 		if st, ok, err := fs.setAttrsAt(n, in); ok {
 			if err != nil {
@@ -99,7 +104,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	if err := fs.setOwnerMode(n, fd, &in); err != nil {
 		return Attr{}, err
 	}
-	if err := setAttrs(fd, n.typ, in); err != nil {
+	if err := setAttrs(fd, n.kind(), in); err != nil {
 		return Attr{}, err
 	}
 	var st unix.Stat_t
@@ -132,7 +137,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 		return nil
 	}
 	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
-	if fs.writesOverride(n.typ) {
+	if fs.writesOverride(n.kind()) {
 		var st unix.Stat_t
 		err := toErrno(unix.Fstat(fd, &st))
 		if err == nil {
@@ -146,7 +151,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 	}
 	fs.storedOwner(in)
 	if squashed && (in.Uid != nil || in.Gid != nil) {
-		setAttrs(fd, n.typ, SetAttrs{Uid: in.Uid, Gid: in.Gid})
+		setAttrs(fd, n.kind(), SetAttrs{Uid: in.Uid, Gid: in.Gid})
 		in.Uid, in.Gid = nil, nil
 	}
 	return nil
@@ -168,7 +173,7 @@ func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err err
 	fs.storedOwner(&in)
 	ok = true
 	err = fs.inDir(at.parent, fs.upper, func(dfd int) error {
-		if err := changeAttrs(dfd, at.name, n.typ, in); err != nil {
+		if err := changeAttrs(dfd, at.name, n.kind(), in); err != nil {
 			return err
 		}
 		return unix.Fstatat(dfd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW)

@@ -4,7 +4,9 @@
 //	ovlmount [-f] [-d] [-o lowerdir=L1:L2,upperdir=U,workdir=W,...] [SOURCE] MOUNTPOINT
 //
 // Without -f or -d it runs as a daemon and exits 0 once the mount is live.
-// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters.
+// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters;
+// ovlmount check [--repair] -o lowerdir=...,upperdir=...,workdir=... checks
+// a stack that is not mounted.
 package main
 
 import (
@@ -77,6 +79,9 @@ func fail(format string, a ...any) int {
 func run(args []string) int {
 	if isStatsCommand(args) {
 		return statsCommand(args[1:])
+	}
+	if isCheckCommand(args) {
+		return checkCommand(args[1:])
 	}
 	c, err := parseArgs(args)
 	if !isDaemonChild() {
@@ -321,6 +326,7 @@ func unmount(mnt string) {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
        ovlmount stats [--json] MOUNTPOINT
+       ovlmount check [--repair] -o lowerdir=...[,upperdir=...,workdir=...]
 
 Mounts at MOUNTPOINT the merged view of lower layers and an optional upper
 layer, like kernel overlayfs, through FUSE. Without -f or -d, ovlmount runs
@@ -329,6 +335,10 @@ fusermount3 -u; SIGTERM and SIGINT unmount too.
 
 ovlmount stats prints the counters of a running mount (requests and their
 latency, lookups, copy-ups, open files, memory); SIGUSR1 logs them.
+
+ovlmount check checks a stack that is not mounted, as the kernel would read
+it, and with --repair fixes what is safe to fix; ovlmount check --help says
+more.
 
   -f             stay in the foreground
   -d             debug: log a line per request to stderr, stay in the
