@@ -121,24 +121,6 @@ func OpenIndex(workdir string) (*Index, error) {
 	return &Index{fd: fd}, nil
 }
 
-// ExistingIndex opens workdir/index as it is, to read it, or returns nil
-// if there is none.
-func ExistingIndex(workdir string) (*Index, error) {
-	dir, err := unix.Open(workdir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", workdir, err)
-	}
-	defer unix.Close(dir)
-	fd, err := openWork(dir, "index")
-	switch {
-	case err == unix.ENOENT:
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("%s/index: %w", workdir, err)
-	}
-	return &Index{fd: fd}, nil
-}
-
 func openIndex(workdir string) (int, error) {
 	dir, err := unix.Open(workdir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -13,22 +13,21 @@ import (
 // root records the top lower root as its origin, and a later mount must
 // name that lower root again (ESTALE otherwise); workdir/index records the
 // upper root (overlay.upper), and must belong to this upper layer; stale
-// entries are cleaned (ovl_indexdir_cleanup). The roots are checked
-// before anything is written; the entries one by one as they are
-// cleaned, so that, as in the kernel, an entry that fails the mount
-// leaves the origin and overlay.upper written and the entries before it
-// cleaned.
+// entries are cleaned (ovl_indexdir_cleanup). The upper root's origin is
+// checked before anything is written; the rest as the kernel goes, so
+// that, as in the kernel, an index of another upper layer fails the
+// mount once the origin is written, and an entry that fails it leaves
+// the entries before it cleaned.
 
 // indexSetup is what mounting with the index will write, once checked.
 type indexSetup struct {
 	workdir          string
 	lowerFb, upperFb []byte // the ovl_fb of the top lower root and of the upper root
 	setOrigin        bool   // the upper root has no origin yet
-	setUpper         bool   // the index has no overlay.upper yet
 }
 
-// checkIndex checks that the stack can be mounted with the index in
-// workdir/index, reading only, and returns what to write.
+// checkIndex checks that the stack's roots can be mounted with the index,
+// reading only, and returns what to write.
 // Preconditions: fs.xattrs probed.
 func (fs *FS) checkIndex(workdir string) (*indexSetup, error) {
 	s := &indexSetup{workdir: workdir}
@@ -63,22 +62,6 @@ func (fs *FS) checkIndex(workdir string) (*indexSetup, error) {
 		s.setOrigin = true
 	case !bytes.Equal(v, s.lowerFb):
 		return nil, fmt.Errorf("option index=on: upperdir %s was indexed over another lowerdir than %s (the origin of its root differs): %v", fs.upper.Path, lower.Path, unix.ESTALE)
-	}
-	x, err := copyup.ExistingIndex(workdir)
-	if err != nil {
-		return nil, fmt.Errorf("option index=on: %v", err)
-	}
-	if x == nil {
-		s.setUpper = true
-		return s, nil
-	}
-	defer x.Close()
-	v, ok = fs.storedFb(x.Fd(), layers.XattrUpper)
-	switch {
-	case !ok:
-		s.setUpper = true
-	case !bytes.Equal(v, s.upperFb):
-		return nil, fmt.Errorf("option index=on: %s/index belongs to another upperdir than %s (its overlay.upper differs): %v", workdir, fs.upper.Path, unix.ESTALE)
 	}
 	return s, nil
 }
@@ -175,9 +158,11 @@ func (fs *FS) staleEntry(dfd int, name string) (bool, error) {
 	return base+int64(nl.Diff) <= 0, nil
 }
 
-// makeIndex writes what checkIndex found to write, as the kernel does:
-// the upper root's origin, workdir/index and its overlay.upper, and the
-// cleaning of stale entries.
+// makeIndex writes what checkIndex found to write, as the kernel's
+// ovl_get_indexdir does, in its order: the upper root's origin,
+// workdir/index and its overlay.upper, which an existing index must have
+// already (ESTALE if another upper root's), and the cleaning of stale
+// entries.
 func (fs *FS) makeIndex(s *indexSetup) error {
 	if s.setOrigin {
 		if err := layers.FdSetxattr(fs.upper.Root(), fs.xattrs.Name(layers.XattrOrigin), s.lowerFb, 0); err != nil {
@@ -189,10 +174,14 @@ func (fs *FS) makeIndex(s *indexSetup) error {
 		return fmt.Errorf("option index=on: %v", err)
 	}
 	fs.index.x = x
-	if s.setUpper {
+	v, ok := fs.storedFb(x.Fd(), layers.XattrUpper)
+	switch {
+	case !ok:
 		if err := layers.FdSetxattr(x.Fd(), fs.xattrs.Name(layers.XattrUpper), s.upperFb, 0); err != nil {
 			return fmt.Errorf("option index=on: %s/index: %v", s.workdir, err)
 		}
+	case !bytes.Equal(v, s.upperFb):
+		return fmt.Errorf("option index=on: %s/index belongs to another upperdir than %s (its overlay.upper differs): %v", s.workdir, fs.upper.Path, unix.ESTALE)
 	}
 	if err := fs.cleanIndex(x.Fd()); err != nil {
 		return fmt.Errorf("option index=on: %s/index: %v", s.workdir, err)

@@ -344,7 +344,8 @@ func ovlmountRefuses(t *testing.T, s stackDirs, opts string, want unix.Errno) {
 // TestIndexMountChecks: an upper layer indexed over one lowerdir does
 // not mount with the index over another (ESTALE, the kernel's "failed to
 // verify upper root origin"), and the refusal changes nothing; with more
-// layers below the same top lowerdir it mounts.
+// layers below the same top lowerdir it mounts. An index of another upper
+// layer is refused too.
 func TestIndexMountChecks(t *testing.T) {
 	testenv.RequireMount(t)
 	s := newStackDirs(t)
@@ -363,6 +364,23 @@ func TestIndexMountChecks(t *testing.T) {
 	below := s
 	below.lowers = s.lower + ":" + other.lowers
 	sameLinkView(t, below, "index=on")
+
+	// A workdir whose index belongs to another upper layer: refused
+	// (ESTALE) once the new upper root has its origin, as the kernel
+	// leaves it.
+	var shapes [2][]string
+	for i, refuses := range []func(*testing.T, stackDirs, string, unix.Errno){kernelRefuses, ovlmountRefuses} {
+		s := newStackDirs(t)
+		mkLinks(t)(s.lower)
+		_, done := kernelMount(t, s, "index=on")
+		done()
+		s.upper = t.TempDir()
+		refuses(t, s, "index=on", unix.ESTALE)
+		shapes[i] = indexShape(t, s)
+	}
+	if !slices.Equal(shapes[1], shapes[0]) {
+		t.Errorf("refusing another upper layer's index, ovlmount leaves\n  %s\nthe kernel\n  %s", strings.Join(shapes[1], "\n  "), strings.Join(shapes[0], "\n  "))
+	}
 }
 
 // TestIndexMountCleanup: mounting with the index cleans workdir/index as
