@@ -465,9 +465,9 @@ func TestIndexMountCleanup(t *testing.T) {
 
 // TestIndexMountInUse: while a mount uses an upper layer, another with
 // index=on over it fails (EBUSY), whichever index option the first has,
-// and one with index=off mounts, as two kernel mounts do. (The kernel's
-// marks and ovlmount's locks do not see each other: each is checked
-// against its own kind.)
+// and one with index=off mounts, as two kernel mounts do. The kernel's
+// marks cannot be seen from ovlmount, which finds kernel mounts in
+// mountinfo instead, and the kernel does not see ovlmount's locks.
 func TestIndexMountInUse(t *testing.T) {
 	testenv.RequireMount(t)
 	for _, first := range []string{"index=on", "index=off"} {
@@ -498,5 +498,11 @@ func TestIndexMountInUse(t *testing.T) {
 		_, odone2 := ovlMount(t, o, "index=off")
 		odone2()
 		odone()
+
+		// A kernel overlay mount over the upper layer: listed in
+		// mountinfo, it keeps ovlmount's index=on off it too.
+		_, kdone = kernelMount(t, o, first)
+		ovlmountRefuses(t, o, "index=on", unix.EBUSY)
+		kdone()
 	}
 }
