@@ -33,6 +33,8 @@
 //	            │   │               (index.go); also taken without node.mu
 //	            │   └── (the leaves below but indexState.amu)
 //	            ├── indexState.amu  leaf
+//	            ├── indexState.wmu  leaf, held across the making of a
+//	            │                   whiteout in the index (newWhiteout)
 //	            ├── fileHandle.mu   leaf
 //	            ├── dirFds.mu       leaf, held across one *at syscall
 //	            ├── copyup.Work.mu  leaf (putting a copy in place)
@@ -40,7 +42,7 @@
 //	            └── inodes.Table.mu leaf
 //
 // Leaves are never held across another lock, and a leaf other than
-// dirFds.mu and Work.mu across no host syscall.
+// dirFds.mu, Work.mu and indexState.wmu across no host syscall.
 package overlay
 
 import (
