@@ -40,6 +40,9 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	if fs.upper == nil {
 		return -1, syscall.EROFS
 	}
+	if fs.needsLinkUp(n) {
+		return fs.copyUpIndexed(n, meta, trunc)
+	}
 	if meta && n.layersOf()[0].layer.Upper || n.upperData() {
 		return -1, nil
 	}
@@ -49,18 +52,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		}
 	}
 	fd := -1
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: &fd, NullUUID: fs.opts.UUID == UUIDOff}
-	opts.Xattrs = map[string]string{}
-	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
-		// The copy shows what the lower object shows, under the name
-		// the upper layer is read with.
-		if o, ok := fs.overrideOf(n, n.kind()); ok {
-			opts.Xattrs[names[0]] = o.String()
-		}
-	}
-	if meta {
-		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
-	}
+	opts := fs.copyOptions(n, meta, trunc, &fd)
 	n.mu.Lock()
 	if err := fs.lazyData(n); err != nil {
 		n.mu.Unlock()
@@ -146,6 +138,25 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	return fd, nil
 }
 
+// copyOptions returns the options of a copy of n (meta: without its
+// data; trunc: empty), which sets *fd to a regular file's copy.
+// Preconditions: renameMu held.
+func (fs *FS) copyOptions(n *node, meta, trunc bool, fd *int) copyup.Options {
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
+	opts.Xattrs = map[string]string{}
+	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
+		// The copy shows what the lower object shows, under the name
+		// the upper layer is read with.
+		if o, ok := fs.overrideOf(n, n.kind()); ok {
+			opts.Xattrs[names[0]] = o.String()
+		}
+	}
+	if meta {
+		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
+	}
+	return opts
+}
+
 // fillData copies the data of upper metacopy file n up from data, the
 // object below that holds it (none with trunc, for an open with O_TRUNC),
 // and drops the metacopy marker; the redirect stays. It returns the upper
@@ -194,6 +205,15 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			}
 			fs.stats.copiedUp(n.kind(), st.Size)
 			return nfd, nil
+		}
+	}
+	if !trunc {
+		// Data written in place changes the times: a fill that fails
+		// leaves the file as it showed, its data still read from below.
+		fail = func(err error) (int, error) {
+			layers.SetTimes(fd, "", st.Atim, st.Mtim)
+			unix.Close(fd)
+			return -1, err
 		}
 	}
 	if trunc {

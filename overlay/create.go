@@ -713,21 +713,43 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	}
 	defer unix.Close(tfd)
 	over, aufs := fs.whiteoutAt(p, pfd, name)
-	if over {
-		// Link in the workdir, then replace the whiteout with one rename.
-		wfd, tmp := fs.work.Fd(), fs.work.TempName()
-		if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
-			return Entry{}, toErrno(err)
+	link := func() error {
+		if over {
+			// Link in the workdir, then replace the whiteout with one
+			// rename.
+			wfd, tmp := fs.work.Fd(), fs.work.TempName()
+			if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
+				return toErrno(err)
+			}
+			if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+				layers.Unlink(wfd, tmp)
+				return toErrno(err)
+			}
+		} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
+			return toErrno(err)
 		}
-		if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
-			layers.Unlink(wfd, tmp)
-			return Entry{}, toErrno(err)
+		if aufs {
+			layers.Unlink(pfd, layers.WhiteoutPrefix+name)
 		}
-	} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
-		return Entry{}, toErrno(err)
+		return nil
 	}
-	if aufs {
-		layers.Unlink(pfd, layers.WhiteoutPrefix+name)
+	t.mu.Lock()
+	x := t.indexOf()
+	t.mu.Unlock()
+	if x != nil {
+		// With the index, the overlay's link count is kept relative to
+		// the upper inode's, which the link moves with it
+		// (ovl_nlink_start).
+		fs.index.mu.Lock()
+		if _, err = fs.nlinkStart(x); err == nil {
+			err = link()
+		}
+		fs.index.mu.Unlock()
+	} else {
+		err = link()
+	}
+	if err != nil {
+		return Entry{}, toErrno(err)
 	}
 	if _, err := layers.FdGetxattr(tfd, fs.xattrs.Name(layers.XattrOrigin)); err == nil {
 		// As ovl_link: the parent now holds an object whose number comes

@@ -257,7 +257,7 @@ func (fs *FS) setFileattr(id uint64, prot uint32, set func(fd int) error) error 
 func (fs *FS) protOf(p *node, name string, f found) uint32 {
 	n := fs.held(p, name, f)
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name, f.far)
+		n = scratchFor(p, name, f)
 	}
 	return fs.prot(n)
 }

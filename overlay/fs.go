@@ -29,6 +29,12 @@
 //	        │            the check that a name is free to the change
 //	        └── node.mu  one node at a time (copyUp holds it across the
 //	            │        copy); also taken alone, without the locks above
+//	            ├── indexState.mu   the inodes index and its link counts
+//	            │   │               (index.go); also taken without node.mu
+//	            │   └── (the leaves below but indexState.amu)
+//	            ├── indexState.amu  leaf
+//	            ├── indexState.wmu  leaf, held across the making of a
+//	            │                   whiteout in the index (newWhiteout)
 //	            ├── fileHandle.mu   leaf
 //	            ├── dirFds.mu       leaf, held across one *at syscall
 //	            ├── copyup.Work.mu  leaf (putting a copy in place)
@@ -36,7 +42,7 @@
 //	            └── inodes.Table.mu leaf
 //
 // Leaves are never held across another lock, and a leaf other than
-// dirFds.mu and Work.mu across no host syscall.
+// dirFds.mu, Work.mu and indexState.wmu across no host syscall.
 package overlay
 
 import (
@@ -84,6 +90,10 @@ type Options struct {
 	// uuid, and, with off, null uuids in the origins written and only
 	// null ones followed.
 	UUID UUIDMode
+	// Index is the workdir of a stack mounted with the inodes index
+	// (index=on; index.go), "" without: copies of lower hard links go
+	// through workdir/index and keep the links whole.
+	Index string
 	// Metacopy lets lookups take a metacopy file's data from below, and
 	// copy-up copy only metadata where it can (metacopy=on). Without it
 	// a metacopy file with data below is refused (EPERM), as by the
@@ -140,6 +150,9 @@ type FS struct {
 
 	// namelen is the longest name over the layers' filesystems.
 	namelen int64
+
+	// index is the inodes index (index.go), nil without.
+	index *indexState
 
 	// renameMu is held for writing by rename and for reading by the
 	// operations on names: see the lock order above.
@@ -256,8 +269,20 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	}
 	if fs.work != nil {
 		fs.charWhiteouts, fs.xattrs = probe(fs.work)
+		var index *indexSetup
+		if opts.Index != "" {
+			var err error
+			if index, err = fs.checkIndex(opts.Index); err != nil {
+				return nil, err
+			}
+		}
 		if err := fs.stampUUID(); err != nil {
 			return nil, err
+		}
+		if index != nil {
+			if err := fs.makeIndex(index); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := fs.probeOverrides(); err != nil {
@@ -373,9 +398,19 @@ func (fs *FS) get(id uint64) (*node, error) {
 
 // Forget drops n kernel references to id.
 func (fs *FS) Forget(id, n uint64) {
-	if node, gone := fs.nodes.Forget(id, n); gone && node.isDir() {
+	node, gone := fs.nodes.Forget(id, n)
+	switch {
+	case !gone:
+	case node.isDir():
 		fs.closeDirFds(node)
 		fs.listings.forget(&node.aux.ls)
+	case fs.index != nil:
+		node.mu.Lock()
+		x := node.indexOf()
+		node.mu.Unlock()
+		if x != nil {
+			fs.dropAlias(node, x)
+		}
 	}
 }
 

@@ -104,6 +104,10 @@ type aux struct {
 	// node.mu), so that an answer read before a change is not recorded
 	// as noCaps after it.
 	xattrGen uint64
+
+	// idx is what the inodes index says of the node's name (index.go):
+	// set when the node is made, with its aux, and never changed.
+	idx *indexed
 }
 
 // newNode returns a node of type typ for objs, placed at (p, name); far
@@ -126,6 +130,15 @@ func scratchNode(typ uint32, objs []obj, p *node, name string, far map[*layers.L
 	n := newNode(typ, objs, p, name, far)
 	if n.aux != nil {
 		n.aux.dfd.closed = true
+	}
+	return n
+}
+
+// scratchFor is scratchNode for name of p, resolved as f.
+func scratchFor(p *node, name string, f found) *node {
+	n := scratchNode(f.typ, f.objs, p, name, f.far)
+	if f.index != nil {
+		n.aux = &aux{idx: f.index}
 	}
 	return n
 }

@@ -174,6 +174,7 @@ func TestCheckWrittenStacks(t *testing.T) {
 	}{
 		{"kernel", kernelMount, "redirect_dir=on,metacopy=on,index=on"},
 		{"kernel", kernelMount, ""},
+		{"ovlmount", ovlMount, "redirect_dir=on,metacopy=on,index=on"},
 		{"ovlmount", ovlMount, "redirect_dir=on,metacopy=on"},
 		{"ovlmount", ovlMount, ""},
 	} {

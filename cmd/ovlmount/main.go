@@ -101,8 +101,15 @@ func run(args []string) int {
 		fmt.Print(versionText())
 		return 0
 	}
+	known := len(c.warnings)
 	if err := c.validate(); err != nil {
 		return fail("%v", err)
+	}
+	if !isDaemonChild() {
+		// What validate found the layers allow.
+		for _, w := range c.warnings[known:] {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
 	}
 	if !isDaemonChild() && !c.foreground {
 		return daemonize(c.mountpoint)
@@ -254,6 +261,9 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		return nil, nil, err
 	}
 	if c.upper != "" {
+		if err := claimLayers(c); err != nil {
+			return fail(err)
+		}
 		l, err := layers.Open(c.upper, 0, true)
 		if err != nil {
 			return fail(fmt.Errorf("upperdir %v", err))
@@ -283,6 +293,9 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		Verity:           c.verity,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
+	if c.index {
+		opts.Index = c.work
+	}
 	if c.upper != "" {
 		// workdir/work holds the temporaries of atomic changes; like the
 		// kernel, create it and empty it of an interrupted session's.
