@@ -170,3 +170,39 @@ func containsAny(s string, words []string) bool {
 	}
 	return false
 }
+
+// maxFuncLines is the longest a function of the engine's packages may
+// be: a longer one does several things, each of which wants a name.
+const maxFuncLines = 80
+
+// TestNoLongFunctions reads the sources of the engine's packages (not
+// their tests) and fails on a function longer than maxFuncLines lines,
+// from its func line to its closing brace.
+func TestNoLongFunctions(t *testing.T) {
+	fset := token.NewFileSet()
+	for _, dir := range []string{"../overlay", "../layers", "../copyup", "../inodes"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		for _, path := range files {
+			if strings.HasSuffix(path, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(fset, path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range f.Decls {
+				fn, ok := d.(*ast.FuncDecl)
+				if !ok || fn.Body == nil {
+					continue
+				}
+				first, last := fset.Position(fn.Pos()).Line, fset.Position(fn.End()).Line
+				if n := last - first + 1; n > maxFuncLines {
+					t.Errorf("%s/%s:%d: %s is %d lines, more than %d", filepath.Base(dir), filepath.Base(path), first, fn.Name.Name, n, maxFuncLines)
+				}
+			}
+		}
+	}
+}

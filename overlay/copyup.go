@@ -59,18 +59,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		return -1, err
 	}
 	if meta {
-		// With verity, the marker records the data's digest, or the
-		// data is copied too (verity=require, no fs-verity).
-		data, _ := dataOf(n.objects(), n.kind())
-		if dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
-			value, keep := fs.dataMarker(dfd)
-			unix.Close(dfd)
-			if keep {
-				opts.Metacopy.Value = value
-			} else {
-				meta, opts.Metacopy = false, nil
-			}
-		}
+		meta = fs.verityMarker(n, &opts)
 	}
 	if n.unlinked {
 		n.mu.Unlock()
@@ -103,30 +92,7 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		return -1, toErrno(err)
 	}
 	fs.stats.copiedUp(n.kind(), st.Size)
-	up := objOf(fs.upper, &st)
-	changed := n.isDir()
-	if n.isDir() {
-		// The copied directory is empty: the lower ones stay merged.
-		n.setObjs(append([]obj{up}, n.objects()...))
-	} else {
-		if meta {
-			// The data stays where it is.
-			n.setObjs([]obj{up, data})
-		} else {
-			n.setObjs([]obj{up})
-		}
-		if fs.nodes.IdentOf(n).ByName {
-			// One name of a lower hard link, copied up alone: the
-			// link is broken, as the kernel breaks it without index,
-			// and the copy is an object of its own, with its own
-			// number (no origin is recorded for it).
-			key := up.key()
-			fs.nodes.Rehash(n, inodes.Ident{Key: key})
-			num, ok := fs.scheme.Ino(key.Dev, key.Ino)
-			fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
-			changed = true
-		}
-	}
+	changed := fs.placeCopy(n, objOf(fs.upper, &st), data, meta)
 	n.mu.Unlock()
 	if changed && fs.invalidate != nil && n.ID() != 0 {
 		// A merged directory shows nlink 1, a broken link its own
@@ -136,6 +102,61 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		fs.invalidate(n.ID())
 	}
 	return fd, nil
+}
+
+// verityMarker fills in the metacopy marker of a metadata-only copy of n
+// (opts.Metacopy): with verity, the data's digest, or, when the data
+// must be copied too (verity=require, no fs-verity), no marker. It
+// returns whether the copy stays metadata-only.
+//
+// Preconditions: n.mu is held.
+func (fs *FS) verityMarker(n *node, opts *copyup.Options) bool {
+	data, _ := dataOf(n.objects(), n.kind())
+	dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY)
+	if err != nil {
+		return true // the copy-up meets the error itself
+	}
+	value, keep := fs.dataMarker(dfd)
+	unix.Close(dfd)
+	if !keep {
+		opts.Metacopy = nil
+		return false
+	}
+	opts.Metacopy.Value = value
+	return true
+}
+
+// placeCopy gives n its upper object up after a copy-up: before the lower
+// directories it merges, or, for a non-directory, alone or (a metadata
+// copy, meta) before the data object. It returns whether the kernel's
+// cached attributes of n no longer hold: a merged directory shows nlink
+// 1, a broken hard link its own number.
+//
+// Preconditions: n.mu is held.
+func (fs *FS) placeCopy(n *node, up, data obj, meta bool) bool {
+	switch {
+	case n.isDir():
+		// The copied directory is empty: the lower ones stay merged.
+		n.setObjs(append([]obj{up}, n.objects()...))
+		return true
+	case meta:
+		// The data stays where it is.
+		n.setObjs([]obj{up, data})
+	default:
+		n.setObjs([]obj{up})
+	}
+	if !fs.nodes.IdentOf(n).ByName {
+		return false
+	}
+	// One name of a lower hard link, copied up alone: the link is
+	// broken, as the kernel breaks it without index, and the copy is an
+	// object of its own, with its own number (no origin is recorded for
+	// it).
+	key := up.key()
+	fs.nodes.Rehash(n, inodes.Ident{Key: key})
+	num, ok := fs.scheme.Ino(key.Dev, key.Ino)
+	fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
+	return true
 }
 
 // copyOptions returns the options of a copy of n (meta: without its

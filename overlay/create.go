@@ -673,17 +673,8 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	if t.isDir() {
-		return Entry{}, syscall.EPERM
-	}
-	if err := checkName(name); err != nil {
+	if err := fs.mayLink(t, p, name); err != nil {
 		return Entry{}, err
-	}
-	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
-		return Entry{}, syscall.EPERM
-	}
-	if fs.prot(t) != 0 || fs.prot(p)&flagImmutable != 0 {
-		return Entry{}, syscall.EPERM
 	}
 	if err := fs.copyUp(t); err != nil {
 		return Entry{}, err
@@ -713,26 +704,7 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	}
 	defer unix.Close(tfd)
 	over, aufs := fs.whiteoutAt(p, pfd, name)
-	link := func() error {
-		if over {
-			// Link in the workdir, then replace the whiteout with one
-			// rename.
-			wfd, tmp := fs.work.Fd(), fs.work.TempName()
-			if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
-				return toErrno(err)
-			}
-			if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
-				layers.Unlink(wfd, tmp)
-				return toErrno(err)
-			}
-		} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
-			return toErrno(err)
-		}
-		if aufs {
-			layers.Unlink(pfd, layers.WhiteoutPrefix+name)
-		}
-		return nil
-	}
+	link := func() error { return fs.linkIn(tfd, pfd, name, over, aufs) }
 	t.mu.Lock()
 	x := t.indexOf()
 	t.mu.Unlock()
@@ -761,6 +733,48 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	return fs.acquire(p, name, f), nil
+}
+
+// mayLink checks that a link of t named name may be made in p: t is no
+// directory, the name is one the overlay may show, and neither t nor p
+// forbids it (append-only or immutable t, immutable p).
+func (fs *FS) mayLink(t, p *node, name string) error {
+	if t.isDir() {
+		return syscall.EPERM
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
+		return syscall.EPERM
+	}
+	if fs.prot(t) != 0 || fs.prot(p)&flagImmutable != 0 {
+		return syscall.EPERM
+	}
+	return nil
+}
+
+// linkIn links the upper object open as tfd into the upper directory pfd
+// as name: directly, or, over a whiteout (over), in the workdir first and
+// then over the whiteout with one rename. An AUFS whiteout of the name
+// (aufs) goes after.
+func (fs *FS) linkIn(tfd, pfd int, name string, over, aufs bool) error {
+	if over {
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
+			return toErrno(err)
+		}
+		if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+			layers.Unlink(wfd, tmp)
+			return toErrno(err)
+		}
+	} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
+		return toErrno(err)
+	}
+	if aufs {
+		layers.Unlink(pfd, layers.WhiteoutPrefix+name)
+	}
+	return nil
 }
 
 // upperFd returns an fd of n's upper object, which the caller closes:

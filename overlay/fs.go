@@ -268,27 +268,57 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("an upper layer needs a workdir")
 	}
 	if fs.work != nil {
-		fs.charWhiteouts, fs.xattrs = probe(fs.work)
-		var index *indexSetup
-		if opts.Index != "" {
-			var err error
-			if index, err = fs.checkIndex(opts.Index); err != nil {
-				return nil, err
-			}
-		}
-		if err := fs.stampUUID(); err != nil {
+		if err := fs.setUpWork(); err != nil {
 			return nil, err
-		}
-		if index != nil {
-			if err := fs.makeIndex(index); err != nil {
-				return nil, err
-			}
 		}
 	}
 	if err := fs.probeOverrides(); err != nil {
 		return nil, err
 	}
 	root := newNode(unix.S_IFDIR, nil, nil, "", nil)
+	objs, err := rootObjects(stack)
+	if err != nil {
+		return nil, err
+	}
+	root.at.Store(&place{parent: root}) // its own parent
+	// The root shows the inode number of its top layer's directory, the
+	// upper one when there is one, as the kernel's root does: it has no
+	// copy-up origin.
+	root.setObjs(objs)
+	top := objs[0]
+	num, ok := fs.scheme.Ino(uint64(top.dev), top.ino)
+	if !ok {
+		num = top.ino
+	}
+	fs.nodes = inodes.NewTable(root, top.key(), num, fs.scheme)
+	return fs, nil
+}
+
+// setUpWork probes what the workdir's filesystem takes (char device
+// whiteouts, trusted or user xattrs), checks the inodes index (index=on)
+// before the upper root's uuid is stamped, and makes the index after, in
+// the kernel's order.
+func (fs *FS) setUpWork() error {
+	fs.charWhiteouts, fs.xattrs = probe(fs.work)
+	var index *indexSetup
+	if fs.opts.Index != "" {
+		var err error
+		if index, err = fs.checkIndex(fs.opts.Index); err != nil {
+			return err
+		}
+	}
+	if err := fs.stampUUID(); err != nil {
+		return err
+	}
+	if index != nil {
+		return fs.makeIndex(index)
+	}
+	return nil
+}
+
+// rootObjects returns the layer objects the root merges: each layer's
+// root, top down, to the first opaque one, data-only layers aside.
+func rootObjects(stack []*layers.Layer) ([]obj, error) {
 	var objs []obj
 	for _, l := range stack {
 		if l.DataOnly {
@@ -309,18 +339,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 			break
 		}
 	}
-	root.at.Store(&place{parent: root}) // its own parent
-	// The root shows the inode number of its top layer's directory, the
-	// upper one when there is one, as the kernel's root does: it has no
-	// copy-up origin.
-	root.setObjs(objs)
-	top := objs[0]
-	num, ok := fs.scheme.Ino(uint64(top.dev), top.ino)
-	if !ok {
-		num = top.ino
-	}
-	fs.nodes = inodes.NewTable(root, top.key(), num, fs.scheme)
-	return fs, nil
+	return objs, nil
 }
 
 // probe finds which forms the upper layer's filesystem takes from this

@@ -248,6 +248,27 @@ func (fs *FS) nlinkStart(x *indexed) (uint64, error) {
 	return ov, fs.setNlink(x.name, ov, un, false)
 }
 
+// countedRemoval runs removal, which takes one name of the object of
+// index state x away (x nil: not indexed), between nlinkStart and
+// nlinkEnd with fs.index.mu held, so that the overlay's link count
+// follows (ovl_nlink_start, ovl_nlink_end).
+func (fs *FS) countedRemoval(x *indexed, removal func() error) error {
+	if x == nil {
+		return removal()
+	}
+	fs.index.mu.Lock()
+	defer fs.index.mu.Unlock()
+	ov, err := fs.nlinkStart(x)
+	if err != nil {
+		return err
+	}
+	if err := removal(); err != nil {
+		return err
+	}
+	fs.nlinkEnd(x, ov)
+	return nil
+}
+
 // nlinkEnd follows the removal of one of an indexed object's names, whose
 // overlay link count was ov before (ovl_nlink_end): at 0 the index entry
 // goes, unless the upper inode still has other links, when the count

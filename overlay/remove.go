@@ -73,37 +73,11 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// origin is read through the same held fd.)
 	id := fs.identify(p, name, f)
 	inUpper := f.objs[0].layer.Upper
-	x := f.index
-	var ov uint64
-	if x != nil {
-		fs.index.mu.Lock()
-		if ov, err = fs.nlinkStart(x); err != nil {
-			fs.index.mu.Unlock()
-			return toErrno(err)
-		}
-	}
-	err = fs.inDir(p, fs.upper, func(pfd int) error {
-		switch {
-		case lower:
-			return fs.putWhiteout(pfd, name, inUpper && dir)
-		case dir:
-			// Out of sight with one rename, then emptied of any
-			// whiteouts it still holds.
-			wfd, tmp := fs.work.Fd(), fs.work.TempName()
-			if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
-				return err
-			}
-			layers.RemoveAll(wfd, tmp)
-			return nil
-		}
-		return layers.Unlink(pfd, name)
+	err = fs.countedRemoval(f.index, func() error {
+		return fs.inDir(p, fs.upper, func(pfd int) error {
+			return fs.removeUpper(pfd, name, lower, inUpper, dir)
+		})
 	})
-	if x != nil {
-		if err == nil {
-			fs.nlinkEnd(x, ov)
-		}
-		fs.index.mu.Unlock()
-	}
 	if err != nil {
 		return toErrno(err)
 	}
@@ -112,6 +86,26 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// sight). A node found by its name had only that one.
 	fs.unname(p, name, id, dir || !inUpper || f.st.Nlink <= 1 || id.ByName)
 	return nil
+}
+
+// removeUpper removes name from the upper directory pfd: over something
+// below (lower), it leaves a whiteout (replacing an upper directory,
+// inUpper && dir); an upper directory goes out of sight with one rename
+// into the workdir and is emptied of the whiteouts it still holds there;
+// anything else is unlinked.
+func (fs *FS) removeUpper(pfd int, name string, lower, inUpper, dir bool) error {
+	switch {
+	case lower:
+		return fs.putWhiteout(pfd, name, inUpper && dir)
+	case dir:
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
+			return err
+		}
+		layers.RemoveAll(wfd, tmp)
+		return nil
+	}
+	return layers.Unlink(pfd, name)
 }
 
 // removable resolves name in p and fails as unlink (dir false) or rmdir

@@ -191,15 +191,8 @@ func (fs *FS) move(r renaming) error {
 	// later (the kernel's ovl_rename does this whatever lies below the
 	// new name).
 	opaque := srcDir && !redirected && !src.objs[0].marks.Opaque && np.merged()
-	if opaque {
-		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
-			return toErrno(err)
-		}
-	}
-	if redirect != "" {
-		if err := fs.setRedirect(ofd, oldName, redirect); err != nil {
-			return err
-		}
+	if err := fs.markMoving(ofd, oldName, opaque, redirect); err != nil {
+		return err
 	}
 	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
 		// rename(2) replaces only an empty directory: a merged one that
@@ -210,36 +203,13 @@ func (fs *FS) move(r renaming) error {
 		}
 	}
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
-	rename := func() error {
+	// The replaced name's link goes, if it is indexed.
+	err = fs.countedRemoval(x, func() error {
 		if over && srcDir {
-			// rename(2) cannot put a directory over the char-device
-			// whiteout: exchange the two, then the whiteout, now at the
-			// old name, stays if a lower object shows there and goes if
-			// not.
-			if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
-				return toErrno(err)
-			}
-			if !whiteout {
-				layers.Unlink(ofd, oldName)
-			}
-			return nil
+			return renameOverWhiteout(ofd, oldName, nfd, newName, whiteout)
 		}
 		return fs.renameUpper(ofd, oldName, nfd, newName, whiteout)
-	}
-	if x != nil {
-		// The replaced name's link goes: the overlay's link count
-		// follows (ovl_nlink_start, ovl_nlink_end).
-		fs.index.mu.Lock()
-		var ov uint64
-		if ov, err = fs.nlinkStart(x); err == nil {
-			if err = rename(); err == nil {
-				fs.nlinkEnd(x, ov)
-			}
-		}
-		fs.index.mu.Unlock()
-	} else {
-		err = rename()
-	}
+	})
 	if err != nil {
 		return toErrno(err)
 	}
@@ -257,6 +227,35 @@ func (fs *FS) move(r renaming) error {
 	fs.moved(sn, op, oldName, np, newName, opaque)
 	if redirected {
 		fs.reresolved(sn, np, newName)
+	}
+	return nil
+}
+
+// markMoving marks the upper object oldName of directory ofd before it
+// moves: opaque, and with redirect when not "".
+func (fs *FS) markMoving(ofd int, oldName string, opaque bool, redirect string) error {
+	if opaque {
+		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
+			return toErrno(err)
+		}
+	}
+	if redirect != "" {
+		return fs.setRedirect(ofd, oldName, redirect)
+	}
+	return nil
+}
+
+// renameOverWhiteout moves directory oldName of ofd to newName of nfd,
+// where a char-device whiteout is, which rename(2) cannot put a
+// directory over: the two are exchanged, then the whiteout, now at the
+// old name, stays if a lower object shows there (whiteout) and goes if
+// not.
+func renameOverWhiteout(ofd int, oldName string, nfd int, newName string, whiteout bool) error {
+	if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
+		return toErrno(err)
+	}
+	if !whiteout {
+		layers.Unlink(ofd, oldName)
 	}
 	return nil
 }
