@@ -79,10 +79,7 @@ type spec struct {
 func (fs *FS) create(parent uint64, name string, s spec, c Cred) (placed, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return placed{fd: -1}, syscall.EROFS
-	}
-	p, err := fs.get(parent)
+	p, err := fs.writable(parent)
 	if err != nil {
 		return placed{fd: -1}, err
 	}
@@ -552,10 +549,7 @@ func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred)
 func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return Entry{}, Opened{}, syscall.EROFS
-	}
-	p, err := fs.get(parent)
+	p, err := fs.writable(parent)
 	if err != nil {
 		return Entry{}, Opened{}, err
 	}
@@ -662,10 +656,7 @@ func (fs *FS) Symlink(parent uint64, name, target string, c Cred) (Entry, error)
 func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return Entry{}, syscall.EROFS
-	}
-	t, err := fs.get(target)
+	t, err := fs.writable(target)
 	if err != nil {
 		return Entry{}, err
 	}

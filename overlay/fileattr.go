@@ -38,25 +38,27 @@ const (
 	FsxattrSize = layers.FsxattrSize
 )
 
+// protBits pairs the FS_XFLAG_* and FS_*_FL bits of append-only and
+// immutable.
+var protBits = [...][2]uint32{{xflagAppend, flagAppend}, {xflagImmutable, flagImmutable}}
+
 // xflagsProt maps append-only and immutable between flag words.
 func xflagsProt(xflags uint32) uint32 {
 	var p uint32
-	if xflags&xflagAppend != 0 {
-		p |= flagAppend
-	}
-	if xflags&xflagImmutable != 0 {
-		p |= flagImmutable
+	for _, b := range protBits {
+		if xflags&b[0] != 0 {
+			p |= b[1]
+		}
 	}
 	return p
 }
 
 func protXflagsOf(p uint32) uint32 {
 	var x uint32
-	if p&flagAppend != 0 {
-		x |= xflagAppend
-	}
-	if p&flagImmutable != 0 {
-		x |= xflagImmutable
+	for _, b := range protBits {
+		if p&b[1] != 0 {
+			x |= b[0]
+		}
 	}
 	return x
 }
@@ -210,10 +212,7 @@ func (fs *FS) Fssetxattr(id uint64, x [FsxattrSize]byte) error {
 func (fs *FS) setFileattr(id uint64, prot uint32, set func(fd int) error) error {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
-	}
-	n, err := fs.get(id)
+	n, err := fs.writable(id)
 	if err != nil {
 		return err
 	}

@@ -407,6 +407,17 @@ func (fs *FS) rootObjs() []obj {
 // NodeCount returns how many nodes the kernel holds, the root included.
 func (fs *FS) NodeCount() int { return fs.nodes.Len() }
 
+// writable returns node id of a mount with an upper layer, which every
+// change needs: EROFS without one, before the node is looked at, as the
+// kernel's overlay refuses a change on a mount without upperdir.
+func (fs *FS) writable(id uint64) (*node, error) {
+	if fs.upper == nil {
+		return nil, syscall.EROFS
+	}
+	return fs.get(id)
+}
+
+// get returns node id, or ESTALE for an id the table does not hold.
 func (fs *FS) get(id uint64) (*node, error) {
 	n, ok := fs.nodes.Get(id)
 	if !ok {

@@ -108,8 +108,16 @@ func TestLookupCountsReachZero(t *testing.T) {
 		}
 	}
 	fsys, mnt := mountStack(t, top, bottom)
-	// Listing with types and stats (readdirplus) and plain stats.
+	// Listing with types and stats (readdirplus) and plain stats. Each
+	// entry is held open (O_PATH) until the count below: the caches
+	// another test drops meanwhile must not make the kernel forget it.
 	seen := 0
+	var held []int
+	defer func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}()
 	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -117,6 +125,11 @@ func TestLookupCountsReachZero(t *testing.T) {
 		if _, err := d.Info(); err != nil {
 			return err
 		}
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		held = append(held, fd)
 		seen++
 		return nil
 	})
@@ -129,6 +142,10 @@ func TestLookupCountsReachZero(t *testing.T) {
 	if fsys.NodeCount() < 40*100 {
 		t.Fatalf("engine holds %d nodes after the walk; the kernel looked up more", fsys.NodeCount())
 	}
+	for _, fd := range held {
+		unix.Close(fd)
+	}
+	held = nil
 	// A file kept open keeps its node through the kernel's forgetting.
 	fd, err := unix.Open(filepath.Join(mnt, "d07", filepath.Base(top)+"-3"), unix.O_RDONLY, 0)
 	if err != nil {

@@ -28,10 +28,7 @@ func (fs *FS) Rmdir(parent uint64, name string) error {
 func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
-	}
-	p, err := fs.get(parent)
+	p, err := fs.writable(parent)
 	if err != nil {
 		return err
 	}

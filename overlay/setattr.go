@@ -68,10 +68,7 @@ func (fs *FS) killPrivs(n *node, in *SetAttrs) {
 func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return Attr{}, syscall.EROFS
-	}
-	n, err := fs.get(id)
+	n, err := fs.writable(id)
 	if err != nil {
 		return Attr{}, err
 	}

@@ -112,10 +112,7 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid bool) error {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
-	}
-	n, err := fs.get(id)
+	n, err := fs.writable(id)
 	if err != nil {
 		return err
 	}
@@ -156,10 +153,7 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid
 func (fs *FS) Removexattr(id uint64, name string) error {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
-	}
-	n, err := fs.get(id)
+	n, err := fs.writable(id)
 	if err != nil {
 		return err
 	}
