@@ -116,7 +116,7 @@ func overlayDirs(opts []string) []struct{ path, role string } {
 		v = mountinfo.Unescape(v)
 		switch k {
 		case "lowerdir":
-			for _, p := range splitLayers(v) {
+			for _, p := range mountinfo.SplitLower(v) {
 				add(p, "lowerdir")
 			}
 		case "lowerdir+", "datadir+":
@@ -126,25 +126,6 @@ func overlayDirs(opts []string) []struct{ path, role string } {
 		}
 	}
 	return out
-}
-
-// splitLayers splits a lowerdir value at each ':' that no '\' escapes.
-func splitLayers(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-		case s[i] == ':':
-			out = append(out, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(s[i])
-		}
-	}
-	return append(out, cur.String())
 }
 
 // fuseDaemons asks match about every directory that a process holding

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ovlmount/ovlmount/check"
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 )
 
 // fsck's exit codes, which may be or-ed (fsck(8)).
@@ -145,7 +146,7 @@ func checkStack(opts []string) (check.Stack, error) {
 		}
 	}
 	data := false
-	for _, p := range splitLower(lower) {
+	for _, p := range mountinfo.SplitLower(lower) {
 		switch {
 		case p == "":
 			// "::" starts the data-only layers.

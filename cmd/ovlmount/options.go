@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/layers"
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
@@ -256,7 +257,7 @@ func (c *config) apply(o string) error {
 	}
 	switch name {
 	case "lowerdir":
-		c.lower = splitLower(value)
+		c.lower = mountinfo.SplitLower(value)
 	case "upperdir":
 		c.upper = value
 	case "workdir":
@@ -412,27 +413,6 @@ func splitOptions(s string) []string {
 		out = append(out, cur.String())
 	}
 	return out
-}
-
-// splitLower splits a lowerdir value at ':' that is not escaped as "\:".
-// An empty element (from "::", the kernel's data-only layers) is kept so
-// validation can refuse it.
-func splitLower(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-		case s[i] == ':':
-			out = append(out, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(s[i])
-		}
-	}
-	return append(out, cur.String())
 }
 
 // validate checks the layers on disk and makes every path absolute. It

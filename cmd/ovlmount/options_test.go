@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
@@ -114,8 +115,8 @@ func TestSplitLower(t *testing.T) {
 		{"/a::/b", []string{"/a", "", "/b"}},
 		{"", []string{""}},
 	} {
-		if got := splitLower(tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("splitLower(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := mountinfo.SplitLower(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("SplitLower(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 	// Through the whole command line: "\:" survives splitOptions.

@@ -160,3 +160,25 @@ func Unescape(s string) string {
 	}
 	return b.String()
 }
+
+// SplitLower splits a lowerdir value, as a mount's options give it and
+// mountinfo shows it, into its layers: at each ':' that no '\' escapes
+// ("\:" is a colon in a path). An empty element, from "::" (the
+// kernel's data-only layers follow it), is kept for the caller to read.
+func SplitLower(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case s[i] == ':':
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	return append(out, cur.String())
+}
