@@ -35,6 +35,12 @@ type Kernel struct {
 // daemonize and exit 0 once the mount is live.
 type FUSE struct {
 	Prog string
+	// Foreground runs PROG -f ... instead, as a child of the harness for
+	// the mount's whole life, so that Log receives everything it writes
+	// while serving: a daemonizing program detaches from its output
+	// (ovlmount's daemon writes to /dev/null), and with it go the race
+	// detector's reports and panics.
+	Foreground bool
 }
 
 // Mount is a live mount made by an Impl.
@@ -93,6 +99,12 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 		return nil, err
 	}
 	defer log.Close()
+	if f.Foreground {
+		if err := f.mountForeground(opts, log, m); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, f.Prog, "-o", opts, dir)
@@ -111,6 +123,41 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 		return nil, fmt.Errorf("%s exited 0 but %s is not a mount point", f.Prog, dir)
 	}
 	return m, nil
+}
+
+// mountForeground starts f.Prog -f with its output in log and waits until
+// m.Dir is a mount point, or the program exits, or mountTimeout passes.
+func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
+	cmd := exec.Command(f.Prog, "-f", "-o", opts, m.Dir)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = raceEnv()
+	// A session of its own, as a daemon's: a terminal's ^C goes to the
+	// harness, which unmounts, rather than straight to the program.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Waiting reaps the program when it exits after its unmount; until
+	// then the goroutine just waits.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(mountTimeout)
+	for {
+		mounted, err := IsMounted(m.Dir)
+		if err != nil || mounted {
+			return err
+		}
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(m.Log)
+			return fmt.Errorf("%s -f -o %s %s exited before the mount was live: %v: %s", f.Prog, opts, m.Dir, err, out)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return fmt.Errorf("%s -f -o %s %s: not mounted after %v (killed)", f.Prog, opts, m.Dir, mountTimeout)
+		}
+	}
 }
 
 // options renders l in overlay mount-option syntax. Paths holding the

@@ -22,7 +22,7 @@ type Scenario struct {
 	Name string
 	Spec Spec
 	Ops  []Op
-	// Pristine skips settling the upper layer (see settle): the scenario
+	// Pristine skips settling the upper layer (see Settle): the scenario
 	// is about what a first mount does to an upper layer no overlay has
 	// mounted yet.
 	Pristine bool
@@ -162,7 +162,7 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 		}
 		lowers[i] = l.Lowers
 	}
-	lowerInos, err := inodeNumbers(lowers[1])
+	lowerInos, err := InodeNumbers(lowers[1])
 	if err != nil {
 		return rep, nil, nil, err
 	}
@@ -221,7 +221,7 @@ func runOn(side string, lowers []string, s Scenario, upper Layer, impl Impl) (*R
 		}
 	}
 	if len(upper) > 0 && !s.Pristine && !s.LowersOnly {
-		if err := settle(side, l); err != nil {
+		if err := Settle(side, l); err != nil {
 			return nil, err
 		}
 	}
@@ -299,7 +299,8 @@ func diffLines(kernel, other, field string) []Difference {
 	return out
 }
 
-// settle mounts the kernel once over a pristine upper layer and walks it.
+// Settle mounts the kernel once over a pristine upper layer and walks it,
+// using the directories side/settle-work and side/settle-mnt.
 // On a first mount the kernel stores a random trusted.overlay.uuid on the
 // upper root (unless the root is already marked impure), and lookups
 // record origin on upper directories that merge with lower ones and mark
@@ -308,7 +309,7 @@ func diffLines(kernel, other, field string) []Difference {
 // upper comparison would charge the other side for not doing the same
 // bookkeeping on objects the scenario never touched. Scenarios marked
 // Pristine test exactly that bookkeeping.
-func settle(side string, l Layers) error {
+func Settle(side string, l Layers) error {
 	l.Work = filepath.Join(side, "settle-work")
 	mnt := filepath.Join(side, "settle-mnt")
 	for _, d := range []string{l.Work, mnt} {
@@ -336,8 +337,9 @@ func unmountIfMounted(m *Mount) {
 	}
 }
 
-// inodeNumbers collects the inode number of every object in dirs.
-func inodeNumbers(dirs []string) (map[uint64]bool, error) {
+// InodeNumbers collects the inode number of every object in dirs: for
+// DiffOptions.LowerInos.
+func InodeNumbers(dirs []string) (map[uint64]bool, error) {
 	out := map[uint64]bool{}
 	for _, d := range dirs {
 		err := filepath.WalkDir(d, func(p string, _ fs.DirEntry, err error) error {
@@ -367,9 +369,10 @@ func inodeNumbers(dirs []string) (map[uint64]bool, error) {
 // cannot even be ended by the test timeout, and go test hangs for good.
 const hangTimeout = 20 * time.Second
 
-// guard runs f, which works on m, and aborts m's FUSE connection if done
-// (nil: f as a whole) does not advance for hangTimeout.
-func guard(m *Mount, done *atomic.Int64, f func() error) error {
+// Guard runs f, which works on m, and aborts m's FUSE connection if done
+// (nil: f as a whole) does not advance for hangTimeout (20 s). The error is
+// f's, or one saying the daemon hung.
+func Guard(m *Mount, done *atomic.Int64, f func() error) error {
 	if _, ok := m.Impl.(FUSE); !ok {
 		return f()
 	}
@@ -420,7 +423,7 @@ func (e *hungError) Error() string {
 func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 	var results []Result
 	done := new(atomic.Int64)
-	err := guard(m, done, func() (err error) {
+	err := Guard(m, done, func() (err error) {
 		results, err = runOps(m.Dir, ops, done)
 		return err
 	})
@@ -432,7 +435,7 @@ func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 
 func guardedWalk(m *Mount) (*Tree, error) {
 	var tree *Tree
-	err := guard(m, nil, func() (err error) {
+	err := Guard(m, nil, func() (err error) {
 		tree, err = Walk(m.Dir)
 		return err
 	})
