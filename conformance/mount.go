@@ -50,6 +50,9 @@ type Mount struct {
 	// Log is the file receiving the program's stdout and stderr, including
 	// whatever the daemon writes later if it keeps them ("" for the kernel).
 	Log string
+	// exited is closed once a FUSE.Foreground program has exited and been
+	// reaped (nil otherwise).
+	exited chan struct{}
 }
 
 // How long a mount may take to go live, and a FUSE daemon to exit after
@@ -139,8 +142,12 @@ func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
 	}
 	// Waiting reaps the program when it exits after its unmount; until
 	// then the goroutine just waits.
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	m.exited = make(chan struct{})
+	go func() {
+		waitErr = cmd.Wait()
+		close(m.exited)
+	}()
 	deadline := time.Now().Add(mountTimeout)
 	for {
 		mounted, err := IsMounted(m.Dir)
@@ -148,9 +155,9 @@ func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
 			return err
 		}
 		select {
-		case err := <-exited:
+		case <-m.exited:
 			out, _ := os.ReadFile(m.Log)
-			return fmt.Errorf("%s -f -o %s %s exited before the mount was live: %v: %s", f.Prog, opts, m.Dir, err, out)
+			return fmt.Errorf("%s -f -o %s %s exited before the mount was live: %v: %s", f.Prog, opts, m.Dir, waitErr, out)
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -184,7 +191,8 @@ func (l Layers) options() (string, error) {
 
 // Unmount unmounts m (lazily if a plain unmount fails) and waits until the
 // directory is no longer a mount point and, for FUSE, until no process is
-// left serving it.
+// left serving it (a Foreground program: until it has exited, its
+// descriptors of the layers closed).
 func (m *Mount) Unmount() error {
 	if out, err := exec.Command("umount", m.Dir).CombinedOutput(); err != nil {
 		if out2, err2 := exec.Command("umount", "-l", m.Dir).CombinedOutput(); err2 != nil {
@@ -203,7 +211,7 @@ func (m *Mount) Unmount() error {
 				return err
 			}
 		}
-		if !mounted && len(daemons) == 0 {
+		if !mounted && len(daemons) == 0 && m.reaped() {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -216,6 +224,20 @@ func (m *Mount) Unmount() error {
 			return fmt.Errorf("%s still mounted (%v) or served by pids %v %v after unmount (killed)", m.Dir, mounted, daemons, unmountTimeout)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reaped reports whether a Foreground program has exited; its command
+// line goes from /proc before its descriptors are closed.
+func (m *Mount) reaped() bool {
+	if m.exited == nil {
+		return true
+	}
+	select {
+	case <-m.exited:
+		return true
+	default:
+		return false
 	}
 }
 
