@@ -1,0 +1,106 @@
+package stress
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ovlmount/ovlmount/conformance"
+)
+
+func TestOpSet(t *testing.T) {
+	s, err := ParseOpSet("all,-fuse-library-limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range groups["fuse-library-limits"] {
+		if s[n] {
+			t.Errorf("%s is still selected", n)
+		}
+	}
+	if !s["recreate"] || !s[featureUpperHardLinks] {
+		t.Errorf("all lost more than the group: %v", s.names())
+	}
+	back, err := ParseOpSet(s.String())
+	if err != nil || !reflect.DeepEqual(back, s) {
+		t.Errorf("%q reads back as %v, %v", s.String(), back, err)
+	}
+	if _, err := ParseOpSet("all,-nosuchop"); err == nil {
+		t.Error("an unknown name was accepted")
+	}
+	if _, err := ParseOpSet("lower-hardlinks"); err == nil {
+		t.Error("a set of features only, with no step kind, was accepted")
+	}
+}
+
+// TestGenerator checks what determinism and the workers' independence
+// rest on: a seed gives the same layers and steps every time; each
+// worker's paths are its own; no symlink can point out of its namespace.
+func TestGenerator(t *testing.T) {
+	ops := AllOps()
+	a, b := NewPlan(42, 4, ops), NewPlan(42, 4, ops)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("the same seed gave two plans")
+	}
+	if reflect.DeepEqual(a.Spec, NewPlan(43, 4, ops).Spec) {
+		t.Error("two seeds gave the same layers")
+	}
+	for w, pool := range a.Pools {
+		for _, p := range pool.Paths {
+			if a.owner(p) != w {
+				t.Errorf("worker %d's path %s belongs to %d", w, p, a.owner(p))
+			}
+		}
+		s1, s2 := Steps(a, w, ops, 500), Steps(b, w, ops, 500)
+		if !reflect.DeepEqual(s1, s2) {
+			t.Fatalf("worker %d: the same seed gave two sequences", w)
+		}
+		kinds := map[string]bool{}
+		for _, s := range s1 {
+			kinds[s.Kind] = true
+			for _, o := range s.Ops {
+				for _, p := range []string{o.Path, o.Target} {
+					if o.Kind == conformance.OpSymlink && p == o.Target {
+						if strings.HasPrefix(p, "/") || slices.Contains(strings.Split(p, "/"), "..") || p == "." {
+							t.Errorf("symlink target %q can leave the namespace", p)
+						}
+						continue
+					}
+					if p != "" && p != sharedDir && a.owner(p) != w {
+						t.Errorf("worker %d's step %v names %s", w, s, p)
+					}
+				}
+			}
+		}
+		if len(kinds) < len(stepKinds)/2 {
+			t.Errorf("worker %d drew only %d kinds of step in 500", w, len(kinds))
+		}
+	}
+	for l := range numLayers {
+		for _, n := range a.layer(l) {
+			if n.Kind == conformance.Symlink && (strings.HasPrefix(n.Target, "/") || slices.Contains(strings.Split(n.Target, "/"), "..")) {
+				t.Errorf("layer symlink %s -> %q can leave the namespace", n.Path, n.Target)
+			}
+		}
+	}
+	noLinks, err := ParseOpSet("all,-hardlinks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPlan(42, 4, noLinks)
+	for l := range numLayers {
+		for _, n := range p.layer(l) {
+			if n.Kind == conformance.HardLink {
+				t.Errorf("-hardlinks, yet %s links to %s", n.Path, n.Target)
+			}
+		}
+	}
+	for _, s := range Steps(p, 0, noLinks, 2000) {
+		for _, o := range s.Ops {
+			if o.Kind == conformance.OpLink {
+				t.Errorf("-hardlinks, yet step %v links", s)
+			}
+		}
+	}
+}
