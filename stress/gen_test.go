@@ -104,3 +104,11 @@ func TestGenerator(t *testing.T) {
 		}
 	}
 }
+
+func TestOwnEntries(t *testing.T) {
+	res := conformance.Result{N: 5, Out: "[..:dir .:dir w0-n1:reg w1-n0:dir w10-n2:lnk]"}
+	got := ownEntries(res, "w1")
+	if got.Out != "[..:dir .:dir w1-n0:dir]" || got.N != 3 {
+		t.Errorf("got %v", got)
+	}
+}

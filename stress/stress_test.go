@@ -1,0 +1,159 @@
+package stress
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ovlmount/ovlmount/conformance"
+	"github.com/ovlmount/ovlmount/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	ServeSubprocess()
+	code := m.Run()
+	testenv.RemoveBinary()
+	os.Exit(code)
+}
+
+// Environment variables the tests read.
+const (
+	envSeed  = "OVL_STRESS_SEED"  // the CI round's seed (default: ciSeed)
+	envSteps = "OVL_STRESS_STEPS" // steps per worker in the CI round (default: ciSteps)
+	envOps   = "OVL_STRESS_OPS"   // the CI round's operations (default: ciOps)
+)
+
+// ciOps is the operation set of the CI round: every kind but what the
+// FUSE library ovlmount uses today cannot do (the group
+// fuse-library-limits: renameat2 flags, O_TMPFILE, lower hard links).
+// Once the FUSE edge moves to a library that can, this becomes "all".
+const ciOps = "all,-fuse-library-limits"
+
+// The CI rounds: fixed seeds, so that they are a regression test; the
+// long run (cmd/ovlstress) draws new ones.
+const (
+	ciSeed   = 1
+	ciRounds = 4
+	ciProcs  = 4
+	ciSteps  = 5000
+)
+
+// requireMounts skips (fails with CI=true) unless this machine can mount
+// FUSE and kernel overlayfs, and make loop-mounted ext4 filesystems.
+func requireMounts(t *testing.T) {
+	t.Helper()
+	testenv.RequireMount(t)
+	dir := t.TempDir()
+	l := conformance.Layers{Lowers: []string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}}
+	for _, d := range append(l.Lowers, filepath.Join(dir, "mnt")) {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := conformance.Kernel{}.Mount(l, filepath.Join(dir, "mnt"))
+	if err == nil {
+		err = m.Unmount()
+	}
+	if err == nil {
+		side := &sessionSide{image: filepath.Join(dir, "probe.img"), dir: filepath.Join(dir, "probe")}
+		err = side.makeFilesystem()
+		if err == nil {
+			err = (&session{sides: [2]*sessionSide{side}}).release(false)
+		}
+	}
+	if err != nil {
+		msg := "kernel overlayfs or a loop-mounted ext4 cannot be mounted: " + err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " (CI=true: failing instead of skipping)")
+		}
+		t.Skip(msg)
+	}
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 0, 63)
+	if err != nil {
+		t.Fatalf("%s=%s: %v", name, v, err)
+	}
+	return int(n)
+}
+
+// runRound runs a round in a temporary directory and logs its outcome.
+func runRound(t *testing.T, cfg Config) *Result {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	res, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res.Summary())
+	return res
+}
+
+// TestStressKernelVsKernel checks the harness: with the kernel on both
+// sides, every operation kind and every comparison must agree, however
+// the workers interleave.
+func TestStressKernelVsKernel(t *testing.T) {
+	requireMounts(t)
+	res := runRound(t, Config{Seed: 7, Procs: ciProcs, Steps: envInt(t, envSteps, ciSteps), Ops: AllOps(),
+		Oracle: conformance.Kernel{}, Subject: conformance.Kernel{}})
+	for _, d := range res.Divergences {
+		t.Errorf("%s", d)
+	}
+}
+
+// TestStress is the CI run: rounds of kernel overlayfs against ovlmount
+// ($OVLMOUNT_BIN; under make test the race-instrumented build, whose
+// output is searched for race reports), four workers at once. A
+// divergence fails the test.
+func TestStress(t *testing.T) {
+	requireMounts(t)
+	ops, err := ParseOpSet(cmp.Or(os.Getenv(envOps), ciOps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := conformance.FUSE{Prog: testenv.Binary(t), Foreground: true}
+	first := uint64(envInt(t, envSeed, ciSeed))
+	for seed := first; seed < first+ciRounds; seed++ {
+		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
+			cfg := Config{Seed: seed, Procs: ciProcs, Steps: envInt(t, envSteps, ciSteps), Ops: ops,
+				Oracle: conformance.Kernel{}, Subject: subject}
+			res := runRound(t, cfg)
+			for _, d := range res.Divergences {
+				t.Errorf("%s", d)
+			}
+		})
+	}
+}
+
+// TestStressReportsProgramOutput checks that what a FUSE program writes
+// while it serves (a race report, here written by a wrapper) fails a
+// round.
+func TestStressReportsProgramOutput(t *testing.T) {
+	requireMounts(t)
+	wrapper := filepath.Join(t.TempDir(), "racy")
+	script := "#!/bin/sh\necho 'WARNING: DATA RACE' >&2\nexec " + testenv.Binary(t) + ` "$@"` + "\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := ParseOpSet("stat,readdir")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runRound(t, Config{Seed: 1, Procs: 1, Steps: 10, Ops: ops,
+		Oracle: conformance.Kernel{}, Subject: conformance.FUSE{Prog: wrapper, Foreground: true}})
+	for _, d := range res.Divergences {
+		if d.Stage == stageLog && strings.Contains(d.String(), "WARNING: DATA RACE") {
+			return
+		}
+	}
+	t.Fatalf("the program's race report was not reported: %v", res.Divergences)
+}
