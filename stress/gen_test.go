@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ovlmount/ovlmount/conformance"
 )
@@ -102,6 +103,27 @@ func TestGenerator(t *testing.T) {
 				t.Errorf("-hardlinks, yet step %v links", s)
 			}
 		}
+	}
+}
+
+func TestDDMin(t *testing.T) {
+	need := []int{3, 17, 42}
+	calls := 0
+	got := ddmin(100, func(idx []int) bool {
+		calls++
+		for _, n := range need {
+			if !slices.Contains(idx, n) {
+				return false
+			}
+		}
+		return true
+	}, time.Time{})
+	if !reflect.DeepEqual(got, need) {
+		t.Errorf("ddmin kept %v, want %v", got, need)
+	}
+	t.Logf("%d tests", calls)
+	if got := ddmin(10, func([]int) bool { return true }, time.Time{}); len(got) != 0 {
+		t.Errorf("nothing is needed, yet ddmin kept %v", got)
 	}
 }
 

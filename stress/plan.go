@@ -430,6 +430,15 @@ func (p *Plan) layer(l int) conformance.Layer {
 	return p.Spec.Lowers[l-1]
 }
 
+// nodes counts the objects in the plan's layers.
+func (p *Plan) nodes() int {
+	n := 0
+	for l := range numLayers {
+		n += len(p.layer(l))
+	}
+	return n
+}
+
 // owner reports which worker's namespace path q is in, or -1.
 func (p *Plan) owner(q string) int {
 	for _, pool := range p.Pools {
@@ -438,4 +447,34 @@ func (p *Plan) owner(q string) int {
 		}
 	}
 	return -1
+}
+
+// only returns a copy of p that keeps, of the workers' namespaces, only
+// worker w's: a single worker's replay does not need the others'.
+func (p *Plan) only(w int) *Plan {
+	keep := func(q string) bool { return q == sharedDir || p.owner(q) == w }
+	out := *p
+	filter := func(l conformance.Layer) conformance.Layer {
+		if l == nil {
+			return nil
+		}
+		kept := conformance.Layer{}
+		for _, n := range l {
+			if keep(n.Path) {
+				kept = append(kept, n)
+			}
+		}
+		return kept
+	}
+	out.Spec = conformance.Spec{Upper: filter(p.Spec.Upper)}
+	for _, l := range p.Spec.Lowers {
+		out.Spec.Lowers = append(out.Spec.Lowers, filter(l))
+	}
+	out.Holes = nil
+	for _, h := range p.Holes {
+		if keep(h.Path) {
+			out.Holes = append(out.Holes, h)
+		}
+	}
+	return &out
 }

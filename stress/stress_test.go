@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ovlmount/ovlmount/conformance"
 	"github.com/ovlmount/ovlmount/internal/testenv"
@@ -113,7 +114,8 @@ func TestStressKernelVsKernel(t *testing.T) {
 // TestStress is the CI run: rounds of kernel overlayfs against ovlmount
 // ($OVLMOUNT_BIN; under make test the race-instrumented build, whose
 // output is searched for race reports), four workers at once. A
-// divergence fails the test.
+// divergence fails the test; the first of each round is shrunk to a
+// minimal reproduction, which the log shows.
 func TestStress(t *testing.T) {
 	requireMounts(t)
 	ops, err := ParseOpSet(cmp.Or(os.Getenv(envOps), ciOps))
@@ -130,7 +132,64 @@ func TestStress(t *testing.T) {
 			for _, d := range res.Divergences {
 				t.Errorf("%s", d)
 			}
+			if len(res.Divergences) == 0 {
+				return
+			}
+			repro, err := Shrink(ShrinkConfig{Round: res, Divergence: res.Divergences[0], Oracle: cfg.Oracle, Subject: cfg.Subject,
+				Dir: t.TempDir(), Until: time.Now().Add(time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("the first divergence, shrunk:\n%s", repro.Report(""))
 		})
+	}
+}
+
+// TestShrinkFindsOneStep runs the kernel against itself with
+// redirect_dir=on, which renames merged directories where the default
+// refuses with EXDEV: a real divergence, which shrinking must reduce to
+// the one rename, and which the saved reproduction must show again.
+func TestShrinkFindsOneStep(t *testing.T) {
+	requireMounts(t)
+	ops, err := ParseOpSet("rename,create,mkdir,unlink,rmdir")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Seed: 3, Procs: 2, Steps: 300, Ops: ops,
+		Oracle: conformance.Kernel{}, Subject: conformance.Kernel{Options: "redirect_dir=on"}}
+	res := runRound(t, cfg)
+	var first *Divergence
+	for _, d := range res.Divergences {
+		if d.Stage == stageOp {
+			first = d
+			break
+		}
+	}
+	if first == nil {
+		t.Fatalf("redirect_dir=on never diverged: %v", res.Divergences)
+	}
+	repro, err := Shrink(ShrinkConfig{Round: res, Divergence: first, Oracle: cfg.Oracle, Subject: cfg.Subject, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(repro.Report(""))
+	if !repro.Reproduced || len(repro.Steps) != 1 || len(repro.Steps[0].Ops) != 1 || repro.Steps[0].Ops[0].Kind != conformance.OpRename {
+		t.Fatalf("want one rename, got %d steps: %v", len(repro.Steps), repro.Steps)
+	}
+	file := filepath.Join(t.TempDir(), "repro.json")
+	if err := repro.Save(file); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadRepro(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := loaded.Replay(t.TempDir(), cfg.Oracle, cfg.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d == nil || d.Signature() != repro.Signature {
+		t.Fatalf("the saved reproduction replays as %v, want %s", d, repro.Signature)
 	}
 }
 
