@@ -5,6 +5,7 @@
 #   make install   install ovlmount where mount(8) and mount.fuse3 find it
 #   make bench     time ovlmount against fuse-overlayfs and kernel overlayfs (root)
 #   make conformance-doc   regenerate docs/conformance.md (ovlmount and fuse-overlayfs vs the kernel)
+#   make stress    the long stress run against the kernel (root): make stress DURATION=30m PROCS=4
 
 PREFIX  ?= /usr/local
 GO      ?= go
@@ -12,11 +13,12 @@ BIN     := bin/ovlmount
 GOFILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
 # Debian packages the tests and the example use: fusermount3/mount.fuse3,
-# getfattr/setfattr, fuse-overlayfs (the conformance comparison).
-DEBS := fuse3 attr fuse-overlayfs
+# getfattr/setfattr, fuse-overlayfs (the conformance comparison),
+# mkfs.ext4 (the stress suite's filesystem images).
+DEBS := fuse3 attr fuse-overlayfs e2fsprogs
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build install uninstall deps example test lint clean conformance-doc bench
+.PHONY: build install uninstall deps example test lint clean conformance-doc bench stress
 
 build: $(BIN)
 
@@ -74,6 +76,24 @@ bin/ovlbench: $(GOFILES)
 
 bench: deps $(BIN) bin/ovlbench
 	bin/ovlbench -bin $(BIN) -fixtures $(BENCHDIR) -out docs/benchmarks.md $(BENCHFLAGS)
+
+# The long stress run (docs/reliability.md): rounds of the random
+# differential tester, kernel overlayfs against the race-instrumented
+# ovlmount, PROCS worker processes at once, until DURATION has passed.
+# Divergences are shrunk and saved under STRESSDIR; bin/stress.json sums
+# the run up. STRESSFLAGS passes more flags, e.g. -seed=N, -ops=...
+DURATION    ?= 30m
+PROCS       ?= 4
+STRESSDIR   ?= /var/tmp/ovlmount-stress
+STRESSFLAGS ?=
+
+bin/ovlstress: $(GOFILES)
+	$(GO) build -o $@ ./stress/cmd/ovlstress
+
+stress: deps $(BIN)-race bin/ovlstress
+	mkdir -p $(STRESSDIR)
+	GORACE=atexit_sleep_ms=0 bin/ovlstress -bin $(BIN)-race -duration $(DURATION) -procs $(PROCS) \
+		-dir $(STRESSDIR) -json bin/stress.json $(STRESSFLAGS)
 
 clean:
 	rm -rf bin
