@@ -27,6 +27,10 @@ func TestOpSet(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(back, s) {
 		t.Errorf("%q reads back as %v, %v", s.String(), back, err)
 	}
+	few, err := ParseOpSet("rename,write")
+	if err != nil || few.String() != "rename,write" {
+		t.Errorf("a small set renders as %q (%v)", few.String(), err)
+	}
 	if _, err := ParseOpSet("all,-nosuchop"); err == nil {
 		t.Error("an unknown name was accepted")
 	}

@@ -112,10 +112,14 @@ func ParseOpSet(spec string) (OpSet, error) {
 func (s OpSet) names() []string { return slices.Sorted(maps.Keys(s)) }
 
 // String renders s so that ParseOpSet reads it back: "all" with the names
-// it lacks removed.
+// it lacks removed, or, when it lacks most, the names it has.
 func (s OpSet) String() string {
+	all := AllOps().names()
+	if len(s) < len(all)/2 {
+		return strings.Join(s.names(), ",")
+	}
 	out := []string{"all"}
-	for _, n := range AllOps().names() {
+	for _, n := range all {
 		if !s[n] {
 			out = append(out, "-"+n)
 		}

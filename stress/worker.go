@@ -57,12 +57,20 @@ func (d *Divergence) String() string {
 		where = fmt.Sprintf("worker %d, step %d (%s)", d.Worker, d.Step, d.Kind)
 	}
 	fmt.Fprintf(&b, "%s: %s", d.Stage, where)
+	// A long step (a scan) shows only what differed.
+	same := 0
 	for _, o := range d.Ops {
 		mark := "  "
 		if o.Oracle != o.Subject {
 			mark = "≠ "
+		} else if len(d.Ops) > 12 {
+			same++
+			continue
 		}
 		fmt.Fprintf(&b, "\n  %s%s\n      oracle:  %s\n      subject: %s", mark, o.Op, o.Oracle, o.Subject)
+	}
+	if same > 0 {
+		fmt.Fprintf(&b, "\n  (and %d operations with the same results)", same)
 	}
 	for _, s := range d.Details {
 		fmt.Fprintf(&b, "\n  %s", s)

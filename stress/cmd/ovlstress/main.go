@@ -14,9 +14,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -110,15 +112,17 @@ func (o *options) subject() conformance.Impl {
 
 // summary is what -json writes.
 type summary struct {
-	Seed        string
-	Program     string
-	Ops         string
-	Procs       int
-	Rounds      int
-	Steps       int
-	Operations  int64
-	RoundTime   string // time spent in rounds (operations and comparisons)
-	WallTime    string // with shrinking
+	Seed       string
+	Program    string
+	Ops        string
+	Procs      int
+	Rounds     int
+	Steps      int
+	Operations int64
+	RoundTime  string // time spent in rounds (operations and comparisons)
+	WallTime   string // with shrinking
+	// Signatures counts divergences by signature and step kind.
+	Signatures  map[string]int
 	Divergences []divergenceSummary
 }
 
@@ -159,7 +163,8 @@ func run() int {
 		close(stop)
 	}()
 
-	sum := summary{Seed: fmt.Sprintf("%#x", o.seed), Program: cmp.Or(o.bin, "kernel"), Ops: o.ops.String(), Procs: o.procs}
+	sum := summary{Seed: fmt.Sprintf("%#x", o.seed), Program: cmp.Or(o.bin, "kernel"), Ops: o.ops.String(), Procs: o.procs,
+		Signatures: map[string]int{}}
 	fmt.Printf("ovlstress: %s against the kernel, %d workers, %d steps each per round, for %v; seed %#x; operations %s; in %s\n",
 		sum.Program, o.procs, o.steps, o.duration, o.seed, sum.Ops, o.dir)
 	start := time.Now()
@@ -219,6 +224,7 @@ func run() int {
 			// Shrink one divergence of each signature and step kind: the
 			// same bug keeps coming back in later rounds.
 			key := d.Signature() + " in " + d.Kind
+			sum.Signatures[key]++
 			if !shrunk[key] && o.shrink > 0 {
 				shrunk[key] = true
 				logf := func(string, ...any) {}
@@ -248,6 +254,9 @@ func run() int {
 	sum.WallTime = time.Since(start).Round(time.Second).String()
 	fmt.Printf("ovlstress: %d rounds, %d steps, %d operations on each side, %s in rounds (%s in all); %d divergences in %d rounds\n",
 		sum.Rounds, sum.Steps, sum.Operations, sum.RoundTime, sum.WallTime, len(sum.Divergences), diverged)
+	for _, k := range slices.Sorted(maps.Keys(sum.Signatures)) {
+		fmt.Printf("  %6d  %s\n", sum.Signatures[k], k)
+	}
 	if o.summary != "" {
 		data, _ := json.MarshalIndent(sum, "", "  ")
 		if err := os.WriteFile(o.summary, data, 0o644); err != nil {
