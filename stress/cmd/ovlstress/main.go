@@ -55,14 +55,14 @@ func parse() (*options, error) {
 	o := &options{}
 	var seed, ops string
 	flag.StringVar(&o.bin, "bin", "", "the FUSE overlay program to test (fuse-overlayfs's command line; run with -f)")
-	flag.DurationVar(&o.duration, "duration", 30*time.Minute, "start rounds until this much time has passed")
+	flag.DurationVar(&o.duration, "duration", 30*time.Minute, "run rounds for this long (shrinking comes after)")
 	flag.IntVar(&o.rounds, "rounds", 0, "stop after this many rounds (0: no limit)")
 	flag.IntVar(&o.procs, "procs", 4, "worker processes per round")
 	flag.IntVar(&o.steps, "steps", 3000, "steps per worker per round")
 	flag.StringVar(&seed, "seed", "", "seed of the first round; round i uses seed+i (default: from the clock)")
 	flag.StringVar(&ops, "ops", "all", "operations: all, step kinds, groups (fuse-library-limits), -name to leave one out")
 	flag.StringVar(&o.dir, "dir", "", "scratch directory for layers, mounts and reproductions (default: a new one in $TMPDIR)")
-	flag.DurationVar(&o.shrink, "shrink", 5*time.Minute, "time allowed to shrink each divergence (0: do not shrink)")
+	flag.DurationVar(&o.shrink, "shrink", 2*time.Minute, "time allowed to shrink the first divergence of each kind (0: do not shrink)")
 	flag.BoolVar(&o.keep, "keep", false, "keep every round's directory, with its filesystem images if it diverged")
 	flag.BoolVar(&o.verbose, "v", false, "show shrinking's progress")
 	flag.IntVar(&o.maxDiverge, "max-divergences", 0, "stop once this many rounds diverged (0: never)")
@@ -119,10 +119,11 @@ type summary struct {
 	Rounds     int
 	Steps      int
 	Operations int64
-	RoundTime  string // time spent in rounds (operations and comparisons)
-	WallTime   string // with shrinking
+	RunTime    string // the rounds, from the first's start to the last's end
+	RoundTime  string // of it, in rounds (layers, operations, comparisons)
 	// Signatures counts divergences by signature and step kind.
-	Signatures  map[string]int
+	Signatures map[string]int
+	// Divergences holds the first of each signature and step kind.
 	Divergences []divergenceSummary
 }
 
@@ -171,7 +172,13 @@ func run() int {
 	until := start.Add(o.duration)
 	var inRounds time.Duration
 	diverged := 0
-	shrunk := map[string]bool{}
+	// The first divergence of each signature and step kind, to shrink
+	// once the rounds are over.
+	type first struct {
+		res *stress.Result
+		d   *stress.Divergence
+	}
+	var firsts []first
 	for i := 0; o.rounds == 0 || i < o.rounds; i++ {
 		if time.Now().After(until) || o.maxDiverge > 0 && diverged >= o.maxDiverge {
 			break
@@ -218,42 +225,41 @@ func run() int {
 			continue
 		}
 		diverged++
-		for j, d := range res.Divergences {
-			fmt.Printf("  %s\n", indent(d.String()))
-			ds := divergenceSummary{RoundSeed: fmt.Sprintf("%#x", seed), Signature: d.Signature(), Text: d.String()}
-			// Shrink one divergence of each signature and step kind: the
-			// same bug keeps coming back in later rounds.
+		for _, d := range res.Divergences {
+			// The same bug keeps coming back in later rounds: shown in
+			// full, and shrunk, once per signature and step kind.
 			key := d.Signature() + " in " + d.Kind
 			sum.Signatures[key]++
-			if !shrunk[key] && o.shrink > 0 {
-				shrunk[key] = true
-				logf := func(string, ...any) {}
-				if o.verbose {
-					logf = func(f string, a ...any) { fmt.Printf("    shrinking: "+f+"\n", a...) }
-				}
-				repro, err := stress.Shrink(stress.ShrinkConfig{Round: res, Divergence: d, Oracle: cfg.Oracle, Subject: cfg.Subject,
-					Dir: dir, Until: time.Now().Add(o.shrink), Log: logf})
-				if err != nil {
-					fmt.Fprintf(os.Stderr, "ovlstress: shrinking: %v\n", err)
-				} else {
-					file := filepath.Join(o.dir, fmt.Sprintf("repro-%#x-%d.json", seed, j+1))
-					if err := repro.Save(file); err != nil {
-						fmt.Fprintln(os.Stderr, "ovlstress:", err)
-					}
-					fmt.Printf("  %s\n", indent(strings.TrimSuffix(repro.Report(file), "\n")))
-					ds.Repro, ds.Signature, ds.Reproduced, ds.Steps = file, repro.Signature, repro.Reproduced, len(repro.Steps)
-				}
+			if sum.Signatures[key] > 1 {
+				fmt.Printf("  again: %s\n", strings.SplitN(d.String(), "\n", 2)[0]+" ("+key+")")
+				continue
 			}
-			sum.Divergences = append(sum.Divergences, ds)
+			fmt.Printf("  %s\n", indent(d.String()))
+			firsts = append(firsts, first{res, d})
 		}
 		// The seed and the saved reproductions are what it takes to see
 		// a divergence again.
 		removeRound(o, dir)
 	}
+	inRoundsWall := time.Since(start)
+	if o.shrink > 0 && len(firsts) > 0 {
+		fmt.Printf("ovlstress: shrinking %d divergences\n", len(firsts))
+	}
+	for i, f := range firsts {
+		ds := divergenceSummary{RoundSeed: fmt.Sprintf("%#x", f.res.Config.Seed), Signature: f.d.Signature(), Text: f.d.String()}
+		if o.shrink > 0 {
+			ds.Repro, ds.Reproduced, ds.Steps = shrink(o, f.res, f.d, i+1)
+		}
+		sum.Divergences = append(sum.Divergences, ds)
+	}
 	sum.RoundTime = inRounds.Round(time.Second).String()
-	sum.WallTime = time.Since(start).Round(time.Second).String()
-	fmt.Printf("ovlstress: %d rounds, %d steps, %d operations on each side, %s in rounds (%s in all); %d divergences in %d rounds\n",
-		sum.Rounds, sum.Steps, sum.Operations, sum.RoundTime, sum.WallTime, len(sum.Divergences), diverged)
+	sum.RunTime = inRoundsWall.Round(time.Second).String()
+	total := 0
+	for _, n := range sum.Signatures {
+		total += n
+	}
+	fmt.Printf("ovlstress: %d rounds in %s (%s of it in rounds), %d steps, %d operations on each side; %d divergences in %d rounds, %d kinds:\n",
+		sum.Rounds, sum.RunTime, sum.RoundTime, sum.Steps, sum.Operations, total, diverged, len(sum.Signatures))
 	for _, k := range slices.Sorted(maps.Keys(sum.Signatures)) {
 		fmt.Printf("  %6d  %s\n", sum.Signatures[k], k)
 	}
@@ -263,10 +269,38 @@ func run() int {
 			fmt.Fprintln(os.Stderr, "ovlstress:", err)
 		}
 	}
-	if len(sum.Divergences) > 0 {
+	if total > 0 {
 		return 1
 	}
 	return 0
+}
+
+// shrink shrinks d, found in res, prints its reproduction and saves it
+// as repro-N.json; it returns the file, whether a single process
+// reproduced d, and how many steps it took.
+func shrink(o *options, res *stress.Result, d *stress.Divergence, n int) (string, bool, int) {
+	logf := func(string, ...any) {}
+	if o.verbose {
+		logf = func(f string, a ...any) { fmt.Printf("    shrinking: "+f+"\n", a...) }
+	}
+	dir, err := os.MkdirTemp(o.dir, "shrink-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ovlstress:", err)
+		return "", false, 0
+	}
+	defer removeRound(o, dir)
+	repro, err := stress.Shrink(stress.ShrinkConfig{Round: res, Divergence: d, Oracle: res.Config.Oracle, Subject: res.Config.Subject,
+		Dir: dir, Until: time.Now().Add(o.shrink), Log: logf})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ovlstress: shrinking: %v\n", err)
+		return "", false, 0
+	}
+	file := filepath.Join(o.dir, fmt.Sprintf("repro-%d.json", n))
+	if err := repro.Save(file); err != nil {
+		fmt.Fprintln(os.Stderr, "ovlstress:", err)
+	}
+	fmt.Printf("%d. %s\n", n, strings.TrimSuffix(repro.Report(file), "\n"))
+	return file, repro.Reproduced, len(repro.Steps)
 }
 
 func replay(o *options) int {
