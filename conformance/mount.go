@@ -51,8 +51,9 @@ type Mount struct {
 	// whatever the daemon writes later if it keeps them ("" for the kernel).
 	Log string
 	// exited is closed once a FUSE.Foreground program has exited and been
-	// reaped (nil otherwise).
+	// reaped (nil otherwise); proc is that program.
 	exited chan struct{}
+	proc   *os.Process
 }
 
 // How long a mount may take to go live, and a FUSE daemon to exit after
@@ -143,6 +144,7 @@ func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
 	// Waiting reaps the program when it exits after its unmount; until
 	// then the goroutine just waits.
 	var waitErr error
+	m.proc = cmd.Process
 	m.exited = make(chan struct{})
 	go func() {
 		waitErr = cmd.Wait()
@@ -245,6 +247,10 @@ func (m *Mount) reaped() bool {
 // daemon has not answered, and every later one, fails with ENOTCONN. It
 // is the only way to free a process blocked on a daemon that stopped
 // answering; even the test binary's own timeout cannot end such a process.
+// A Foreground program is first sent SIGQUIT, so that a Go program's
+// goroutines, where they are stuck, reach Log before it exits. fusectl is
+// mounted at /sys/fs/fuse/connections if it is not yet (systemd mounts
+// it at boot; other machines may not).
 func (m *Mount) Abort() error {
 	if _, ok := m.Impl.(FUSE); !ok {
 		return fmt.Errorf("%s is not a FUSE mount", m.Dir)
@@ -259,7 +265,26 @@ func (m *Mount) Abort() error {
 	if !ok || major != "0" {
 		return fmt.Errorf("%s: unexpected device %q", m.Dir, dev)
 	}
-	return os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+	if m.proc != nil && !m.reaped() {
+		m.proc.Signal(syscall.SIGQUIT)
+		select {
+		case <-m.exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	const connections = "/sys/fs/fuse/connections"
+	if ents, err := os.ReadDir(connections); err == nil && len(ents) == 0 {
+		// Empty: fusectl is not mounted (a live FUSE mount has an entry).
+		if err := syscall.Mount("fusectl", connections, "fusectl", 0, ""); err != nil {
+			return fmt.Errorf("mounting fusectl on %s: %w", connections, err)
+		}
+	}
+	err = os.WriteFile(filepath.Join(connections, minor, "abort"), []byte("1"), 0)
+	if errors.Is(err, os.ErrNotExist) && m.reaped() {
+		// The program's exit has already ended the connection.
+		return nil
+	}
+	return err
 }
 
 // mountDevice returns the major:minor of the filesystem mounted at dir,
