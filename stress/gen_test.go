@@ -89,6 +89,16 @@ func TestGenerator(t *testing.T) {
 			}
 		}
 	}
+	if !a.whiteoutsMerge() {
+		t.Error("the plan has a whiteout in a directory that merges with nothing")
+	}
+	bad := &Plan{Spec: conformance.Spec{
+		Upper:  conformance.Layer{{Path: "d", Kind: conformance.Dir}, {Path: "d/x", Kind: conformance.Whiteout}},
+		Lowers: []conformance.Layer{{{Path: "e", Kind: conformance.Dir}}, {}},
+	}}
+	if bad.whiteoutsMerge() {
+		t.Error("a whiteout in an upper-only directory passes for merged")
+	}
 	noLinks, err := ParseOpSet("all,-hardlinks")
 	if err != nil {
 		t.Fatal(err)

@@ -354,10 +354,18 @@ func (g *generator) make(p string) conformance.Op {
 	return g.create(p)
 }
 
-// create makes a file: O_EXCL, or O_TRUNC over whatever is there.
+// create makes a file: O_EXCL, or O_TRUNC over whatever is there. The
+// latter follows a symlink at p, and creates its target if it is
+// dangling: in the shared directory that target ("n3", "missing") would
+// be a name every worker's links may point to, so there it does not
+// follow.
 func (g *generator) create(p string) conformance.Op {
 	if g.rng.IntN(3) == 0 {
-		return conformance.Op{Kind: conformance.OpWrite, Path: p, Flags: unix.O_CREAT | unix.O_TRUNC | unix.O_NONBLOCK, Mode: g.mode(), Data: g.data()}
+		flags := unix.O_CREAT | unix.O_TRUNC | unix.O_NONBLOCK
+		if strings.HasPrefix(p, sharedDir+"/") {
+			flags |= unix.O_NOFOLLOW
+		}
+		return conformance.Op{Kind: conformance.OpWrite, Path: p, Flags: flags, Mode: g.mode(), Data: g.data()}
 	}
 	return conformance.Create(p, g.mode(), g.data())
 }
