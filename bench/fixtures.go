@@ -18,16 +18,17 @@ type sizes struct {
 	big   int64 // bytes of the big lower file and of the sequential write
 	wide  int   // entries of the merged wide directory
 	files int   // files in the tarball and in the create workload
+	huge  int   // entries of the huge directory
 }
 
 var (
-	full  = sizes{big: 1 << 30, wide: 10000, files: 10000}
-	quick = sizes{big: 64 << 20, wide: 1000, files: 1000}
+	full  = sizes{big: 1 << 30, wide: 10000, files: 10000, huge: 200000}
+	quick = sizes{big: 64 << 20, wide: 1000, files: 1000, huge: 20000}
 )
 
 // fixtureVersion names the fixture layout; a cached fixture directory
 // with another version is rebuilt.
-const fixtureVersion = "1"
+const fixtureVersion = "2"
 
 // Paths inside the merged tree that the fixtures shape and the workloads
 // use. The bottom layer is a copy of a Go distribution under go/.
@@ -39,6 +40,7 @@ const (
 	opaqueDir  = "go/misc"         // opaque in the middle layer
 	rmDir      = "go/src/internal" // the lower subtree rm -rf removes
 	wideDir    = "wide"            // spread over all three layers
+	hugeDir    = "huge"            // empty files, in the bottom layer
 	bigFile    = "big"             // in the top layer
 	linkDir    = "links"           // symlinks, in the top layer
 	goroot     = "/usr/local/go"   // where the source tree is copied from
@@ -82,7 +84,29 @@ func bottom(dir string, sz sizes) error {
 	if out, err := exec.Command("cp", "-a", goroot, filepath.Join(b, srcDir)).CombinedOutput(); err != nil {
 		return fmt.Errorf("cp %s: %v: %s", goroot, err, out)
 	}
+	if err := hugeFiles(b, sz.huge); err != nil {
+		return err
+	}
 	return wideFiles(b, 0, sz.wide/3, "bottom")
+}
+
+// hugeFiles makes the huge directory in layer root: n empty files.
+func hugeFiles(root string, n int) error {
+	d := filepath.Join(root, hugeDir)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		return err
+	}
+	fd, err := unix.Open(d, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	for i := range n {
+		if err := unix.Mknodat(fd, fmt.Sprintf("h%06d", i), unix.S_IFREG|0o644, 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // middle replaces files, whites out a directory and some files, makes a

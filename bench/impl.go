@@ -11,33 +11,46 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
 // impl is one overlay implementation under test.
 type impl struct {
 	name string
-	// mount mounts lower (top first), upper and work on mnt.
-	mount func(lower, upper, work, mnt string) error
+	// mount mounts lower (top first), upper and work on mnt; extra are
+	// FUSE options a workload asks for (the kernel takes none).
+	mount func(lower, upper, work, mnt, extra string) error
 	// daemon is true when a user-space process serves the mount.
 	daemon bool
 }
 
-func implementations(ovlBin string) map[string]*impl {
-	opts := func(lower, upper, work string) string {
-		return "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+// implementations returns the implementations by name; ovlmount-before is
+// beforeBin, a build of an earlier ovlmount (-before), when given.
+func implementations(ovlBin, beforeBin string) map[string]*impl {
+	opts := func(lower, upper, work, extra string) string {
+		o := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+		if extra != "" {
+			o += "," + extra
+		}
+		return o
 	}
-	return map[string]*impl{
-		"ovlmount": {name: "ovlmount", daemon: true, mount: func(lower, upper, work, mnt string) error {
-			return run(ovlBin, "-o", opts(lower, upper, work), mnt)
-		}},
-		"fuse-overlayfs": {name: "fuse-overlayfs", daemon: true, mount: func(lower, upper, work, mnt string) error {
-			return run("fuse-overlayfs", "-o", opts(lower, upper, work), mnt)
-		}},
-		"kernel": {name: "kernel", mount: func(lower, upper, work, mnt string) error {
-			return run("mount", "-t", "overlay", "overlay", "-o", opts(lower, upper, work), mnt)
+	fuse := func(name, bin string) *impl {
+		return &impl{name: name, daemon: true, mount: func(lower, upper, work, mnt, extra string) error {
+			return run(bin, "-o", opts(lower, upper, work, extra), mnt)
+		}}
+	}
+	all := map[string]*impl{
+		"ovlmount":       fuse("ovlmount", ovlBin),
+		"fuse-overlayfs": fuse("fuse-overlayfs", "fuse-overlayfs"),
+		"kernel": {name: "kernel", mount: func(lower, upper, work, mnt, _ string) error {
+			return run("mount", "-t", "overlay", "overlay", "-o", opts(lower, upper, work, ""), mnt)
 		}},
 	}
+	if beforeBin != "" {
+		all["ovlmount-before"] = fuse("ovlmount-before", beforeBin)
+	}
+	return all
 }
 
 // run runs a command and returns its error with its output.
@@ -59,8 +72,8 @@ type mounted struct {
 }
 
 // mountFresh makes empty upper and work directories under base and
-// mounts im there.
-func mountFresh(im *impl, lower, base string) (*mounted, error) {
+// mounts im there, with extra FUSE options.
+func mountFresh(im *impl, lower, base, extra string) (*mounted, error) {
 	if err := os.RemoveAll(base); err != nil {
 		return nil, err
 	}
@@ -70,10 +83,10 @@ func mountFresh(im *impl, lower, base string) (*mounted, error) {
 			return nil, err
 		}
 	}
-	if err := im.mount(lower, filepath.Join(base, "upper"), filepath.Join(base, "work"), m.mnt); err != nil {
+	if err := im.mount(lower, filepath.Join(base, "upper"), filepath.Join(base, "work"), m.mnt, extra); err != nil {
 		return nil, err
 	}
-	if mountType(m.mnt) == "" {
+	if _, ok := mountinfo.At(m.mnt); !ok {
 		return nil, fmt.Errorf("%s: %s is not mounted after the mount command", im.name, m.mnt)
 	}
 	if im.daemon {
@@ -200,28 +213,6 @@ func processesFor(arg string) []int {
 		}
 	}
 	return pids
-}
-
-// mountType returns the file system type of the mount on dir, "" if
-// none.
-func mountType(dir string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	typ := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 5 || f[4] != dir {
-			continue
-		}
-		for i := 5; i+1 < len(f); i++ {
-			if f[i] == "-" {
-				typ = f[i+1]
-			}
-		}
-	}
-	return typ
 }
 
 // dropCaches writes dirty data back and makes the kernel drop its page,

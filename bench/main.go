@@ -64,6 +64,7 @@ func mainErr() error {
 	quickRun := flag.Bool("quick", false, "small sizes, for a smoke run (own fixture directory)")
 	dir := flag.String("fixtures", "/var/tmp/ovlmount-bench", "directory for the layer fixtures (kept) and the mounts; use ext4 or xfs, not tmpfs")
 	bin := flag.String("bin", "bin/ovlmount", "the ovlmount binary")
+	before := flag.String("before", "", "an earlier ovlmount binary, measured as ovlmount-before (add it to -impl)")
 	out := flag.String("out", "", "write the markdown report to this file too")
 	flag.Parse()
 	if flag.NArg() != 0 {
@@ -100,7 +101,16 @@ func mainErr() error {
 		return fmt.Errorf("-bin: %v", err)
 	}
 	b.bin = absBin
-	all := implementations(absBin)
+	absBefore := ""
+	if *before != "" {
+		if absBefore, err = filepath.Abs(*before); err != nil {
+			return err
+		}
+		if _, err := os.Stat(absBefore); err != nil {
+			return fmt.Errorf("-before: %v", err)
+		}
+	}
+	all := implementations(absBin, absBefore)
 	for _, name := range strings.Split(*implList, ",") {
 		im := all[name]
 		if im == nil {
@@ -175,7 +185,7 @@ func mainErr() error {
 // once runs w on a fresh mount of im and returns the seconds it took and
 // the daemon's peak resident memory.
 func (b *bench) once(w workload, im *impl) (float64, int64, error) {
-	m, err := mountFresh(im, b.lower, b.runDir(im))
+	m, err := mountFresh(im, b.lower, b.runDir(im), w.fuseOpts)
 	if err != nil {
 		return 0, 0, err
 	}

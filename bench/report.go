@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 )
 
 // results holds every timing and the peak daemon memory per workload and
@@ -62,7 +64,7 @@ func (q ratio) title() string { return q.a + " / " + q.b }
 
 func (r *results) markdown(b *bench, wls []workload, entries, rounds, cpu int, command string) string {
 	var ratios []ratio
-	for _, q := range []ratio{{"ovlmount", "kernel"}, {"ovlmount", "fuse-overlayfs"}, {"fuse-overlayfs", "kernel"}} {
+	for _, q := range []ratio{{"ovlmount", "kernel"}, {"ovlmount", "fuse-overlayfs"}, {"ovlmount", "ovlmount-before"}, {"fuse-overlayfs", "kernel"}} {
 		if r.has(q.a) && r.has(q.b) {
 			ratios = append(ratios, q)
 		}
@@ -143,21 +145,25 @@ func (r *results) markdown(b *bench, wls []workload, entries, rounds, cpu int, c
 			}
 		}
 		if len(peaks) > 0 {
-			fmt.Fprintf(&w, "Peak RSS of %s over the stat walks of the %d-entry tree: %s.\n\n", d, entries, strings.Join(peaks, ", "))
+			fmt.Fprintf(&w, "Peak RSS of %s over the stat walks of the %d-entry tree: %s.\n\n", d, entries-b.sizes.huge-1, strings.Join(peaks, ", "))
+		}
+		if rss, ok := r.rss["stat-huge"][d]; ok {
+			fmt.Fprintf(&w, "Peak RSS of %s over the stat walk of the %d-entry directory: %s.\n\n", d, b.sizes.huge, mib(rss))
 		}
 	}
 
 	fmt.Fprintf(&w, "## Workloads\n\n")
-	fmt.Fprintf(&w, "The merged tree has %d entries. Unless a workload says otherwise, the page, dentry and inode caches are dropped "+
+	fmt.Fprintf(&w, "The merged tree has %d entries, %d of them in `%s`. Unless a workload says otherwise, the page, dentry and inode caches are dropped "+
 		"(`sync; echo 3 > /proc/sys/vm/drop_caches`) after the mount and before the timed part. "+
-		"Walks, reads, creation and copy-up are done by `ovlbench worker`, a separate process; the rest by the named tools.\n\n", entries)
+		"Walks, reads, creation and copy-up are done by `ovlbench worker`, a separate process; the rest by the named tools.\n\n", entries, b.sizes.huge, hugeDir)
 	for _, wl := range wls {
 		fmt.Fprintf(&w, "- **%s**: %s.\n", wl.name, wl.what)
 	}
 	fmt.Fprintf(&w, "\nLayers (under `%s`): bottom is a copy of `%s`; middle replaces the files of `%s`, whites out `%s` and the files of `%s` starting with `a`, "+
-		"and makes `%s` opaque with new files; top holds the big file `%s` (%s) and symlinks; `%s` has %d entries spread over all three. "+
+		"and makes `%s` opaque with new files; top holds the big file `%s` (%s) and symlinks; `%s` has %d entries spread over all three; "+
+		"`%s`, in the bottom layer, has %d empty files (the stat walks of the whole tree leave it out). "+
 		"The archive holds %d files of up to 8 KiB; create makes %d files; rm-rf removes `%s`.\n\n",
-		b.dir, goroot, replaced, whitedDir, whitedFile, opaqueDir, bigFile, mib(b.sizes.big), wideDir, b.sizes.wide,
+		b.dir, goroot, replaced, whitedDir, whitedFile, opaqueDir, bigFile, mib(b.sizes.big), wideDir, b.sizes.wide, hugeDir, b.sizes.huge,
 		b.sizes.files, b.sizes.files, rmDir)
 
 	fmt.Fprintf(&w, "## Machine\n\n")
@@ -213,8 +219,14 @@ func installed(name string) bool {
 	return err == nil
 }
 
-// fsType names the file system dir is on.
-func fsType(dir string) string { return output("findmnt", "-no", "FSTYPE", "-T", dir) }
+// fsType names the file system dir (absolute, free of symlinks) is on.
+func fsType(dir string) string {
+	m, ok := mountinfo.Containing(dir)
+	if !ok {
+		return "unknown"
+	}
+	return m.Type
+}
 
 func onlineCPUs() int {
 	n := 0

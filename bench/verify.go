@@ -93,7 +93,7 @@ func (b *bench) verify() (int, error) {
 	var ref map[string]string
 	var refName string
 	for _, im := range b.impls {
-		m, err := mountFresh(im, b.lower, b.runDir(im))
+		m, err := mountFresh(im, b.lower, b.runDir(im), "")
 		if err != nil {
 			return 0, err
 		}

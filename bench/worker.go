@@ -21,6 +21,41 @@ var workers = map[string]func(args []string) error{
 	"copyup":  func(a []string) error { return copyUp(a[0]) },
 	"create":  func(a []string) error { return create(a[0], a[1]) },
 	"mixed":   func(a []string) error { return mixed(a[0], a[1], a[2], a[3]) },
+	"roundtrips": func(a []string) error {
+		n, err := strconv.Atoi(a[2])
+		if err != nil {
+			return err
+		}
+		return roundTrips(a[0], a[1], n)
+	},
+}
+
+// roundTrips makes n requests of one kind about file: fstat of an open
+// file ("getattr") or getxattr of an xattr it lacks ("getxattr").
+func roundTrips(kind, file string, n int) error {
+	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	buf := make([]byte, 64)
+	for range n {
+		switch kind {
+		case "getattr":
+			err = unix.Fstat(fd, &st)
+		case "getxattr":
+			if _, err = unix.Fgetxattr(fd, "user.absent", buf); err == unix.ENODATA {
+				err = nil
+			}
+		default:
+			return fmt.Errorf("unknown kind %q", kind)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func worker(args []string) int {
@@ -37,9 +72,14 @@ func worker(args []string) int {
 
 // statWalk lstats every entry under dir, as find or du do.
 func statWalk(dir string) error {
+	skip := filepath.Join(dir, hugeDir)
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if p == skip {
+			// Walked alone, by stat-huge.
+			return fs.SkipDir
 		}
 		var st unix.Stat_t
 		return unix.Lstat(p, &st)

@@ -20,7 +20,13 @@ type workload struct {
 	// setup and run get the mount and the fixture directory.
 	setup func(b *bench, mnt string) error
 	run   func(b *bench, mnt string) error
+	// fuseOpts are options a FUSE implementation is mounted with for
+	// this workload.
+	fuseOpts string
 }
+
+// requests is how many requests the round-trip workloads make.
+const requests = 50000
 
 // relists is how many listings readdir-warm times.
 const relists = 10
@@ -34,11 +40,25 @@ var parallelReads = [parallelProcs]string{"go/src/cmd", "go/src/runtime", "go/sr
 
 func workloads() []workload {
 	return []workload{
+		// One request each, answered from the daemon's memory: what a
+		// request costs through each FUSE implementation (the kernel's
+		// overlay makes none).
+		{name: "rt-getattr", what: fmt.Sprintf("%d fstat of an open file, attributes not cached (timeout=0): one GETATTR each", requests),
+			warm: true, fuseOpts: "timeout=0",
+			run: func(b *bench, mnt string) error {
+				return b.self("roundtrips", "getattr", filepath.Join(mnt, bigFile), strconv.Itoa(requests))
+			}},
+		{name: "rt-getxattr", what: fmt.Sprintf("%d getxattr of an absent xattr: one GETXATTR each", requests), warm: true,
+			run: func(b *bench, mnt string) error {
+				return b.self("roundtrips", "getxattr", filepath.Join(mnt, bigFile), strconv.Itoa(requests))
+			}},
 		{name: "stat-cold", what: "lstat every entry of the merged tree, caches dropped",
 			run: func(b *bench, mnt string) error { return b.self("stat", mnt) }},
 		{name: "stat-warm", what: "the same walk again right after one", warm: true,
 			setup: func(b *bench, mnt string) error { return b.self("stat", mnt) },
 			run:   func(b *bench, mnt string) error { return b.self("stat", mnt) }},
+		{name: "stat-huge", what: "lstat every entry of the huge directory (ls -l), caches dropped",
+			run: func(b *bench, mnt string) error { return b.self("stat", filepath.Join(mnt, hugeDir)) }},
 		{name: "readdir", what: "list the names of the merged wide directory",
 			run: func(b *bench, mnt string) error { return b.self("readdir", filepath.Join(mnt, wideDir)) }},
 		// One warm listing takes less time than starting the process

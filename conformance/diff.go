@@ -168,6 +168,7 @@ var fields = []struct {
 	{"mtime", func(e *Entry) string { return timeString(e.Mtime) }},
 	{"ctime", func(e *Entry) string { return timeString(e.Ctime) }},
 	{"lstat error", func(e *Entry) string { return e.LstatErr }},
+	{"readdir error", func(e *Entry) string { return e.ReaddirErr }},
 	{"symlink target", func(e *Entry) string { return strconv.Quote(e.Target) }},
 	{"content sha256", func(e *Entry) string { return e.SHA256 }},
 	{"xattrs", func(e *Entry) string { return xattrString(e.Xattrs) }},
@@ -289,11 +290,13 @@ func xattrString(xs []Xattr) string {
 //     kept in the work directory, so their nlink counts its own history.
 //   - size of directories: ext4 directory sizes depend on their history.
 //   - block counts: only whether a regular file has holes is compared.
-//   - the work directory: it is scratch space, emptied at every mount.
-//   - the values of origin and uuid: a file handle and a random id, which
-//     an implementation may encode differently and still be read back;
-//     only their presence is compared (the interop test checks that the
-//     kernel follows an implementation's origins to the same numbers).
+//   - the work directory but its index (index=on): the rest is scratch
+//     space, emptied at every mount.
+//   - the bytes of file handles (origin, upper, index entry names): an
+//     implementation may encode a handle differently and still be read
+//     back, so a handle is compared by the object it names (layer and
+//     path), its flags and its uuid (see describeHandle).
+//   - the value of uuid: a random id; its length is compared.
 type UpperObject struct {
 	Type    string // file type; "whiteout" is a char device 0/0, "aufs-whiteout" a .wh.NAME file
 	Mode    string // permission bits (with setuid, setgid, sticky)
@@ -304,7 +307,12 @@ type UpperObject struct {
 	Target  string // symlinks
 	Rdev    string // devices other than whiteouts
 	Xattrs  string // every xattr but the overlay's private ones
-	Private string // trusted.overlay.*, decoded: opaque, impure and redirect values; origin, uuid and others by name
+	// Private holds the overlay's xattrs (trusted.overlay.*, or
+	// user.overlay.* with userxattr) by name without the prefix: values
+	// (opaque, impure, redirect, metacopy, nlink ...), file handles as the
+	// object they name, uuid by length.
+	Private string
+	Links   string // index entries: the upper paths that are the same inode
 }
 
 // upperFields orders UpperObject's fields in reports.
@@ -322,14 +330,21 @@ var upperFields = []struct {
 	{"rdev", func(u *UpperObject) string { return u.Rdev }},
 	{"xattrs", func(u *UpperObject) string { return u.Xattrs }},
 	{"overlay xattrs", func(u *UpperObject) string { return u.Private }},
+	{"upper links", func(u *UpperObject) string { return u.Links }},
 }
 
-const privatePrefix = "trusted.overlay."
+// The prefixes of the overlay's own xattrs: trusted.overlay. by default,
+// user.overlay. with the userxattr option.
+const (
+	privatePrefix     = "trusted.overlay."
+	userPrivatePrefix = "user.overlay."
+)
 
-// UpperObjects turns a walk of a raw (unmounted) upper directory into
-// UpperObjects by path. An AUFS whiteout .wh.NAME is reported at NAME, so
-// that it lines up with the kernel's whiteout for the same name.
-func UpperObjects(t *Tree) map[string]*UpperObject {
+// UpperObjects turns a walk of a raw (unmounted) upper directory, or of
+// an index directory, into UpperObjects by path; prefix is the overlay's
+// xattr prefix. An AUFS whiteout .wh.NAME is reported at NAME, so that it
+// lines up with the kernel's whiteout for the same name.
+func UpperObjects(t *Tree, prefix string) map[string]*UpperObject {
 	out := map[string]*UpperObject{}
 	for p, e := range t.Entries {
 		u := &UpperObject{
@@ -363,21 +378,26 @@ func UpperObjects(t *Tree) map[string]*UpperObject {
 		}
 		var user, private []string
 		for _, x := range e.Xattrs {
-			name, ok := strings.CutPrefix(x.Name, privatePrefix)
+			name, ok := strings.CutPrefix(x.Name, prefix)
 			// trusted.overlay.overlay.X is a user's trusted.overlay.X, escaped.
 			if !ok || strings.HasPrefix(name, "overlay.") {
 				user = append(user, x.Name+"="+strconv.Quote(x.Value))
 				continue
 			}
-			switch name {
-			case "opaque", "impure", "redirect":
-				private = append(private, name+"="+strconv.Quote(x.Value))
+			switch handle, isHandle := e.Handles[x.Name]; {
+			case isHandle:
+				private = append(private, name+": "+handle)
+			case name == "uuid":
+				private = append(private, fmt.Sprintf("uuid (%d bytes)", len(x.Value)))
 			default:
-				private = append(private, name)
+				private = append(private, name+"="+strconv.Quote(x.Value))
 			}
 		}
 		u.Xattrs = "[" + strings.Join(user, " ") + "]"
 		u.Private = "[" + strings.Join(private, " ") + "]"
+		if len(e.Links) > 0 {
+			u.Links = strings.Join(e.Links, " ")
+		}
 		dir, base := path.Split(p)
 		if rest, ok := strings.CutPrefix(base, aufsWhiteoutPref); ok && rest != "" && base != aufsOpaqueName && e.Mode&unix.S_IFMT == unix.S_IFREG {
 			u.Type, u.Size, u.Content = "aufs-whiteout ("+base+")", "", ""
@@ -388,9 +408,10 @@ func UpperObjects(t *Tree) map[string]*UpperObject {
 	return out
 }
 
-// DiffUpper compares the raw upper layers two implementations left.
-func DiffUpper(kernel, other *Tree) []Difference {
-	k, o := UpperObjects(kernel), UpperObjects(other)
+// DiffUpper compares the raw upper layers (or index directories) two
+// implementations left; prefix is the overlay's xattr prefix.
+func DiffUpper(kernel, other *Tree, prefix string) []Difference {
+	k, o := UpperObjects(kernel, prefix), UpperObjects(other, prefix)
 	var out []Difference
 	for _, p := range slices.Sorted(maps.Keys(k)) {
 		ko, ok := o[p]

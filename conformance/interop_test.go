@@ -57,7 +57,7 @@ func TestKernelWritesOvlmountReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if mounted, _ := IsMounted(mnt); mounted {
+		if IsMounted(mnt) {
 			m.Unmount()
 		}
 	})
@@ -147,7 +147,7 @@ func TestOvlmountWritesKernelReads(t *testing.T) {
 	base := t.TempDir()
 	// As in the write scenarios: the kernel's own lazy bookkeeping on
 	// directories the session never touches is not ovlmount's to copy.
-	if err := Settle(base, l); err != nil {
+	if err := Settle(base, l, Scenario{}); err != nil {
 		t.Fatal(err)
 	}
 	const user = 1000
@@ -205,7 +205,7 @@ func TestOvlmountWritesKernelReads(t *testing.T) {
 			t.Errorf("%s: %v gave %v, the kernel gives %s", prog.Name(), session[i], r, session[i].Expect)
 		}
 	}
-	ours, err := guardedWalk(m)
+	ours, err := guardedWalk(m, probedXattrs)
 	if err != nil {
 		t.Fatal(err)
 	}

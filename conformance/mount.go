@@ -1,13 +1,13 @@
 package conformance
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,6 +65,12 @@ const (
 	unmountTimeout = 60 * time.Second
 )
 
+// How often, and how far apart, a plain unmount is tried (see Unmount).
+const (
+	umountTries      = 50
+	umountRetryDelay = 20 * time.Millisecond
+)
+
 func (Kernel) Name() string { return "kernel" }
 
 func (k Kernel) Mount(l Layers, dir string) (*Mount, error) {
@@ -81,7 +87,7 @@ func (k Kernel) Mount(l Layers, dir string) (*Mount, error) {
 	// messages, which say which option was rejected.
 	out, err := exec.CommandContext(ctx, "mount", "-t", "overlay", "overlay", "-o", opts, dir).CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("mount -t overlay -o %s %s: %w: %s", opts, dir, err, out)
+		return nil, &MountError{Command: fmt.Sprintf("mount -t overlay -o %s %s", opts, dir), Err: err, Output: string(out)}
 	}
 	return &Mount{Dir: dir, Impl: k}, nil
 }
@@ -116,14 +122,10 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 	cmd.Env = raceEnv()
 	if err := cmd.Run(); err != nil {
 		out, _ := os.ReadFile(m.Log)
-		return nil, fmt.Errorf("%s -o %s %s: %w: %s", f.Prog, opts, dir, err, out)
+		return nil, &MountError{Command: fmt.Sprintf("%s -o %s %s", f.Prog, opts, dir), Err: err, Output: string(out)}
 	}
 	// fuse-overlayfs's callers rely on the mount being live at exit.
-	mounted, err := IsMounted(dir)
-	if err != nil {
-		return nil, err
-	}
-	if !mounted {
+	if !IsMounted(dir) {
 		return nil, fmt.Errorf("%s exited 0 but %s is not a mount point", f.Prog, dir)
 	}
 	return m, nil
@@ -151,15 +153,11 @@ func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
 		close(m.exited)
 	}()
 	deadline := time.Now().Add(mountTimeout)
-	for {
-		mounted, err := IsMounted(m.Dir)
-		if err != nil || mounted {
-			return err
-		}
+	for !IsMounted(m.Dir) {
 		select {
 		case <-m.exited:
 			out, _ := os.ReadFile(m.Log)
-			return fmt.Errorf("%s -f -o %s %s exited before the mount was live: %v: %s", f.Prog, opts, m.Dir, waitErr, out)
+			return &MountError{Command: fmt.Sprintf("%s -f -o %s %s", f.Prog, opts, m.Dir), Err: fmt.Errorf("exited before the mount was live: %v", waitErr), Output: string(out)}
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -167,11 +165,25 @@ func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
 			return fmt.Errorf("%s -f -o %s %s: not mounted after %v (killed)", f.Prog, opts, m.Dir, mountTimeout)
 		}
 	}
+	return nil
 }
 
-// options renders l in overlay mount-option syntax. Paths holding the
-// option separators are refused instead of escaped: the kernel and
-// fuse-overlayfs escape differently, and temporary paths never need it.
+// MountError is a mount command that failed, with what it said.
+type MountError struct {
+	Command string
+	Err     error
+	Output  string
+}
+
+func (e *MountError) Error() string { return fmt.Sprintf("%s: %v: %s", e.Command, e.Err, e.Output) }
+
+func (e *MountError) Unwrap() error { return e.Err }
+
+// options renders l in overlay mount-option syntax: data-only layers
+// follow the others after "::" each (lowerdir=L0:L1::D0::D1), and
+// l.Options come last. Paths holding the option separators are refused
+// instead of escaped: the kernel and fuse-overlayfs escape differently,
+// and temporary paths never need it.
 func (l Layers) options() (string, error) {
 	if len(l.Lowers) == 0 {
 		return "", errors.New("no lower layers")
@@ -179,36 +191,55 @@ func (l Layers) options() (string, error) {
 	if (l.Upper == "") != (l.Work == "") {
 		return "", errors.New("upperdir and workdir go together")
 	}
-	for _, p := range append(append([]string{}, l.Lowers...), l.Upper, l.Work) {
+	for _, p := range slices.Concat(l.Lowers, l.Data, []string{l.Upper, l.Work}) {
 		if strings.ContainsAny(p, ",:\\") {
 			return "", fmt.Errorf("layer path %q contains one of , : \\", p)
 		}
 	}
 	opts := "lowerdir=" + strings.Join(l.Lowers, ":")
+	for _, d := range l.Data {
+		opts += "::" + d
+	}
 	if l.Upper != "" {
 		opts += ",upperdir=" + l.Upper + ",workdir=" + l.Work
+	}
+	for _, o := range l.Options {
+		opts += "," + o
 	}
 	return opts, nil
 }
 
-// Unmount unmounts m (lazily if a plain unmount fails) and waits until the
-// directory is no longer a mount point and, for FUSE, until no process is
-// left serving it (a Foreground program: until it has exited, its
-// descriptors of the layers closed).
+// Unmount unmounts m (lazily if a plain unmount keeps failing) and waits
+// until the directory is no longer a mount point and, for FUSE, until no
+// process is left serving it (a Foreground program: until it has exited,
+// its descriptors of the layers closed).
+//
+// A plain unmount is tried again while it fails: a process that another
+// goroutine is starting holds a copy of every descriptor of the test
+// between its fork and its exec, so a mount the test has a descriptor in
+// is busy for a moment. A lazy unmount would leave the filesystem alive
+// until the last reference goes, and with it the upper directory in use:
+// a mount of the same layers with index=on fails (EBUSY) meanwhile.
 func (m *Mount) Unmount() error {
-	if out, err := exec.Command("umount", m.Dir).CombinedOutput(); err != nil {
+	var out []byte
+	err := errors.New("not tried")
+	for try := 0; try < umountTries && err != nil; try++ {
+		if try > 0 {
+			time.Sleep(umountRetryDelay)
+		}
+		out, err = exec.Command("umount", m.Dir).CombinedOutput()
+	}
+	if err != nil {
 		if out2, err2 := exec.Command("umount", "-l", m.Dir).CombinedOutput(); err2 != nil {
 			return fmt.Errorf("umount %s: %v: %s; umount -l: %v: %s", m.Dir, err, out, err2, out2)
 		}
 	}
 	deadline := time.Now().Add(unmountTimeout)
 	for {
-		mounted, err := IsMounted(m.Dir)
-		if err != nil {
-			return err
-		}
+		mounted := IsMounted(m.Dir)
 		var daemons []int
 		if _, ok := m.Impl.(FUSE); ok {
+			var err error
 			if daemons, err = processesServing(m.Dir); err != nil {
 				return err
 			}
@@ -290,42 +321,17 @@ func (m *Mount) Abort() error {
 // mountDevice returns the major:minor of the filesystem mounted at dir,
 // from mountinfo: a stat of a hung FUSE mount would block.
 func mountDevice(dir string) (string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	dir = filepath.Clean(dir)
-	dev := ""
-	for _, line := range strings.Split(string(data), "\n") {
-		// The last mount on dir is the one in effect.
-		if f := strings.Fields(line); len(f) > 4 && mountinfo.Unescape(f[4]) == dir {
-			dev = f[2]
-		}
-	}
-	if dev == "" {
+	m, ok := mountinfo.At(filepath.Clean(dir))
+	if !ok {
 		return "", fmt.Errorf("%s is not a mount point", dir)
 	}
-	return dev, nil
+	return m.Dev, nil
 }
 
 // IsMounted reports whether dir is a mount point in this mount namespace.
-func IsMounted(dir string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	dir = filepath.Clean(dir)
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		// Field 5 is the mount point, with space, tab, newline and
-		// backslash octal-escaped.
-		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && mountinfo.Unescape(fields[4]) == dir {
-			return true, nil
-		}
-	}
-	return false, s.Err()
+func IsMounted(dir string) bool {
+	_, ok := mountinfo.At(filepath.Clean(dir))
+	return ok
 }
 
 // processesServing lists processes with dir among their arguments: a FUSE

@@ -29,33 +29,37 @@ type OpKind string
 
 // Operations on paths (relative to the mount root).
 const (
-	OpOpen        OpKind = "open"        // openat(Path, Flags, Mode); kept as handle FD if set, else closed
-	OpWrite       OpKind = "write"       // open(Path, O_WRONLY|Flags), pwrite(Data, Off), close
-	OpAppend      OpKind = "append"      // open(Path, O_WRONLY|O_APPEND), write(Data), close
-	OpMmapWrite   OpKind = "mmap-write"  // open(Path, O_RDWR), mmap(MAP_SHARED), copy Data to Off, msync, munmap, close
-	OpRead        OpKind = "read"        // open(Path, O_RDONLY), read everything, close
-	OpTruncate    OpKind = "truncate"    // truncate(Path, Off)
-	OpMkdir       OpKind = "mkdir"       // mkdirat(Path, Mode)
-	OpMknod       OpKind = "mknod"       // mknodat(Path, Mode, Major:Minor); Mode holds the type
-	OpSocket      OpKind = "bind"        // socket(AF_UNIX), bind(Path), close
-	OpSymlink     OpKind = "symlink"     // symlinkat(Target, Path)
-	OpLink        OpKind = "link"        // linkat(Path, Target, 0)
-	OpUnlink      OpKind = "unlink"      // unlinkat(Path, 0)
-	OpRmdir       OpKind = "rmdir"       // unlinkat(Path, AT_REMOVEDIR)
-	OpRename      OpKind = "rename"      // renameat2(Path, Target, Flags); Flags 0 is renameat
-	OpChmod       OpKind = "chmod"       // fchmodat(Path, Mode)
-	OpChown       OpKind = "chown"       // fchownat(Path, UID, GID, AT_SYMLINK_NOFOLLOW); -1 keeps
-	OpUtimens     OpKind = "utimensat"   // utimensat(Path, {Atime, Mtime}, AT_SYMLINK_NOFOLLOW)
-	OpSetxattr    OpKind = "setxattr"    // lsetxattr(Path, Name, Data, Flags)
-	OpRemovexattr OpKind = "removexattr" // lremovexattr(Path, Name)
-	OpGetxattr    OpKind = "getxattr"    // lgetxattr(Path, Name)
-	OpListxattr   OpKind = "listxattr"   // llistxattr(Path), names sorted
-	OpStat        OpKind = "lstat"       // fstatat(Path, AT_SYMLINK_NOFOLLOW)
-	OpReadlink    OpKind = "readlink"    // readlinkat(Path)
-	OpStatx       OpKind = "statx"       // statx(Path, AT_SYMLINK_NOFOLLOW, Mask)
-	OpReaddir     OpKind = "getdents64"  // open(Path, O_DIRECTORY), getdents64 in 512-byte calls to the end, close
-	OpInoMark     OpKind = "ino"         // fstatat(Path): remember st_ino as Name, or compare it with Name's
-	OpXattrTree   OpKind = "xattr-tree"  // llistxattr + lgetxattr of every path below Path, one line each
+	OpOpen        OpKind = "open"            // openat(Path, Flags, Mode); kept as handle FD if set, else closed
+	OpWrite       OpKind = "write"           // open(Path, O_WRONLY|Flags), pwrite(Data, Off), close
+	OpAppend      OpKind = "append"          // open(Path, O_WRONLY|O_APPEND), write(Data), close
+	OpMmapWrite   OpKind = "mmap-write"      // open(Path, O_RDWR), mmap(MAP_SHARED), copy Data to Off, msync, munmap, close
+	OpRead        OpKind = "read"            // open(Path, O_RDONLY), read everything, close
+	OpTruncate    OpKind = "truncate"        // truncate(Path, Off)
+	OpMkdir       OpKind = "mkdir"           // mkdirat(Path, Mode)
+	OpMknod       OpKind = "mknod"           // mknodat(Path, Mode, Major:Minor); Mode holds the type
+	OpSocket      OpKind = "bind"            // socket(AF_UNIX), bind(Path), close
+	OpSymlink     OpKind = "symlink"         // symlinkat(Target, Path)
+	OpLink        OpKind = "link"            // linkat(Path, Target, 0)
+	OpUnlink      OpKind = "unlink"          // unlinkat(Path, 0)
+	OpRmdir       OpKind = "rmdir"           // unlinkat(Path, AT_REMOVEDIR)
+	OpRename      OpKind = "rename"          // renameat2(Path, Target, Flags); Flags 0 is renameat
+	OpChmod       OpKind = "chmod"           // fchmodat(Path, Mode)
+	OpChown       OpKind = "chown"           // fchownat(Path, UID, GID, AT_SYMLINK_NOFOLLOW); -1 keeps
+	OpUtimens     OpKind = "utimensat"       // utimensat(Path, {Atime, Mtime}, AT_SYMLINK_NOFOLLOW)
+	OpSetxattr    OpKind = "setxattr"        // lsetxattr(Path, Name, Data, Flags)
+	OpRemovexattr OpKind = "removexattr"     // lremovexattr(Path, Name)
+	OpGetxattr    OpKind = "getxattr"        // lgetxattr(Path, Name)
+	OpListxattr   OpKind = "listxattr"       // llistxattr(Path), names sorted
+	OpStat        OpKind = "lstat"           // fstatat(Path, AT_SYMLINK_NOFOLLOW)
+	OpReadlink    OpKind = "readlink"        // readlinkat(Path)
+	OpStatx       OpKind = "statx"           // statx(Path, AT_SYMLINK_NOFOLLOW, Mask)
+	OpReaddir     OpKind = "getdents64"      // open(Path, O_DIRECTORY), getdents64 in 512-byte calls to the end, close
+	OpInoMark     OpKind = "ino"             // fstatat(Path): remember st_ino as Name, or compare it with Name's
+	OpXattrTree   OpKind = "xattr-tree"      // llistxattr + lgetxattr of every path below Path, one line each
+	OpBlocks      OpKind = "blocks"          // fstatat(Path): st_blocks and st_blksize, what du(1) reads
+	OpGetflags    OpKind = "getflags"        // open(Path, O_RDONLY|O_NONBLOCK|O_NOFOLLOW), ioctl(FS_IOC_GETFLAGS), close
+	OpSetflags    OpKind = "setflags"        // open(Path, O_RDONLY|O_NONBLOCK|O_NOFOLLOW), ioctl(FS_IOC_SETFLAGS, Flags), close
+	OpCopyRange   OpKind = "copy_file_range" // open(Path, O_RDONLY), open(Target, O_WRONLY|O_CREAT, 0644), copy_file_range(Len), close both
 )
 
 // Operations on a handle kept by an earlier OpOpen with the same FD.
@@ -70,6 +74,7 @@ const (
 	OpClose     OpKind = "close"     // close(FD)
 	OpGetdents  OpKind = "getdents"  // getdents64(FD) up to Len entries from the position, then lseek to the last one's d_off
 	OpLseek     OpKind = "lseek"     // lseek(FD, Off, Flags as whence)
+	OpLinkFd    OpKind = "linkat-fd" // linkat(FD, "", Target, AT_EMPTY_PATH): names an O_TMPFILE
 )
 
 // Special values of Op.Atime and Op.Mtime.
@@ -148,6 +153,18 @@ func Stat(path string) Op                { return Op{Kind: OpStat, Path: path} }
 func Readlink(path string) Op            { return Op{Kind: OpReadlink, Path: path} }
 func Statx(path string, mask int) Op     { return Op{Kind: OpStatx, Path: path, Flags: mask} }
 func Readdir(path string) Op             { return Op{Kind: OpReaddir, Path: path} }
+func Blocks(path string) Op              { return Op{Kind: OpBlocks, Path: path} }
+func Getflags(path string) Op            { return Op{Kind: OpGetflags, Path: path} }
+func Setflags(path string, flags int) Op { return Op{Kind: OpSetflags, Path: path, Flags: flags} }
+
+// CopyRange copies n bytes from the start of src to the start of dst
+// (created if missing) with copy_file_range.
+func CopyRange(src, dst string, n int64) Op {
+	return Op{Kind: OpCopyRange, Path: src, Target: dst, Len: n}
+}
+
+// LinkFd gives the file of handle fd (an O_TMPFILE) the name newpath.
+func LinkFd(fd, newpath string) Op { return Op{Kind: OpLinkFd, FD: fd, Target: newpath} }
 
 // InoMark records the st_ino of path as name the first time name is used;
 // later uses compare the st_ino of path with it. The result says "same" or
@@ -224,9 +241,6 @@ func (o Op) AsUser(uid, gid uint32) Op { o.As = &Cred{UID: uid, GID: gid}; retur
 // Want sets the errno name (or "ok") the kernel must return for o.
 func (o Op) Want(errno string) Op { o.Expect = errno; return o }
 
-// WithFlags returns o with extra flags (open flags for OpOpen and OpWrite).
-func (o Op) WithFlags(flags int) Op { o.Flags |= flags; return o }
-
 func (o Op) String() string {
 	var args []string
 	add := func(s ...string) { args = append(args, s...) }
@@ -298,6 +312,12 @@ func (o Op) String() string {
 		add(o.Name)
 	case OpStatx:
 		add(fmt.Sprintf("mask %#x", o.Flags))
+	case OpSetflags:
+		add(fmt.Sprintf("%#x", o.Flags))
+	case OpCopyRange:
+		add(o.Target, strconv.FormatInt(o.Len, 10))
+	case OpLinkFd:
+		add(o.Target)
 	case OpGetdents:
 		add(strconv.FormatInt(o.Len, 10))
 		if o.Name != "" {
@@ -328,31 +348,27 @@ func openFlagString(flags int) string {
 		parts = append(parts, "O_TMPFILE")
 		rest &^= unix.O_TMPFILE
 	}
-	for _, f := range []struct {
-		bit  int
-		name string
-	}{
+	return bitNames(parts, rest, []flagName{
 		{unix.O_CREAT, "O_CREAT"}, {unix.O_EXCL, "O_EXCL"}, {unix.O_TRUNC, "O_TRUNC"},
 		{unix.O_APPEND, "O_APPEND"}, {unix.O_DIRECTORY, "O_DIRECTORY"}, {unix.O_NOFOLLOW, "O_NOFOLLOW"},
 		{unix.O_NONBLOCK, "O_NONBLOCK"}, {unix.O_PATH, "O_PATH"},
-	} {
-		if rest&f.bit != 0 {
-			parts = append(parts, f.name)
-			rest &^= f.bit
-		}
-	}
-	if rest != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", rest))
-	}
-	return strings.Join(parts, "|")
+	})
 }
 
 func renameFlagString(flags int) string {
-	var parts []string
-	for _, f := range []struct {
-		bit  int
-		name string
-	}{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}} {
+	return bitNames(nil, flags, []flagName{{unix.RENAME_NOREPLACE, "NOREPLACE"}, {unix.RENAME_EXCHANGE, "EXCHANGE"}, {unix.RENAME_WHITEOUT, "WHITEOUT"}})
+}
+
+// flagName names one bit of a flags argument.
+type flagName struct {
+	bit  int
+	name string
+}
+
+// bitNames adds to parts the names of the bits of flags, then any bits
+// left unnamed in hex, and joins them with |.
+func bitNames(parts []string, flags int, names []flagName) string {
+	for _, f := range names {
 		if flags&f.bit != 0 {
 			parts = append(parts, f.name)
 			flags &^= f.bit
@@ -451,7 +467,8 @@ func newOpRunner(root int) *opRunner {
 func (r *opRunner) do(o Op) Result {
 	res := r.run(o)
 	paths := []string{o.Path}
-	if o.Kind == OpLink || o.Kind == OpRename {
+	switch o.Kind {
+	case OpLink, OpRename, OpLinkFd, OpCopyRange:
 		paths = append(paths, o.Target)
 	}
 	var after []string
@@ -620,6 +637,35 @@ func (r *opRunner) run(o Op) Result {
 		var lines []string
 		r.xattrTree(o.Path, &lines)
 		return Result{Out: strings.Join(lines, "\n")}
+	case OpBlocks:
+		var st unix.Stat_t
+		if err := unix.Fstatat(r.root, o.Path, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return errResult(err)
+		}
+		return Result{Out: fmt.Sprintf("blocks=%d blksize=%d", st.Blocks, st.Blksize)}
+	case OpGetflags, OpSetflags:
+		return r.withFile(o.Path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0, func(fd int) Result {
+			if o.Kind == OpSetflags {
+				return errResult(unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, o.Flags))
+			}
+			flags, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+			if err != nil {
+				return errResult(err)
+			}
+			return Result{Out: fmt.Sprintf("flags=%#x", flags)}
+		})
+	case OpCopyRange:
+		return r.withFile(o.Path, unix.O_RDONLY, 0, func(in int) Result {
+			out, err := unix.Openat(r.root, o.Target, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				return errResult(err)
+			}
+			defer unix.Close(out)
+			n, err := unix.CopyFileRange(in, nil, out, nil, int(o.Len), 0)
+			res := errResult(err)
+			res.N = int64(n)
+			return res
+		})
 	case OpInoMark:
 		var st unix.Stat_t
 		if err := unix.Fstatat(r.root, o.Path, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -695,6 +741,8 @@ func (r *opRunner) run(o Op) Result {
 			delete(r.listed, o.FD)
 		}
 		return Result{Out: "offset " + strconv.FormatInt(off, 10)}
+	case OpLinkFd:
+		return errResult(unix.Linkat(fd, "", r.root, o.Target, unix.AT_EMPTY_PATH))
 	}
 	return Result{Err: fmt.Sprintf("harness: unknown operation %q", o.Kind)}
 }
@@ -792,17 +840,13 @@ func mmapWrite(fd int, off int64, data string) (res Result) {
 }
 
 // RunOps performs ops in order relative to the directory root and returns
-// one Result per operation. Operations with an As identity run in a helper
-// process (the test binary, re-executed): set*id in Go changes every
-// thread of the process, so the test process itself must stay root.
-// Handles are per process: a handle kept by a root operation cannot be
-// used by an operation as another user, or the other way round.
-func RunOps(root string, ops []Op) ([]Result, error) {
-	return runOps(root, ops, nil)
-}
-
-// runOps is RunOps, counting finished operations in done (if not nil).
-func runOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
+// one Result per operation, counting finished operations in done (if not
+// nil). Operations with an As identity run in a helper process (the test
+// binary, re-executed): set*id in Go changes every thread of the process,
+// so the test process itself must stay root. Handles are per process: a
+// handle kept by a root operation cannot be used by an operation as
+// another user, or the other way round.
+func RunOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,6 +34,7 @@ var (
 
 func TestMain(m *testing.M) {
 	ServeHelper()
+	done := testenv.Start()
 	envProblem = checkEnvironment()
 	var cleanup func()
 	if envProblem == "" {
@@ -42,6 +44,7 @@ func TestMain(m *testing.M) {
 	if cleanup != nil {
 		cleanup()
 	}
+	done()
 	os.Exit(code)
 }
 
@@ -166,7 +169,7 @@ func walkMounted(t *testing.T, impl Impl, l Layers, check func(dir string)) *Tre
 	}
 	// Registered after t.TempDir's removal, so it runs before it.
 	t.Cleanup(func() {
-		if mounted, _ := IsMounted(mnt); mounted {
+		if IsMounted(mnt) {
 			if err := m.Unmount(); err != nil {
 				t.Error(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,21 @@ type Scenario struct {
 	Name string
 	Spec Spec
 	Ops  []Op
+	// Options are overlay mount options in the kernel's names and syntax
+	// ("redirect_dir=on", "metacopy=on", "index=on", "uuid=null",
+	// "xino=on", "userxattr", "verity=on"). Both sides get them at every
+	// mount of the scenario: settling, preparing, the mount under test and
+	// the remount. A program that refuses them, or says it ignored them,
+	// does not support the scenario (StatusUnsupported).
+	Options []string
+	// Prepare are operations done through a kernel mount of each side's
+	// layers, with PrepareOptions (nil: Options), before the scenario;
+	// each must give the kernel its Want ("ok" if unset). The upper layer
+	// then holds what the kernel writes (redirects, metacopy files,
+	// origins, index entries) for the scenario to read back. The same
+	// mount settles the upper layer (see Settle).
+	Prepare        []Op
+	PrepareOptions []string
 	// Pristine skips settling the upper layer (see Settle): the scenario
 	// is about what a first mount does to an upper layer no overlay has
 	// mounted yet.
@@ -44,6 +60,47 @@ func (s Scenario) Area() string {
 	return area
 }
 
+// HasOptions reports whether s mounts with more than layers: mount
+// options, or data-only lower layers.
+func (s Scenario) HasOptions() bool {
+	return len(s.Options) > 0 || len(s.Spec.DataLowers) > 0
+}
+
+// probes are the xattrs walks of s's mounts probe on every path.
+func (s Scenario) probes() []string {
+	if s.HasOptions() {
+		return slices.Concat(probedXattrs, formatProbes)
+	}
+	return probedXattrs
+}
+
+// xattrPrefix is the prefix of the overlay's own xattrs in s's layers.
+func (s Scenario) xattrPrefix() string {
+	if slices.Contains(s.Options, "userxattr") {
+		return userPrivatePrefix
+	}
+	return privatePrefix
+}
+
+// prepareOptions are the options of the kernel mount that prepares s.
+func (s Scenario) prepareOptions() []string {
+	if s.PrepareOptions != nil {
+		return s.PrepareOptions
+	}
+	return s.Options
+}
+
+// WithOptions returns the scenarios with opts added to their Options: a
+// group of scenarios that all mount with the same options.
+func WithOptions(opts []string, scenarios ...Scenario) []Scenario {
+	out := make([]Scenario, len(scenarios))
+	for i, s := range scenarios {
+		s.Options = slices.Concat(opts, s.Options)
+		out[i] = s
+	}
+	return out
+}
+
 // xattrUser is the identity of the extra walk that lists xattrs as an
 // unprivileged user (trusted.* are hidden from it, and it cannot enter
 // private directories).
@@ -57,10 +114,18 @@ type Run struct {
 	Merged  *Tree    // the merged tree after the operations
 	Remount *Tree    // the merged tree after unmounting and mounting again
 	Upper   *Tree    // the raw upper directory after the last unmount
+	// Index is the index directory in the work directory (index=on) after
+	// the last unmount, keyed by the objects its entries' names decode
+	// to (see observeUpper); empty if there is none.
+	Index *Tree
 	// UserXattrs is XattrTree(".") run as xattrUser after the operations:
 	// one "path: xattrs" line per path.
 	UserXattrs string
 	Log        string // the program's output, if any
+	// Ignored are the scenario's options the program said, when it
+	// mounted, that it ignored (see ignoredOptions), and "data-only lower
+	// layers" if it showed their names (see showsDataLayers).
+	Ignored []string
 }
 
 // Report lists every way the other implementation's run differs from the
@@ -73,6 +138,7 @@ type Report struct {
 	Remount  []Difference // other's tree after a remount vs before it
 	Kernel   []Difference // the kernel's own remount vs before it (a harness problem)
 	Upper    []Difference // raw upper layers
+	Index    []Difference // index directories (index=on)
 	User     []Difference // xattrs listed as an unprivileged user
 	Inos     []string     // d_ino vs st_ino within the other's merged tree
 }
@@ -98,7 +164,7 @@ func (r Report) Problems() []Problem {
 		remount bool // Kernel and Other of the differences are before and after
 	}{
 		{"merged", r.Merged, false}, {"as uid 1000", r.User, false}, {"after remount", r.Remount, true}, {"upper layer", r.Upper, false},
-		{"kernel after remount", r.Kernel, true},
+		{"index dir", r.Index, false}, {"kernel after remount", r.Kernel, true},
 	} {
 		for _, d := range g.diffs {
 			text := g.label + ": " + d.String()
@@ -114,30 +180,12 @@ func (r Report) Problems() []Problem {
 	return out
 }
 
-// Digest picks up to n problems for a one-line summary: every kind of
-// problem before a second one of any kind, so that one systematic
-// difference does not hide the others.
-func Digest(problems []Problem, n int) []string {
-	var firsts, rest []string
-	seen := map[string]bool{}
-	for _, p := range problems {
-		if seen[p.Kind] {
-			rest = append(rest, p.Text)
-			continue
-		}
-		seen[p.Kind] = true
-		firsts = append(firsts, p.Text)
-	}
-	out := append(firsts, rest...)
-	return out[:min(n, len(out))]
-}
-
 // RunScenario builds s's layers under dir, runs s on the kernel and on
 // other, and compares. The lower layers are built once and shared, so the
 // numbers of lower objects are the same for both; each side gets its own
 // upper and work directories, built from the same Spec. An error means the
 // scenario could not be run at all (layers, mounts, walks); differences
-// are in the Report.
+// are in the Report. A *RefusedError is a side that would not mount s.
 func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error) {
 	rep := Report{Scenario: s.Name}
 	specs := [2]Spec{s.Spec, s.Spec}
@@ -146,7 +194,7 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 	}
 	// lowers[0] is the kernel's, lowers[1] the other's: the same
 	// directories unless the scenario is Foreign.
-	var lowers [2][]string
+	var lowers [2]Layers
 	for i := 1; i >= 0; i-- {
 		if i == 0 && !s.Foreign {
 			lowers[0] = lowers[1]
@@ -156,13 +204,13 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 		if err := os.Mkdir(p, 0o755); err != nil {
 			return rep, nil, nil, err
 		}
-		l, err := Spec{Lowers: specs[i].Lowers}.Build(p)
+		l, err := Spec{Lowers: specs[i].Lowers, DataLowers: specs[i].DataLowers}.Build(p)
 		if err != nil {
 			return rep, nil, nil, err
 		}
-		lowers[i] = l.Lowers
+		lowers[i] = l
 	}
-	lowerInos, err := InodeNumbers(lowers[1])
+	lowerInos, err := InodeNumbers(slices.Concat(lowers[1].Lowers, lowers[1].Data))
 	if err != nil {
 		return rep, nil, nil, err
 	}
@@ -189,22 +237,24 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 	rep.Merged = Diff(k.Merged, o.Merged, DiffOptions{LowerInos: lowerInos, KernelOps: k.Window, OtherOps: o.Window})
 	rep.Remount = Diff(o.Merged, o.Remount, DiffOptions{})
 	rep.Kernel = Diff(k.Merged, k.Remount, DiffOptions{})
-	rep.Upper = DiffUpper(k.Upper, o.Upper)
+	rep.Upper = DiffUpper(k.Upper, o.Upper, s.xattrPrefix())
+	rep.Index = DiffUpper(k.Index, o.Index, s.xattrPrefix())
 	rep.User = diffLines(k.UserXattrs, o.UserXattrs, "xattrs")
 	rep.Inos = o.Merged.DirentInoMismatches()
 	return rep, k, o, nil
 }
 
 // runOn performs s with impl in the directory side: build upper,
-// settle it, mount, operate, walk, remount, walk, and walk the raw upper.
-func runOn(side string, lowers []string, s Scenario, upper Layer, impl Impl) (*Run, error) {
+// settle and prepare it, mount, operate, walk, remount, walk, and walk the
+// raw upper and index. lowers holds the lower and data-only layers.
+func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run, error) {
 	if upper == nil {
 		upper = Layer{}
 	}
 	if err := os.Mkdir(side, 0o755); err != nil {
 		return nil, err
 	}
-	l := Layers{Lowers: lowers}
+	l := Layers{Lowers: lowers.Lowers, Data: lowers.Data, Options: s.Options}
 	mnt := filepath.Join(side, "mnt")
 	dirs := []string{mnt}
 	if !s.LowersOnly {
@@ -220,25 +270,39 @@ func runOn(side string, lowers []string, s Scenario, upper Layer, impl Impl) (*R
 			return nil, err
 		}
 	}
-	if len(upper) > 0 && !s.Pristine && !s.LowersOnly {
-		if err := Settle(side, l); err != nil {
+	if len(upper) > 0 && !s.Pristine && !s.LowersOnly || len(s.Prepare) > 0 {
+		if err := Settle(side, l, s); err != nil {
 			return nil, err
 		}
 	}
 	run := &Run{Impl: impl}
 	m, err := impl.Mount(l, mnt)
 	if err != nil {
-		return nil, err
+		return nil, &RefusedError{Impl: impl.Name(), Err: err}
 	}
 	run.Log = m.Log
 	defer unmountIfMounted(m)
+	if m.Log != "" {
+		if out, err := os.ReadFile(m.Log); err == nil {
+			run.Ignored = ignoredOptions(string(out), s.Options)
+		}
+	}
+	if len(l.Data) > 0 {
+		var name string
+		if err := Guard(m, nil, func() error { name = showsDataLayers(l, mnt); return nil }); err != nil {
+			return run, err
+		}
+		if name != "" {
+			run.Ignored = append(run.Ignored, fmt.Sprintf("data-only lower layers (it shows %q)", name))
+		}
+	}
 	// The slack covers coarse file timestamps, which may lag the clock
 	// read here by a tick.
 	run.Window.From = time.Now().Add(-time.Second)
 	if run.Results, err = guardedOps(m, s.Ops); err != nil {
 		return run, err
 	}
-	if run.Merged, err = guardedWalk(m); err != nil {
+	if run.Merged, err = guardedWalk(m, s.probes()); err != nil {
 		return run, err
 	}
 	user, err := guardedOps(m, []Op{XattrTree(".").AsUser(xattrUser.UID, xattrUser.GID)})
@@ -254,19 +318,95 @@ func runOn(side string, lowers []string, s Scenario, upper Layer, impl Impl) (*R
 		return run, fmt.Errorf("mounting again: %w", err)
 	}
 	defer unmountIfMounted(m)
-	if run.Remount, err = guardedWalk(m); err != nil {
+	if run.Remount, err = guardedWalk(m, s.probes()); err != nil {
 		return run, err
 	}
 	if err := m.Unmount(); err != nil {
 		return run, err
 	}
-	run.Upper = &Tree{Entries: map[string]*Entry{}}
+	run.Upper, run.Index = &Tree{Entries: map[string]*Entry{}}, &Tree{Entries: map[string]*Entry{}}
 	if l.Upper != "" {
-		if run.Upper, err = Walk(l.Upper); err != nil {
+		if run.Upper, run.Index, err = observeUpper(l, s.xattrPrefix()); err != nil {
 			return run, err
 		}
 	}
 	return run, nil
+}
+
+// showsDataLayers returns a name at the root of a data-only layer of l
+// that no other layer has and the mount at mnt shows, or "". Data-only
+// layers are never merged: a program that shows their names takes them
+// for ordinary lower layers (fuse-overlayfs reads lowerdir=L::D so).
+func showsDataLayers(l Layers, mnt string) string {
+	others := map[string]bool{}
+	for _, d := range append(slices.Clone(l.Lowers), l.Upper) {
+		if ents, err := os.ReadDir(d); err == nil {
+			for _, e := range ents {
+				others[e.Name()] = true
+			}
+		}
+	}
+	for _, d := range l.Data {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if others[e.Name()] {
+				continue
+			}
+			if _, err := os.Lstat(filepath.Join(mnt, e.Name())); err == nil {
+				return e.Name()
+			}
+		}
+	}
+	return ""
+}
+
+// RefusedError is an implementation's refusal to mount a scenario's
+// layers with its options. From the kernel it means the scenario is
+// wrong; from a FUSE program, that the program does not support the
+// scenario.
+type RefusedError struct {
+	Impl string
+	Err  error
+}
+
+func (e *RefusedError) Error() string {
+	if e.Impl == (Kernel{}).Name() {
+		return "the kernel refuses the scenario's mount, so the scenario is wrong: " + e.Err.Error()
+	}
+	// What the program said is the point; the command line is long.
+	if m, ok := errors.AsType[*MountError](e.Err); ok && strings.TrimSpace(m.Output) != "" {
+		return e.Impl + " refuses the scenario's mount: " + strings.Join(strings.Fields(m.Output), " ")
+	}
+	return e.Impl + " refuses the scenario's mount: " + e.Err.Error()
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// ignoredOptions returns those of opts that a program's output says it
+// ignored: programs that mount with an option they do not implement say
+// so, on a line naming the option and "ignored" (fuse-overlayfs:
+// "unknown argument ignored: metacopy=on"; ovlmount: "unknown option
+// "metacopy=on" ignored", "option redirect_dir ignored: ...").
+func ignoredOptions(log string, opts []string) []string {
+	var out []string
+	for _, o := range opts {
+		name, _, _ := strings.Cut(o, "=")
+		for _, line := range strings.Split(log, "\n") {
+			if !strings.Contains(line, "ignored") {
+				continue
+			}
+			if strings.Contains(line, o) || slices.Contains(strings.FieldsFunc(line, func(r rune) bool {
+				return !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '_'
+			}), name) {
+				out = append(out, o)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // diffLines compares two "path: value" listings line by line.
@@ -299,18 +439,26 @@ func diffLines(kernel, other, field string) []Difference {
 	return out
 }
 
-// Settle mounts the kernel once over a pristine upper layer and walks it,
-// using the directories side/settle-work and side/settle-mnt.
-// On a first mount the kernel stores a random trusted.overlay.uuid on the
-// upper root (unless the root is already marked impure), and lookups
-// record origin on upper directories that merge with lower ones and mark
-// their parents impure (see kernelReference). Without settling, the
-// kernel's side would write all that during the scenario and the raw
+// Settle mounts the kernel once over a pristine upper layer, with s's
+// options, performs s's Prepare operations if any, and walks it, using the
+// directories side/settle-work and side/settle-mnt (the zero Scenario
+// only settles). On a first mount the kernel stores a random
+// trusted.overlay.uuid on the upper root (unless the root is already
+// marked impure, or uuid=null or off), and lookups record origin on upper
+// directories that merge with lower ones and mark their parents impure
+// (see kernelReference). Without settling,
+// the kernel's side would write all that during the scenario and the raw
 // upper comparison would charge the other side for not doing the same
 // bookkeeping on objects the scenario never touched. Scenarios marked
 // Pristine test exactly that bookkeeping.
-func Settle(side string, l Layers) error {
+//
+// The settling mount has a work directory of its own, removed afterwards
+// but for its index directory (index=on), which belongs with the upper
+// layer: it moves to l.Work.
+func Settle(side string, l Layers, s Scenario) error {
+	work := l.Work
 	l.Work = filepath.Join(side, "settle-work")
+	l.Options = s.prepareOptions()
 	mnt := filepath.Join(side, "settle-mnt")
 	for _, d := range []string{l.Work, mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -319,20 +467,35 @@ func Settle(side string, l Layers) error {
 	}
 	m, err := Kernel{}.Mount(l, mnt)
 	if err != nil {
-		return fmt.Errorf("settling the upper layer: %w", err)
+		return &RefusedError{Impl: Kernel{}.Name(), Err: fmt.Errorf("settling the upper layer: %w", err)}
 	}
 	defer unmountIfMounted(m)
+	results, err := RunOps(mnt, s.Prepare, nil)
+	if err != nil {
+		return fmt.Errorf("preparing: %w", err)
+	}
+	for i, r := range results {
+		if want := cmp.Or(s.Prepare[i].Expect, "ok"); cmp.Or(r.Err, "ok") != want {
+			return fmt.Errorf("preparing, op %d %v: the kernel gave %v, the scenario wants %s, so the scenario is wrong", i+1, s.Prepare[i], r, want)
+		}
+	}
 	if _, err := Walk(mnt); err != nil {
 		return err
 	}
 	if err := m.Unmount(); err != nil {
 		return err
 	}
+	index := filepath.Join(l.Work, "index")
+	if _, err := os.Lstat(index); err == nil {
+		if err := os.Rename(index, filepath.Join(work, "index")); err != nil {
+			return err
+		}
+	}
 	return os.RemoveAll(l.Work)
 }
 
 func unmountIfMounted(m *Mount) {
-	if mounted, _ := IsMounted(m.Dir); mounted {
+	if IsMounted(m.Dir) {
 		m.Unmount()
 	}
 }
@@ -424,7 +587,7 @@ func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 	var results []Result
 	done := new(atomic.Int64)
 	err := Guard(m, done, func() (err error) {
-		results, err = runOps(m.Dir, ops, done)
+		results, err = RunOps(m.Dir, ops, done)
 		return err
 	})
 	if h, ok := err.(*hungError); ok && int(h.done) < len(ops) {
@@ -433,10 +596,11 @@ func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 	return results, err
 }
 
-func guardedWalk(m *Mount) (*Tree, error) {
+// guardedWalk walks m probing the xattrs named by probes on every path.
+func guardedWalk(m *Mount, probes []string) (*Tree, error) {
 	var tree *Tree
 	err := Guard(m, nil, func() (err error) {
-		tree, err = Walk(m.Dir)
+		tree, err = walkProbing(m.Dir, probes)
 		return err
 	})
 	if err != nil {

@@ -7,7 +7,8 @@ func Scenarios() []Scenario {
 	for _, group := range [][]Scenario{
 		lookupScenarios(), readdirScenarios(), whiteoutScenarios(), writeScenarios(),
 		moreCopyUpScenarios(), moreRenameScenarios(), linkScenarios(), xattrScenarios(),
-		permScenarios(), specialScenarios(), inoScenarios(), persistScenarios(), errorScenarios(),
+		permScenarios(), specialScenarios(), inoScenarios(), persistScenarios(), errorScenarios(), edgeScenarios(),
+		optionScenarios(),
 	} {
 		all = append(all, group...)
 	}

@@ -76,6 +76,7 @@ type Node struct {
 	GID     int
 	Mtime   time.Time
 	Content string            // File
+	Sparse  bool              // File: runs of zero bytes in Content are holes
 	Target  string            // Symlink target, or HardLink's existing path in the same layer
 	Major   uint32            // CharDev, BlockDev
 	Minor   uint32            // CharDev, BlockDev
@@ -90,20 +91,30 @@ type Layer []Node
 // A nil Upper makes a read-only, lowers-only overlay.
 type Spec struct {
 	Lowers []Layer
-	Upper  Layer
+	// DataLowers are data-only lower layers, below Lowers and top first
+	// (lowerdir=L0:L1::D0::D1): their names are never merged or shown,
+	// their files serve only as the data of metacopy files whose absolute
+	// redirects name them, as composefs builds them.
+	DataLowers []Layer
+	Upper      Layer
 }
 
-// Layers names the directories of a built Spec. Work is left empty by Build:
-// every mount needs its own fresh work directory.
+// Layers names the directories of a built Spec, and the mount options
+// that go with them. Work is left empty by Build: every mount needs its
+// own fresh work directory.
 type Layers struct {
 	Lowers []string
+	Data   []string // data-only lower layers, after "::"
 	Upper  string
 	Work   string
+	// Options are further overlay mount options, in the kernel's names
+	// ("metacopy=on", "userxattr"): every implementation gets them.
+	Options []string
 }
 
-// Build creates the layers of s under dir (lower0, lower1, ..., upper) and
-// returns their paths. dir must be on the same filesystem as the work
-// directories later used with it.
+// Build creates the layers of s under dir (lower0, lower1, ..., data0,
+// ..., upper) and returns their paths. dir must be on the same filesystem
+// as the work directories later used with it.
 func (s Spec) Build(dir string) (Layers, error) {
 	var l Layers
 	for i, layer := range s.Lowers {
@@ -112,6 +123,13 @@ func (s Spec) Build(dir string) (Layers, error) {
 			return Layers{}, fmt.Errorf("lower %d: %w", i, err)
 		}
 		l.Lowers = append(l.Lowers, p)
+	}
+	for i, layer := range s.DataLowers {
+		p := filepath.Join(dir, fmt.Sprintf("data%d", i))
+		if err := layer.build(p); err != nil {
+			return Layers{}, fmt.Errorf("data-only lower %d: %w", i, err)
+		}
+		l.Data = append(l.Data, p)
 	}
 	if s.Upper != nil {
 		l.Upper = filepath.Join(dir, "upper")
@@ -147,13 +165,17 @@ func (s Spec) KernelEquivalent() Spec {
 	for _, l := range s.Lowers {
 		t.Lowers = append(t.Lowers, conv(l))
 	}
+	for _, l := range s.DataLowers {
+		t.DataLowers = append(t.DataLowers, conv(l))
+	}
 	return t
 }
 
 // build creates the layer at root. Objects are created first, then
 // ownership, permissions and xattrs are applied, and modification times
 // last, deepest first, so that creating children does not disturb the
-// times of their parents.
+// times of their parents. A Dir node with Path "." describes the layer
+// root itself (overlay markers such as impure or uuid live there).
 func (l Layer) build(root string) error {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return err
@@ -161,6 +183,11 @@ func (l Layer) build(root string) error {
 	meta := map[string]Node{".": {Path: ".", Kind: Dir}}
 	for _, n := range l {
 		rel := filepath.Clean(filepath.FromSlash(n.Path))
+		if rel == "." && n.Kind == Dir {
+			n.Path = "."
+			meta["."] = n
+			continue
+		}
 		if rel == "." || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
 			return fmt.Errorf("%q: path must stay inside the layer", n.Path)
 		}
@@ -210,6 +237,9 @@ func (n Node) create(root, rel string) (string, error) {
 	p := filepath.Join(root, rel)
 	switch n.Kind {
 	case File:
+		if n.Sparse {
+			return rel, writeSparse(p, n.Content)
+		}
 		return rel, os.WriteFile(p, []byte(n.Content), 0o644)
 	case Dir:
 		if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
@@ -250,6 +280,31 @@ func (n Node) create(root, rel string) (string, error) {
 		return rel, unix.Lsetxattr(p, xattrXWhiteout, nil, 0)
 	}
 	return "", fmt.Errorf("unknown kind")
+}
+
+// writeSparse writes content to a new file p, leaving every 4 KiB block
+// of zeros a hole.
+func writeSparse(p, content string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	const block = 4096
+	for off := 0; off < len(content); off += block {
+		chunk := content[off:min(off+block, len(content))]
+		if strings.Trim(chunk, "\x00") == "" {
+			continue
+		}
+		if _, err := f.WriteAt([]byte(chunk), int64(off)); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Truncate(int64(len(content))); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // makeSocket leaves a unix socket inode at p. The address goes through the

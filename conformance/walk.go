@@ -42,17 +42,33 @@ type Entry struct {
 	Ctime   int64
 
 	// LstatErr is set (and the lstat fields are zero) when readdir lists a
-	// name that lstat cannot find: the kernel does this for whiteouts in
-	// directories it does not merge.
+	// name that lstat fails on: ENOENT for whiteouts in directories the
+	// kernel does not merge, EPERM for a metacopy file the mount may not
+	// follow to its data.
 	LstatErr string
+	// ReaddirErr is the errno of listing a directory, which the walk then
+	// does not enter: the kernel fails getdents64 of a directory with
+	// EPERM when it cannot look up an entry it needs the origin of.
+	ReaddirErr string
 
-	Target string  // symlink target
-	SHA256 string  // hex digest of a regular file's content
+	Target string // symlink target
+	// SHA256 is the hex digest of a regular file's content, or "error: "
+	// and the errno's name if it cannot be read (EIO for a metacopy file
+	// whose data fails its fs-verity check).
+	SHA256 string
 	Xattrs []Xattr // llistxattr + lgetxattr, sorted by name
-	// Probes holds lgetxattr of each of probedXattrs: the value, or the
-	// error's text. Listing alone would not catch a private xattr that is
-	// hidden from llistxattr but still readable by name.
+	// Probes holds lgetxattr of each of probedXattrs (and formatProbes, in
+	// walks of scenarios with mount options): the value, or the error's
+	// text. Listing alone would not catch a private xattr that is hidden
+	// from llistxattr but still readable by name.
 	Probes []Xattr
+
+	// Set by observeUpper only, in walks of raw upper and index
+	// directories: Handles maps each overlay xattr holding a file handle
+	// to the object it names (see describeHandle); Links lists the upper
+	// paths that are the same inode as an index entry.
+	Handles map[string]string
+	Links   []string
 
 	// Set by normalise only: the identity an upper inode number stands for.
 	inoAlias, dinoAlias string
@@ -69,6 +85,11 @@ var probedXattrs = []string{
 	xattrFuseOpaque,
 }
 
+// formatProbes are probed as well in walks of scenarios with mount
+// options: the xattrs of the formats those options write. Each probe is a
+// request to a FUSE program per path, so walks of large trees do without.
+var formatProbes = []string{"trusted.overlay.redirect", "trusted.overlay.metacopy", "user.overlay.redirect"}
+
 // Xattr is one extended attribute.
 type Xattr struct {
 	Name  string
@@ -79,15 +100,21 @@ type Xattr struct {
 type Tree struct {
 	Root    string
 	Entries map[string]*Entry
+	probes  []string // xattrs probed on every path (see Entry.Probes)
 }
 
 // Walk records every path below root without following symlinks.
 // Directory entries come from raw getdents64 so that d_type and d_ino are the
 // filesystem's own answers rather than values a library filled in from stat.
 func Walk(root string) (*Tree, error) {
-	t := &Tree{Root: root, Entries: map[string]*Entry{}}
+	return walkProbing(root, probedXattrs)
+}
+
+// walkProbing is Walk probing the xattrs named by probes on every path.
+func walkProbing(root string, probes []string) (*Tree, error) {
+	t := &Tree{Root: root, Entries: map[string]*Entry{}, probes: probes}
 	e := &Entry{Path: "."}
-	if err := e.observe(root); err != nil {
+	if err := e.observe(root, probes); err != nil {
 		return nil, fmt.Errorf("walk root %s: %w", root, err)
 	}
 	t.Entries["."] = e
@@ -97,6 +124,10 @@ func Walk(root string) (*Tree, error) {
 
 func (t *Tree) walkDir(rel string, buf []byte) error {
 	dents, err := readDir(filepath.Join(t.Root, rel), buf)
+	if errno, ok := errors.AsType[unix.Errno](err); ok {
+		t.Entries[rel].ReaddirErr = unix.ErrnoName(errno)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -110,9 +141,9 @@ func (t *Tree) walkDir(rel string, buf []byte) error {
 		}
 		e := &Entry{Path: child, DType: d.typ, DIno: d.ino}
 		t.Entries[child] = e
-		err := e.observe(filepath.Join(t.Root, child))
-		if errors.Is(err, errListedMissing) {
-			e.LstatErr = unix.ENOENT.Error()
+		err := e.observe(filepath.Join(t.Root, child), t.probes)
+		if errno, ok := errors.AsType[lstatError](err); ok {
+			e.LstatErr = unix.ErrnoName(unix.Errno(errno))
 			continue
 		}
 		if err != nil {
@@ -169,14 +200,18 @@ func readDir(dir string, buf []byte) ([]dirent, error) {
 	}
 }
 
-// errListedMissing is what observe returns when lstat finds no object.
-var errListedMissing = errors.New("listed by readdir but lstat gives ENOENT")
+// lstatError is what observe returns when lstat fails with the errno:
+// the walk records it for a listed name, and fails on the root.
+type lstatError unix.Errno
 
-func (e *Entry) observe(p string) error {
+func (e lstatError) Error() string { return "lstat: " + unix.Errno(e).Error() }
+
+func (e *Entry) observe(p string, probes []string) error {
 	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); errors.Is(err, unix.ENOENT) {
-		return errListedMissing
-	} else if err != nil {
+	if err := unix.Lstat(p, &st); err != nil {
+		if errno, ok := err.(unix.Errno); ok {
+			return lstatError(errno)
+		}
 		return &os.PathError{Op: "lstat", Path: p, Err: err}
 	}
 	e.Mode = st.Mode
@@ -198,6 +233,9 @@ func (e *Entry) observe(p string) error {
 		e.Target, err = os.Readlink(p)
 	case unix.S_IFREG:
 		e.SHA256, err = hashFile(p)
+		if errno, ok := errors.AsType[unix.Errno](err); ok {
+			e.SHA256, err = "error: "+unix.ErrnoName(errno), nil
+		}
 	}
 	if err != nil {
 		return err
@@ -205,7 +243,7 @@ func (e *Entry) observe(p string) error {
 	if e.Xattrs, err = listXattrs(p); err != nil {
 		return err
 	}
-	for _, name := range probedXattrs {
+	for _, name := range probes {
 		v, err := xattrCall(func(b []byte) (int, error) { return unix.Lgetxattr(p, name, b) })
 		probe := Xattr{Name: name, Value: string(v)}
 		if err != nil {

@@ -1,8 +1,6 @@
 package copyup
 
 import (
-	"strings"
-
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -15,20 +13,19 @@ var (
 	// noTmpfile makes regular files take the temporary-name path, as on
 	// a filesystem without O_TMPFILE.
 	noTmpfile bool
-	// noEmptyPathLink makes the link of an O_TMPFILE take the
-	// /proc/self/fd path, as without CAP_DAC_READ_SEARCH.
-	noEmptyPathLink bool
 )
 
-// Copy copies object rel (a path below the layer roots: valid names joined
-// by '/') of lower layer src into the upper layer at the same rel, and
-// returns the new upper object's attributes. The parent of rel must
-// already be a directory in the upper layer, and rel must not exist there
-// (EEXIST). A directory is copied empty: its lower entries stay merged.
+// Copy copies entry sname of directory sdir (an fd of a directory of
+// lower layer src; O_PATH will do) as name into directory udir (an fd of
+// a directory of the upper layer), and returns the new upper object's
+// attributes. The two names differ where a redirect put the lower object
+// elsewhere. name must not exist in udir (EEXIST). A directory is copied empty: its lower
+// entries stay merged. The caller keeps sdir and udir: with them Copy
+// needs no path longer than one name, however deep the object.
 //
 // Copy changes the upper parent directory (its entry, its impure marker,
-// its times): two copies of the same rel, or a copy racing another change
-// of rel in the upper layer, are the caller's to prevent. Copies into one
+// its times): two copies of the same name, or a copy racing another change
+// of name in the upper layer, are the caller's to prevent. Copies into one
 // parent may run concurrently. The parent's atime and mtime are set back
 // to what they were when Copy began, as the kernel does, so a change to
 // the parent made meanwhile by another operation loses its mtime update
@@ -36,17 +33,22 @@ var (
 //
 // Every error is a syscall.Errno. On failure the upper layer is unchanged
 // and no temporary is left in the work directory. The errnos of note:
-// EEXIST (rel is in the upper layer), ENOENT and ELOOP (rel is missing in
-// src, or one of its parents is a symlink in src, or the upper parent is
-// missing or a symlink), ENOTDIR (the upper parent is not a directory),
-// EOVERFLOW or EPERM (the lower owner cannot be set), EXDEV (the work
-// directory is not on the upper layer's filesystem), EINVAL (bad rel).
-func (w *Work) Copy(src, upper *layers.Layer, rel string, opts Options) (unix.Stat_t, error) {
-	c := copier{w: w, src: src, upper: upper, rel: rel, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
-	err := c.run()
+// EEXIST (name is in udir), ENOENT (name is missing in sdir), ENOTDIR
+// (udir is not a directory), EOVERFLOW or EPERM (the lower owner cannot be
+// set), EXDEV (the work directory is not on the upper layer's
+// filesystem), EINVAL (a bad name).
+func (w *Work) Copy(src *layers.Layer, sdir int, sname string, upper *layers.Layer, udir int, name string, opts Options) (unix.Stat_t, error) {
+	c := copier{w: w, src: src, upper: upper, sname: sname, name: name, opts: opts, sfd: -1, rfd: -1, pfd: -1, tfd: -1}
+	err := c.run(sdir, udir)
 	st := c.result
 	if err != nil {
 		c.removeTemp()
+	}
+	if opts.Keep != nil {
+		*opts.Keep = -1
+		if err == nil && c.kind == unix.S_IFREG {
+			*opts.Keep, c.tfd = c.tfd, -1
+		}
 	}
 	c.closeAll()
 	if err != nil {
@@ -59,19 +61,20 @@ func (w *Work) Copy(src, upper *layers.Layer, rel string, opts Options) (unix.St
 type copier struct {
 	w          *Work
 	src, upper *layers.Layer
-	rel        string
 	opts       Options
-	name       string // last component of rel
+	sname      string // of the object in the lower parent
+	name       string // of the copy in the upper parent
 
-	sfd  int         // O_PATH fd of the lower object
-	sst  unix.Stat_t // its attributes
-	rfd  int         // the lower regular file or directory, opened for reading; -1 otherwise
-	pfd  int         // O_PATH fd of the upper parent
-	pst  unix.Stat_t // its attributes before the copy
-	tfd  int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
-	temp string      // its name in work; "" for an O_TMPFILE or once placed
-	kind uint32      // S_IFMT of the object
-	buf  []byte      // read/write buffer when copy_file_range cannot be used
+	sfd   int         // O_PATH fd of the lower object
+	sst   unix.Stat_t // its attributes
+	rfd   int         // the lower regular file or directory, opened for reading; -1 otherwise
+	pfd   int         // O_PATH fd of the upper parent
+	pst   unix.Stat_t // its attributes before the copy
+	tfd   int         // the temporary: an O_TMPFILE, an open directory, or O_PATH
+	temp  string      // its name in work; "" for an O_TMPFILE or once placed
+	kind  uint32      // S_IFMT of the object
+	buf   []byte      // read/write buffer when copy_file_range cannot be used
+	wrote bool        // whether copyData wrote any data
 
 	result unix.Stat_t
 }
@@ -83,12 +86,10 @@ func step(name string) error {
 	return nil
 }
 
-func (c *copier) run() error {
-	parent, name, ok := split(c.rel)
-	if !ok {
+func (c *copier) run(sdir, udir int) error {
+	if !layers.ValidName(c.name) || !layers.ValidName(c.sname) {
 		return unix.EINVAL
 	}
-	c.name = name
 	if !c.upper.Upper {
 		return unix.EROFS
 	}
@@ -98,7 +99,7 @@ func (c *copier) run() error {
 	if c.upper.Dev != c.w.dev {
 		return unix.EXDEV
 	}
-	if err := c.open(parent); err != nil {
+	if err := c.open(sdir, udir); err != nil {
 		return err
 	}
 	if err := step("create"); err != nil {
@@ -124,49 +125,36 @@ func (c *copier) run() error {
 	return c.place()
 }
 
-// split splits rel into its parent ("" for the root) and last name, and
-// checks every name.
-func split(rel string) (parent, name string, ok bool) {
-	for _, n := range strings.Split(rel, "/") {
-		if !layers.ValidName(n) {
-			return "", "", false
-		}
-	}
-	i := strings.LastIndexByte(rel, '/')
-	if i < 0 {
-		return "", rel, true
-	}
-	return rel[:i], rel[i+1:], true
-}
-
-// open opens the lower object and the upper parent, and checks that rel
-// is free in the upper layer.
-func (c *copier) open(parent string) error {
+// open opens the lower object, takes a copy of the upper parent's fd, and
+// checks that the name is free in the upper parent.
+func (c *copier) open(sdir, udir int) error {
 	if err := step("open"); err != nil {
 		return err
 	}
 	var err error
-	if c.sfd, err = c.src.OpenPath(c.rel); err != nil {
+	if c.sfd, err = unix.Openat(sdir, c.sname, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 		return err
 	}
 	if err := unix.Fstat(c.sfd, &c.sst); err != nil {
 		return err
 	}
 	c.kind = c.sst.Mode & unix.S_IFMT
-	switch c.kind {
-	case unix.S_IFREG:
-		c.rfd, err = reopen(c.sfd, unix.O_RDONLY)
-	case unix.S_IFDIR:
+	switch {
+	case c.kind == unix.S_IFREG && c.opts.DataFrom != nil:
+		c.rfd, err = unix.FcntlInt(uintptr(*c.opts.DataFrom), unix.F_DUPFD_CLOEXEC, 0)
+	case c.kind == unix.S_IFREG:
+		c.rfd, err = c.src.Reopen(c.sfd, unix.O_RDONLY)
+	case c.kind == unix.S_IFDIR:
 		// Only for the inode flags: an unreadable directory is copied
 		// without them.
-		if c.rfd, err = reopen(c.sfd, unix.O_RDONLY|unix.O_DIRECTORY); err == unix.EACCES {
+		if c.rfd, err = c.src.Reopen(c.sfd, unix.O_RDONLY|unix.O_DIRECTORY); err == unix.EACCES {
 			err = nil
 		}
 	}
 	if err != nil {
 		return err
 	}
-	if c.pfd, err = c.upper.OpenPath(parent); err != nil {
+	if c.pfd, err = unix.FcntlInt(uintptr(udir), unix.F_DUPFD_CLOEXEC, 0); err != nil {
 		return err
 	}
 	if err := unix.Fstat(c.pfd, &c.pst); err != nil {
@@ -191,38 +179,16 @@ func free(dir int, name string) error {
 	}
 }
 
-// reopen opens the object an O_PATH fd holds, through /proc/self/fd: the
-// same inode, whatever happened to its name meanwhile. Lower files are
-// read with O_NOATIME where the host allows it.
-func reopen(fd, flags int) (int, error) {
-	p := procPath(fd)
-	r, err := openRetry(p, flags|unix.O_NOATIME)
-	if err == unix.EPERM {
-		// O_NOATIME needs ownership or CAP_FOWNER.
-		r, err = openRetry(p, flags)
-	}
-	return r, err
-}
-
-func openRetry(path string, flags int) (int, error) {
-	for {
-		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
-}
-
 // createFile makes the temporary of a regular file and copies the data.
 func (c *copier) createFile() error {
 	var err error
 	c.tfd = -1
 	if !noTmpfile {
-		c.tfd, err = unix.Openat(c.w.fd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		c.tfd, err = layers.Tmpfile(c.w.fd, unix.O_RDWR, 0o600)
 	}
 	if noTmpfile || err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
 		err = c.named(func(name string) (err error) {
-			c.tfd, err = unix.Openat(c.w.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			c.tfd, err = layers.Create(c.w.fd, name, unix.O_RDWR, 0o600)
 			return err
 		})
 	}
@@ -237,14 +203,14 @@ func (c *copier) createFile() error {
 	if c.opts.Truncate {
 		size = 0
 	}
-	if size > 0 {
+	if size > 0 && c.opts.Metacopy == nil {
 		if err := c.copyData(size); err != nil {
 			return err
 		}
 	}
 	// The size the lower file had, even if the data ends in a hole or
 	// the file changed meanwhile (the kernel's ovl_set_size).
-	return unix.Ftruncate(c.tfd, size)
+	return layers.FdTruncate(c.tfd, size)
 }
 
 // named creates a temporary in work under a fresh name with create,
@@ -264,7 +230,7 @@ func (c *copier) named(create func(name string) error) error {
 }
 
 func (c *copier) createDir() error {
-	err := c.named(func(name string) error { return unix.Mkdirat(c.w.fd, name, 0o700) })
+	err := c.named(func(name string) error { return layers.Mkdir(c.w.fd, name, 0o700) })
 	if err != nil {
 		return err
 	}
@@ -273,11 +239,11 @@ func (c *copier) createDir() error {
 }
 
 func (c *copier) createSymlink() error {
-	target, err := readlink(c.sfd)
+	target, err := layers.ReadlinkAt(c.sfd, "")
 	if err != nil {
 		return err
 	}
-	err = c.named(func(name string) error { return unix.Symlinkat(target, c.w.fd, name) })
+	err = c.named(func(name string) error { return layers.Symlink(target, c.w.fd, name) })
 	if err != nil {
 		return err
 	}
@@ -289,27 +255,13 @@ func (c *copier) createSymlink() error {
 // until the metadata step.
 func (c *copier) createNode() error {
 	err := c.named(func(name string) error {
-		return unix.Mknodat(c.w.fd, name, c.kind, int(c.sst.Rdev))
+		return layers.Mknod(c.w.fd, name, c.kind, c.sst.Rdev)
 	})
 	if err != nil {
 		return err
 	}
 	c.tfd, err = openBeneath(c.w.fd, c.temp, unix.O_PATH)
 	return err
-}
-
-func readlink(fd int) (string, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Readlinkat(fd, "", buf)
-		if err != nil {
-			return "", err
-		}
-		if n < len(buf) {
-			return string(buf[:n]), nil
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 }
 
 // metadata gives the temporary the lower object's owner, xattrs, inode
@@ -320,7 +272,7 @@ func (c *copier) metadata() error {
 	if err := step("chown"); err != nil {
 		return err
 	}
-	err := unix.Fchownat(c.tfd, "", int(c.sst.Uid), int(c.sst.Gid), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+	err := layers.Chown(c.tfd, "", int(c.sst.Uid), int(c.sst.Gid))
 	if err == unix.EINVAL {
 		// The owner has no mapping in this user namespace.
 		err = unix.EOVERFLOW
@@ -346,33 +298,44 @@ func (c *copier) metadata() error {
 	if err := c.setOrigin(); err != nil {
 		return err
 	}
+	if m := c.opts.Metacopy; m != nil && c.kind == unix.S_IFREG {
+		if err := layers.FdSetxattr(c.tfd, m.Name, m.Value, 0); err != nil {
+			return err
+		}
+	}
 	if c.kind != unix.S_IFLNK {
 		if err := step("chmod"); err != nil {
 			return err
 		}
-		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(c.tfd), c.sst.Mode&0o7777, 0); err != nil {
+		if err := layers.Chmod(c.tfd, "", c.sst.Mode&0o7777); err != nil {
 			return err
 		}
 	}
 	if err := step("times"); err != nil {
 		return err
 	}
-	ts := []unix.Timespec{c.sst.Atim, c.sst.Mtim}
-	if err := unix.UtimesNanoAt(c.tfd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	mtime := c.sst.Mtim
+	if c.opts.Truncate {
+		// The truncation that asked for the copy changes the mtime; done
+		// here, the copy is the file as the truncation leaves it, and a
+		// crash before the truncation proper shows it whole.
+		mtime = unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	if err := layers.SetTimes(c.tfd, "", c.sst.Atim, mtime); err != nil {
 		return err
 	}
 	if c.opts.Fsync && (c.kind == unix.S_IFREG || c.kind == unix.S_IFDIR) {
 		if err := step("fsync"); err != nil {
 			return err
 		}
-		if err := unix.Fsync(c.tfd); err != nil {
+		if err := layers.Fsync(c.tfd); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// place puts the temporary at rel in the upper layer with one link or
+// place puts the temporary at its name in the upper parent with one link or
 // rename, after marking the parent impure (undone if the link fails), and
 // restores the parent's times.
 func (c *copier) place() error {
@@ -381,7 +344,7 @@ func (c *copier) place() error {
 	if err := step("impure"); err != nil {
 		return err
 	}
-	impure := c.opts.xattr("impure")
+	impure := c.opts.xattrs().Name(layers.XattrImpure)
 	old, err := layers.FdGetxattr(c.pfd, impure)
 	set := false
 	if err != nil || string(old) != "y" {
@@ -412,31 +375,23 @@ func (c *copier) place() error {
 		return err
 	}
 	// Best effort, as in the kernel: the object is in place.
-	unix.UtimesNanoAt(c.pfd, "", []unix.Timespec{c.pst.Atim, c.pst.Mtim}, unix.AT_EMPTY_PATH)
+	layers.SetTimes(c.pfd, "", c.pst.Atim, c.pst.Mtim)
 	unix.Fstat(c.tfd, &c.result)
 	return nil
 }
 
-// link puts the temporary at rel, failing with EEXIST if the name is
+// link puts the temporary at its name, failing with EEXIST if the name is
 // taken.
 func (c *copier) link() error {
 	if c.temp == "" {
-		// An O_TMPFILE: linkat of the fd itself needs
-		// CAP_DAC_READ_SEARCH; its /proc/self/fd link does not.
-		var err error = unix.ENOENT
-		if !noEmptyPathLink {
-			err = unix.Linkat(c.tfd, "", c.pfd, c.name, unix.AT_EMPTY_PATH)
-		}
-		if err == unix.ENOENT || err == unix.EPERM {
-			err = unix.Linkat(unix.AT_FDCWD, procPath(c.tfd), c.pfd, c.name, unix.AT_SYMLINK_FOLLOW)
-		}
-		return err
+		// An O_TMPFILE.
+		return layers.LinkFd(c.tfd, c.pfd, c.name)
 	}
-	err := unix.Renameat2(c.w.fd, c.temp, c.pfd, c.name, unix.RENAME_NOREPLACE)
+	err := layers.Rename(c.w.fd, c.temp, c.pfd, c.name, unix.RENAME_NOREPLACE)
 	if err == unix.EINVAL {
 		// A filesystem without RENAME_NOREPLACE.
 		if err = free(c.pfd, c.name); err == nil {
-			err = unix.Renameat(c.w.fd, c.temp, c.pfd, c.name)
+			err = layers.Rename(c.w.fd, c.temp, c.pfd, c.name, 0)
 		}
 	}
 	if err == nil {
@@ -451,11 +406,11 @@ func (c *copier) removeTemp() {
 	if c.temp == "" {
 		return
 	}
-	flags := 0
 	if c.kind == unix.S_IFDIR {
-		flags = unix.AT_REMOVEDIR
+		layers.Rmdir(c.w.fd, c.temp)
+	} else {
+		layers.Unlink(c.w.fd, c.temp)
 	}
-	unix.Unlinkat(c.w.fd, c.temp, flags)
 	c.temp = ""
 }
 

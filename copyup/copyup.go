@@ -10,9 +10,11 @@
 // that no symlink stored in a layer is ever followed.
 //
 // What a copy writes, checked against the kernel's overlay (6.18):
-//   - data (holes kept), the xattrs but the overlay's own, owner, mode,
-//     atime and mtime; the inode flags sync and noatime; append-only and
-//     immutable recorded as overlay.protattr ("a", "i", "ai") instead;
+//   - data, in the kernel's 1 MiB chunks (a hole kept where one begins a
+//     chunk, written as zeros inside one), the xattrs but the overlay's
+//     own, owner, mode, atime and mtime; the inode flags sync and noatime;
+//     append-only and immutable recorded as overlay.protattr ("a", "i",
+//     "ai") instead;
 //   - overlay.origin, a struct ovl_fb file handle of the lower object, on
 //     directories and on non-directories with one link (copy-up breaks a
 //     hard link, and the kernel then records no origin);
@@ -22,7 +24,6 @@ package copyup
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,7 +53,7 @@ func Open(workdir string) (*Work, error) {
 		return nil, fmt.Errorf("%s: %w", workdir, err)
 	}
 	defer unix.Close(dir)
-	if err := unix.Mkdirat(dir, "work", 0); err != nil && err != unix.EEXIST {
+	if err := layers.Mkdir(dir, "work", 0); err != nil && err != unix.EEXIST {
 		return nil, fmt.Errorf("%s/work: %w", workdir, err)
 	}
 	fd, err := openWork(dir)
@@ -66,7 +67,7 @@ func Open(workdir string) (*Work, error) {
 	var st unix.Stat_t
 	if err = unix.Fstat(fd, &st); err == nil {
 		w.dev = st.Dev
-		err = empty(fd)
+		err = layers.Empty(fd)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -87,7 +88,7 @@ func openWork(dir int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	err = unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), 0o700, 0)
+	err = layers.Chmod(pfd, "", 0o700)
 	unix.Close(pfd)
 	if err != nil {
 		return -1, unix.EACCES
@@ -133,83 +134,41 @@ type Options struct {
 	// writes user.overlay.* (userxattr, for rootless mounts).
 	Trusted bool
 	// Truncate copies a regular file without its data (size 0), as the
-	// kernel does for an open with O_TRUNC.
+	// kernel does for an open with O_TRUNC, and with the mtime the
+	// truncation gives it.
 	Truncate bool
+	// Keep, when set, receives an fd of a regular file's copy, open
+	// for reading and writing, which the caller closes (-1 for other
+	// objects): an open for writing that asked for the copy needs no
+	// second open, which could fail after the copy is in place.
+	Keep *int
 	// Xattrs are set on the copy after those copied, before it is put
 	// in place: an owner override the copy must keep under the name
 	// the upper layer is read with.
 	Xattrs map[string]string
+	// DataFrom, when set, is an open regular file the copy takes its
+	// data from instead of the object's own: the data of a metacopy file
+	// lies below it.
+	DataFrom *int
+	// NullUUID writes origins with a null uuid (uuid=off).
+	NullUUID bool
+	// Metacopy, when set, copies a regular file without its data
+	// (metacopy=on): the copy is as big as the file and holds a hole,
+	// and gets this marker after its origin, as the kernel orders them
+	// (the order decides which xattrs share the inode on ext4).
+	Metacopy *Marker
 }
 
-func (o Options) xattr(name string) string {
+// Marker is a private xattr a copy gets: its name and value.
+type Marker struct {
+	Name  string
+	Value []byte
+}
+
+// xattrs is the namespace the copy's private xattrs go in.
+func (o Options) xattrs() layers.Namespace {
 	if o.Trusted {
-		return layers.TrustedPrefix + name
+		return layers.Trusted
 	}
-	return layers.UserPrefix + name
-}
-
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
-
-// empty removes every entry of directory dir, recursively.
-func empty(dir int) error {
-	for {
-		names, err := readNames(dir)
-		if err != nil || len(names) == 0 {
-			return err
-		}
-		for _, name := range names {
-			if err := removeAll(dir, name); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// readNames lists directory dir through a new open file description, so
-// that each listing starts at the beginning.
-func readNames(dir int) ([]string, error) {
-	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "work")
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, layers.Errno(err)
-	}
-	return names, nil
-}
-
-// removeAll removes entry name of dir and, for a directory, everything
-// below it. A symlink is removed itself.
-func removeAll(dir int, name string) error {
-	err := unix.Unlinkat(dir, name, 0)
-	if err != unix.EISDIR {
-		if err == unix.ENOENT {
-			return nil
-		}
-		return err
-	}
-	fd, err := openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err == unix.EACCES {
-		// A temporary directory of mode 0, without CAP_DAC_OVERRIDE.
-		if pfd, err := openBeneath(dir, name, unix.O_PATH|unix.O_DIRECTORY); err == nil {
-			unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), 0o700, 0)
-			unix.Close(pfd)
-		}
-		fd, err = openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
-	}
-	if err != nil {
-		return err
-	}
-	err = empty(fd)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	if err := unix.Unlinkat(dir, name, unix.AT_REMOVEDIR); err != nil && err != unix.ENOENT {
-		return err
-	}
-	return nil
+	return layers.User
 }

@@ -1,22 +1,29 @@
 package copyup
 
-import "golang.org/x/sys/unix"
+import (
+	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
+)
+
+// chunk is how much the kernel's copy-up copies between looks for a hole
+// (OVL_COPY_UP_CHUNK_SIZE).
+const chunk = 1 << 20
 
 // copyData copies the first size bytes of the lower file into the
-// temporary: a clone of the whole file where the filesystem shares
-// extents (FICLONE), else each data segment found with SEEK_DATA and
-// SEEK_HOLE, through copy_file_range or, where that is refused, read and
-// write. Holes are not written, so they stay holes; the caller sets the
-// size.
+// temporary as the kernel's ovl_copy_up_file does, so that the copy holds
+// the same blocks: a clone of the whole file where the filesystem shares
+// extents (FICLONE); else, in chunks of 1 MiB, a hole that starts where a
+// chunk would is skipped (SEEK_DATA), and a chunk is copied whole, holes
+// inside it written as zeros. The caller sets the size.
 func (c *copier) copyData(size int64) error {
-	if unix.IoctlFileClone(c.tfd, c.rfd) == nil {
+	if layers.Clone(c.tfd, c.rfd) == nil {
+		c.wrote = true
 		return nil
 	}
-	seek := true
+	seek, data := true, int64(-1)
 	for off := int64(0); off < size; {
-		start, end := off, size
-		if seek {
-			data, err := unix.Seek(c.rfd, off, unix.SEEK_DATA)
+		if seek && data < off {
+			d, err := unix.Seek(c.rfd, off, unix.SEEK_DATA)
 			switch {
 			case err == unix.ENXIO:
 				// Nothing but a hole up to the end.
@@ -24,27 +31,36 @@ func (c *copier) copyData(size int64) error {
 			case err != nil:
 				// No hole detection here: copy everything.
 				seek = false
+			case d > off:
+				off, data = d, d
+				continue
 			default:
-				start = data
-				if hole, err := unix.Seek(c.rfd, data, unix.SEEK_HOLE); err == nil && hole < size {
-					end = hole
-				}
+				data = d
 			}
 		}
-		if start >= size {
-			return nil
-		}
-		n, err := c.copyRange(start, end-start)
+		n, err := c.copyRange(off, min(chunk, size-off))
 		if err != nil {
 			return err
 		}
-		if n < end-start {
+		if n == 0 {
 			// The lower file shrank meanwhile: the rest reads as zeros.
 			return nil
 		}
-		off = end
+		off += n
 	}
 	return nil
+}
+
+// FillData copies the first size bytes of open file src into open file
+// dst, in place, as copy-up copies data (copyData): the data copy-up of a
+// metacopy file, whose upper file holds its metadata and a hole as big as
+// the data. It reports whether it wrote anything (it writes nothing where
+// src is all holes), which is whether the kernel's copy changes dst's
+// mtime.
+func FillData(dst, src int, size int64) (bool, error) {
+	c := copier{rfd: src, tfd: dst}
+	err := c.copyData(size)
+	return c.wrote, err
 }
 
 // copyRange copies n bytes at off, the same offset in both files, and
@@ -57,7 +73,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if chunk > 1<<30 {
 			chunk = 1 << 30
 		}
-		k, err := unix.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
+		k, err := layers.CopyFileRange(c.rfd, &src, c.tfd, &dst, int(chunk), 0)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -70,6 +86,7 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 			return done, nil
 		default:
 			done += int64(k)
+			c.wrote = true
 		}
 	}
 	for done < n {
@@ -87,24 +104,11 @@ func (c *copier) copyRange(off, n int64) (int64, error) {
 		if k == 0 {
 			return done, nil
 		}
-		if err := pwriteAll(c.tfd, chunk[:k], off+done); err != nil {
+		if _, err := layers.Pwrite(c.tfd, chunk[:k], off+done); err != nil {
 			return done, err
 		}
+		c.wrote = true
 		done += int64(k)
 	}
 	return done, nil
-}
-
-func pwriteAll(fd int, b []byte, off int64) error {
-	for len(b) > 0 {
-		k, err := unix.Pwrite(fd, b, off)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		b, off = b[k:], off+int64(k)
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -30,13 +31,6 @@ func requireRoot(t *testing.T) {
 	t.Skip("copyup tests need root")
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // stack is a lower, an upper and a workdir, opened.
 type stack struct {
 	lowerDir, upperDir, workDir string
@@ -47,8 +41,8 @@ type stack struct {
 func newStack(t *testing.T, lowerDir, upperBase string) *stack {
 	t.Helper()
 	s := &stack{lowerDir: lowerDir, upperDir: filepath.Join(upperBase, "upper"), workDir: filepath.Join(upperBase, "workdir")}
-	must(t, os.MkdirAll(s.upperDir, 0o755))
-	must(t, os.MkdirAll(s.workDir, 0o755))
+	testenv.Must(t, os.MkdirAll(s.upperDir, 0o755))
+	testenv.Must(t, os.MkdirAll(s.workDir, 0o755))
 	s.open(t)
 	return s
 }
@@ -74,7 +68,7 @@ func (s *stack) open(t *testing.T) {
 
 func (s *stack) copy(t *testing.T, rel string, opts Options) unix.Stat_t {
 	t.Helper()
-	st, err := s.work.Copy(s.lower, s.upper, rel, opts)
+	st, err := copyRel(s.work, s.lower, s.upper, rel, opts)
 	if err != nil {
 		t.Fatalf("Copy %s: %v", rel, err)
 	}
@@ -85,21 +79,21 @@ func (s *stack) copy(t *testing.T, rel string, opts Options) unix.Stat_t {
 func (s *stack) workEntries(t *testing.T) []string {
 	t.Helper()
 	names, err := readNames(s.work.Fd())
-	must(t, err)
+	testenv.Must(t, err)
 	return names
 }
 
 func lstat(t *testing.T, path string) unix.Stat_t {
 	t.Helper()
 	var st unix.Stat_t
-	must(t, unix.Lstat(path, &st))
+	testenv.Must(t, unix.Lstat(path, &st))
 	return st
 }
 
 func setTimes(t *testing.T, path string, atime, mtime int64) {
 	t.Helper()
 	ts := []unix.Timespec{{Sec: atime, Nsec: 123456789}, {Sec: mtime, Nsec: 987654321}}
-	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW))
+	testenv.Must(t, unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW))
 }
 
 // xattrs returns every xattr of path (not followed) by name.
@@ -110,7 +104,7 @@ func xattrs(t *testing.T, path string) map[string]string {
 	if err == unix.EOPNOTSUPP {
 		return nil
 	}
-	must(t, err)
+	testenv.Must(t, err)
 	m := map[string]string{}
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
 		if name == "" {
@@ -118,38 +112,29 @@ func xattrs(t *testing.T, path string) map[string]string {
 		}
 		v := make([]byte, 64<<10)
 		k, err := unix.Lgetxattr(path, name, v)
-		must(t, err)
+		testenv.Must(t, err)
 		m[name] = string(v[:k])
 	}
 	return m
-}
-
-func getxattr(path, name string) (string, error) {
-	v := make([]byte, 4096)
-	n, err := unix.Lgetxattr(path, name, v)
-	if err != nil {
-		return "", err
-	}
-	return string(v[:n]), nil
 }
 
 // digest hashes the content of a regular file without touching its atime.
 func digest(t *testing.T, path string) string {
 	t.Helper()
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
 	h := sha256.New()
 	_, err = io.Copy(h, f)
-	must(t, err)
+	testenv.Must(t, err)
 	return string(h.Sum(nil))
 }
 
 func readlinkPath(t *testing.T, path string) string {
 	t.Helper()
 	s, err := os.Readlink(path)
-	must(t, err)
+	testenv.Must(t, err)
 	return s
 }
 
@@ -259,22 +244,22 @@ type lowerObject struct {
 
 func mkfile(content string, mode uint32) func(t *testing.T, path string) {
 	return func(t *testing.T, path string) {
-		must(t, os.WriteFile(path, []byte(content), 0o600))
-		must(t, unix.Chmod(path, mode))
+		testenv.Must(t, os.WriteFile(path, []byte(content), 0o600))
+		testenv.Must(t, unix.Chmod(path, mode))
 	}
 }
 
 func setx(t *testing.T, path, name string, value []byte) {
 	t.Helper()
-	must(t, unix.Lsetxattr(path, name, value, 0))
+	testenv.Must(t, unix.Lsetxattr(path, name, value, 0))
 }
 
 // lowerTree is every kind of object, with attributes.
 var lowerTree = []lowerObject{
 	{"d", func(t *testing.T, p string) {
-		must(t, os.Mkdir(p, 0o700))
-		must(t, unix.Chmod(p, 0o1751))
-		must(t, os.Chown(p, 1001, 1002))
+		testenv.Must(t, os.Mkdir(p, 0o700))
+		testenv.Must(t, unix.Chmod(p, 0o1751))
+		testenv.Must(t, os.Chown(p, 1001, 1002))
 		setx(t, p, "user.dir", []byte("d"))
 		setx(t, p, "trusted.overlay.opaque", []byte("y")) // private: not copied
 		setx(t, p, "system.posix_acl_default", acl([3]uint32{aclUserObj, 7, aclNoID}, [3]uint32{aclUser, 5, 4242}, [3]uint32{aclGroupObj, 5, aclNoID}, [3]uint32{aclMask, 5, aclNoID}, [3]uint32{aclOther, 0, aclNoID}))
@@ -293,9 +278,9 @@ var lowerTree = []lowerObject{
 	{"d/empty", mkfile("", 0o600)},
 	{"d/suid", func(t *testing.T, p string) {
 		mkfile("#!/bin/sh\n", 0o755)(t, p)
-		must(t, os.Chown(p, 1234, 5678))
+		testenv.Must(t, os.Chown(p, 1234, 5678))
 		setx(t, p, "security.capability", capability())
-		must(t, unix.Chmod(p, 0o6755))
+		testenv.Must(t, unix.Chmod(p, 0o6755))
 	}},
 	{"d/acl", func(t *testing.T, p string) {
 		mkfile("acl\n", 0o640)(t, p)
@@ -303,47 +288,50 @@ var lowerTree = []lowerObject{
 	}},
 	{"d/sparse", func(t *testing.T, p string) {
 		f, err := os.Create(p)
-		must(t, err)
+		testenv.Must(t, err)
 		defer f.Close()
 		block := bytes.Repeat([]byte("data"), 1024)
 		for _, off := range []int64{0, 1 << 20, 32 << 20, 40<<20 + 100} {
 			_, err := f.WriteAt(block, off)
-			must(t, err)
+			testenv.Must(t, err)
 		}
-		must(t, f.Truncate(64<<20))
+		testenv.Must(t, f.Truncate(64<<20))
 	}},
 	{"d/sl", func(t *testing.T, p string) {
-		must(t, os.Symlink("../../../../etc/passwd", p))
-		must(t, os.Lchown(p, 7, 8))
+		testenv.Must(t, os.Symlink("../../../../etc/passwd", p))
+		testenv.Must(t, os.Lchown(p, 7, 8))
 		setx(t, p, "trusted.sl", []byte("on the link"))
 	}},
 	{"d/fifo", func(t *testing.T, p string) {
-		must(t, unix.Mkfifo(p, 0o620))
-		must(t, os.Lchown(p, 9, 9))
+		testenv.Must(t, unix.Mkfifo(p, 0o620))
+		testenv.Must(t, os.Lchown(p, 9, 9))
 	}},
 	{"d/chr", func(t *testing.T, p string) {
-		must(t, unix.Mknod(p, unix.S_IFCHR|0o660, int(unix.Mkdev(1, 3))))
+		testenv.Must(t, unix.Mknod(p, unix.S_IFCHR|0o660, int(unix.Mkdev(1, 3))))
 		setx(t, p, "trusted.dev", []byte("c"))
 	}},
-	{"d/blk", func(t *testing.T, p string) { must(t, unix.Mknod(p, unix.S_IFBLK|0o600, int(unix.Mkdev(7, 200)))) }},
+	{"d/blk", func(t *testing.T, p string) {
+		testenv.Must(t, unix.Mknod(p, unix.S_IFBLK|0o600, int(unix.Mkdev(7, 200))))
+	}},
 	{"d/sock", func(t *testing.T, p string) {
 		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		must(t, err)
+		testenv.Must(t, err)
 		defer unix.Close(fd)
-		must(t, unix.Bind(fd, &unix.SockaddrUnix{Name: p}))
+		testenv.Must(t, unix.Bind(fd, &unix.SockaddrUnix{Name: p}))
 	}},
 	{"d/h1", mkfile("linked\n", 0o644)},
-	{"d/h2", func(t *testing.T, p string) { must(t, os.Link(filepath.Join(filepath.Dir(p), "h1"), p)) }},
+	{"d/h2", func(t *testing.T, p string) { testenv.Must(t, os.Link(filepath.Join(filepath.Dir(p), "h1"), p)) }},
 	{"d/sub", func(t *testing.T, p string) {
-		must(t, os.Mkdir(p, 0o755))
-		must(t, os.WriteFile(filepath.Join(p, "inner"), []byte("stays below"), 0o644))
+		testenv.Must(t, os.Mkdir(p, 0o755))
+		testenv.Must(t, os.WriteFile(filepath.Join(p, "inner"), []byte("stays below"), 0o644))
 	}},
 }
 
-// buildLower makes lowerTree in dir with old, distinct times, and returns
-// the attributes of each object.
+// buildLower makes lowerTree in dir (made if missing) with old, distinct
+// times, and returns the attributes of each object.
 func buildLower(t *testing.T, dir string) map[string]unix.Stat_t {
 	t.Helper()
+	testenv.Must(t, os.MkdirAll(dir, 0o755))
 	for _, o := range lowerTree {
 		o.make(t, filepath.Join(dir, o.rel))
 	}
@@ -363,12 +351,12 @@ func buildLower(t *testing.T, dir string) map[string]unix.Stat_t {
 func expectedOrigin(t *testing.T, path string) string {
 	t.Helper()
 	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, path, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	fd, err := unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	uuid, err := layers.FSUUID(fd)
 	unix.Close(fd)
-	must(t, err)
+	testenv.Must(t, err)
 	fb := []byte{0, 0xfb, byte(21 + len(h.Bytes())), 0, byte(h.Type())}
 	fb = append(append(fb, uuid[:]...), h.Bytes()...)
 	return string(fb)
@@ -377,4 +365,46 @@ func expectedOrigin(t *testing.T, path string) string {
 func isErrno(err error, want unix.Errno) bool {
 	var e unix.Errno
 	return errors.As(err, &e) && e == want
+}
+
+// copyRel copies rel, a path below the layer roots, as the engine does:
+// through fds of its parent in both layers (here opened by openat2 below
+// the roots, which opens a final symlink itself and follows none).
+func copyRel(w *Work, src, upper *layers.Layer, rel string, opts Options) (unix.Stat_t, error) {
+	parent, name := "", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		parent, name = rel[:i], rel[i+1:]
+	}
+	for _, n := range strings.Split(rel, "/") {
+		if !layers.ValidName(n) {
+			return unix.Stat_t{}, unix.EINVAL
+		}
+	}
+	sdir, err := src.OpenPath(parent)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer unix.Close(sdir)
+	udir, err := upper.OpenPath(parent)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer unix.Close(udir)
+	return w.Copy(src, sdir, name, upper, udir, name, opts)
+}
+
+// readNames lists directory dir through a new open file description, so
+// that each listing starts at the beginning.
+func readNames(dir int) ([]string, error) {
+	fd, err := unix.Openat(dir, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "work")
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, layers.Errno(err)
+	}
+	return names, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -16,8 +17,8 @@ import (
 
 func mountTmpfs(t *testing.T, dir string) {
 	t.Helper()
-	must(t, os.MkdirAll(dir, 0o755))
-	must(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
+	testenv.Must(t, os.MkdirAll(dir, 0o755))
+	testenv.Must(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 }
 
@@ -28,7 +29,7 @@ func kernelCopyUp(t *testing.T, lowerDir, base string, rels []string, trusted bo
 	t.Helper()
 	upper, work, mnt := filepath.Join(base, "kupper"), filepath.Join(base, "kwork"), filepath.Join(base, "kmnt")
 	for _, d := range []string{upper, work, mnt} {
-		must(t, os.MkdirAll(d, 0o755))
+		testenv.Must(t, os.MkdirAll(d, 0o755))
 	}
 	opts := "lowerdir=" + lowerDir + ",upperdir=" + upper + ",workdir=" + work
 	if !trusted {
@@ -49,9 +50,9 @@ func kernelCopyUp(t *testing.T, lowerDir, base string, rels []string, trusted bo
 	for _, rel := range rels {
 		p := filepath.Join(mnt, rel)
 		st := lstat(t, p)
-		must(t, unix.Fchownat(unix.AT_FDCWD, p, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW))
+		testenv.Must(t, unix.Fchownat(unix.AT_FDCWD, p, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW))
 	}
-	must(t, unix.Unmount(mnt, 0))
+	testenv.Must(t, unix.Unmount(mnt, 0))
 	mounted = false
 	return upper
 }
@@ -66,9 +67,9 @@ func compareWithKernel(t *testing.T, lowerDir, upperBase string, rels []string, 
 	for _, rel := range rels {
 		s.copy(t, rel, Options{Fsync: true, Trusted: trusted})
 	}
-	mine := layers.TrustedPrefix
+	mine := layers.Trusted
 	if !trusted {
-		mine = layers.UserPrefix
+		mine = layers.User
 	}
 	for _, rel := range append([]string{"."}, rels...) {
 		k, o := filepath.Join(kupper, rel), filepath.Join(s.upperDir, rel)
@@ -76,13 +77,13 @@ func compareWithKernel(t *testing.T, lowerDir, upperBase string, rels []string, 
 		if rel == "." {
 			// The kernel records its instance uuid on the upper root at
 			// mount; that is the mount's, not copy-up's, business.
-			delete(kx, mine+"uuid")
+			delete(kx, mine.Name(layers.XattrUUID))
 		}
 		// The one deliberate difference: the kernel copies the private
 		// xattrs of the namespace it does not use and fuse-overlayfs's;
 		// ovlmount reads them all as markers, so none is copied.
 		for name := range kx {
-			if private(name) && !strings.HasPrefix(name, mine) {
+			if private(name) && !strings.HasPrefix(name, string(mine)) {
 				delete(kx, name)
 			}
 		}
@@ -138,7 +139,6 @@ func TestKernelSameFs(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	must(t, os.Mkdir(lowerDir, 0o755))
 	compareWithKernel(t, lowerDir, base, kernelTree(t, lowerDir), true)
 }
 
@@ -148,7 +148,6 @@ func TestKernelUserxattr(t *testing.T) {
 	requireRoot(t)
 	base := t.TempDir()
 	lowerDir := filepath.Join(base, "lower")
-	must(t, os.Mkdir(lowerDir, 0o755))
 	compareWithKernel(t, lowerDir, base, kernelTree(t, lowerDir), false)
 }
 
@@ -159,19 +158,18 @@ func TestKernelTmpfs(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "tmpfs")
 	mountTmpfs(t, base)
 	lowerDir := filepath.Join(base, "lower")
-	must(t, os.Mkdir(lowerDir, 0o755))
 	rels := kernelTree(t, lowerDir)
 	fd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	uuid, err := layers.FSUUID(fd)
 	unix.Close(fd)
-	must(t, err)
+	testenv.Must(t, err)
 	if uuid == ([16]byte{}) {
 		t.Fatal("tmpfs has no uuid here; the test means to check one")
 	}
 	compareWithKernel(t, lowerDir, base, rels, true)
-	v, err := getxattr(filepath.Join(base, "upper", "d/f"), "trusted.overlay.origin")
-	must(t, err)
+	v, err := testenv.Xattr(filepath.Join(base, "upper", "d/f"), "trusted.overlay.origin")
+	testenv.Must(t, err)
 	if v[5:21] != string(uuid[:]) {
 		t.Errorf("origin uuid %x, want the filesystem's %x", v[5:21], uuid)
 	}

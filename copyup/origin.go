@@ -17,7 +17,7 @@ func (c *copier) setOrigin() error {
 	if err != nil {
 		return err
 	}
-	err = layers.FdSetxattr(c.tfd, c.opts.xattr("origin"), fb, 0)
+	err = layers.FdSetxattr(c.tfd, c.opts.xattrs().Name(layers.XattrOrigin), fb, 0)
 	if err == unix.EPERM || err == unix.EOPNOTSUPP {
 		// EPERM: user.* on a symlink or special file. The kernel ignores
 		// both.
@@ -37,6 +37,9 @@ func (c *copier) originValue() ([]byte, error) {
 	uuid, err := c.lowerUUID()
 	if err != nil {
 		return []byte{}, nil
+	}
+	if c.opts.NullUUID {
+		uuid = [16]byte{}
 	}
 	return layers.EncodeOrigin(uuid, h)
 }

@@ -21,34 +21,8 @@ import (
 // own lower entries, a stale user.overlay.origin would give a hard link's
 // copy a wrong inode number.
 func (c *copier) copyXattrs() error {
-	names, err := layers.FdListxattr(c.sfd)
-	if err == unix.EOPNOTSUPP {
-		return nil
-	}
-	if err != nil {
+	if err := copyXattrs(c.sfd, c.tfd, private); err != nil {
 		return err
-	}
-	for _, name := range names {
-		if private(name) {
-			continue
-		}
-		v, err := layers.FdGetxattr(c.sfd, name)
-		if err == unix.ENODATA {
-			// Removed since the listing.
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		err = layers.FdSetxattr(c.tfd, name, v, 0)
-		if err == unix.EOPNOTSUPP && !mustCopy(name) {
-			// The kernel ignores xattrs the upper filesystem does not
-			// know, but not ACLs and security.*.
-			continue
-		}
-		if err != nil {
-			return err
-		}
 	}
 	for name, v := range c.opts.Xattrs {
 		if err := layers.FdSetxattr(c.tfd, name, []byte(v), 0); err != nil {
@@ -58,11 +32,44 @@ func (c *copier) copyXattrs() error {
 	return nil
 }
 
-func private(name string) bool {
-	if strings.HasPrefix(name, layers.TrustedPrefix+"overlay.") || strings.HasPrefix(name, layers.UserPrefix+"overlay.") {
-		return false // escaped: a user's own
+// copyXattrs copies the xattrs of the object of fd src to that of fd dst,
+// but those skip names (the overlay's own for a copy from below, see
+// copier.copyXattrs).
+func copyXattrs(src, dst int, skip func(name string) bool) error {
+	names, err := layers.FdListxattr(src)
+	if err == unix.EOPNOTSUPP {
+		return nil
 	}
-	return layers.IsPrivateXattr(name)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if skip(name) {
+			continue
+		}
+		v, err := layers.FdGetxattr(src, name)
+		if err == unix.ENODATA {
+			// Removed since the listing.
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = layers.FdSetxattr(dst, name, v, 0)
+		if err == unix.EOPNOTSUPP && !mustCopy(name) {
+			// The kernel ignores xattrs the upper filesystem does not
+			// know, but not ACLs and security.*.
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func private(name string) bool {
+	return layers.IsPrivateXattr(name) && !layers.IsEscapedXattr(name)
 }
 
 func mustCopy(name string) bool {
@@ -103,7 +110,7 @@ func (c *copier) copyFlags() error {
 		if flags&flagImmutable != 0 {
 			prot = append(prot, 'i')
 		}
-		err := layers.FdSetxattr(c.tfd, c.opts.xattr("protattr"), prot, 0)
+		err := layers.FdSetxattr(c.tfd, c.opts.xattrs().Name(layers.XattrProtattr), prot, 0)
 		if err != nil && err != unix.EPERM {
 			// EPERM: user.* on an upper layer that refuses it; the kernel
 			// goes on without.
@@ -121,5 +128,5 @@ func (c *copier) copyFlags() error {
 		return err
 	}
 	upper = upper&^copyFlags | flags&copyFlags
-	return unix.IoctlSetPointerInt(c.tfd, unix.FS_IOC_SETFLAGS, int(upper))
+	return layers.SetFlags(c.tfd, upper)
 }

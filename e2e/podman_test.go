@@ -18,14 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.RemoveBinary()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 const (
 	// fuseOverlayfs is the program ovlmount stands in for, run for
@@ -333,6 +330,7 @@ func requirePodman(t *testing.T) {
 func requireUser(t *testing.T, name string) (uid, gid string) {
 	t.Helper()
 	if _, err := exec.Command("id", "-u", name).Output(); err != nil {
+		t.Logf("adding the user %s (useradd); it stays afterwards", name)
 		if out, err := exec.Command("useradd", "-M", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd %s: %v\n%s", name, err, out)
 		}
@@ -512,17 +510,13 @@ func readFile(t *testing.T, path string) string {
 // mountsUnder returns the mountpoints at or below dir that
 // /proc/self/mountinfo lists.
 func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.Under(dir)
 	if err != nil {
 		return []string{err.Error()}
 	}
 	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT ...
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
-		}
+	for _, m := range ms {
+		out = append(out, m.Point)
 	}
 	return out
 }

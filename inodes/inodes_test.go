@@ -70,29 +70,42 @@ func TestScheme32(t *testing.T) {
 	}
 }
 
+// tnode is a node type for the table tests.
+type tnode struct {
+	Slot
+	typ string
+}
+
+func newTable() *Table[*tnode] {
+	return NewTable(&tnode{typ: "dir"}, Key{1, 2}, 2, New([]uint64{1}, false))
+}
+
+func acquire(tab *Table[*tnode], id Ident, typ string) (*tnode, bool) {
+	return tab.Acquire(id, func(n *tnode) bool { return n.typ == typ }, func() *tnode { return &tnode{typ: typ} })
+}
+
 func TestTableCountsAndForgets(t *testing.T) {
-	tab := NewTable("root", Key{1, 2}, 1<<63)
-	made := 0
-	mk := func(id uint64) string { made++; return "node" }
-	k := Key{1, 100}
-	for i := 0; i < 3; i++ {
-		if id, _ := tab.Acquire(100, true, k, mk); id != 100 {
-			t.Fatalf("Acquire = %d, want 100", id)
+	tab := newTable()
+	id := Ident{Key: Key{1, 100}}
+	n, fresh := acquire(tab, id, "file")
+	if !fresh || n.ID() == RootID {
+		t.Fatalf("first Acquire: id %d, new %v", n.ID(), fresh)
+	}
+	for i := 0; i < 2; i++ {
+		if m, fresh := acquire(tab, id, "file"); m != n || fresh {
+			t.Fatalf("Acquire of the same object gave another node (new %v)", fresh)
 		}
 	}
-	if made != 1 {
-		t.Fatalf("node made %d times, want once", made)
-	}
-	if _, gone := tab.Forget(100, 2); gone {
+	if _, gone := tab.Forget(n.ID(), 2); gone {
 		t.Fatal("forgotten with one reference left")
 	}
-	if _, ok := tab.Get(100); !ok {
+	if _, ok := tab.Get(n.ID()); !ok {
 		t.Fatal("id dropped while the kernel holds it")
 	}
-	if n, gone := tab.Forget(100, 1); !gone || n != "node" {
+	if m, gone := tab.Forget(n.ID(), 1); !gone || m != n {
 		t.Fatal("not forgotten at zero")
 	}
-	if _, ok := tab.Get(100); ok || tab.Len() != 1 {
+	if _, ok := tab.Get(n.ID()); ok || tab.Len() != 1 {
 		t.Fatal("id kept after the last forget")
 	}
 	if _, gone := tab.Forget(RootID, 1); gone || tab.Len() != 1 {
@@ -100,60 +113,135 @@ func TestTableCountsAndForgets(t *testing.T) {
 	}
 }
 
-func TestTableNeverSharesAnID(t *testing.T) {
-	tab := NewTable("root", Key{1, 2}, 1<<63)
-	mk := func(id uint64) string { return "n" }
-	a, _ := tab.Acquire(50, true, Key{1, 50}, mk)
-	// Another object claiming the same number gets a fallback id, and
-	// keeps it while held.
-	b, _ := tab.Acquire(50, true, Key{2, 50}, mk)
-	if a != 50 || b == 50 || b < 1<<63 {
-		t.Fatalf("ids %d and %#x", a, b)
+// TestTableNeverReusesAnID: ids are never given twice, and a node whose
+// object is gone (unhashed, or of another type now) is never found for a
+// new object with the same inode number, while the kernel still holds it.
+func TestTableNeverReusesAnID(t *testing.T) {
+	tab := newTable()
+	id := Ident{Key: Key{1, 50}}
+	a, _ := acquire(tab, id, "file")
+	tab.Forget(a.ID(), 1)
+	b, _ := acquire(tab, id, "file")
+	if b.ID() == a.ID() {
+		t.Fatalf("id %d given twice", a.ID())
 	}
-	if b2, _ := tab.Acquire(50, true, Key{2, 50}, mk); b2 != b {
-		t.Fatalf("second acquire of the same object: %#x, want %#x", b2, b)
+	// The host reused the number for a directory: a new node.
+	c, fresh := acquire(tab, id, "dir")
+	if !fresh || c == b || c.ID() == b.ID() {
+		t.Fatal("an object of another type inherited the node of its inode number")
 	}
-	if p := tab.Peek(50, true, Key{2, 50}); p != b {
-		t.Fatalf("Peek = %#x, want %#x", p, b)
+	if _, ok := tab.Get(b.ID()); !ok {
+		t.Fatal("the old node went while the kernel holds it")
 	}
-	// Nothing takes the root's id.
-	if r, _ := tab.Acquire(RootID, true, Key{3, 1}, mk); r == RootID {
-		t.Fatal("an object took the root's id")
+	// Unhashed (last name removed): the next lookup gets a new node.
+	tab.Unhash(c)
+	if d, fresh := acquire(tab, id, "dir"); !fresh || d == c {
+		t.Fatal("an unhashed node was found again")
 	}
-	// No natural number at all.
-	if c, _ := tab.Acquire(0, false, Key{4, 1 << 40}, mk); c < 1<<63 {
-		t.Fatalf("no-number object got %d", c)
+}
+
+func TestTableByName(t *testing.T) {
+	tab := newTable()
+	k := Key{1, 70}
+	x, _ := acquire(tab, Ident{Key: k, ByName: true, Dir: 1, Name: "x"}, "file")
+	y, _ := acquire(tab, Ident{Key: k, ByName: true, Dir: 1, Name: "y"}, "file")
+	if x == y {
+		t.Fatal("two names of a lower hard link share a node")
 	}
-	tab.Forget(b, 2)
-	if _, ok := tab.Get(b); ok {
-		t.Fatal("fallback id kept after forget")
+	if m, _ := acquire(tab, Ident{Key: k, ByName: true, Dir: 1, Name: "x"}, "file"); m != x {
+		t.Fatal("a name found again gave another node")
+	}
+	if _, ok := tab.Peek(Ident{Key: k}); ok {
+		t.Fatal("a node found by name is found by its object")
+	}
+	// Copied up, x becomes an object of its own.
+	tab.Rehash(x, Ident{Key: Key{1, 900}})
+	if m, ok := tab.Peek(Ident{Key: Key{1, 900}}); !ok || m != x {
+		t.Fatal("Rehash: not found by the new identity")
+	}
+	if _, ok := tab.Peek(Ident{Key: k, ByName: true, Dir: 1, Name: "x"}); ok {
+		t.Fatal("Rehash: still found by the old identity")
+	}
+}
+
+func TestTableNumbers(t *testing.T) {
+	tab := newTable()
+	a, _ := acquire(tab, Ident{Key: Key{1, 50}}, "file")
+	if n := tab.Number(a, Key{1, 50}, 50, true); n != 50 {
+		t.Fatalf("samefs number %d, want 50", n)
+	}
+	// No usable number: a fallback one, the same every time.
+	b, _ := acquire(tab, Ident{Key: Key{1, 1 << 63}}, "file")
+	fb := tab.Number(b, Key{1, 1 << 63}, 0, false)
+	if fb < 1<<63 || tab.PeekNumber(Key{1, 1 << 63}, 0, false) != fb {
+		t.Fatalf("fallback %#x, peek %#x", fb, tab.PeekNumber(Key{1, 1 << 63}, 0, false))
+	}
+	// Names of one object share its number.
+	c, _ := acquire(tab, Ident{Key: Key{1, 60}, ByName: true, Dir: 1, Name: "c"}, "file")
+	d, _ := acquire(tab, Ident{Key: Key{1, 60}, ByName: true, Dir: 1, Name: "d"}, "file")
+	if tab.Number(c, Key{1, 60}, 60, true) != 60 || tab.Number(d, Key{1, 60}, 60, true) != 60 {
+		t.Fatal("names of a lower hard link do not share its number")
+	}
+	// Renumbered at copy-up.
+	if n := tab.Number(c, Key{1, 900}, 900, true); n != 900 || c.Num() != 900 {
+		t.Fatalf("renumbered to %d", n)
+	}
+}
+
+// TestTableCollisions: without xino over two filesystems, real numbers
+// may collide; the second object held gets a fallback number.
+func TestTableCollisions(t *testing.T) {
+	s := NewFlat([]uint64{1, 2}, 64)
+	if !s.MayCollide() {
+		t.Fatal("two filesystems without xino may collide")
+	}
+	tab := NewTable(&tnode{typ: "dir"}, Key{1, 2}, 2, s)
+	a, _ := acquire(tab, Ident{Key: Key{1, 50}}, "file")
+	b, _ := acquire(tab, Ident{Key: Key{2, 50}}, "file")
+	na := tab.Number(a, Key{1, 50}, 50, true)
+	nb := tab.Number(b, Key{2, 50}, 50, true)
+	if na != 50 || nb == 50 || nb < s.Fallback() {
+		t.Fatalf("numbers %d and %#x", na, nb)
+	}
+	if p := tab.PeekNumber(Key{2, 50}, 50, true); p != nb {
+		t.Fatalf("PeekNumber %#x, want %#x", p, nb)
+	}
+	tab.Forget(a.ID(), 1)
+	c, _ := acquire(tab, Ident{Key: Key{1, 51}}, "file")
+	if n := tab.Number(c, Key{1, 51}, 51, true); n != 51 {
+		t.Fatalf("a free number not given: %d", n)
 	}
 }
 
 // TestTableShrinks checks that forgetting most ids rebuilds the maps, and
-// that ids still held, fallback ones included, survive the rebuild.
+// that nodes still held survive the rebuild.
 func TestTableShrinks(t *testing.T) {
-	tab := NewTable("root", Key{1, 2}, 1<<63)
-	mk := func(id uint64) string { return "node" }
+	tab := newTable()
 	const n = 4 * minShrink
+	var kept *tnode
+	var ids []uint64
 	for i := uint64(10); i < 10+n; i++ {
-		tab.Acquire(i, true, Key{1, i}, mk)
+		m, _ := acquire(tab, Ident{Key: Key{1, i}}, "file")
+		tab.Number(m, Key{1, i}, i, true)
+		if kept == nil {
+			kept = m
+		} else {
+			ids = append(ids, m.ID())
+		}
 	}
-	// Another object with a taken number: a fallback id.
-	fid, _ := tab.Acquire(10, true, Key{2, 10}, mk)
-	for i := uint64(11); i < 10+n; i++ {
-		tab.Forget(i, 1)
+	for _, id := range ids {
+		tab.Forget(id, 1)
 	}
 	if tab.Shrinks() == 0 {
-		t.Fatalf("no rebuild after forgetting %d of %d ids", n-1, n+2)
+		t.Fatalf("no rebuild after forgetting %d of %d ids", n-1, n+1)
 	}
-	if _, ok := tab.Get(10); !ok {
-		t.Error("id 10 lost in the rebuild")
+	if m, ok := tab.Get(kept.ID()); !ok || m != kept {
+		t.Error("a held node lost in the rebuild")
 	}
-	if id, _ := tab.Acquire(10, true, Key{2, 10}, mk); id != fid {
-		t.Errorf("fallback id after the rebuild = %d, want %d", id, fid)
+	if m, _ := acquire(tab, Ident{Key: Key{1, 10}}, "file"); m != kept {
+		t.Error("a held node not found by identity after the rebuild")
 	}
-	if tab.Len() != 3 {
-		t.Errorf("Len = %d, want 3", tab.Len())
+	if tab.Len() != 2 {
+		t.Errorf("Len = %d, want 2", tab.Len())
 	}
 }

@@ -1,13 +1,13 @@
 // Package inodes owns the overlay's inode numbers and the table of nodes
 // the kernel holds references to.
 //
-// jacobsa/fuse shows a node's FUSE id as st_ino, so node ids are minted
-// from the rule kernel overlayfs uses for st_ino: the real inode number of
-// the object a node originates from when every layer is on one filesystem
-// ("samefs"), and that number with the filesystem's index in the high bits
-// when layers span several ("xino"). The root is the exception: FUSE fixes
-// its id at 1. This package knows nothing of layers or FUSE; it maps
-// numbers and counts references.
+// Inode numbers follow the rule kernel overlayfs uses for st_ino: the
+// real inode number of the object a node originates from when every layer
+// is on one filesystem ("samefs"), and that number with the filesystem's
+// index in the high bits when layers span several ("xino"). FUSE node
+// ids are another thing: the table allocates them, and they never repeat
+// (table.go). This package knows nothing of layers or FUSE; it maps
+// numbers, finds nodes by identity and counts references.
 package inodes
 
 import "math/bits"
@@ -15,9 +15,10 @@ import "math/bits"
 // Scheme maps (filesystem, real inode number) to the number the overlay
 // shows. It is immutable after New and safe for concurrent use.
 type Scheme struct {
-	fsid  map[uint64]uint64 // st_dev of a layer filesystem -> fsid
-	shift uint              // width - xino bits; 0 for samefs
-	width uint              // bits of the numbers shown: 64, or 32
+	fsid    map[uint64]uint64 // st_dev of a layer filesystem -> fsid
+	shift   uint              // width - xino bits; 0 for samefs
+	width   uint              // bits of the numbers shown: 64, or 32
+	collide bool              // real numbers of several filesystems shown as they are
 }
 
 // New builds the scheme for layers whose root st_dev values are devs, top
@@ -35,8 +36,7 @@ func New(devs []uint64, hasUpper bool) *Scheme { return NewWidth(devs, hasUpper,
 // cannot take larger ones (fuse-overlayfs's ino32_t). With 32, the xino
 // layout is laid over 32 bits as the kernel does on 32-bit machines, and
 // with one filesystem a real number from 1<<31 up gets a fallback number
-// instead of being cut: cut numbers would collide, and the numbers are
-// the FUSE node ids.
+// instead of being cut: cut numbers would collide.
 func NewWidth(devs []uint64, hasUpper bool, width uint) *Scheme {
 	s := &Scheme{fsid: make(map[uint64]uint64), width: width}
 	numfs := uint64(1)
@@ -56,6 +56,21 @@ func NewWidth(devs []uint64, hasUpper bool, width uint) *Scheme {
 	}
 	return s
 }
+
+// NewFlat is the scheme without xino (xino=off): every real number shown
+// as it is, whatever filesystem it comes from. Numbers of several
+// filesystems may then collide (MayCollide).
+func NewFlat(devs []uint64, width uint) *Scheme {
+	s := NewWidth(devs[:1], false, width)
+	for _, d := range devs {
+		s.collide = s.collide || d != devs[0]
+	}
+	return s
+}
+
+// MayCollide reports whether two objects may get the same number: only
+// without xino over several filesystems.
+func (s *Scheme) MayCollide() bool { return s.collide }
 
 // SameFS reports whether all layers are on one filesystem.
 func (s *Scheme) SameFS() bool { return s.shift == 0 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,9 @@ type Layer struct {
 	Dev uint64
 	// Index is the position in the stack: 0 is the top.
 	Index int
+	// DataOnly marks a data-only lower layer (lowerdir=a::b): never
+	// merged or listed, only searched for the data of metacopy files.
+	DataOnly bool
 
 	root    int
 	noatime int // O_NOATIME for lower layers, 0 for the upper one
@@ -107,6 +111,23 @@ func readOnlyClone(dir int) (int, error) {
 	return tree, nil
 }
 
+// Clones reports whether Open reaches the lower layer at path through a
+// clone of its mount, which shows no mount below the layer's root, rather
+// than directly, through every mount below it.
+func Clones(path string) bool {
+	dir, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dir)
+	tree, err := readOnlyClone(dir)
+	if err != nil {
+		return false
+	}
+	unix.Close(tree)
+	return true
+}
+
 // Close releases the root fd.
 func (l *Layer) Close() error { return unix.Close(l.root) }
 
@@ -148,15 +169,10 @@ func (l *Layer) OpenDir(rel string) (int, error) {
 	return l.openat2(rel, unix.O_RDONLY|unix.O_DIRECTORY|l.noatime)
 }
 
-// OpenFile opens the regular file rel with flags (O_RDONLY, O_WRONLY or
-// O_RDWR plus modifiers). Lower files are opened with O_NOATIME where the
-// host allows it.
-func (l *Layer) OpenFile(rel string, flags int) (int, error) {
-	return l.openFile(func(flags int) (int, error) { return l.openat2(rel, flags) }, flags)
-}
-
-// OpenFileAt is OpenFile for entry name of directory dfd, a directory of
-// this layer: one name, never followed if it is a symlink.
+// OpenFileAt opens the regular file name of directory dfd, a directory of
+// this layer, with flags (O_RDONLY, O_WRONLY or O_RDWR plus modifiers):
+// one name, never followed if it is a symlink. Lower files are opened
+// with O_NOATIME where the host allows it.
 func (l *Layer) OpenFileAt(dfd int, name string, flags int) (int, error) {
 	return l.openFile(func(flags int) (int, error) {
 		return unix.Openat(dfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -175,6 +191,45 @@ func (l *Layer) openFile(open func(flags int) (int, error), flags int) (int, err
 	return open(flags)
 }
 
+// Walk opens directory path (names joined by '/', "" for the root) below
+// the layer's root as an O_PATH fd, one name at a time, following no
+// symlink; the caller closes it.
+func (l *Layer) Walk(path string) (int, error) {
+	fd, err := unix.Openat(l.root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil || path == "" {
+		return fd, err
+	}
+	for _, name := range strings.Split(path, "/") {
+		if !ValidName(name) {
+			unix.Close(fd)
+			return -1, unix.EINVAL
+		}
+		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// Reopen opens the object the fd holds (an O_PATH fd will do) with flags,
+// through /proc/self/fd/N: the same inode, whatever happened to its name
+// meanwhile. Lower objects are opened with O_NOATIME where the host
+// allows it.
+func (l *Layer) Reopen(fd, flags int) (int, error) {
+	p := procPath(fd)
+	return l.openFile(func(flags int) (int, error) {
+		for {
+			r, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+			if err != unix.EINTR {
+				return r, err
+			}
+		}
+	}, flags)
+}
+
 // Lstat returns the attributes of rel without following a final symlink.
 func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	var st unix.Stat_t
@@ -190,21 +245,13 @@ func (l *Layer) Lstat(rel string) (unix.Stat_t, error) {
 	return st, err
 }
 
-// Readlink returns the target of the symlink rel.
-func (l *Layer) Readlink(rel string) (string, error) {
-	fd, err := l.OpenPath(rel)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
+// ReadlinkAt returns the target of symlink name in directory dfd (an
+// O_PATH fd will do); EINVAL if it is no symlink.
+func ReadlinkAt(dfd int, name string) (string, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Readlinkat(fd, "", buf)
+		n, err := unix.Readlinkat(dfd, name, buf)
 		if err != nil {
-			if err == unix.ENOENT {
-				// readlinkat on an fd that is not a symlink.
-				return "", unix.EINVAL
-			}
 			return "", err
 		}
 		if n < len(buf) {
@@ -212,14 +259,6 @@ func (l *Layer) Readlink(rel string) (string, error) {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-}
-
-// Join appends a name to a layer-relative path.
-func Join(rel, name string) string {
-	if rel == "" {
-		return name
-	}
-	return rel + "/" + name
 }
 
 // Errno extracts the errno from err, or EIO when err carries none, so that
@@ -233,4 +272,24 @@ func Errno(err error) syscall.Errno {
 		return errno
 	}
 	return syscall.EIO
+}
+
+// FsxattrSize is the size of the kernel's struct fsxattr.
+const FsxattrSize = 28
+
+// The ioctls of struct fsxattr: _IOR('X', 31, ...) and _IOW('X', 32, ...).
+const (
+	iocFsGetxattr = 0x801c581f
+	iocFsSetxattr = 0x401c5820
+)
+
+// Fsxattr returns the extended inode attributes (FS_IOC_FSGETXATTR) of
+// the open file fd, a struct fsxattr.
+func Fsxattr(fd int) ([FsxattrSize]byte, error) {
+	var x [FsxattrSize]byte
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), iocFsGetxattr, uintptr(unsafe.Pointer(&x)))
+	if e != 0 {
+		return x, e
+	}
+	return x, nil
 }

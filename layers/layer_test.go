@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,22 +18,9 @@ import (
 func hostile(t *testing.T) (*Layer, string) {
 	t.Helper()
 	root := t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.MkdirAll(filepath.Join(root, "dir/sub"), 0o755))
-	must(os.WriteFile(filepath.Join(root, "dir/file"), []byte("inside"), 0o644))
-	must(os.Symlink("/etc", filepath.Join(root, "etc")))
-	must(os.Symlink("..", filepath.Join(root, "dir/up")))
-	must(os.Symlink("../../../../../../..", filepath.Join(root, "dir/sub/far")))
-	must(os.Symlink("loop", filepath.Join(root, "loop")))
-	must(os.Symlink("a", filepath.Join(root, "b")))
-	must(os.Symlink("b", filepath.Join(root, "a")))
-	must(os.Symlink("/proc/self/root", filepath.Join(root, "magic")))
-	must(os.Symlink("dir", filepath.Join(root, "dirlink")))
+	testenv.MakeTree(t, root,
+		"f dir/file inside", "l etc /etc", "l dir/up ..", "l dir/sub/far ../../../../../../..", "l loop loop",
+		"l b a", "l a b", "l magic /proc/self/root", "l dirlink dir")
 	l, err := Open(root, 1, false)
 	if err != nil {
 		t.Fatal(err)
@@ -52,9 +40,9 @@ func TestNoPathGoesThroughALayerSymlink(t *testing.T) {
 		} else if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.ENOTDIR) {
 			t.Errorf("Lstat(%q) = %v, want ELOOP, EXDEV or ENOTDIR", rel, err)
 		}
-		if fd, err := l.OpenFile(rel, unix.O_RDONLY); err == nil {
+		if fd, err := l.OpenPath(rel); err == nil {
 			unix.Close(fd)
-			t.Errorf("OpenFile(%q) went through a symlink", rel)
+			t.Errorf("OpenPath(%q) went through a symlink", rel)
 		}
 		if _, err := l.ReadDir(rel); err == nil {
 			t.Errorf("ReadDir(%q) went through a symlink", rel)
@@ -81,17 +69,26 @@ func TestSymlinksAreObjectsNotWays(t *testing.T) {
 		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 			t.Errorf("Lstat(%q) mode %o, want a symlink", rel, st.Mode)
 		}
-		got, err := l.Readlink(rel)
+		dir, name := ".", rel
+		if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+			dir, name = rel[:i], rel[i+1:]
+		}
+		dfd, err := l.OpenPath(strings.TrimPrefix(dir, "."))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadlinkAt(dfd, name)
 		if err != nil || got != target {
-			t.Errorf("Readlink(%q) = %q, %v; want %q", rel, got, err, target)
+			t.Errorf("ReadlinkAt(%q) = %q, %v; want %q", rel, got, err, target)
 		}
-		if fd, err := l.OpenFile(rel, unix.O_RDONLY); err == nil {
+		if fd, err := l.OpenFileAt(dfd, name, unix.O_RDONLY); err == nil {
 			unix.Close(fd)
-			t.Errorf("OpenFile(%q) followed the symlink", rel)
+			t.Errorf("OpenFileAt(%q) followed the symlink", rel)
 		}
+		unix.Close(dfd)
 	}
-	if _, err := l.Readlink("dir/file"); !errors.Is(err, unix.EINVAL) {
-		t.Errorf("Readlink of a file = %v, want EINVAL", err)
+	if _, err := ReadlinkAt(l.Root(), "dir/file"); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("ReadlinkAt of a file = %v, want EINVAL", err)
 	}
 }
 

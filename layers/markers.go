@@ -1,8 +1,6 @@
 package layers
 
 import (
-	"strings"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -16,23 +14,11 @@ const (
 	WhiteoutPrefix = ".wh."
 	// OpaqueFile in a directory makes it opaque (AUFS form).
 	OpaqueFile = ".wh..wh..opq"
-
-	TrustedPrefix       = "trusted.overlay."
-	UserPrefix          = "user.overlay."
-	FuseOverlayfsPrefix = "user.fuseoverlayfs."
 )
 
 // IsWhiteout reports whether st is a kernel whiteout: a char device 0/0.
 func IsWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
-}
-
-// IsPrivateXattr reports whether name belongs to an overlay implementation
-// rather than to the user: such names are never shown through the mount.
-func IsPrivateXattr(name string) bool {
-	return strings.HasPrefix(name, TrustedPrefix) ||
-		strings.HasPrefix(name, UserPrefix) ||
-		strings.HasPrefix(name, FuseOverlayfsPrefix)
 }
 
 // DirMarks are the markers a directory of one layer carries.
@@ -48,19 +34,26 @@ type DirMarks struct {
 // Marks reads the opaque markers of the directory rel: the opaque xattr in
 // any of the three namespaces, or an .wh..wh..opq file inside it.
 func (l *Layer) Marks(rel string) (DirMarks, error) {
-	var m DirMarks
 	fd, err := l.OpenPath(rel)
 	if err != nil {
-		return m, err
+		return DirMarks{}, err
 	}
 	defer unix.Close(fd)
+	m, _, err := marks(fd)
+	return m, err
+}
+
+// marks reads the opaque markers of the directory fd holds, and returns
+// the names of its xattrs.
+func marks(fd int) (DirMarks, []string, error) {
+	var m DirMarks
 	names, err := FdListxattr(fd)
 	if err != nil && err != unix.ENOTSUP {
-		return m, err
+		return m, nil, err
 	}
 	for _, n := range names {
 		switch n {
-		case TrustedPrefix + "opaque", UserPrefix + "opaque", FuseOverlayfsPrefix + "opaque":
+		case Trusted.Name(XattrOpaque), User.Name(XattrOpaque), FuseOverlayfs.Name(XattrOpaque):
 			v, err := FdGetxattr(fd, n)
 			if err != nil {
 				continue
@@ -69,9 +62,7 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 			case "y":
 				m.Opaque = true
 			case "x":
-				// Only lower layers hold xwhiteouts; the kernel ignores
-				// the value in the upper layer.
-				m.XWhiteouts = !l.Upper
+				m.XWhiteouts = true
 			}
 		}
 	}
@@ -81,17 +72,23 @@ func (l *Layer) Marks(rel string) (DirMarks, error) {
 			m.Opaque = true
 		}
 	}
-	return m, nil
+	return m, names, nil
 }
 
-// IsXWhiteout reports whether the object rel, whose attributes are st and
-// whose parent directory has XWhiteouts, is an xwhiteout.
-func (l *Layer) IsXWhiteout(rel string, st *unix.Stat_t) bool {
+// IsXWhiteoutAt reports whether entry name of directory dfd, whose
+// attributes are st and whose directory has XWhiteouts, is an xwhiteout.
+func IsXWhiteoutAt(dfd int, name string, st *unix.Stat_t) bool {
+	return isXWhiteout(st, func(attr string) error { _, err := GetxattrAt(dfd, name, attr); return err })
+}
+
+// isXWhiteout reports whether an object with attributes st that get finds
+// xattrs of is an xwhiteout: an empty regular file with overlay.whiteout.
+func isXWhiteout(st *unix.Stat_t, get func(attr string) error) bool {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false
 	}
-	for _, n := range []string{TrustedPrefix + "whiteout", UserPrefix + "whiteout"} {
-		if _, err := l.Getxattr(rel, n); err == nil {
+	for _, n := range []string{Trusted.Name(XattrWhiteout), User.Name(XattrWhiteout)} {
+		if get(n) == nil {
 			return true
 		}
 	}

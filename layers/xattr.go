@@ -2,7 +2,7 @@ package layers
 
 import (
 	"runtime"
-	"strconv"
+	"slices"
 	"sync/atomic"
 	"unsafe"
 
@@ -12,8 +12,6 @@ import (
 // Extended attributes are read through /proc/self/fd/N of an O_PATH fd:
 // that reaches the object the fd holds (a symlink included) without a path
 // walk in the layer. Values and lists grow until they fit.
-
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // Getxattr returns the value of attribute name of rel.
 func (l *Layer) Getxattr(rel, name string) ([]byte, error) {
@@ -25,66 +23,52 @@ func (l *Layer) Getxattr(rel, name string) ([]byte, error) {
 	return FdGetxattr(fd, name)
 }
 
-// Listxattr returns the attribute names of rel.
-func (l *Layer) Listxattr(rel string) ([]string, error) {
-	fd, err := l.OpenPath(rel)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	return FdListxattr(fd)
-}
-
 // FdGetxattr returns attribute name of the object held by fd (which may be
 // an O_PATH fd).
 func FdGetxattr(fd int, name string) ([]byte, error) {
 	p := procPath(fd)
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Getxattr(p, name, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Getxattr(p, name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
+	return grow(func(buf []byte) (int, error) { return unix.Getxattr(p, name, buf) }, 256, 64)
 }
 
 // FdListxattr returns the attribute names of the object held by fd.
 func FdListxattr(fd int) ([]string, error) {
 	p := procPath(fd)
-	buf := make([]byte, 1024)
+	buf, err := grow(func(buf []byte) (int, error) { return unix.Listxattr(p, buf) }, 1024, 256)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	start := 0
+	for i := range buf {
+		if buf[i] == 0 {
+			if i > start {
+				names = append(names, string(buf[start:i]))
+			}
+			start = i + 1
+		}
+	}
+	return names, nil
+}
+
+// grow calls call with a buffer of size bytes and returns what it filled.
+// Where that is too small (ERANGE), it asks call for the size needed (a
+// nil buffer) and calls it again with that much and slack more, as the
+// value may grow in between.
+func grow(call func(buf []byte) (int, error), size, slack int) ([]byte, error) {
+	buf := make([]byte, size)
 	for {
-		n, err := unix.Listxattr(p, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Listxattr(p, nil)
+		n, err := call(buf)
+		if err != unix.ERANGE {
 			if err != nil {
 				return nil, err
 			}
-			buf = make([]byte, sz+256)
-			continue
+			return buf[:n], nil
 		}
+		need, err := call(nil)
 		if err != nil {
 			return nil, err
 		}
-		var names []string
-		start := 0
-		for i := 0; i < n; i++ {
-			if buf[i] == 0 {
-				if i > start {
-					names = append(names, string(buf[start:i]))
-				}
-				start = i + 1
-			}
-		}
-		return names, nil
+		buf = make([]byte, need+slack)
 	}
 }
 
@@ -127,7 +111,10 @@ func getxattrat(dfd int, name, attr string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 256)
+	// Most answers are ENODATA or short: a buffer on the stack, and an
+	// allocation only for a value found.
+	var small [256]byte
+	buf := small[:]
 	for {
 		args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&buf[0]))), size: uint32(len(buf))}
 		n, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dfd), uintptr(unsafe.Pointer(p)),
@@ -146,7 +133,7 @@ func getxattrat(dfd int, name, attr string) ([]byte, error) {
 		case e != 0:
 			return nil, e
 		default:
-			return buf[:n], nil
+			return slices.Clone(buf[:n]), nil
 		}
 	}
 }

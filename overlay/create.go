@@ -1,6 +1,8 @@
 package overlay
 
 import (
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -22,6 +24,34 @@ import (
 // Cred is the caller of an operation.
 type Cred struct {
 	Uid, Gid uint32
+	// Pid is the caller's process, whose supplementary groups FUSE does
+	// not send (inGroup reads them).
+	Pid uint32
+	// Umask is the caller's umask, which a create applies unless the
+	// directory has a default ACL.
+	Umask uint32
+}
+
+// inGroup reports whether c is in group gid: its own group, or one of
+// its process's supplementary groups.
+func (c Cred) inGroup(gid uint32) bool {
+	if c.Gid == gid {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if groups, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, g := range strings.Fields(groups) {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil && uint32(n) == gid {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // placed is what create hands back: the new entry, and for a regular file
@@ -55,11 +85,14 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		// Such a name would read back as a marker.
 		return placed{fd: -1}, syscall.EPERM
 	}
+	if fs.prot(p)&flagImmutable != 0 {
+		return placed{fd: -1}, syscall.EPERM
+	}
 	if err := fs.copyUp(p); err != nil {
 		return placed{fd: -1}, err
 	}
-	p.dirMu.Lock()
-	defer p.dirMu.Unlock()
+	p.aux.dirMu.Lock()
+	defer p.aux.dirMu.Unlock()
 	neg, err := fs.resolve(p, name)
 	if err != syscall.ENOENT {
 		if err == nil {
@@ -75,144 +108,212 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 		return err
 	})
 	if err != nil {
-		return placed{fd: -1}, errno(err)
+		return placed{fd: -1}, toErrno(err)
 	}
 	return placed{entry: fs.acquire(p, name, f), fd: fd}, nil
+}
+
+// newObject is what create builds: the name, its type, owner and mode,
+// and what the upper directory holds there now.
+type newObject struct {
+	name string
+	typ  uint32
+	ow   ownership
+	// perm are the permission bits the object is made with: ow.ownPerm,
+	// masked by an inherited ACL; access and def are the ACLs it gets
+	// (def, a directory's default ACL, only for a directory).
+	perm        uint32
+	access, def []byte
+	// over and aufs say the upper directory holds a kernel whiteout of
+	// the name, and an AUFS one.
+	over, aufs bool
 }
 
 // build makes name in p's upper directory pfd, for create, and returns
 // what the name now shows and, for a regular file, its open fd. free
 // says the upper directory is known to hold no whiteout of either kind
 // for name.
+//
+// The object gets the caller's umask unless the directory has a default
+// ACL, which it inherits instead, as on the kernel (posix_acl_create).
+// Where the object is made in its directory, the host does that;
+// through the workdir, it is done here.
 // Preconditions: renameMu held for reading; p.dirMu held; name is free.
 func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker, free bool) (found, int, error) {
-	over, aufs := false, false
+	o := newObject{name: name, typ: mode & unix.S_IFMT}
 	if !free {
-		over, aufs = fs.whiteoutAt(pfd, name)
+		o.over, o.aufs = fs.whiteoutAt(p, pfd, name)
 	}
-
-	// Owner: the caller, but a setgid directory gives its group, and
-	// its setgid bit to new directories (the umask is already applied).
-	// Owners are stored mapped back (uidmapping); with xattr_permissions
-	// they and the mode go to the override xattr, and the object itself
-	// keeps the mount's own owner with the permissions it needs.
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
 		return found{}, -1, err
 	}
-	pgid, pmode := pst.Gid, pst.Mode
-	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
-		pgid, pmode = o.gid, o.perm
+	def := fs.defaultACL(p)
+	if def == nil || o.typ == unix.S_IFLNK {
+		mode &^= c.Umask & 0o777
+		def = nil
 	}
-	typ := mode & unix.S_IFMT
-	uid, gid := fs.opts.UIDs.stored(c.Uid), fs.opts.GIDs.stored(c.Gid)
-	perm := mode &^ unix.S_IFMT
-	if pmode&unix.S_ISGID != 0 {
-		gid = pgid
-		if typ == unix.S_IFDIR {
-			perm |= unix.S_ISGID
+	o.ow = fs.ownership(p, &pst, mode, c)
+	o.perm = o.ow.ownPerm
+	if def != nil && !o.ow.inXattr {
+		m, access, err := inheritACL(def, o.typ|o.perm)
+		if err != nil {
+			return found{}, -1, err
+		}
+		o.perm, o.access = m&0o7777, access
+		if o.typ == unix.S_IFDIR {
+			o.def = def
 		}
 	}
-	ownPerm, inXattr := perm, fs.writesOverride(typ)
-	if inXattr {
-		ownPerm = perm&0o777 | 0o600
-		if typ == unix.S_IFDIR {
-			ownPerm |= 0o700
-		}
-	}
-	if !over && !aufs && !inXattr && fs.made(uid, gid, pst.Gid, pst.Mode, ownPerm) {
-		if f, fd, ok, err := fs.inPlace(pfd, name, typ, ownPerm); ok {
+	if !o.over && !o.aufs && !o.ow.inXattr && fs.made(o.ow.uid, o.ow.gid, pst.Gid, pst.Mode, o.ow.ownPerm) {
+		// The host applies the default ACL, as it is here.
+		if f, fd, ok, err := fs.inPlace(pfd, name, o.typ, o.ow.ownPerm); ok {
 			return f, fd, err
 		}
 	}
-	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
-	wfd, tmp := fs.work.Fd(), fs.work.TempName()
 	// A regular file that replaces nothing is made unnamed in its own
 	// directory (O_TMPFILE) and linked in once complete: a crash leaves
 	// nothing, and its inode is allocated near its siblings, as by the
 	// kernel's own create, rather than all in the workdir's group. Where
 	// the filesystem has no O_TMPFILE, through the workdir.
-	unnamed := false
-	fd := -1
-	var err error
-	if typ == unix.S_IFREG && !over && !aufs {
-		fd, err = unix.Openat(pfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, ownPerm)
-		unnamed = err == nil
-	}
-	if !unnamed {
-		if fd, err = mk(wfd, tmp, ownPerm); err != nil {
-			return found{}, -1, err
+	if o.typ == unix.S_IFREG && !o.over && !o.aufs {
+		if fd, err := layers.Tmpfile(pfd, unix.O_RDWR, o.ow.ownPerm); err == nil {
+			return fs.buildUnnamed(pfd, fd, o)
 		}
+	}
+	return fs.buildInWork(pfd, o, mk)
+}
+
+// buildUnnamed completes the unnamed file fd (made with O_TMPFILE in upper
+// directory pfd, where the host gave it the directory's default ACL) and
+// links it in as o.name.
+// Preconditions: as build's.
+func (fs *FS) buildUnnamed(pfd, fd int, o newObject) (found, int, error) {
+	fail := func(err error) (found, int, error) {
+		unix.Close(fd)
+		return found{}, -1, err
+	}
+	// Its attributes are read once, after the link changed them.
+	if err := fs.ownUnnamed(fd, o); err != nil {
+		return fail(err)
+	}
+	if err := layers.LinkFd(fd, pfd, o.name); err != nil {
+		return fail(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail(err)
+	}
+	return fs.fresh(st, o.typ, false), fd, nil
+}
+
+// buildInWork makes the object in workdir/work with mk, completes it
+// there (owner, mode, ACLs, override, opaque marker) and moves it into
+// upper directory pfd as o.name with one rename, which over a whiteout
+// replaces it.
+// Preconditions: as build's.
+func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
+	wfd, tmp := fs.work.Fd(), fs.work.TempName()
+	fd, err := mk(wfd, tmp, o.ow.ownPerm)
+	if err != nil {
+		return found{}, -1, err
 	}
 	fail := func(err error) (found, int, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		if !unnamed {
-			removeAll(wfd, tmp)
-		}
+		layers.RemoveAll(wfd, tmp)
 		return found{}, -1, err
 	}
-	if inXattr {
-		o := override{uid: uid, gid: gid, perm: perm}
-		if unnamed {
-			err = unix.Fsetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
-		} else {
-			err = setxattrAt(wfd, tmp, fs.overrideWrite, o.String())
-		}
-		if err != nil {
+	if o.ow.inXattr {
+		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
+		if err := layers.SetxattrAt(wfd, tmp, fs.overrideWrite, []byte(ov.String())); err != nil {
 			return fail(err)
 		}
-	}
-	if unnamed {
-		// With the override the object keeps the daemon's owner and the
-		// mode it was made with; else it takes its owner now. Its
-		// attributes are read once, after the link changed them.
-		if !inXattr {
-			if _, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, true, squashed); err != nil {
-				return fail(err)
-			}
-		}
-		if err := linkFd(fd, pfd, name); err != nil {
-			return fail(err)
-		}
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return fail(err)
-		}
-		return fs.fresh(st, typ, false), fd, nil
 	}
 	// With the override the object keeps the mount's own owner.
-	st, err := fs.own(fd, wfd, tmp, typ, ownPerm, uid, gid, !inXattr, squashed)
+	st, err := fs.own(made{fd: fd, dir: wfd, name: tmp}, o)
 	if err != nil {
 		return fail(err)
 	}
-	if typ == unix.S_IFDIR && (over || aufs) {
+	if o.access != nil || o.def != nil {
+		if err := setACLs(wfd, tmp, o.typ, o.def, o.access); err != nil {
+			return fail(err)
+		}
+	}
+	opaque := o.typ == unix.S_IFDIR && (o.over || o.aufs)
+	if opaque {
 		// Over a whiteout the lower directory must not show through.
-		if err := setxattrAt(wfd, tmp, fs.privateXattr("opaque"), "y"); err != nil {
+		if err := layers.SetOpaque(wfd, tmp, fs.xattrs); err != nil {
 			return fail(err)
 		}
 	}
 	flags := uint(unix.RENAME_NOREPLACE)
-	if over {
+	if o.over {
 		// rename(2) replaces a whiteout with a non-directory; a
 		// directory is exchanged with it, and the whiteout, now in the
 		// workdir, removed.
 		flags = 0
-		if typ == unix.S_IFDIR {
+		if o.typ == unix.S_IFDIR {
 			flags = unix.RENAME_EXCHANGE
 		}
 	}
-	if err := unix.Renameat2(wfd, tmp, pfd, name, flags); err != nil {
+	if err := layers.Rename(wfd, tmp, pfd, o.name, flags); err != nil {
 		return fail(err)
 	}
 	if flags == unix.RENAME_EXCHANGE {
-		unix.Unlinkat(wfd, tmp, 0)
+		layers.Unlink(wfd, tmp)
 	}
-	if aufs {
-		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
+	if o.aufs {
+		layers.Unlink(pfd, layers.WhiteoutPrefix+o.name)
 	}
-	return fs.fresh(st, typ, typ == unix.S_IFDIR && (over || aufs)), fd, nil
+	return fs.fresh(st, o.typ, opaque), fd, nil
+}
+
+// squashed reports whether owners are squashed (squash_to_*): a refused
+// chown is then ignored, as fuse-overlayfs does.
+func (fs *FS) squashed() bool { return fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil }
+
+// ownership is the owner and mode a new object gets.
+type ownership struct {
+	uid, gid uint32 // as stored in the layer
+	perm     uint32 // the permission bits it shows
+	// ownPerm are the bits the object itself gets: perm, or with
+	// inXattr (the owner and perm go to the override xattr) the bits
+	// the mount's own owner needs.
+	ownPerm uint32
+	inXattr bool
+}
+
+// ownership returns what a new object of mode (type and permission
+// bits) made by c in directory p, whose upper directory's attributes are
+// pst, gets: the caller's ids, but a setgid directory's group, and its
+// setgid bit to a new directory (the umask is already applied). Owners
+// are stored mapped back (uidmapping); with xattr_permissions they and
+// the mode go to the override xattr, and the object itself keeps the
+// mount's own owner with the permissions it needs.
+// Preconditions: renameMu held.
+func (fs *FS) ownership(p *node, pst *unix.Stat_t, mode uint32, c Cred) ownership {
+	pgid, pmode := pst.Gid, pst.Mode
+	if o, ok := fs.overrideOf(p, unix.S_IFDIR); ok {
+		pgid, pmode = o.gid, o.perm
+	}
+	typ := mode & unix.S_IFMT
+	ow := ownership{uid: fs.opts.UIDs.stored(c.Uid), gid: fs.opts.GIDs.stored(c.Gid), perm: mode &^ unix.S_IFMT}
+	if pmode&unix.S_ISGID != 0 {
+		ow.gid = pgid
+		if typ == unix.S_IFDIR {
+			ow.perm |= unix.S_ISGID
+		}
+	}
+	ow.ownPerm, ow.inXattr = ow.perm, fs.writesOverride(typ)
+	if ow.inXattr {
+		ow.ownPerm = ow.perm&0o777 | 0o600
+		if typ == unix.S_IFDIR {
+			ow.ownPerm |= 0o700
+		}
+	}
+	return ow
 }
 
 // made reports whether an object the daemon has just created, in an upper
@@ -240,21 +341,21 @@ func (fs *FS) inPlace(pfd int, name string, typ, perm uint32) (f found, fd int, 
 	var st unix.Stat_t
 	switch typ {
 	case unix.S_IFREG:
-		fd, err = unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		fd, err = layers.Create(pfd, name, unix.O_RDWR, perm)
 		if err != nil {
 			return found{}, -1, true, err
 		}
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
-			unix.Unlinkat(pfd, name, 0)
+			layers.Unlink(pfd, name)
 			return found{}, -1, true, err
 		}
 	case unix.S_IFDIR:
-		if err := unix.Mkdirat(pfd, name, perm); err != nil {
+		if err := layers.Mkdir(pfd, name, perm); err != nil {
 			return found{}, -1, true, err
 		}
 		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+			layers.Rmdir(pfd, name)
 			return found{}, -1, true, err
 		}
 		fd = -1
@@ -268,65 +369,92 @@ func (fs *FS) inPlace(pfd int, name string, typ, perm uint32) (f found, fd int, 
 // layer, or now covers a whiteout (a directory then made opaque), so the
 // new upper object is all it shows.
 func (fs *FS) fresh(st unix.Stat_t, typ uint32, opaque bool) found {
-	o := obj{layer: fs.upper, dev: st.Dev, ino: st.Ino}
+	o := objOf(fs.upper, &st)
 	o.marks.Opaque = opaque
 	return found{typ: typ, objs: []obj{o}, st: st, fresh: true}
 }
 
-// own gives the new object (open as fd when fd >= 0, else tmp in work
-// directory wfd) owner uid:gid if chown is set, and permission bits perm, and
-// returns its attributes. It changes only what differs: the daemon,
-// usually root with umask 0, mostly creates objects right already. Under
-// squash_to_* a refused chown is ignored, as fuse-overlayfs does.
-func (fs *FS) own(fd, wfd int, tmp string, typ, perm, uid, gid uint32, chown, squashed bool) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	stat := func() error {
-		if fd >= 0 {
-			return unix.Fstat(fd, &st)
-		}
-		return unix.Fstatat(wfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW)
+// made is a new object being completed: open as fd, or, with fd < 0,
+// entry name of directory dir (the work directory).
+type made struct {
+	fd   int
+	dir  int
+	name string
+}
+
+func (m made) stat(st *unix.Stat_t) error {
+	if m.fd >= 0 {
+		return unix.Fstat(m.fd, st)
 	}
-	if err := stat(); err != nil {
+	return unix.Fstatat(m.dir, m.name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (m made) chown(uid, gid uint32) error {
+	if m.fd >= 0 {
+		return layers.Chown(m.fd, "", int(uid), int(gid))
+	}
+	return layers.Chown(m.dir, m.name, int(uid), int(gid))
+}
+
+func (m made) chmod(perm uint32) error {
+	if m.fd >= 0 {
+		return layers.Chmod(m.fd, "", perm)
+	}
+	return layers.Chmod(m.dir, m.name, perm)
+}
+
+// own gives the new object m the owner o.ow says, unless that goes to the
+// override xattr, and permission bits o.perm, and returns its attributes.
+// It changes only what differs: the daemon, usually root with umask 0,
+// mostly creates objects right already. Under squash_to_* a refused chown
+// is ignored, as fuse-overlayfs does.
+func (fs *FS) own(m made, o newObject) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := m.stat(&st); err != nil {
 		return st, err
 	}
 	changed := false
-	if chown && (st.Uid != uid || st.Gid != gid) {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchown(fd, int(uid), int(gid))
-		} else {
-			err = unix.Fchownat(wfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
-		}
-		if err != nil && !squashed {
+	if !o.ow.inXattr && (st.Uid != o.ow.uid || st.Gid != o.ow.gid) {
+		err := m.chown(o.ow.uid, o.ow.gid)
+		if err != nil && !fs.squashed() {
 			return st, err
 		}
 		changed = err == nil
 	}
 	// After chown, which clears setuid and setgid.
-	if typ != unix.S_IFLNK && (st.Mode&0o7777 != perm || changed && perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
-		var err error
-		if fd >= 0 {
-			err = unix.Fchmod(fd, perm)
-		} else {
-			err = unix.Fchmodat(wfd, tmp, perm, 0)
-		}
-		if err != nil {
+	if o.typ != unix.S_IFLNK && (st.Mode&0o7777 != o.perm || changed && o.perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
+		if err := m.chmod(o.perm); err != nil {
 			return st, err
 		}
 		changed = true
 	}
 	if changed {
-		return st, stat()
+		return st, m.stat(&st)
 	}
 	return st, nil
 }
 
-// whiteoutAt reports whether the upper directory pfd has a kernel
-// whiteout named name, or an AUFS whiteout file for it.
-func (fs *FS) whiteoutAt(pfd int, name string) (char, aufs bool) {
+// ownUnnamed gives the unnamed file fd its owner and mode, or, with
+// xattr_permissions, the override that holds them (the file then keeps
+// the daemon's owner and the mode it was made with).
+func (fs *FS) ownUnnamed(fd int, o newObject) error {
+	if o.ow.inXattr {
+		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
+		return layers.FdSetxattr(fd, fs.overrideWrite, []byte(ov.String()), 0)
+	}
+	_, err := fs.own(made{fd: fd}, o)
+	return err
+}
+
+// whiteoutAt reports whether the upper directory pfd of p has a whiteout
+// named name that a new object replaces (char: a kernel whiteout, or, in
+// a directory marked opaque=x, an xwhiteout, which the kernel also hides
+// in the upper layer), or an AUFS whiteout file for it.
+// Preconditions: renameMu held; p copied up.
+func (fs *FS) whiteoutAt(p *node, pfd int, name string) (char, aufs bool) {
 	var st unix.Stat_t
-	if unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && layers.IsWhiteout(&st) {
-		char = true
+	if unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		char = layers.IsWhiteout(&st) || p.layersOf()[0].marks.XWhiteouts && layers.IsXWhiteoutAt(pfd, name, &st)
 	}
 	if len(name)+len(layers.WhiteoutPrefix) <= maxName &&
 		unix.Fstatat(pfd, layers.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
@@ -337,35 +465,108 @@ func (fs *FS) whiteoutAt(pfd int, name string) (char, aufs bool) {
 
 // Create creates and opens regular file name in directory parent; flags
 // are the open(2) flags.
-func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, uint64, error) {
+func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, Opened, error) {
 	pl, err := fs.create(parent, name, unix.S_IFREG|mode&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
-		return unix.Openat(wfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		return layers.Create(wfd, tmp, unix.O_RDWR, perm)
 	})
 	if err != nil {
-		return Entry{}, 0, err
+		return Entry{}, Opened{}, err
 	}
 	n, err := fs.get(pl.entry.ID)
 	if err != nil {
 		unix.Close(pl.fd)
-		return Entry{}, 0, err
+		return Entry{}, Opened{}, err
 	}
-	h := &fileHandle{n: n, fd: pl.fd, stale: -1}
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	// A new file has no file capabilities: the kernel's check before
 	// each write needs no host call.
 	n.noCaps = true
-	if n.open == nil {
-		n.open = make(map[*fileHandle]struct{})
+	return pl.entry, fs.attach(n, pl.fd, fs.passedThrough(n)), nil
+}
+
+// Tmpfile creates and opens a regular file without a name in directory
+// parent (open(2) with O_TMPFILE), as the kernel's overlay does: in the
+// parent's upper directory, copied up first. It is complete when made; a
+// link(2) may give it a name later.
+func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error) {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return Entry{}, Opened{}, syscall.EROFS
 	}
-	n.open[h] = struct{}{}
+	p, err := fs.get(parent)
+	if err != nil {
+		return Entry{}, Opened{}, err
+	}
+	if !p.isDir() {
+		return Entry{}, Opened{}, syscall.ENOTDIR
+	}
+	if fs.prot(p)&flagImmutable != 0 {
+		return Entry{}, Opened{}, syscall.EPERM
+	}
+	if err := fs.copyUp(p); err != nil {
+		return Entry{}, Opened{}, err
+	}
+	fd := -1
+	var st unix.Stat_t
+	err = fs.inDir(p, fs.upper, func(pfd int) error {
+		var pst unix.Stat_t
+		if err := unix.Fstat(pfd, &pst); err != nil {
+			return err
+		}
+		mode := unix.S_IFREG | mode&0o7777
+		def := fs.defaultACL(p)
+		if def == nil {
+			mode &^= c.Umask & 0o777
+		}
+		ow := fs.ownership(p, &pst, mode, c)
+		perm := ow.ownPerm
+		if def != nil {
+			// The host gives the file the directory's default ACL.
+			m, _, err := inheritACL(def, unix.S_IFREG|perm)
+			if err != nil {
+				return err
+			}
+			perm = m & 0o7777
+		}
+		var err error
+		if fd, err = layers.Tmpfile(pfd, unix.O_RDWR, ow.ownPerm); err != nil {
+			return err
+		}
+		err = fs.ownUnnamed(fd, newObject{typ: unix.S_IFREG, ow: ow, perm: perm})
+		if err == nil {
+			err = unix.Fstat(fd, &st)
+		}
+		return err
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return Entry{}, Opened{}, toErrno(err)
+	}
+	f := fs.fresh(st, unix.S_IFREG, false)
+	id := fs.identify(p, "", f)
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == unix.S_IFREG }, func() *node {
+		n := newNode(unix.S_IFREG, f.objs, p, "", nil)
+		n.unlinked = true
+		return n
+	})
+	if isNew {
+		fs.setNumber(n, id)
+	}
+	n.mu.Lock()
+	n.noCaps = true
+	o := fs.attach(n, fd, fs.passedThrough(n))
 	n.mu.Unlock()
-	return pl.entry, fs.addHandle(h), nil
+	return Entry{ID: n.ID(), Attr: fs.attr(n, &st)}, o, nil
 }
 
 // Mkdir creates directory name in directory parent.
 func (fs *FS) Mkdir(parent uint64, name string, perm uint32, c Cred) (Entry, error) {
 	pl, err := fs.create(parent, name, unix.S_IFDIR|perm&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
-		return -1, unix.Mkdirat(wfd, tmp, perm)
+		return -1, layers.Mkdir(wfd, tmp, perm)
 	})
 	return pl.entry, err
 }
@@ -383,7 +584,7 @@ func (fs *FS) Mknod(parent uint64, name string, mode uint32, rdev uint64, c Cred
 		return Entry{}, syscall.EINVAL
 	}
 	pl, err := fs.create(parent, name, mode, c, func(wfd int, tmp string, perm uint32) (int, error) {
-		return -1, unix.Mknodat(wfd, tmp, mode&unix.S_IFMT|perm, int(rdev))
+		return -1, layers.Mknod(wfd, tmp, mode&unix.S_IFMT|perm, rdev)
 	})
 	return pl.entry, err
 }
@@ -391,7 +592,7 @@ func (fs *FS) Mknod(parent uint64, name string, mode uint32, rdev uint64, c Cred
 // Symlink creates symlink name to target in directory parent.
 func (fs *FS) Symlink(parent uint64, name, target string, c Cred) (Entry, error) {
 	pl, err := fs.create(parent, name, unix.S_IFLNK|0o777, c, func(wfd int, tmp string, _ uint32) (int, error) {
-		return -1, unix.Symlinkat(target, wfd, tmp)
+		return -1, layers.Symlink(target, wfd, tmp)
 	})
 	return pl.entry, err
 }
@@ -421,14 +622,20 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
 		return Entry{}, syscall.EPERM
 	}
+	if fs.prot(t) != 0 || fs.prot(p)&flagImmutable != 0 {
+		return Entry{}, syscall.EPERM
+	}
 	if err := fs.copyUp(t); err != nil {
+		return Entry{}, err
+	}
+	if err := fs.linkRedirect(t); err != nil {
 		return Entry{}, err
 	}
 	if err := fs.copyUp(p); err != nil {
 		return Entry{}, err
 	}
-	p.dirMu.Lock()
-	defer p.dirMu.Unlock()
+	p.aux.dirMu.Lock()
+	defer p.aux.dirMu.Unlock()
 	if _, err := fs.resolve(p, name); err != syscall.ENOENT {
 		if err == nil {
 			err = syscall.EEXIST
@@ -440,32 +647,32 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	defer unix.Close(pfd)
-	tfd, err := fs.openObj(t, fs.upper)
+	tfd, err := fs.upperFd(t)
 	if err != nil {
-		return Entry{}, errno(err)
+		return Entry{}, err
 	}
 	defer unix.Close(tfd)
-	over, aufs := fs.whiteoutAt(pfd, name)
+	over, aufs := fs.whiteoutAt(p, pfd, name)
 	if over {
 		// Link in the workdir, then replace the whiteout with one rename.
 		wfd, tmp := fs.work.Fd(), fs.work.TempName()
-		if err := linkFd(tfd, wfd, tmp); err != nil {
-			return Entry{}, errno(err)
+		if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
+			return Entry{}, toErrno(err)
 		}
-		if err := unix.Renameat(wfd, tmp, pfd, name); err != nil {
-			unix.Unlinkat(wfd, tmp, 0)
-			return Entry{}, errno(err)
+		if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+			layers.Unlink(wfd, tmp)
+			return Entry{}, toErrno(err)
 		}
-	} else if err := linkFd(tfd, pfd, name); err != nil {
-		return Entry{}, errno(err)
+	} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
+		return Entry{}, toErrno(err)
 	}
 	if aufs {
-		unix.Unlinkat(pfd, layers.WhiteoutPrefix+name, 0)
+		layers.Unlink(pfd, layers.WhiteoutPrefix+name)
 	}
-	if _, err := layers.FdGetxattr(tfd, fs.privateXattr("origin")); err == nil {
+	if _, err := layers.FdGetxattr(tfd, fs.xattrs.Name(layers.XattrOrigin)); err == nil {
 		// As ovl_link: the parent now holds an object whose number comes
 		// from its origin, so it is impure.
-		setxattrAt(pfd, ".", fs.privateXattr("impure"), "y")
+		layers.SetImpure(pfd, fs.xattrs)
 	}
 	f, err := fs.resolve(p, name)
 	if err != nil {
@@ -474,23 +681,21 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	return fs.acquire(p, name, f), nil
 }
 
-// linkFd links the object of O_PATH fd at name in directory dfd.
-func linkFd(fd, dfd int, name string) error {
-	err := unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
-	if err == unix.ENOENT || err == unix.EPERM {
-		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
-		err = unix.Linkat(unix.AT_FDCWD, procPath(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
+// upperFd returns an fd of n's upper object, which the caller closes:
+// through its name, or, for a node without one (O_TMPFILE), a copy of
+// an open file's fd.
+// Preconditions: renameMu held; n copied up.
+func (fs *FS) upperFd(n *node) (int, error) {
+	n.mu.Lock()
+	unlinked, fd := n.unlinked, n.openFd()
+	n.mu.Unlock()
+	if !unlinked {
+		fd, err := fs.openObj(n, fs.upper)
+		return fd, toErrno(err)
 	}
-	return err
-}
-
-// setxattrAt sets xattr name of entry name of directory dfd, never
-// following a symlink.
-func setxattrAt(dfd int, entry, name, value string) error {
-	fd, err := unix.Openat(dfd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
+	if fd < 0 {
+		return -1, syscall.ENOENT
 	}
-	defer unix.Close(fd)
-	return unix.Setxattr(procPath(fd), name, []byte(value), 0)
+	fd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	return fd, toErrno(err)
 }

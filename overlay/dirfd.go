@@ -1,7 +1,9 @@
 package overlay
 
 import (
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -31,20 +33,22 @@ type dirFds struct {
 // returns what f returns. f makes *at calls on single names only.
 // Preconditions: renameMu held; p has an object in l.
 func (fs *FS) inDir(p *node, l *layers.Layer, f func(dfd int) error) error {
-	d := &p.dfd
+	d := &p.aux.dfd
 	for {
 		d.mu.RLock()
 		fd, ok := d.fds[l]
 		if ok {
+			fs.stats.dirFdUsed.Add(1)
 			err := f(fd)
 			d.mu.RUnlock()
 			return err
 		}
 		d.mu.RUnlock()
-		fd, err := l.OpenPath(p.path())
+		fd, err := fs.openObj(p, l)
 		if err != nil {
 			return err
 		}
+		fs.stats.dirFdOpened.Add(1)
 		if !fs.holdDirFd(d, l, fd) {
 			err := f(fd)
 			unix.Close(fd)
@@ -77,26 +81,66 @@ func (fs *FS) openAt(p *node, l *layers.Layer, name string) (int, error) {
 	return fd, err
 }
 
+// inParent calls f with an fd of the directory that holds n's object in
+// layer l and the object's name there: its place's, or where a redirect
+// put it (place.far); for the root, the layer's root and ".".
+// Preconditions: renameMu held; n has an object in l.
+func (fs *FS) inParent(n *node, l *layers.Layer, f func(dfd int, name string) error) error {
+	at := n.at.Load()
+	if at.parent == n {
+		return f(l.Root(), ".")
+	}
+	w := at.in(l)
+	switch {
+	case w == "":
+		// An unnamed file (O_TMPFILE): reached through its handles only.
+		return syscall.ENOENT
+	case w[0] != '/':
+		return fs.inDir(at.parent, l, func(dfd int) error { return f(dfd, w) })
+	}
+	i := strings.LastIndexByte(w, '/')
+	dfd, err := l.Walk(w[1:max(i, 1)])
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	return f(dfd, w[i+1:])
+}
+
 // openObj opens n's object in layer l as an O_PATH fd; the caller closes
 // it.
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) openObj(n *node, l *layers.Layer) (int, error) {
-	at := n.at.Load()
-	if at.parent == n {
-		return l.OpenPath("")
-	}
-	return fs.openAt(at.parent, l, at.name)
+	fd := -1
+	err := fs.inParent(n, l, func(dfd int, name string) error {
+		var err error
+		fd, err = unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
 }
 
 // openFile opens n's object in layer l, a regular file, with flags
-// (layers.Layer.OpenFile).
-// Preconditions: renameMu held; n has an object in l; n is not the root.
+// (layers.Layer.OpenFileAt).
+// Preconditions: renameMu held; n has an object in l.
 func (fs *FS) openFile(n *node, l *layers.Layer, flags int) (int, error) {
-	at := n.at.Load()
 	fd := -1
-	err := fs.inDir(at.parent, l, func(dfd int) error {
+	err := fs.inParent(n, l, func(dfd int, name string) error {
 		var err error
-		fd, err = l.OpenFileAt(dfd, at.name, flags)
+		fd, err = l.OpenFileAt(dfd, name, flags)
+		return err
+	})
+	return fd, err
+}
+
+// openDir opens directory n's object in layer l for reading entries; the
+// caller closes it.
+// Preconditions: renameMu held; n has an object in l.
+func (fs *FS) openDir(n *node, l *layers.Layer) (int, error) {
+	fd := -1
+	err := fs.inParent(n, l, func(dfd int, name string) error {
+		var err error
+		fd, err = l.OpenDirAt(dfd, name)
 		return err
 	})
 	return fd, err
@@ -105,24 +149,20 @@ func (fs *FS) openFile(n *node, l *layers.Layer, flags int) (int, error) {
 // lstat stats n's object in layer l.
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) lstat(n *node, l *layers.Layer) (unix.Stat_t, error) {
-	at := n.at.Load()
-	if at.parent == n {
-		return l.Lstat("")
-	}
-	return fs.statAt(at.parent, l, at.name)
+	var st unix.Stat_t
+	err := fs.inParent(n, l, func(dfd int, name string) error {
+		return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	return st, err
 }
 
 // getxattr reads attribute attr of n's object in layer l.
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) getxattr(n *node, l *layers.Layer, attr string) ([]byte, error) {
-	at := n.at.Load()
-	if at.parent == n {
-		return l.Getxattr("", attr)
-	}
 	var v []byte
-	err := fs.inDir(at.parent, l, func(dfd int) error {
+	err := fs.inParent(n, l, func(dfd int, name string) error {
 		var err error
-		v, err = layers.GetxattrAt(dfd, at.name, attr)
+		v, err = layers.GetxattrAt(dfd, name, attr)
 		return err
 	})
 	return v, err
@@ -150,7 +190,7 @@ func (fs *FS) holdDirFd(d *dirFds, l *layers.Layer, fd int) bool {
 
 // closeDirFds closes the fds node n holds, and holds none from now on.
 func (fs *FS) closeDirFds(n *node) {
-	d := &n.dfd
+	d := &n.aux.dfd
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true

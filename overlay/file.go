@@ -4,6 +4,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,6 +20,8 @@ type fileHandle struct {
 	fd    int
 	lower bool // fd is a lower layer's file
 	stale int  // the lower fd after a switch, or -1
+	// backed says the kernel reads and writes fd itself (passthrough.go).
+	backed bool
 }
 
 // file returns h's current fd.
@@ -34,7 +37,7 @@ func (fs *FS) readFd(h *fileHandle) int {
 	h.mu.Lock()
 	fd, lower := h.fd, h.lower
 	h.mu.Unlock()
-	if !lower || !h.n.upper() {
+	if !lower || !h.n.upperData() {
 		return fd
 	}
 	fs.renameMu.RLock()
@@ -45,7 +48,7 @@ func (fs *FS) readFd(h *fileHandle) int {
 	if gone {
 		return fd
 	}
-	up, err := fs.upper.OpenFile(h.n.path(), unix.O_RDONLY)
+	up, err := fs.openFile(h.n, fs.upper, unix.O_RDONLY)
 	if err != nil {
 		return fd
 	}
@@ -61,54 +64,87 @@ func (fs *FS) readFd(h *fileHandle) int {
 
 // Open opens regular file id with open(2) flags and returns a handle.
 // Opening for writing or with O_TRUNC copies the file up first, as the
-// kernel does.
-func (fs *FS) Open(id uint64, flags int) (uint64, error) {
+// kernel does (with O_TRUNC, without its data). killPrivs, when set, is a
+// caller without CAP_FSETID opening with O_TRUNC: setuid and setgid go,
+// as on a truncate (HANDLE_KILLPRIV_V2).
+func (fs *FS) Open(id uint64, flags int, killPrivs *Cred) (Opened, error) {
+	o, privs, err := fs.open(id, flags)
+	if err == nil && killPrivs != nil && flags&unix.O_TRUNC != 0 && privs {
+		h := o.Handle
+		_, err = fs.SetAttr(id, SetAttrs{Handle: &h, KillPrivs: killPrivs})
+	}
+	return o, err
+}
+
+// open is Open but for the setuid and setgid bits, and reports whether the
+// file may have either.
+func (fs *FS) open(id uint64, flags int) (Opened, bool, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	n, err := fs.get(id)
 	if err != nil {
-		return 0, err
+		return Opened{}, false, err
 	}
 	if n.typ == unix.S_IFDIR {
-		return 0, syscall.EISDIR
+		return Opened{}, false, syscall.EISDIR
 	}
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if write {
 		if fs.upper == nil {
-			return 0, syscall.EROFS
+			return Opened{}, false, syscall.EROFS
 		}
-		if err := fs.copyUpTrunc(n, flags&unix.O_TRUNC != 0); err != nil {
-			return 0, err
+		if err := fs.checkProt(n, flags&unix.O_APPEND != 0 && flags&unix.O_TRUNC == 0); err != nil {
+			return Opened{}, false, err
+		}
+		fd, err := fs.copyUpOpen(n, flags&unix.O_TRUNC != 0)
+		if err != nil {
+			return Opened{}, false, err
+		}
+		if fd >= 0 {
+			// The copy is truncated already, as O_TRUNC asks.
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			return fs.attach(n, fd, fs.passedThrough(n)), n.privs.Load() != privsNone, nil
 		}
 	}
-	return fs.openHandle(n, flags)
+	o, err := fs.openHandle(n, flags)
+	return o, n.privs.Load() != privsNone, err
 }
 
 // openHandle opens n's winning object. A writable file is opened O_RDWR:
-// with the writeback cache the kernel reads through write-only handles.
+// with the writeback cache the kernel reads through write-only handles;
+// so is one passed through, whose backing later opens of the node share.
 // O_APPEND is left out, since the kernel sends the offsets; O_TRUNC is
 // applied by the host open.
 // Preconditions: renameMu held; n copied up if flags write.
-func (fs *FS) openHandle(n *node, flags int) (uint64, error) {
-	host := unix.O_RDONLY
-	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
-		host = unix.O_RDWR | flags&unix.O_TRUNC
-	}
+func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.unlinked {
-		return 0, syscall.ENOENT
+		return Opened{}, syscall.ENOENT
 	}
-	fd, err := fs.openFile(n, n.objs[0].layer, host)
+	if err := fs.lazyData(n); err != nil {
+		return Opened{}, err
+	}
+	pt := fs.passedThrough(n)
+	host := unix.O_RDONLY
+	if pt || flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
+		host = unix.O_RDWR | flags&unix.O_TRUNC
+	}
+	// A metacopy file is read from the object below that holds its
+	// data; it is never opened for writing as such (copyUpOpen).
+	data, own := dataOf(n.objects(), n.typ)
+	fd, err := fs.openFile(n, data.layer, host)
 	if err != nil {
-		return 0, errno(err)
+		return Opened{}, toErrno(err)
 	}
-	h := &fileHandle{n: n, fd: fd, lower: !n.objs[0].layer.Upper, stale: -1}
-	if n.open == nil {
-		n.open = make(map[*fileHandle]struct{})
+	if !own {
+		if err := fs.verifyData(n, fd); err != nil {
+			unix.Close(fd)
+			return Opened{}, err
+		}
 	}
-	n.open[h] = struct{}{}
-	return fs.addHandle(h), nil
+	return fs.attach(n, fd, pt), nil
 }
 
 func (fs *FS) fileHandle(h uint64) (*fileHandle, error) {
@@ -121,48 +157,42 @@ func (fs *FS) fileHandle(h uint64) (*fileHandle, error) {
 	return f, nil
 }
 
-// Read reads into dst from offset off of handle h.
-func (fs *FS) Read(h uint64, dst []byte, off int64) (int, error) {
+// ReadFd returns the host fd to read handle h through. It stays open until
+// h is released, which the kernel does not do while a read of h is in
+// flight.
+func (fs *FS) ReadFd(h uint64) (int, error) {
+	f, err := fs.fileHandle(h)
+	if err != nil {
+		return -1, err
+	}
+	return fs.readFd(f), nil
+}
+
+// Write writes data at offset off of handle h and returns how much it
+// wrote: all of it, or, when the host stops part way (a full
+// filesystem), what went in before, as write(2) on the kernel's overlay
+// returns a short count. killPrivs, when set, is the caller, who lacks
+// CAP_FSETID: setuid and setgid go first, as the kernel drops them
+// (killedPrivs), which the daemon's own write would not do
+// (HANDLE_KILLPRIV_V2).
+func (fs *FS) Write(h uint64, data []byte, off int64, killPrivs *Cred) (int, error) {
 	f, err := fs.fileHandle(h)
 	if err != nil {
 		return 0, err
 	}
-	fd := fs.readFd(f)
-	total := 0
-	for total < len(dst) {
-		n, err := unix.Pread(fd, dst[total:], off+int64(total))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return total, errno(err)
-		}
-		if n == 0 {
-			break
-		}
-		total += n
-	}
-	return total, nil
-}
-
-// Write writes data at offset off of handle h.
-func (fs *FS) Write(h uint64, data []byte, off int64) error {
-	f, err := fs.fileHandle(h)
-	if err != nil {
-		return err
-	}
 	fd := f.file()
-	for len(data) > 0 {
-		n, err := unix.Pwrite(fd, data, off)
-		if err == unix.EINTR {
-			continue
+	if killPrivs != nil && f.n.privs.Load() != privsNone {
+		if _, err := fs.SetAttr(f.n.ID(), SetAttrs{Handle: &h, KillPrivs: killPrivs}); err != nil {
+			return 0, err
 		}
-		if err != nil {
-			return errno(err)
-		}
-		data, off = data[n:], off+int64(n)
 	}
-	return nil
+	// A write cut short by an error returns what was written, as
+	// write(2) does.
+	done, err := layers.Pwrite(fd, data, off)
+	if err != nil && done == 0 {
+		return 0, toErrno(err)
+	}
+	return done, nil
 }
 
 // Fsync flushes handle h to stable storage.
@@ -174,7 +204,7 @@ func (fs *FS) Fsync(h uint64) error {
 	if fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Fsync(f.file()))
+	return toErrno(layers.Fsync(f.file()))
 }
 
 // Fallocate is fallocate(2) on handle h.
@@ -183,7 +213,35 @@ func (fs *FS) Fallocate(h uint64, mode uint32, off, length int64) error {
 	if err != nil {
 		return err
 	}
-	return errno(unix.Fallocate(f.file(), mode, off, length))
+	return toErrno(layers.Fallocate(f.file(), mode, off, length))
+}
+
+// Lseek answers lseek(2) with SEEK_DATA or SEEK_HOLE on handle h: the
+// holes of the host file it reads through.
+func (fs *FS) Lseek(h uint64, off int64, whence int) (int64, error) {
+	f, err := fs.fileHandle(h)
+	if err != nil {
+		return 0, err
+	}
+	n, err := unix.Seek(fs.readFd(f), off, whence)
+	return n, toErrno(err)
+}
+
+// CopyFileRange copies n bytes at offset inOff of handle in to offset
+// outOff of handle out, with the host's copy_file_range (a reflink or an
+// in-kernel copy where the filesystem can), as the kernel's overlay does
+// on the real files.
+func (fs *FS) CopyFileRange(in uint64, inOff int64, out uint64, outOff int64, n int, flags int) (int, error) {
+	fin, err := fs.fileHandle(in)
+	if err != nil {
+		return 0, err
+	}
+	fout, err := fs.fileHandle(out)
+	if err != nil {
+		return 0, err
+	}
+	copied, err := layers.CopyFileRange(fs.readFd(fin), &inOff, fout.file(), &outOff, n, flags)
+	return copied, toErrno(err)
 }
 
 // Release closes handle h.
@@ -193,7 +251,7 @@ func (fs *FS) Release(h uint64) {
 		return
 	}
 	f.n.mu.Lock()
-	delete(f.n.open, f)
+	fs.detach(f)
 	f.n.mu.Unlock()
 	f.mu.Lock()
 	unix.Close(f.fd)
@@ -217,8 +275,13 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if n.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
-	t, err := n.layersOf()[0].layer.Readlink(n.path())
-	return t, errno(err)
+	var t string
+	err = fs.inParent(n, n.layersOf()[0].layer, func(dfd int, name string) error {
+		var err error
+		t, err = layers.ReadlinkAt(dfd, name)
+		return err
+	})
+	return t, toErrno(err)
 }
 
 // SyncFS flushes the upper layer's filesystem.
@@ -226,5 +289,5 @@ func (fs *FS) SyncFS() error {
 	if fs.upper == nil || fs.opts.NoFsync {
 		return nil
 	}
-	return errno(unix.Syncfs(fs.upper.Root()))
+	return toErrno(layers.Syncfs(fs.upper.Root()))
 }

@@ -4,14 +4,39 @@
 //
 // The engine speaks plain Go types and syscall.Errno; fuse.go is the only
 // file that knows the FUSE library, so everything else is testable without
-// a mount. Host access goes through package layers only: the engine never
-// builds a host path and never writes to a lower layer.
+// a mount. Every change to the upper layer goes through package layers'
+// small wrappers (layers/upper.go; TestUpperChangesGoThroughLayers reads
+// this package's source to hold it to that). The engine reads the layers
+// with *at calls on directory fds it holds, one name at a time (dirfd.go):
+// it never builds a host path, never follows a symlink of a layer, and
+// never writes to a lower layer.
 //
-// Locking (order from outer to inner): FS.renameMu; a directory's dirMu;
-// any node's mu (never two at once); the leaves inodes.Table.mu and
-// FS.hmu, which are never held across a host syscall. Every operation holds renameMu for
-// reading, rename holds it for writing, so paths are stable during an
-// operation. Each method says what it needs held.
+// # Locks
+//
+// The one order of the package's locks, outer first; a lock is taken
+// only while holding those above it on its branch, never one below it or
+// on another branch. Each method says what it needs held
+// ("Preconditions:").
+//
+//	listing.mu           one directory's readers take turns (ReadDir)
+//	├── heldListings.mu  leaf; it only TryLocks other listings, to drop them
+//	└── FS.renameMu      held for writing by rename; for reading by every
+//	    │                operation that resolves names or places (lookup,
+//	    │                create, remove, setattr, xattrs, open, ...), so that
+//	    │                places are stable; not by Read, Write, Fsync,
+//	    │                Release, Forget, which work on handles and ids
+//	    └── aux.dirMu    one directory's entries: create and remove, from
+//	        │            the check that a name is free to the change
+//	        └── node.mu  one node at a time (copyUp holds it across the
+//	            │        copy); also taken alone, without the locks above
+//	            ├── fileHandle.mu   leaf
+//	            ├── dirFds.mu       leaf, held across one *at syscall
+//	            ├── copyup.Work.mu  leaf (putting a copy in place)
+//	            ├── FS.hmu          leaf (handles, passthrough backing)
+//	            └── inodes.Table.mu leaf
+//
+// Leaves are never held across another lock, and a leaf other than
+// dirFds.mu and Work.mu across no host syscall.
 package overlay
 
 import (
@@ -28,6 +53,7 @@ import (
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -48,12 +74,36 @@ type Options struct {
 	StaticNlink bool
 	// Work is the upper layer's workdir/work; nil for a read-only stack.
 	Work *copyup.Work
+	// Redirects says what the mount does with overlay.redirect
+	// (redirect_dir=).
+	Redirects Redirects
+	// Verity is verity=: whether a metacopy file's data is checked
+	// against the fs-verity digest its marker records.
+	Verity VerityMode
+	// UUID is uuid=: whether the upper layer gets a persistent overlay
+	// uuid, and, with off, null uuids in the origins written and only
+	// null ones followed.
+	UUID UUIDMode
+	// Metacopy lets lookups take a metacopy file's data from below, and
+	// copy-up copy only metadata where it can (metacopy=on). Without it
+	// a metacopy file with data below is refused (EPERM), as by the
+	// kernel.
+	Metacopy bool
 	// NoFsync skips the fsyncs the kernel does for durability (copy-up
 	// data, syncfs): fuse-overlayfs's volatile and fsync=0.
 	NoFsync bool
 	// UIDs and GIDs map owners between the layers and the mount
 	// (fuse-overlayfs's uidmapping, gidmapping and squash_to_*).
 	UIDs, GIDs IDMap
+	// Passthrough lets the kernel read and write upper files itself
+	// (FUSE passthrough), where the daemon may allow it (root outside a
+	// user namespace).
+	Passthrough bool
+	// ACL lets the kernel enforce POSIX ACLs (FUSE_POSIX_ACL), and new
+	// objects built in the workdir inherit default ACLs as the host
+	// gives them to objects made in place (fuse-overlayfs's noacl turns
+	// it off).
+	ACL bool
 	// XattrPermissions is fuse-overlayfs's xattr_permissions: 0 changes
 	// owners and modes for real; 1 and 2 keep them in the override
 	// xattr OverridePrivileged or OverrideUser (see override.go).
@@ -62,18 +112,22 @@ type Options struct {
 
 // FS is a merged view of a layer stack.
 type FS struct {
-	opts   Options
-	stack  []*layers.Layer // top first; the upper layer, if any, is stack[0]
-	upper  *layers.Layer   // nil for a read-only stack
-	scheme *inodes.Scheme
-	nodes  *inodes.Table[*node]
-	uuids  map[[16]byte][]*layers.Layer // lower layers by filesystem uuid
-	work   *copyup.Work
+	opts  Options
+	stack []*layers.Layer // top first; the upper layer, if any, is stack[0]
+	upper *layers.Layer   // nil for a read-only stack
+	// dataLayers are the data-only layers, after the others in stack:
+	// never merged, only searched for a metacopy file's data.
+	dataLayers []*layers.Layer
+	scheme     *inodes.Scheme
+	nodes      *inodes.Table[*node]
+	uuids      map[[16]byte][]*layers.Layer // lower layers by filesystem uuid
+	work       *copyup.Work
 	// Forms the upper layer takes, probed at mount: kernel whiteouts
 	// need mknod of char 0/0, trusted.overlay.* xattrs need
-	// CAP_SYS_ADMIN; without them the rootless forms are written.
+	// CAP_SYS_ADMIN; without them the rootless forms are written
+	// (AUFS whiteouts, user.overlay.*), where the private xattrs go.
 	charWhiteouts bool
-	trusted       bool
+	xattrs        layers.Namespace
 	// euid and egid are the daemon's: the owner of what it creates;
 	// umask is its umask (0 in ovlmount), read at mount.
 	euid, egid, umask uint32
@@ -84,13 +138,26 @@ type FS struct {
 	overrideRead  map[*layers.Layer][]string
 	overrideWrite string
 
-	// renameMu is held for writing by rename and for reading by every
-	// other operation: see the lock order above.
+	// namelen is the longest name over the layers' filesystems.
+	namelen int64
+
+	// renameMu is held for writing by rename and for reading by the
+	// operations on names: see the lock order above.
 	renameMu sync.RWMutex
 
 	// Directory fds held by nodes (dirfd.go), and their bound.
 	dirFdCount atomic.Int64
 	dirFdMax   int64
+
+	// digests caches the fs-verity digests of data files without
+	// fs-verity of their own (verity.go).
+	digests *fsverity.Cache
+
+	// listings are the merged listings held (readdir.go).
+	listings heldListings
+
+	// stats are the counters ovlmount stats shows (stats.go).
+	stats engineStats
 
 	// Table shrinks seen, and whether memory is being given back
 	// (Forgotten).
@@ -102,10 +169,47 @@ type FS struct {
 	// about it.
 	invalidate func(id uint64)
 
-	// hmu guards handles and nextHandle.
+	// hmu guards handles, nextHandle and backing.
 	hmu        sync.Mutex
+	backing    Backing // registers passthrough files; nil: none
 	handles    map[uint64]*fileHandle
 	nextHandle uint64
+}
+
+// VerityMode is the kernel's verity= mount option.
+type VerityMode int
+
+// The verity= modes.
+const (
+	// VerityOff: digests are neither checked nor recorded.
+	VerityOff VerityMode = iota
+	// VerityOn: a digest a metacopy file records is checked when its
+	// data is first opened (EIO on a mismatch); copy-up records the
+	// lower data's digest where the lower file has fs-verity.
+	VerityOn
+	// VerityRequire: as on, and a metacopy file without a digest is
+	// refused (EIO); copy-up copies the data of a file without
+	// fs-verity instead of leaving it below.
+	VerityRequire
+)
+
+// UUIDMode is the kernel's uuid= mount option.
+type UUIDMode int
+
+// The uuid= modes.
+const (
+	UUIDAuto UUIDMode = iota
+	UUIDOn
+	UUIDNull
+	UUIDOff
+)
+
+// Redirects is redirect_dir=: whether redirects are followed at lookup
+// and made by rename. The kernel's default, with redirect_always_follow,
+// is to follow them and make none.
+type Redirects struct {
+	Follow bool // follow redirects found (follow, on, and off)
+	Create bool // rename lower and merged directories with one (on)
 }
 
 // New builds the merged view of stack (top first; the upper layer, if any,
@@ -113,7 +217,8 @@ type FS struct {
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work,
-		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
+		digests: fsverity.NewCache(digestCacheEntries),
+		euid:    uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit
@@ -123,6 +228,15 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	devs := make([]uint64, len(stack))
 	for i, l := range stack {
 		devs[i] = l.Dev
+		if l.DataOnly {
+			fs.dataLayers = append(fs.dataLayers, l)
+			continue
+		}
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(l.Root(), &sfs); err != nil {
+			return nil, fmt.Errorf("statfs %s: %w", l.Path, err)
+		}
+		fs.namelen = max(fs.namelen, sfs.Namelen)
 		if l.Upper {
 			fs.upper = l
 		} else if u, err := layers.FSUUID(l.Root()); err == nil {
@@ -135,80 +249,116 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	}
 	fs.scheme = inodes.NewWidth(devs, fs.upper != nil, width)
 	if opts.XinoOff {
-		fs.scheme = inodes.NewWidth(devs[:1], false, width)
+		fs.scheme = inodes.NewFlat(devs, width)
 	}
 	if fs.upper != nil && fs.work == nil {
 		return nil, fmt.Errorf("an upper layer needs a workdir")
 	}
 	if fs.work != nil {
-		fs.charWhiteouts, fs.trusted = probe(fs.work)
-		fs.stampUUID()
+		fs.charWhiteouts, fs.xattrs = probe(fs.work)
+		if err := fs.stampUUID(); err != nil {
+			return nil, err
+		}
 	}
 	if err := fs.probeOverrides(); err != nil {
 		return nil, err
 	}
-	root := &node{id: inodes.RootID, typ: unix.S_IFDIR}
+	root := newNode(unix.S_IFDIR, nil, nil, "", nil)
+	var objs []obj
 	for _, l := range stack {
+		if l.DataOnly {
+			break
+		}
 		m, err := l.Marks("")
 		if err != nil {
 			return nil, err
 		}
-		root.objs = append(root.objs, obj{layer: l, marks: m})
+		st, err := l.Lstat("")
+		if err != nil {
+			return nil, err
+		}
+		o := objOf(l, &st)
+		o.marks = m
+		objs = append(objs, o)
 		if m.Opaque {
 			break
 		}
 	}
-	st, err := stack[0].Lstat("")
-	if err != nil {
-		return nil, err
+	root.at.Store(&place{parent: root}) // its own parent
+	// The root shows the inode number of its top layer's directory, the
+	// upper one when there is one, as the kernel's root does: it has no
+	// copy-up origin.
+	root.setObjs(objs)
+	top := objs[0]
+	num, ok := fs.scheme.Ino(uint64(top.dev), top.ino)
+	if !ok {
+		num = top.ino
 	}
-	root.at.Store(&place{parent: root})
-	fs.nodes = inodes.NewTable(root, inodes.Key{Dev: st.Dev, Ino: st.Ino}, fs.scheme.Fallback())
+	fs.nodes = inodes.NewTable(root, top.key(), num, fs.scheme)
 	return fs, nil
 }
 
 // probe finds which forms the upper layer's filesystem takes from this
 // process: char 0/0 whiteouts (mknod) and trusted.* xattrs.
-func probe(w *copyup.Work) (charWhiteouts, trusted bool) {
+func probe(w *copyup.Work) (charWhiteouts bool, xattrs layers.Namespace) {
 	name := w.TempName()
-	if unix.Mknodat(w.Fd(), name, unix.S_IFCHR, 0) == nil {
+	if layers.Whiteout(w.Fd(), name) == nil {
 		charWhiteouts = true
-		unix.Unlinkat(w.Fd(), name, 0)
+		layers.Unlink(w.Fd(), name)
 	}
-	if err := unix.Mkdirat(w.Fd(), name, 0o700); err == nil {
+	xattrs = layers.User
+	if err := layers.Mkdir(w.Fd(), name, 0o700); err == nil {
 		fd, err := unix.Openat(w.Fd(), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == nil {
-			trusted = unix.Fsetxattr(fd, layers.TrustedPrefix+"opaque", []byte("y"), 0) == nil
+			if layers.FdSetxattr(fd, layers.Trusted.Name(layers.XattrOpaque), []byte("y"), 0) == nil {
+				xattrs = layers.Trusted
+			}
 			unix.Close(fd)
 		}
-		unix.Unlinkat(w.Fd(), name, unix.AT_REMOVEDIR)
+		layers.Rmdir(w.Fd(), name)
 	}
-	return charWhiteouts, trusted
+	return charWhiteouts, xattrs
 }
 
-// stampUUID gives the upper layer a persistent overlay uuid, as the
-// kernel does at mount when the upper filesystem has none of its own
-// (its file handles then cannot name the filesystem).
-func (fs *FS) stampUUID() {
-	if u, err := layers.FSUUID(fs.upper.Root()); err == nil && u != ([16]byte{}) {
-		return
+// stampUUID gives the upper layer the persistent overlay uuid uuid=
+// asks for, as the kernel's ovl_init_uuid_xattr: with on, always, and
+// the mount fails without it; with auto (the default), only on a new
+// upper layer, one whose root is not yet impure (an old one keeps the null
+// uuid); never with null or off. A uuid already there stays.
+func (fs *FS) stampUUID() error {
+	name := fs.xattrs.Name(layers.XattrUUID)
+	root := fs.upper.Root()
+	if _, err := layers.FdGetxattr(root, name); err == nil {
+		return nil
 	}
-	name := fs.privateXattr("uuid")
-	if _, err := layers.FdGetxattr(fs.upper.Root(), name); err == nil {
-		return
+	switch fs.opts.UUID {
+	case UUIDNull, UUIDOff:
+		return nil
+	case UUIDAuto:
+		if _, err := layers.FdGetxattr(root, fs.xattrs.Name(layers.XattrImpure)); err != unix.ENODATA {
+			return nil
+		}
 	}
 	var u [16]byte
 	rand.Read(u[:])
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	unix.Fsetxattr(fs.upper.Root(), name, u[:], 0)
+	err := layers.FdSetxattr(root, name, u[:], 0)
+	if err != nil && fs.opts.UUID == UUIDOn {
+		return fmt.Errorf("uuid=on: the upper layer takes no %s: %v", name, err)
+	}
+	return nil
 }
-
-// ReadOnly reports whether the stack has no upper layer.
-func (fs *FS) ReadOnly() bool { return fs.upper == nil }
 
 // Timeout returns the kernel cache timeout.
 func (fs *FS) Timeout() time.Duration { return fs.opts.Timeout }
+
+// rootObjs returns the root's layer objects: every layer's root down to
+// an opaque one, data-only layers left out.
+func (fs *FS) rootObjs() []obj {
+	root, _ := fs.nodes.Get(inodes.RootID)
+	return root.layersOf()
+}
 
 // NodeCount returns how many nodes the kernel holds, the root included.
 func (fs *FS) NodeCount() int { return fs.nodes.Len() }
@@ -225,6 +375,7 @@ func (fs *FS) get(id uint64) (*node, error) {
 func (fs *FS) Forget(id, n uint64) {
 	if node, gone := fs.nodes.Forget(id, n); gone && node.isDir() {
 		fs.closeDirFds(node)
+		fs.listings.forget(&node.aux.ls)
 	}
 }
 
@@ -234,23 +385,36 @@ func (fs *FS) Forget(id, n uint64) {
 // its own, and the daemon's footprint should follow what the kernel
 // holds (a tree walk and a drop of the kernel's caches).
 func (fs *FS) Forgotten() {
-	s := fs.nodes.Shrinks()
-	if s == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
+	if fs.nodes.Shrinks() == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
 		return
 	}
-	fs.shrinks.Store(s)
 	go func() {
-		debug.FreeOSMemory()
-		fs.freeing.Store(false)
+		for {
+			// Again while the table shrank meanwhile: the forgets
+			// that shrank it may all have come while memory was
+			// being given back, with no Forgotten after them.
+			for s := fs.nodes.Shrinks(); s != fs.shrinks.Load(); s = fs.nodes.Shrinks() {
+				fs.shrinks.Store(s)
+				debug.FreeOSMemory()
+			}
+			fs.freeing.Store(false)
+			if fs.nodes.Shrinks() == fs.shrinks.Load() || !fs.freeing.CompareAndSwap(false, true) {
+				return
+			}
+		}
 	}()
 }
 
 // StatFS returns the numbers of the top layer's filesystem (the upper
-// layer, or the top lower one), as the kernel does.
+// layer, or the top lower one), as the kernel does, but the longest name
+// any layer takes (ovl_statfs).
 func (fs *FS) StatFS() (unix.Statfs_t, error) {
 	var st unix.Statfs_t
-	err := unix.Fstatfs(fs.stack[0].Root(), &st)
-	return st, errno(err)
+	if err := unix.Fstatfs(fs.stack[0].Root(), &st); err != nil {
+		return st, toErrno(err)
+	}
+	st.Namelen = fs.namelen
+	return st, nil
 }
 
 func (fs *FS) addHandle(h *fileHandle) uint64 {
@@ -287,8 +451,10 @@ func currentUmask() uint32 {
 	return 0o777
 }
 
-// errno turns a host error into the errno the kernel gets.
-func errno(err error) error {
+// toErrno turns a host error into the errno the kernel gets: nil, or a
+// syscall.Errno (never a silent EIO: layers.Errno). It returns error, not
+// syscall.Errno, so that nil stays a nil error.
+func toErrno(err error) error {
 	if err == nil {
 		return nil
 	}

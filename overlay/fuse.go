@@ -1,443 +1,506 @@
 package overlay
 
-// This file is the only one that knows github.com/jacobsa/fuse: it turns
-// FUSE operations into calls on FS and FS's answers into replies.
+// This file and serve.go are the only ones that know the FUSE library,
+// github.com/hanwen/go-fuse/v2: rawFS turns the requests its
+// ProtocolServer decodes into calls on FS, and FS's answers into replies.
+// The version is pinned in go.mod: ProtocolServer is marked experimental.
 
 import (
-	"context"
-	"errors"
-	"io"
+	"encoding/binary"
 	"log"
 	"os"
-	"runtime"
-	"strconv"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/jacobsa/fuse"
-	"github.com/jacobsa/fuse/fuseops"
-	"github.com/jacobsa/fuse/fuseutil"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/ovlmount/ovlmount/inodes"
 	"golang.org/x/sys/unix"
 )
 
-// Server returns the FUSE server for fs, serving at most workers
-// requests at once (at least one). Errors the library cannot hand to the
-// kernel go to errLog.
-//
-// Why not a fixed pool of readers: the kernel hands each request to the
-// reader that has waited longest, so with a pool every request lands on a
-// thread the Go runtime has parked and must wake again, and that cost more
-// than most operations themselves (a getxattr round trip took 46-62 µs of
-// daemon CPU with 16 readers, 27-40 µs with one). So one goroutine reads
-// and serves requests in turn, keeping its thread and P; a watcher adds a
-// reader when no reader has taken a request for a whole tick (a disk read,
-// a copy-up), up to workers, and extra readers leave once another is
-// waiting for requests again.
-func (fs *FS) Server(workers int, errLog *log.Logger) fuse.Server {
-	n := fuse.NewNotifier()
-	fs.invalidate = func(id uint64) {
-		// A negative offset drops the attributes, not the pages.
-		n.InvalidateInode(fuseops.InodeID(id), -1, 0)
+// mountOptions are the go-fuse options the connection is served with:
+// they decide what INIT offers the kernel.
+func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger) *fuse.MountOptions {
+	o := &fuse.MountOptions{
+		MaxWrite:             maxWrite,
+		Logger:               errLog,
+		EnableSymlinkCaching: true,
+		// NO_OPENDIR_SUPPORT: directories are opened by the kernel
+		// alone (OpenDir); READDIRPLUS_AUTO: plain READDIR once a
+		// listing's entries are cached; ASYNC_DIO: direct I/O in
+		// parallel; HANDLE_KILLPRIV_V2: the daemon clears setuid and
+		// setgid on a write or truncate the caller could not keep them
+		// through (Write, SetAttr), sparing the kernel a getxattr of
+		// security.capability before every write; SETXATTR_EXT: the
+		// setxattr of an ACL says when setgid must go; ATOMIC_O_TRUNC:
+		// O_TRUNC comes with the open, so a copy-up for it copies no data,
+		// as the kernel's does.
+		ExtraCapabilities: fuse.CAP_NO_OPENDIR_SUPPORT | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ASYNC_DIO |
+			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT | fuse.CAP_ATOMIC_O_TRUNC,
+		// Layers change only through this mount, and the kernel's page
+		// cache follows those changes: no invalidation by mtime.
+		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA,
+		// A backing file may itself live on one stacking filesystem.
+		MaxStackDepth: 1,
 	}
-	spin := spinFor
-	if runtime.NumCPU() < 2 {
-		spin = 0
+	if !fs.opts.Passthrough || !mayRegisterBacking() {
+		// Negotiated, passthrough would stack the mount one level
+		// higher for nothing.
+		o.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
-	return fuse.NewServerWithNotifier(n, &server{
-		f:       &fuseFS{fs: fs},
-		workers: int32(max(workers, 1)),
-		spin:    spin,
-		errLog:  errLog,
-		done:    make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-	})
+	if fs.opts.ACL {
+		// The kernel enforces ACLs; DONT_MASK: modes arrive without the
+		// umask, which the engine applies unless a default ACL applies
+		// instead (build).
+		o.EnableAcl = true
+		o.ExtraCapabilities |= fuse.CAP_DONT_MASK
+	}
+	return o
 }
 
-// stallTick is how long every reader may be busy before the watcher adds
-// one: long enough that a burst of fast requests never starts one, short
-// against a disk read or a copy-up.
-const stallTick = 5 * time.Millisecond
-
-// spinFor is how long a reader with nothing to do polls before it sleeps
-// (await).
-const spinFor = 10 * time.Microsecond
-
-// yieldEvery is how often a busy reader passes through the scheduler.
-const yieldEvery = 5 * time.Millisecond
-
-type server struct {
-	// fd is the connection's /dev/fuse fd, made non-blocking so that a
-	// reader can wait for requests its own way (await); -1 without
-	// polling (spin 0) or if it could not be told apart, and readers
-	// then block in read(2).
-	fd int
-	// spin is how long await polls before it sleeps: spinFor, or 0 when
-	// the daemon may use a single CPU, where polling only keeps the
-	// caller from running (and readers then block in read(2)).
-	spin    time.Duration
-	f       *fuseFS
-	workers int32
-	errLog  *log.Logger
-
-	readers atomic.Int32  // goroutines serving the connection
-	waiting atomic.Int32  // readers blocked reading a request
-	taken   atomic.Uint64 // requests read so far
-	parked  atomic.Bool   // the watcher waits on wake
-	wake    chan struct{}
-	done    chan struct{} // closed when the connection ends
-	once    sync.Once
-	wg      sync.WaitGroup
-}
-
-// ServeOps serves c until the kernel ends the connection (unmount).
-func (s *server) ServeOps(c *fuse.Connection) {
-	s.fd = -1
-	if s.spin > 0 {
-		// Without polling a blocking read(2) is one call where
-		// await would take three.
-		s.fd = connFd()
+// mayRegisterBacking reports whether this process may register passthrough
+// backing files: the kernel asks for CAP_SYS_ADMIN in the initial user
+// namespace, so root outside a user namespace.
+func mayRegisterBacking() bool {
+	if os.Geteuid() != 0 {
+		return false
 	}
-	s.wg.Add(2)
-	s.readers.Store(1)
-	go s.serve(c)
-	go s.watch(c)
-	s.wg.Wait()
+	b, err := os.ReadFile("/proc/self/uid_map")
+	return err == nil && strings.Join(strings.Fields(string(b)), " ") == "0 0 4294967295"
 }
 
-// serve reads and serves requests until the connection ends, or until it
-// is an extra reader and another reader is waiting.
-func (s *server) serve(c *fuse.Connection) {
-	defer s.wg.Done()
-	yielded := time.Now()
-	for {
-		if now := time.Now(); now.Sub(yielded) > yieldEvery {
-			// The runtime takes a goroutine that has run for 10 ms
-			// without passing through the scheduler for a CPU hog:
-			// it takes the P away while the reader waits for a request
-			// and keeps its monitor thread polling every 20 µs.
-			runtime.Gosched()
-			yielded = now
-		}
-		s.waiting.Add(1)
-		ctx, op, err := c.ReadOp()
-		if err != nil && s.fd >= 0 && errors.Is(err, syscall.EAGAIN) {
-			s.await()
-			s.waiting.Add(-1)
-			continue
-		}
-		s.waiting.Add(-1)
-		if err != nil {
-			if err != io.EOF {
-				// The connection is unusable (a request the
-				// library could not decode has been answered).
-				s.errLog.Printf("reading a request: %v", err)
-			}
-			s.once.Do(func() { close(s.done) })
-			return
-		}
-		s.taken.Add(1)
-		if s.parked.CompareAndSwap(true, false) {
-			s.wake <- struct{}{}
-		}
-		c.Reply(ctx, s.f.dispatch(ctx, op))
-		if s.waiting.Load() > 0 && s.leave() {
-			return
-		}
-	}
-}
-
-// leave reports whether the calling reader may stop: it may unless it is
-// the last.
-func (s *server) leave() bool {
-	for {
-		n := s.readers.Load()
-		if n <= 1 {
-			return false
-		}
-		if s.readers.CompareAndSwap(n, n-1) {
-			return true
-		}
-	}
-}
-
-// watch adds a reader when no reader has taken a request for a tick while
-// none is waiting for one, and sleeps while the connection is idle.
-func (s *server) watch(c *fuse.Connection) {
-	defer s.wg.Done()
-	last, quiet := s.taken.Load(), 0
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-time.After(stallTick):
-		}
-		n := s.taken.Load()
-		if n != last {
-			last, quiet = n, 0
-			continue
-		}
-		if s.waiting.Load() == 0 {
-			if r := s.readers.Load(); r < s.workers && s.readers.CompareAndSwap(r, r+1) {
-				s.wg.Add(1)
-				go s.serve(c)
-			}
-			continue
-		}
-		if quiet++; quiet < 100 {
-			continue
-		}
-		// Idle: wait for the next request rather than tick.
-		s.parked.Store(true)
-		if s.taken.Load() != last && s.parked.CompareAndSwap(true, false) {
-			continue
-		}
-		select {
-		case <-s.done:
-			return
-		case <-s.wake:
-		}
-		quiet = 0
-	}
-}
-
-// fuseFS adapts FS to FUSE operations. On a read-only mount the kernel
-// refuses writes with EROFS before they reach it; any other operation it
-// does not serve gets ENOSYS.
-type fuseFS struct {
+// rawFS adapts FS to go-fuse's RawFileSystem. On a read-only mount the
+// kernel refuses writes with EROFS before they reach it; any request it
+// does not serve gets ENOSYS from the embedded default.
+type rawFS struct {
+	fuse.RawFileSystem
 	fs *FS
+	c  *Conn
 }
 
-// dispatch serves one operation and returns the error for the reply.
-func (f *fuseFS) dispatch(ctx context.Context, op any) error {
-	switch o := op.(type) {
-	case *fuseops.StatFSOp:
-		return f.StatFS(ctx, o)
-	case *fuseops.LookUpInodeOp:
-		return f.LookUpInode(ctx, o)
-	case *fuseops.GetInodeAttributesOp:
-		return f.GetInodeAttributes(ctx, o)
-	case *fuseops.ForgetInodeOp:
-		return f.ForgetInode(ctx, o)
-	case *fuseops.BatchForgetOp:
-		return f.BatchForget(ctx, o)
-	case *fuseops.OpenDirOp:
-		return f.OpenDir(ctx, o)
-	case *fuseops.ReadDirOp:
-		return f.ReadDir(ctx, o)
-	case *fuseops.ReadDirPlusOp:
-		return f.ReadDirPlus(ctx, o)
-	case *fuseops.OpenFileOp:
-		return f.OpenFile(ctx, o)
-	case *fuseops.ReadFileOp:
-		return f.ReadFile(ctx, o)
-	case *fuseops.ReleaseFileHandleOp:
-		return f.ReleaseFileHandle(ctx, o)
-	case *fuseops.ReadSymlinkOp:
-		return f.ReadSymlink(ctx, o)
-	case *fuseops.GetXattrOp:
-		return f.GetXattr(ctx, o)
-	case *fuseops.ListXattrOp:
-		return f.ListXattr(ctx, o)
-	case *fuseops.SetInodeAttributesOp:
-		return f.SetInodeAttributes(ctx, o)
-	case *fuseops.MkDirOp:
-		return f.MkDir(ctx, o)
-	case *fuseops.MkNodeOp:
-		return f.MkNode(ctx, o)
-	case *fuseops.CreateFileOp:
-		return f.CreateFile(ctx, o)
-	case *fuseops.CreateSymlinkOp:
-		return f.CreateSymlink(ctx, o)
-	case *fuseops.CreateLinkOp:
-		return f.CreateLink(ctx, o)
-	case *fuseops.RenameOp:
-		return f.fs.Rename(uint64(o.OldParent), o.OldName, uint64(o.NewParent), o.NewName)
-	case *fuseops.RmDirOp:
-		return f.fs.Rmdir(uint64(o.Parent), o.Name)
-	case *fuseops.UnlinkOp:
-		return f.fs.Unlink(uint64(o.Parent), o.Name)
-	case *fuseops.WriteFileOp:
-		return f.fs.Write(uint64(o.Handle), o.Data, o.Offset)
-	case *fuseops.SyncFileOp:
-		return f.fs.Fsync(uint64(o.Handle))
-	case *fuseops.FlushFileOp:
-		// Nothing to do at close; ENOSYS tells the kernel to stop
-		// sending FLUSH, one request less per close.
-		return syscall.ENOSYS
-	case *fuseops.FallocateOp:
-		return f.fs.Fallocate(uint64(o.Handle), o.Mode, int64(o.Offset), int64(o.Length))
-	case *fuseops.SetXattrOp:
-		return f.fs.Setxattr(uint64(o.Inode), o.Name, o.Value, int(o.Flags))
-	case *fuseops.RemoveXattrOp:
-		return f.fs.Removexattr(uint64(o.Inode), o.Name)
-	case *fuseops.SyncFSOp:
-		return f.fs.SyncFS()
+func (r *rawFS) String() string { return "ovlmount" }
+
+// nodeID maps a request's node id to the engine's: the loop sends the
+// root as rootAlias (serve.go).
+func nodeID(id uint64) uint64 {
+	if id == rootAlias {
+		return inodes.RootID
 	}
-	return syscall.ENOSYS
+	return id
 }
 
-// cred returns the caller of the operation in ctx. The request header
-// carries the gid that OpContext lacks; GetFuseContext reads only ctx.
-func cred(ctx context.Context) Cred {
-	uid, gid, _, err := new(fuse.MountedFileSystem).GetFuseContext(ctx)
-	if err != nil {
-		return Cred{}
+// status turns an engine error into a FUSE status: every engine error is
+// a syscall.Errno already.
+func status(err error) fuse.Status {
+	if err == nil {
+		return fuse.OK
 	}
-	return Cred{Uid: uid, Gid: gid}
+	if e, ok := err.(syscall.Errno); ok {
+		return fuse.Status(e)
+	}
+	return fuse.EIO
 }
 
-// perm returns the permission bits of a mode from the library: the type
-// bits it sets (MkDirOp carries a stray os.ModeDevice) are dropped.
-func perm(m os.FileMode) uint32 {
-	return fuse.ConvertGoMode(m) & 0o7777
+func cred(h *fuse.InHeader, umask uint32) Cred {
+	return Cred{Uid: h.Uid, Gid: h.Gid, Pid: h.Pid, Umask: umask}
 }
 
-func (f *fuseFS) SetInodeAttributes(_ context.Context, op *fuseops.SetInodeAttributesOp) error {
-	in := SetAttrs{Uid: op.Uid, Gid: op.Gid, Size: op.Size, Atime: op.Atime, Mtime: op.Mtime}
-	if op.Mode != nil {
-		m := perm(*op.Mode)
-		in.Mode = &m
-	}
-	if op.Handle != nil {
-		h := uint64(*op.Handle)
-		in.Handle = &h
-	}
-	a, err := f.fs.SetAttr(uint64(op.Inode), in)
-	if err != nil {
-		return err
-	}
-	op.Attributes = fuseAttr(&a)
-	op.AttributesExpiration = f.expiry()
-	return nil
-}
-
-func (f *fuseFS) MkDir(ctx context.Context, op *fuseops.MkDirOp) error {
-	e, err := f.fs.Mkdir(uint64(op.Parent), op.Name, perm(op.Mode), cred(ctx))
-	if err != nil {
-		return err
-	}
-	op.Entry = f.entry(e)
-	return nil
-}
-
-func (f *fuseFS) MkNode(ctx context.Context, op *fuseops.MkNodeOp) error {
-	mode := fuse.ConvertGoMode(op.Mode)
-	maj, min := op.Rdev>>8&0xfff, op.Rdev&0xff|op.Rdev>>12&0xfff00
-	e, err := f.fs.Mknod(uint64(op.Parent), op.Name, mode, unix.Mkdev(maj, min), cred(ctx))
-	if err != nil {
-		return err
-	}
-	op.Entry = f.entry(e)
-	return nil
-}
-
-func (f *fuseFS) CreateFile(ctx context.Context, op *fuseops.CreateFileOp) error {
-	e, h, err := f.fs.Create(uint64(op.Parent), op.Name, perm(op.Mode), int(op.OpenFlags), cred(ctx))
-	if err != nil {
-		return err
-	}
-	op.Entry = f.entry(e)
-	op.Handle = fuseops.HandleID(h)
-	return nil
-}
-
-func (f *fuseFS) CreateSymlink(ctx context.Context, op *fuseops.CreateSymlinkOp) error {
-	e, err := f.fs.Symlink(uint64(op.Parent), op.Name, op.Target, cred(ctx))
-	if err != nil {
-		return err
-	}
-	op.Entry = f.entry(e)
-	return nil
-}
-
-func (f *fuseFS) CreateLink(_ context.Context, op *fuseops.CreateLinkOp) error {
-	e, err := f.fs.Link(uint64(op.Target), uint64(op.Parent), op.Name)
-	if err != nil {
-		return err
-	}
-	op.Entry = f.entry(e)
-	return nil
-}
-
-func (f *fuseFS) expiry() time.Time { return time.Now().Add(f.fs.Timeout()) }
-
-func (f *fuseFS) entry(e Entry) fuseops.ChildInodeEntry {
-	exp := f.expiry()
-	return fuseops.ChildInodeEntry{
-		Child:                fuseops.InodeID(e.ID),
-		Attributes:           fuseAttr(&e.Attr),
-		AttributesExpiration: exp,
-		EntryExpiration:      exp,
-	}
-}
-
-// fuseAttr converts attributes. FUSE carries rdev in the kernel's 32-bit
-// new_encode_dev form.
-func fuseAttr(a *Attr) fuseops.InodeAttributes {
-	maj, min := unix.Major(a.Rdev), unix.Minor(a.Rdev)
-	return fuseops.InodeAttributes{
-		Size:  a.Size,
-		Nlink: a.Nlink,
-		Mode:  fuse.ConvertFileMode(a.Mode),
-		Rdev:  min&0xff | maj<<8 | (min&^0xff)<<12,
-		Atime: a.Atime,
-		Mtime: a.Mtime,
-		Ctime: a.Ctime,
-		Uid:   a.Uid,
-		Gid:   a.Gid,
-	}
-}
-
-func (f *fuseFS) StatFS(_ context.Context, op *fuseops.StatFSOp) error {
-	st, err := f.fs.StatFS()
-	if err != nil {
-		return err
-	}
-	op.BlockSize = uint32(st.Frsize)
-	op.IoSize = uint32(st.Bsize)
-	op.Blocks, op.BlocksFree, op.BlocksAvailable = st.Blocks, st.Bfree, st.Bavail
-	op.Inodes, op.InodesFree = st.Files, st.Ffree
-	return nil
-}
-
-func (f *fuseFS) LookUpInode(_ context.Context, op *fuseops.LookUpInodeOp) error {
-	e, err := f.fs.Lookup(uint64(op.Parent), op.Name)
-	if err == syscall.ENOENT {
-		// A negative entry the kernel may cache.
-		op.Entry = fuseops.ChildInodeEntry{EntryExpiration: f.expiry()}
+// killer returns the caller when flag is set in flags: the kernel's word
+// that the caller cannot keep setuid and setgid through a write or
+// truncate.
+func killer(h *fuse.InHeader, flags, flag uint32) *Cred {
+	if flags&flag == 0 {
 		return nil
 	}
+	c := cred(h, 0)
+	return &c
+}
+
+func (r *rawFS) timeout() time.Duration { return r.fs.Timeout() }
+
+func (r *rawFS) entry(e Entry, out *fuse.EntryOut) {
+	out.NodeId = e.ID
+	out.Generation = 0
+	out.SetEntryTimeout(r.timeout())
+	out.SetAttrTimeout(r.timeout())
+	fillAttr(&e.Attr, &out.Attr)
+}
+
+// fillAttr converts attributes. FUSE carries rdev in the kernel's 32-bit
+// new_encode_dev form.
+func fillAttr(a *Attr, out *fuse.Attr) {
+	maj, min := unix.Major(a.Rdev), unix.Minor(a.Rdev)
+	*out = fuse.Attr{
+		Ino:     a.Ino,
+		Size:    a.Size,
+		Blocks:  a.Blocks,
+		Mode:    a.Mode,
+		Nlink:   a.Nlink,
+		Owner:   fuse.Owner{Uid: a.Uid, Gid: a.Gid},
+		Rdev:    min&0xff | maj<<8 | (min&^0xff)<<12,
+		Blksize: a.Blksize,
+	}
+	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
+}
+
+// decodeDev undoes new_encode_dev.
+func decodeDev(rdev uint32) uint64 {
+	maj := (rdev & 0xfff00) >> 8
+	min := rdev&0xff | (rdev>>12)&0xfff00
+	return unix.Mkdev(maj, min)
+}
+
+func (r *rawFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	e, err := r.fs.Lookup(nodeID(h.NodeId), name)
+	if err == syscall.ENOENT {
+		r.fs.stats.negative.Add(1)
+		// A negative entry the kernel may cache.
+		*out = fuse.EntryOut{}
+		out.SetEntryTimeout(r.timeout())
+		return fuse.OK
+	}
 	if err != nil {
-		return err
+		return status(err)
 	}
-	op.Entry = f.entry(e)
-	return nil
+	r.entry(e, out)
+	return fuse.OK
 }
 
-func (f *fuseFS) GetInodeAttributes(_ context.Context, op *fuseops.GetInodeAttributesOp) error {
-	a, err := f.fs.GetAttr(uint64(op.Inode))
+func (r *rawFS) Forget(id, n uint64) {
+	r.fs.Forget(nodeID(id), n)
+	r.fs.Forgotten()
+}
+
+func (r *rawFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	a, err := r.fs.GetAttr(nodeID(in.NodeId))
 	if err != nil {
-		return err
+		return status(err)
 	}
-	op.Attributes = fuseAttr(&a)
-	op.AttributesExpiration = f.expiry()
-	return nil
+	fillAttr(&a, &out.Attr)
+	out.SetTimeout(r.timeout())
+	return fuse.OK
 }
 
-func (f *fuseFS) ForgetInode(_ context.Context, op *fuseops.ForgetInodeOp) error {
-	f.fs.Forget(uint64(op.Inode), op.N)
-	f.fs.Forgotten()
-	return nil
+// Statx comes for statx(2) calls that ask for more than stat(2) gives
+// (the birth time).
+func (r *rawFS) Statx(_ <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
+	a, err := r.fs.Statx(nodeID(in.NodeId))
+	if err != nil {
+		return status(err)
+	}
+	out.SetTimeout(r.timeout())
+	sx := &out.Statx
+	sx.Mask = unix.STATX_BASIC_STATS
+	sx.Blksize = a.Blksize
+	sx.Attributes, sx.AttributesMask = a.Attributes, a.AttributesMask
+	sx.Nlink, sx.Uid, sx.Gid, sx.Mode = a.Nlink, a.Uid, a.Gid, uint16(a.Mode)
+	sx.Ino, sx.Size, sx.Blocks = a.Ino, a.Size, a.Blocks
+	sx.RdevMajor, sx.RdevMinor = unix.Major(a.Rdev), unix.Minor(a.Rdev)
+	sx.Atime = sxTime(a.Atime)
+	sx.Mtime = sxTime(a.Mtime)
+	sx.Ctime = sxTime(a.Ctime)
+	if a.HasBtime {
+		sx.Mask |= unix.STATX_BTIME
+		sx.Btime = sxTime(a.Btime)
+	}
+	return fuse.OK
 }
 
-func (f *fuseFS) BatchForget(_ context.Context, op *fuseops.BatchForgetOp) error {
-	for _, e := range op.Entries {
-		f.fs.Forget(uint64(e.Inode), e.N)
+func sxTime(t time.Time) fuse.SxTime {
+	return fuse.SxTime{Sec: uint64(t.Unix()), Nsec: uint32(t.Nanosecond())}
+}
+
+func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	var s SetAttrs
+	if m, ok := in.GetMode(); ok {
+		s.Mode = &m
 	}
-	f.fs.Forgotten()
-	return nil
+	if u, ok := in.GetUID(); ok {
+		s.Uid = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		s.Gid = &g
+	}
+	if sz, ok := in.GetSize(); ok {
+		s.Size = &sz
+	}
+	switch {
+	case in.Valid&fuse.FATTR_ATIME_NOW != 0:
+		s.AtimeNow = true
+	case in.Valid&fuse.FATTR_ATIME != 0:
+		t := time.Unix(int64(in.Atime), int64(in.Atimensec))
+		s.Atime = &t
+	}
+	switch {
+	case in.Valid&fuse.FATTR_MTIME_NOW != 0:
+		s.MtimeNow = true
+	case in.Valid&fuse.FATTR_MTIME != 0:
+		t := time.Unix(int64(in.Mtime), int64(in.Mtimensec))
+		s.Mtime = &t
+	}
+	if fh, ok := in.GetFh(); ok {
+		s.Handle = &fh
+	}
+	s.KillPrivs = killer(&in.InHeader, in.Valid, fuse.FATTR_KILL_SUIDGID)
+	a, err := r.fs.SetAttr(nodeID(in.NodeId), s)
+	if err != nil {
+		return status(err)
+	}
+	fillAttr(&a, &out.Attr)
+	out.SetTimeout(r.timeout())
+	return fuse.OK
+}
+
+func (r *rawFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	e, err := r.fs.Mknod(nodeID(in.NodeId), name, in.Mode, decodeDev(in.Rdev), cred(&in.InHeader, in.Umask))
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, out)
+	return fuse.OK
+}
+
+func (r *rawFS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	e, err := r.fs.Mkdir(nodeID(in.NodeId), name, in.Mode&0o7777, cred(&in.InHeader, in.Umask))
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, out)
+	return fuse.OK
+}
+
+func (r *rawFS) Unlink(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	return status(r.fs.Unlink(nodeID(h.NodeId), name))
+}
+
+func (r *rawFS) Rmdir(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	return status(r.fs.Rmdir(nodeID(h.NodeId), name))
+}
+
+func (r *rawFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	return status(r.fs.Rename(nodeID(in.NodeId), oldName, nodeID(in.Newdir), newName, in.Flags))
+}
+
+func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	e, err := r.fs.Link(nodeID(in.Oldnodeid), nodeID(in.NodeId), name)
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, out)
+	return fuse.OK
+}
+
+func (r *rawFS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	e, err := r.fs.Symlink(nodeID(h.NodeId), name, target, cred(h, 0))
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, out)
+	return fuse.OK
+}
+
+func (r *rawFS) Readlink(_ <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	t, err := r.fs.Readlink(nodeID(h.NodeId))
+	if err != nil {
+		return nil, status(err)
+	}
+	return []byte(t), fuse.OK
+}
+
+// Access never comes while the kernel checks permissions itself
+// (default_permissions): it is the kernel asking the daemon to check, and
+// the daemon checks nothing. A mount that sends it is one the kernel
+// does not guard, and must not be served.
+func (r *rawFS) Access(_ <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	r.c.errLog.Fatalf("the kernel asked for a permission check (ACCESS): the mount has no default_permissions; stopping")
+	return fuse.EACCES
+}
+
+func (r *rawFS) GetXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	v, err := r.fs.Getxattr(nodeID(h.NodeId), attr)
+	if err != nil {
+		return 0, status(err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), fuse.OK // a size query
+	}
+	if len(v) > len(dest) {
+		return uint32(len(v)), fuse.ERANGE
+	}
+	return uint32(copy(dest, v)), fuse.OK
+}
+
+func (r *rawFS) ListXAttr(_ <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	names, err := r.fs.Listxattr(nodeID(h.NodeId), h.Uid == 0)
+	if err != nil {
+		return 0, status(err)
+	}
+	size := 0
+	for _, n := range names {
+		size += len(n) + 1
+	}
+	if len(dest) == 0 {
+		return uint32(size), fuse.OK
+	}
+	if size > len(dest) {
+		return uint32(size), fuse.ERANGE
+	}
+	off := 0
+	for _, n := range names {
+		off += copy(dest[off:], n)
+		dest[off] = 0
+		off++
+	}
+	return uint32(size), fuse.OK
+}
+
+func (r *rawFS) SetXAttr(_ <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	return status(r.fs.Setxattr(nodeID(in.NodeId), attr, data, int(in.Flags), in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID != 0))
+}
+
+func (r *rawFS) RemoveXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	return status(r.fs.Removexattr(nodeID(h.NodeId), attr))
+}
+
+func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	e, fh, err := r.fs.Create(nodeID(in.NodeId), name, in.Mode&0o7777, int(in.Flags), cred(&in.InHeader, in.Umask))
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, &out.EntryOut)
+	opened(fh, &out.OpenOut)
+	return fuse.OK
+}
+
+// opened fills an open reply: a handle passed through to its backing
+// file, or one whose data the daemon serves and whose pages the kernel
+// keeps across opens (a file changes only through this mount, layers
+// must not change behind it, and the kernel's page cache follows those
+// changes). The kernel refuses KEEP_CACHE with passthrough.
+func opened(o Opened, out *fuse.OpenOut) {
+	out.Fh = o.Handle
+	if o.Backing >= 0 {
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH
+		out.BackingID = o.Backing
+		return
+	}
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+}
+
+func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	e, fh, err := r.fs.Tmpfile(nodeID(in.NodeId), in.Mode&0o7777, cred(&in.InHeader, in.Umask))
+	if err != nil {
+		return status(err)
+	}
+	r.entry(e, &out.EntryOut)
+	opened(fh, &out.OpenOut)
+	return fuse.OK
+}
+
+func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	// OpenIn.Mode is the kernel's open_flags.
+	fh, err := r.fs.Open(nodeID(in.NodeId), int(in.Flags), killer(&in.InHeader, in.Mode, fuse.OPEN_KILL_SUIDGID))
+	if err != nil {
+		return status(err)
+	}
+	opened(fh, out)
+	return fuse.OK
+}
+
+// Read answers with the host file's data read straight into the reply
+// (ReadResultFd reads with preadv into the reply buffer).
+func (r *rawFS) Read(_ <-chan struct{}, in *fuse.ReadIn, _ []byte) (fuse.ReadResult, fuse.Status) {
+	fd, err := r.fs.ReadFd(in.Fh)
+	if err != nil {
+		return nil, status(err)
+	}
+	return fuse.ReadResultFd(uintptr(fd), int64(in.Offset), int(in.Size)), fuse.OK
+}
+
+func (r *rawFS) Lseek(_ <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	off, err := r.fs.Lseek(in.Fh, int64(in.Offset), int(in.Whence))
+	if err != nil {
+		return status(err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
+func (r *rawFS) CopyFileRange(_ <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	// The reply counts in 32 bits.
+	n, err := r.fs.CopyFileRange(in.FhIn, int64(in.OffIn), in.FhOut, int64(in.OffOut), int(min(in.Len, 1<<30)), int(in.Flags))
+	return uint32(n), status(err)
+}
+
+// The inode-flag ioctls the kernel sends for lsattr and chattr
+// (fuse_fileattr_get, fuse_fileattr_set), with 4 bytes of flags.
+const (
+	iocGetflags   = 0x80086601 // FS_IOC_GETFLAGS
+	iocSetflags   = 0x40086602 // FS_IOC_SETFLAGS
+	iocGetflags32 = 0x80046601 // FS_IOC32_GETFLAGS
+	iocSetflags32 = 0x40046602 // FS_IOC32_SETFLAGS
+)
+
+// Ioctl answers the inode-flag ioctls; any other is ENOTTY, as on the
+// kernel's overlay, which passes on no other.
+func (r *rawFS) Ioctl(_ <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) fuse.Status {
+	id := nodeID(in.NodeId)
+	switch in.Cmd {
+	case iocGetflags, iocGetflags32:
+		if len(outbuf) < 4 {
+			return fuse.EINVAL
+		}
+		f, err := r.fs.Getflags(id)
+		if err != nil {
+			return status(err)
+		}
+		binary.NativeEndian.PutUint32(outbuf, f)
+		return fuse.OK
+	case iocSetflags, iocSetflags32:
+		if len(inbuf) < 4 {
+			return fuse.EINVAL
+		}
+		return status(r.fs.Setflags(id, binary.NativeEndian.Uint32(inbuf)))
+	case iocFsGetxattr:
+		if len(outbuf) < FsxattrSize {
+			return fuse.EINVAL
+		}
+		x, err := r.fs.Fsgetxattr(id)
+		if err != nil {
+			return status(err)
+		}
+		copy(outbuf, x[:])
+		return fuse.OK
+	case iocFsSetxattr:
+		var x [FsxattrSize]byte
+		if len(inbuf) < FsxattrSize {
+			return fuse.EINVAL
+		}
+		copy(x[:], inbuf)
+		return status(r.fs.Fssetxattr(id, x))
+	}
+	return fuse.Status(syscall.ENOTTY)
+}
+
+func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
+	r.fs.Release(in.Fh)
+}
+
+func (r *rawFS) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	n, err := r.fs.Write(in.Fh, data, int64(in.Offset), killer(&in.InHeader, in.WriteFlags, fuse.WRITE_KILL_SUIDGID))
+	return uint32(n), status(err)
+}
+
+// Flush is answered ENOSYS: there is nothing to do at close, and the
+// kernel then stops sending FLUSH, one request less per close.
+func (r *rawFS) Flush(<-chan struct{}, *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
+
+func (r *rawFS) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return status(r.fs.Fsync(in.Fh))
+}
+
+func (r *rawFS) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	return status(r.fs.Fallocate(in.Fh, in.Mode, int64(in.Offset), int64(in.Length)))
 }
 
 // OpenDir is answered ENOSYS: the kernel then stops sending OPENDIR and
@@ -445,179 +508,61 @@ func (f *fuseFS) BatchForget(_ context.Context, op *fuseops.BatchForgetOp) error
 // so it keeps a listing across opens. That is right because layers change
 // only through this mount, and the kernel drops its copy when it changes
 // the directory itself (a create, remove or rename in it).
-func (f *fuseFS) OpenDir(context.Context, *fuseops.OpenDirOp) error {
-	return syscall.ENOSYS
+func (r *rawFS) OpenDir(<-chan struct{}, *fuse.OpenIn, *fuse.OpenOut) fuse.Status {
+	return fuse.ENOSYS
 }
 
-func (f *fuseFS) ReadDir(_ context.Context, op *fuseops.ReadDirOp) error {
-	ents, err := f.fs.ReadDir(uint64(op.Inode), uint64(op.Offset))
+func (r *rawFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	// A name of 16 bytes takes 40 bytes of the reply.
+	ents, err := r.fs.ReadDir(nodeID(in.NodeId), in.Offset, int(in.Size)/40+1)
 	if err != nil {
-		return err
+		return status(err)
 	}
 	for _, e := range ents {
-		n := fuseutil.WriteDirent(op.Dst[op.BytesRead:], fuseutil.Dirent{
-			Offset: fuseops.DirOffset(e.Off),
-			Inode:  fuseops.InodeID(e.Ino),
-			Name:   e.Name,
-			Type:   fuseutil.DirentType(e.Type),
-		})
-		if n == 0 {
+		if !out.AddDirEntry(fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: uint32(e.Type) << 12, Off: e.Off}) {
 			break
 		}
-		op.BytesRead += n
 	}
-	return nil
+	return fuse.OK
 }
 
 // ReadDirPlus answers entries with their attributes. Each entry but "."
-// and ".." that reaches the kernel counts as a lookup, so a lookup that
-// does not fit in the reply is given back at once.
-func (f *fuseFS) ReadDirPlus(_ context.Context, op *fuseops.ReadDirPlusOp) error {
-	dir := uint64(op.Inode)
-	ents, err := f.fs.ReadDir(dir, uint64(op.Offset))
+// and ".." that reaches the kernel with a node counts as a lookup; an
+// entry gone since the listing was built goes without one (node id 0).
+func (r *rawFS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	dir := nodeID(in.NodeId)
+	// An entry with attributes takes about 170 bytes of the reply.
+	ents, err := r.fs.ReadDir(dir, in.Offset, int(in.Size)/170+1)
 	if err != nil {
-		return err
+		return status(err)
 	}
 	for _, e := range ents {
-		d := fuseutil.DirentPlus{Dirent: fuseutil.Dirent{
-			Offset: fuseops.DirOffset(e.Off),
-			Inode:  fuseops.InodeID(e.Ino),
-			Name:   e.Name,
-			Type:   fuseutil.DirentType(e.Type),
-		}}
-		var looked *Entry
-		if e.Name != "." && e.Name != ".." {
-			le, err := f.fs.Lookup(dir, e.Name)
-			if err != nil {
-				continue // gone meanwhile
-			}
-			looked = &le
-			d.Entry = f.entry(le)
-			d.Dirent.Inode = fuseops.InodeID(le.ID)
-		}
-		n := fuseutil.WriteDirentPlus(op.Dst[op.BytesRead:], d)
-		if n == 0 {
-			if looked != nil {
-				f.fs.Forget(looked.ID, 1)
-			}
+		eo := out.AddDirLookupEntry(fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: uint32(e.Type) << 12, Off: e.Off})
+		if eo == nil {
 			break
 		}
-		op.BytesRead += n
-	}
-	return nil
-}
-
-func (f *fuseFS) OpenFile(_ context.Context, op *fuseops.OpenFileOp) error {
-	h, err := f.fs.Open(uint64(op.Inode), int(op.OpenFlags))
-	if err != nil {
-		return err
-	}
-	op.Handle = fuseops.HandleID(h)
-	// A file changes only through this mount (layers must not change
-	// behind it), and the kernel's page cache follows those changes.
-	op.KeepPageCache = true
-	return nil
-}
-
-func (f *fuseFS) ReadFile(_ context.Context, op *fuseops.ReadFileOp) error {
-	n, err := f.fs.Read(uint64(op.Handle), op.Dst, op.Offset)
-	op.BytesRead = n
-	return err
-}
-
-func (f *fuseFS) ReleaseFileHandle(_ context.Context, op *fuseops.ReleaseFileHandleOp) error {
-	f.fs.Release(uint64(op.Handle))
-	return nil
-}
-
-func (f *fuseFS) ReadSymlink(_ context.Context, op *fuseops.ReadSymlinkOp) error {
-	t, err := f.fs.Readlink(uint64(op.Inode))
-	op.Target = t
-	return err
-}
-
-func (f *fuseFS) GetXattr(_ context.Context, op *fuseops.GetXattrOp) error {
-	v, err := f.fs.Getxattr(uint64(op.Inode), op.Name)
-	if err != nil {
-		return err
-	}
-	op.BytesRead = len(v)
-	if len(op.Dst) == 0 {
-		return nil // a size query
-	}
-	if len(v) > len(op.Dst) {
-		return syscall.ERANGE
-	}
-	copy(op.Dst, v)
-	return nil
-}
-
-func (f *fuseFS) ListXattr(_ context.Context, op *fuseops.ListXattrOp) error {
-	names, err := f.fs.Listxattr(uint64(op.Inode), op.OpContext.Uid == 0)
-	if err != nil {
-		return err
-	}
-	size := 0
-	for _, n := range names {
-		size += len(n) + 1
-	}
-	op.BytesRead = size
-	if len(op.Dst) == 0 {
-		return nil
-	}
-	if size > len(op.Dst) {
-		return syscall.ERANGE
-	}
-	off := 0
-	for _, n := range names {
-		off += copy(op.Dst[off:], n)
-		op.Dst[off] = 0
-		off++
-	}
-	return nil
-}
-
-// connFd finds the connection's /dev/fuse fd, which the library does not
-// show, and makes it non-blocking. It returns -1 unless the process has
-// exactly one such fd.
-func connFd() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	fd := -1
-	for _, e := range ents {
-		if t, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && t == "/dev/fuse" {
-			if fd >= 0 {
-				return -1
-			}
-			if fd, err = strconv.Atoi(e.Name()); err != nil {
-				return -1
-			}
+		if e.Name == "." || e.Name == ".." {
+			continue
 		}
+		le, err := r.fs.Lookup(dir, e.Name)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		r.entry(le, eo)
+		out.FixMode(le.Attr.Mode)
 	}
-	if fd < 0 || unix.SetNonblock(fd, true) != nil {
-		return -1
-	}
-	return fd
+	return fuse.OK
 }
 
-// await returns when a request may be waiting: it polls without
-// blocking for a while first, because the next request of a busy caller
-// usually follows within microseconds, and a reader asleep in the kernel
-// costs a wake-up per request (a context switch and, across CPUs, an
-// interrupt), which on a virtual machine is the larger part of a small
-// request's cost.
-func (s *server) await() {
-	pfd := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
-	for start := time.Now(); time.Since(start) < s.spin; {
-		if n, _ := unix.Poll(pfd, 0); n != 0 {
-			return
-		}
+func (r *rawFS) StatFs(_ <-chan struct{}, _ *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	st, err := r.fs.StatFS()
+	if err != nil {
+		return status(err)
 	}
-	for {
-		if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
-			return
-		}
+	*out = fuse.StatfsOut{
+		Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail,
+		Files: st.Files, Ffree: st.Ffree,
+		Bsize: uint32(st.Bsize), Frsize: uint32(st.Frsize), NameLen: uint32(st.Namelen),
 	}
+	return fuse.OK
 }

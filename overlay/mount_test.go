@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -46,26 +45,26 @@ func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	logger := log.New(os.Stderr, "ovlmount: ", 0)
-	mfs, err := fuse.Mount(mnt, fsys.Server(4, logger), &fuse.MountConfig{
-		ReadOnly: true, Subtype: "ovlmount", FSName: "ovlmount-test",
-		EnableReaddirplus: true, EnableAutoReaddirplus: true, EnableParallelDirOps: true,
+	serveAt(t, fsys, mnt, "ro")
+	return fsys, mnt
+}
+
+// serveAt mounts fsys at mnt in this process, with mount flags, until
+// the test ends.
+func serveAt(t *testing.T, fsys *FS, mnt string, flags ...string) *Conn {
+	t.Helper()
+	conn, err := fsys.Mount(mnt, MountConfig{
+		Source: "ovlmount-test", Flags: flags, Workers: 4, Fd: -1,
+		ErrorLog: log.New(os.Stderr, "ovlmount: ", 0),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		testenv.Unmount(t, mnt)
-		mfs.Join(t.Context())
+		conn.Wait()
 	})
-	return fsys, mnt
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+	return conn
 }
 
 // dropCaches makes the kernel forget every unused inode of every mount.
@@ -148,12 +147,8 @@ func TestLookupCountsReachZero(t *testing.T) {
 
 func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(top, "d"), 0o755))
-	must(t, os.WriteFile(filepath.Join(top, "d/mine"), nil, 0o644))
-	must(t, os.Symlink("/etc", filepath.Join(bottom, "d")))
-	must(t, os.Symlink("..", filepath.Join(bottom, "up")))
-	must(t, os.Symlink("loop", filepath.Join(bottom, "loop")))
-	must(t, os.Symlink("../../../../../../etc/passwd", filepath.Join(bottom, "passwd")))
+	testenv.MakeTree(t, top, "f d/mine")
+	testenv.MakeTree(t, bottom, "l d /etc", "l up ..", "l loop loop", "l passwd ../../../../../../etc/passwd")
 	_, mnt := mountStack(t, top, bottom)
 	// d is a directory on top: the symlink below does not merge in.
 	if _, err := os.Lstat(filepath.Join(mnt, "d/passwd")); !errors.Is(err, fs.ErrNotExist) {
@@ -178,21 +173,19 @@ func TestMountNeverFollowsLayerSymlinks(t *testing.T) {
 
 func TestLowerAtimesUntouched(t *testing.T) {
 	top, bottom := t.TempDir(), t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(bottom, "dir/sub"), 0o755))
-	must(t, os.WriteFile(filepath.Join(bottom, "dir/file"), []byte("content"), 0o644))
-	must(t, os.Symlink("file", filepath.Join(bottom, "dir/link")))
-	must(t, os.WriteFile(filepath.Join(top, "other"), nil, 0o644))
+	testenv.MakeTree(t, bottom, "d dir/sub", "f dir/file content", "l dir/link file")
+	testenv.MakeTree(t, top, "f other")
 	// Atimes far in the past: relatime would update every one of them on
 	// an access that does not avoid it.
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	paths := []string{"dir/file", "dir/link", "dir/sub", "dir", "."}
 	for _, p := range paths {
 		ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), {Nsec: unix.UTIME_OMIT}}
-		must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
+		testenv.Must(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(bottom, p), ts, unix.AT_SYMLINK_NOFOLLOW))
 	}
 	_, mnt := mountStack(t, top, bottom)
 	fd, err := unix.Open(filepath.Join(mnt, "dir/file"), unix.O_RDONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	buf := make([]byte, 64)
 	n, err := unix.Read(fd, buf)
 	unix.Close(fd)
@@ -209,7 +202,7 @@ func TestLowerAtimesUntouched(t *testing.T) {
 	}
 	for _, p := range paths {
 		var st unix.Stat_t
-		must(t, unix.Lstat(filepath.Join(bottom, p), &st))
+		testenv.Must(t, unix.Lstat(filepath.Join(bottom, p), &st))
 		if got := time.Unix(st.Atim.Unix()); !got.Equal(old) {
 			t.Errorf("lower %s: atime %v, want it untouched (%v)", p, got.UTC(), old)
 		}
@@ -300,43 +293,12 @@ func TestStatfsIsTheTopLayers(t *testing.T) {
 	}
 }
 
-// TestConnFd: the daemon finds its one /dev/fuse fd and makes it
-// non-blocking, so that readers poll it (await); with two such fds in the
-// process it touches neither, and readers block in read(2).
-func TestConnFd(t *testing.T) {
-	testenv.RequireMount(t)
-	open := func() int {
-		fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { unix.Close(fd) })
-		return fd
-	}
-	nonblocking := func(fd int) bool {
-		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fl&unix.O_NONBLOCK != 0
-	}
-	// No mount of this test binary is alive now, so a is the only one.
-	a := open()
-	if got := connFd(); got != a || !nonblocking(a) {
-		t.Fatalf("with one /dev/fuse fd %d: connFd() = %d, non-blocking %v", a, got, nonblocking(a))
-	}
-	b := open()
-	if got := connFd(); got != -1 || nonblocking(b) {
-		t.Fatalf("with two /dev/fuse fds: connFd() = %d, second non-blocking %v", got, nonblocking(b))
-	}
-}
-
 // TestStuckReaderGetsHelp: a request never waits behind another that is
 // stuck in the engine. With the reader stuck (renameMu held here), the
 // watcher starts another reader, which serves a statfs.
 func TestStuckReaderGetsHelp(t *testing.T) {
 	lower := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(lower, "f"), nil, 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), nil, 0o644))
 	fsys, mnt := mountStack(t, lower)
 
 	fsys.renameMu.Lock()
@@ -364,14 +326,14 @@ func TestStuckReaderGetsHelp(t *testing.T) {
 	}()
 	select {
 	case err := <-statted:
-		must(t, err)
+		testenv.Must(t, err)
 	case <-time.After(time.Minute):
 		t.Fatal("statfs still waits behind the stuck request: no reader was added")
 	}
 
 	fsys.renameMu.Unlock()
 	locked = false
-	must(t, <-looked)
+	testenv.Must(t, <-looked)
 }
 
 // stuck matches a goroutine waiting for FS.renameMu in an FS method.

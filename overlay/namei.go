@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"strings"
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/inodes"
@@ -30,11 +29,22 @@ type found struct {
 	// layer holds no whiteout of either kind for it, so create need not
 	// look again.
 	upperFree bool
+	// far says where objects lie that are not at the name in the
+	// parent's objects (place.far): reached through a redirect.
+	far map[*layers.Layer]string
+	// metacopy says the winner is a regular file whose data is below
+	// (objs[len(objs)-1]); redirect is the winner's overlay.redirect.
+	metacopy bool
+	redirect string
+	// lazy is the absolute redirect of a metacopy file whose data no
+	// data-only layer holds yet: looked for again at open.
+	lazy string
 }
 
 // Lookup resolves name in directory parent and adds a kernel reference to
 // the node it names.
 func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
+	fs.stats.lookups.Add(1)
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	p, err := fs.get(parent)
@@ -45,29 +55,125 @@ func (fs *FS) Lookup(parent uint64, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
+	if f.typ == unix.S_IFDIR && len(f.objs) > 1 && f.objs[0].layer.Upper {
+		fs.recordOrigin(p, name, f)
+	}
 	return fs.acquire(p, name, f), nil
 }
 
-// acquire turns a resolved name into a node held by the kernel.
+// recordOrigin gives merged directory name of p, resolved as f, the
+// copy-up origin it lacks (a hand-made upper layer's), naming its topmost
+// lower directory, and p's upper directory the impure marker, as the
+// kernel's lookup does (ovl_lookup, which stores the origin of a merged
+// upper directory found without one). What cannot be recorded stays
+// unrecorded, as there.
+// Preconditions: renameMu held; f is merged with an upper object.
+func (fs *FS) recordOrigin(p *node, name string, f found) {
+	origin := fs.xattrs.Name(layers.XattrOrigin)
+	fs.inDir(p, fs.upper, func(pfd int) error {
+		if _, err := layers.GetxattrAt(pfd, name, origin); err != unix.ENODATA {
+			return nil
+		}
+		low := f.objs[1].layer
+		fd, err := fs.openAt(p, low, name)
+		if err != nil {
+			return err
+		}
+		h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		uuid, err := layers.FSUUID(low.Root())
+		if err != nil || fs.opts.UUID == UUIDOff {
+			uuid = [16]byte{}
+		}
+		v, err := layers.EncodeOrigin(uuid, h)
+		if err != nil {
+			return err
+		}
+		if err := layers.SetxattrAt(pfd, name, origin, v); err != nil {
+			return err
+		}
+		return layers.SetImpure(pfd, fs.xattrs)
+	})
+}
+
+// acquire turns a resolved name into a node held by the kernel: the node
+// the name's identity finds (another name of a hard link, or the same
+// name looked up again), or a new one.
 // Preconditions: renameMu held for reading.
 func (fs *FS) acquire(p *node, name string, f found) Entry {
-	num, ok, key := fs.number(p, name, f)
-	id, n := fs.nodes.Acquire(num, ok, key, func(id uint64) *node {
-		n := &node{id: id, typ: f.typ, objs: f.objs}
-		n.at.Store(&place{parent: p, name: name})
+	id := fs.identify(p, name, f)
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == f.typ }, func() *node {
+		n := newNode(f.typ, f.objs, p, name, f.far)
+		if f.lazy != "" {
+			n.aux = &aux{lazy: f.lazy}
+		}
 		return n
 	})
-	n.mu.Lock()
-	if n.unlinked {
-		// A hard link of an unlinked node, found under another name:
-		// the node lives on there. A non-directory has no children
-		// whose paths could depend on its place.
-		n.unlinked = false
-		n.objs = f.objs
-		n.at.Store(&place{parent: p, name: name})
+	if isNew {
+		fs.setNumber(n, id)
+		if f.fresh {
+			// Made just now: no append-only or immutable flag.
+			n.prot.Store(protKnown)
+		}
+	} else {
+		fs.stats.held.Add(1)
+		n.mu.Lock()
+		if n.unlinked {
+			n.setObjs(f.objs)
+		}
+		n.addName(p, name, f.far)
+		n.mu.Unlock()
 	}
+	return Entry{ID: n.ID(), Attr: fs.attr(n, &f.st)}
+}
+
+// setNumber gives n the inode number id says.
+func (fs *FS) setNumber(n *node, id identity) {
+	fs.nodes.Number(n, id.Ident.Key, id.num, id.ok)
+}
+
+// held returns the node the kernel holds under name of p, resolved as f,
+// if any.
+// Preconditions: renameMu held.
+func (fs *FS) held(p *node, name string, f found) *node {
+	n, ok := fs.nodes.Peek(fs.identify(p, name, f).Ident)
+	if !ok {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.named(p, name) {
+		return n
+	}
+	return nil
+}
+
+// unname records that name of p, whose identity was id, is gone (removed,
+// or renamed over): its node loses the name, and when last says the
+// object had no other name, the node is found by no later lookup.
+// Preconditions: renameMu held; p.dirMu held, or renameMu for writing.
+func (fs *FS) unname(p *node, name string, id identity, last bool) {
+	n, ok := fs.nodes.Peek(id.Ident)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	n.dropName(p, name, func(pl place) bool { return fs.holds(pl, n) })
 	n.mu.Unlock()
-	return Entry{ID: id, Attr: fs.attr(n, &f.st)}
+	if last {
+		fs.nodes.Unhash(n)
+	}
+}
+
+// holds reports whether name pl still holds n's winning object.
+// Preconditions: renameMu held; n.mu held.
+func (fs *FS) holds(pl place, n *node) bool {
+	o := n.objects()[0]
+	st, err := fs.statAt(pl.parent, o.layer, pl.name)
+	return err == nil && objOf(o.layer, &st).key() == o.key()
 }
 
 // checkName validates a name the kernel sends for a directory entry.
@@ -88,62 +194,6 @@ func checkName(name string) error {
 // Preconditions: renameMu held.
 func (fs *FS) resolve(p *node, name string) (found, error) {
 	return fs.resolveIn(p, p.layersOf(), name)
-}
-
-// resolveIn is resolve over the given layer objects of p.
-func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
-	var f found
-	if !p.isDir() {
-		return f, syscall.ENOTDIR
-	}
-	if err := checkName(name); err != nil {
-		return f, err
-	}
-	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
-		// AUFS markers are not objects of the merged tree.
-		return f, syscall.ENOENT
-	}
-	dir := p.path()
-	rel := layers.Join(dir, name)
-	for i, po := range pobjs {
-		l := po.layer
-		st, err := fs.statAt(p, l, name)
-		if err == unix.ENOENT {
-			// An AUFS whiteout hides the layers below; the last
-			// layer has none.
-			if i < len(pobjs)-1 && fs.aufsWhiteout(p, l, name) {
-				break
-			}
-			f.upperFree = i == 0 && l.Upper
-			continue
-		}
-		if err != nil {
-			return f, errno(err)
-		}
-		if layers.IsWhiteout(&st) || (po.marks.XWhiteouts && l.IsXWhiteout(rel, &st)) {
-			break
-		}
-		typ := st.Mode & unix.S_IFMT
-		if f.objs == nil {
-			f.typ, f.st = typ, st
-		} else if typ != unix.S_IFDIR {
-			break
-		}
-		o := obj{layer: l, dev: st.Dev, ino: st.Ino}
-		if typ == unix.S_IFDIR {
-			if o.marks, err = l.Marks(rel); err != nil {
-				return f, errno(err)
-			}
-		}
-		f.objs = append(f.objs, o)
-		if typ != unix.S_IFDIR || o.marks.Opaque {
-			break
-		}
-	}
-	if f.objs == nil {
-		return f, syscall.ENOENT
-	}
-	return f, nil
 }
 
 // lowerPositive reports whether name in directory p shows an object from
@@ -167,39 +217,47 @@ func (fs *FS) lowerPositive(p *node, name string) (bool, error) {
 	return err == nil, err
 }
 
-// aufsWhiteout reports whether directory p has an AUFS whiteout .wh.NAME
-// for name in layer l.
-// Preconditions: renameMu held; p has an object in l.
-func (fs *FS) aufsWhiteout(p *node, l *layers.Layer, name string) bool {
-	if len(name)+len(layers.WhiteoutPrefix) > maxName {
-		return false
-	}
-	_, err := fs.statAt(p, l, layers.WhiteoutPrefix+name)
-	return err == nil
+// identity is how a resolved name is known: the identity its node is
+// found by, and the inode number it shows (num, or a fallback one when ok
+// is false), which belongs to the object Ident.Key names.
+type identity struct {
+	inodes.Ident
+	num uint64
+	ok  bool
 }
 
-// number computes the inode number the kernel shows for a resolved name
-// (ok false when the rule yields none), and the identity of the object
-// the number comes from.
+// identify returns the identity of a resolved name.
 //
-// The rule (fs/overlayfs/inode.c, ovl_getattr): a directory takes the
-// number of its topmost lower directory when it has one; an upper
-// non-directory takes its copy-up origin's number when the origin is
-// known and was not a hard link; everything else keeps its own.
+// Its number follows the kernel's rule (fs/overlayfs/inode.c,
+// ovl_getattr): a directory takes the number of its topmost lower
+// directory when it has one; an upper non-directory takes its copy-up
+// origin's number when the origin is known and was not a hard link;
+// everything else keeps its own. Nodes are grouped as the kernel groups
+// inodes (ovl_hash_bylower): by the object the number comes from, except
+// the names of a lower hard link on a writable mount, which copy-up
+// splits: each is a node of its own (sharing the number).
 // Preconditions: renameMu held.
-func (fs *FS) number(p *node, name string, f found) (uint64, bool, inodes.Key) {
+func (fs *FS) identify(p *node, name string, f found) identity {
 	src := f.objs[0]
-	if src.layer.Upper {
-		if f.typ == unix.S_IFDIR {
-			if len(f.objs) > 1 {
-				src = f.objs[1]
-			}
-		} else if !f.fresh {
+	byName := false
+	switch {
+	case f.typ == unix.S_IFDIR:
+		if src.layer.Upper && len(f.objs) > 1 {
+			src = f.objs[1]
+		}
+	case src.layer.Upper:
+		if !f.fresh {
 			if k, nlink, ok := fs.origin(p, name); ok && nlink == 1 {
-				src = obj{dev: k.Dev, ino: k.Ino}
+				src = obj{dev: uint32(k.Dev), ino: k.Ino}
 			}
 		}
+	case fs.upper != nil && f.st.Nlink > 1:
+		byName = true
 	}
-	n, ok := fs.scheme.Ino(src.dev, src.ino)
-	return n, ok, inodes.Key{Dev: src.dev, Ino: src.ino}
+	id := identity{Ident: inodes.Ident{Key: src.key()}}
+	if byName {
+		id.ByName, id.Dir, id.Name = true, p.ID(), name
+	}
+	id.num, id.ok = fs.scheme.Ino(id.Key.Dev, id.Key.Ino)
+	return id
 }

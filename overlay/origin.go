@@ -12,6 +12,11 @@ import (
 // upper layer's filesystem, or to the lowers when they share one.
 func (fs *FS) originLayers(uuid [16]byte) []*layers.Layer {
 	if uuid != ([16]byte{}) {
+		if fs.opts.UUID == UUIDOff {
+			// Only null uuids are followed, as the kernel's
+			// ovl_decode_real_fh with uuid=off.
+			return nil
+		}
 		return fs.uuids[uuid]
 	}
 	var same, all []*layers.Layer
@@ -45,8 +50,8 @@ func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
 		return inodes.Key{}, 0, false
 	}
 	var v []byte
-	for _, name := range []string{layers.TrustedPrefix + "origin", layers.UserPrefix + "origin"} {
-		if v, err = layers.FdGetxattr(ofd, name); err == nil {
+	for _, attr := range []string{layers.Trusted.Name(layers.XattrOrigin), layers.User.Name(layers.XattrOrigin)} {
+		if v, err = layers.FdGetxattr(ofd, attr); err == nil {
 			break
 		}
 	}

@@ -26,8 +26,8 @@ import (
 // the mount write overrides under one name in the upper layer instead of
 // changing owners and modes.
 const (
-	OverridePrivileged = "security.fuseoverlayfs.override_stat"       // xattr_permissions=1
-	OverrideUser       = layers.FuseOverlayfsPrefix + "override_stat" // xattr_permissions=2
+	OverridePrivileged = "security.fuseoverlayfs.override_stat"         // xattr_permissions=1
+	OverrideUser       = string(layers.FuseOverlayfs) + "override_stat" // xattr_permissions=2
 	OverrideContainers = "user.containers.override_stat"
 )
 
@@ -138,7 +138,7 @@ func (fs *FS) probeOverrides() error {
 					return err
 				}
 				o := override{uid: st.Uid, gid: st.Gid, perm: st.Mode & 0o7777}
-				if err := unix.Fsetxattr(l.Root(), fs.overrideWrite, []byte(o.String()), 0); err != nil {
+				if err := layers.FdSetxattr(l.Root(), fs.overrideWrite, []byte(o.String()), 0); err != nil {
 					return fmt.Errorf("upper layer: writing %s: %v", fs.overrideWrite, err)
 				}
 			}
@@ -187,11 +187,7 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 		return override{}, false
 	}
 	n.mu.Lock()
-	objs, unlinked, fd := n.objs, n.unlinked, -1
-	for h := range n.open {
-		fd = h.file()
-		break
-	}
+	objs, unlinked, fd := n.objects(), n.unlinked, n.openFd()
 	n.mu.Unlock()
 	for _, name := range fs.overrideRead[objs[0].layer] {
 		var v []byte
@@ -216,13 +212,19 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 	return override{}, false
 }
 
-// overrideDirentType returns the d_type of regular file rel of layer l:
-// that of the type its override names, so that a listing agrees with
-// stat.
+// overrideDirentType returns the d_type of regular file name of directory
+// p's object in layer l: that of the type its override names, so that a
+// listing agrees with stat.
 // Preconditions: renameMu held.
-func (fs *FS) overrideDirentType(l *layers.Layer, rel string) uint8 {
-	for _, name := range fs.overrideRead[l] {
-		if v, err := l.Getxattr(rel, name); err == nil {
+func (fs *FS) overrideDirentType(p *node, l *layers.Layer, name string) uint8 {
+	for _, attr := range fs.overrideRead[l] {
+		var v []byte
+		err := fs.inDir(p, l, func(dfd int) error {
+			var err error
+			v, err = layers.GetxattrAt(dfd, name, attr)
+			return err
+		})
+		if err == nil {
 			if o, ok := parseOverride(string(v)); ok && o.typ != 0 && o.typ != unix.S_IFDIR {
 				return uint8(o.typ >> 12)
 			}
@@ -256,8 +258,8 @@ func (fs *FS) setOverride(n *node, fd int, st *unix.Stat_t, in *SetAttrs) error 
 	if in.Mode != nil {
 		o.perm = *in.Mode & 0o7777
 	}
-	err := unix.Setxattr(procPath(fd), fs.overrideWrite, []byte(o.String()), 0)
-	return errno(err)
+	err := layers.FdSetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
+	return toErrno(err)
 }
 
 // readOverrideLink returns the target of a regular file that stands for
@@ -268,9 +270,9 @@ func (fs *FS) readOverrideLink(n *node) (string, error) {
 	if !ok || o.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}
-	fd, err := n.layersOf()[0].layer.OpenFile(n.path(), unix.O_RDONLY)
+	fd, err := fs.openFile(n, n.layersOf()[0].layer, unix.O_RDONLY)
 	if err != nil {
-		return "", errno(err)
+		return "", toErrno(err)
 	}
 	f := os.NewFile(uintptr(fd), "")
 	defer f.Close()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -105,39 +106,39 @@ func openRW(t *testing.T, lower string, opts Options) (fs *FS, upper, base strin
 	t.Helper()
 	base = t.TempDir()
 	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
-	must(t, os.Mkdir(upper, 0o755))
-	must(t, os.Mkdir(work, 0o755))
+	testenv.Must(t, os.Mkdir(upper, 0o755))
+	testenv.Must(t, os.Mkdir(work, 0o755))
 	u, err := layers.Open(upper, 0, true)
-	must(t, err)
+	testenv.Must(t, err)
 	l, err := layers.Open(lower, 1, false)
-	must(t, err)
+	testenv.Must(t, err)
 	w, err := copyup.Open(work)
-	must(t, err)
+	testenv.Must(t, err)
 	t.Cleanup(func() { u.Close(); l.Close(); w.Close() })
 	opts.Work = w
 	fs, err = New([]*layers.Layer{u, l}, opts)
-	must(t, err)
+	testenv.Must(t, err)
 	return fs, upper, base
 }
 
 func lchown(t *testing.T, p string, uid, gid int) {
 	t.Helper()
-	must(t, os.Lchown(p, uid, gid))
+	testenv.Must(t, os.Lchown(p, uid, gid))
 }
 
 func owner(t *testing.T, p string) [2]uint32 {
 	t.Helper()
 	var st unix.Stat_t
-	must(t, unix.Lstat(p, &st))
+	testenv.Must(t, unix.Lstat(p, &st))
 	return [2]uint32{st.Uid, st.Gid}
 }
 
 func attrOf(t *testing.T, fs *FS, path string) Attr {
 	t.Helper()
 	e, err := walk(fs, path)
-	must(t, err)
+	testenv.Must(t, err)
 	a, err := fs.GetAttr(e.ID)
-	must(t, err)
+	testenv.Must(t, err)
 	if a != e.Attr {
 		t.Errorf("%s: lookup shows %+v, getattr %+v", path, e.Attr, a)
 	}
@@ -160,7 +161,7 @@ func TestOwnerMapping(t *testing.T) {
 	}
 	// The caller's ids are stored mapped back.
 	e, _, err := fs.Create(inodes.RootID, "new", 0o644, unix.O_RDWR, Cred{Uid: 100000, Gid: 1000})
-	must(t, err)
+	testenv.Must(t, err)
 	if got := owner(t, filepath.Join(upper, "new")); got != [2]uint32{1, 0} {
 		t.Errorf("new file stored as %v, want 1:0", got)
 	}
@@ -171,7 +172,7 @@ func TestOwnerMapping(t *testing.T) {
 	// id, as fuse-overlayfs does, not refused.
 	for shown, stored := range map[uint32]uint32{100009: 10, 5: 65534} {
 		a, err := fs.SetAttr(e.ID, SetAttrs{Uid: &shown})
-		must(t, err)
+		testenv.Must(t, err)
 		if got := owner(t, filepath.Join(upper, "new")); got[0] != stored {
 			t.Errorf("chown %d stored %d, want %d", shown, got[0], stored)
 		}
@@ -189,10 +190,10 @@ func TestSquash(t *testing.T) {
 		t.Errorf("a shows %d:%d, want 7:8", a.Uid, a.Gid)
 	}
 	e, err := walk(fs, "a")
-	must(t, err)
+	testenv.Must(t, err)
 	nine := uint32(9)
 	a, err := fs.SetAttr(e.ID, SetAttrs{Uid: &nine, Gid: &nine})
-	must(t, err)
+	testenv.Must(t, err)
 	if a.Uid != 7 || a.Gid != 8 || owner(t, filepath.Join(upper, "a")) != [2]uint32{9, 9} {
 		t.Errorf("after chown shows %d:%d, stored %v; want 7:8 and 9:9", a.Uid, a.Gid, owner(t, filepath.Join(upper, "a")))
 	}
@@ -226,8 +227,8 @@ func TestOverrideRead(t *testing.T) {
 		}
 	}
 	// A listing shows the types stat shows.
-	ents, err := fs.ReadDir(inodes.RootID, 0)
-	must(t, err)
+	ents, err := fs.ReadDir(inodes.RootID, 0, 1<<20)
+	testenv.Must(t, err)
 	types := map[string]uint8{}
 	for _, e := range ents {
 		types[e.Name] = e.Type
@@ -238,12 +239,12 @@ func TestOverrideRead(t *testing.T) {
 		}
 	}
 	e, err := walk(fs, "ln")
-	must(t, err)
+	testenv.Must(t, err)
 	if target, err := fs.Readlink(e.ID); err != nil || target != "target" {
 		t.Errorf("readlink of a file standing for a symlink: %q, %v", target, err)
 	}
 	e, err = walk(fs, "f")
-	must(t, err)
+	testenv.Must(t, err)
 	if _, err := fs.Getxattr(e.ID, OverrideContainers); err != syscall.ENODATA {
 		t.Errorf("getxattr of the override: %v, want ENODATA", err)
 	}
@@ -275,7 +276,7 @@ func TestOverrideWrite(t *testing.T) {
 		"f f x", "x f "+OverrideContainers+"=5:6:0700",
 		"d d", "x d "+OverrideContainers+"=7:8:02775")
 	get := func(rel string) string {
-		v, err := layersGetxattr(filepath.Join(upper, rel), OverrideUser)
+		v, err := testenv.Xattr(filepath.Join(upper, rel), OverrideUser)
 		if err != nil {
 			t.Errorf("%s: %v", rel, err)
 		}
@@ -286,10 +287,10 @@ func TestOverrideWrite(t *testing.T) {
 	}
 	// chmod copies up with the lower override and changes only the mode.
 	e, err := walk(fs, "f")
-	must(t, err)
+	testenv.Must(t, err)
 	mode := uint32(0o640)
 	a, err := fs.SetAttr(e.ID, SetAttrs{Mode: &mode})
-	must(t, err)
+	testenv.Must(t, err)
 	if a.Mode != unix.S_IFREG|0o640 || a.Uid != 1005 || a.Gid != 1006 {
 		t.Errorf("after chmod shows %o %d:%d, want 100640 1005:1006", a.Mode, a.Uid, a.Gid)
 	}
@@ -304,31 +305,31 @@ func TestOverrideWrite(t *testing.T) {
 		t.Errorf("after chown override %q, want 11:6:0640", v)
 	}
 	var st unix.Stat_t
-	must(t, unix.Lstat(filepath.Join(upper, "f"), &st))
+	testenv.Must(t, unix.Lstat(filepath.Join(upper, "f"), &st))
 	if st.Uid != 0 || st.Mode&0o7777 != 0o644 {
 		t.Errorf("the file itself changed to %d %o", st.Uid, st.Mode)
 	}
 	// New objects: owner and mode in the override, the group of a
 	// setgid parent as the override shows it.
 	d, err := walk(fs, "d")
-	must(t, err)
+	testenv.Must(t, err)
 	sub, err := fs.Mkdir(d.ID, "sub", 0o555, Cred{Uid: 1003, Gid: 1004})
-	must(t, err)
+	testenv.Must(t, err)
 	if v := get("d/sub"); v != "3:8:02555" {
 		t.Errorf("new directory override %q, want 3:8:02555", v)
 	}
 	if sub.Attr.Mode != unix.S_IFDIR|0o2555 || sub.Attr.Uid != 1003 || sub.Attr.Gid != 1008 {
 		t.Errorf("new directory shows %o %d:%d", sub.Attr.Mode, sub.Attr.Uid, sub.Attr.Gid)
 	}
-	must(t, unix.Lstat(filepath.Join(upper, "d/sub"), &st))
+	testenv.Must(t, unix.Lstat(filepath.Join(upper, "d/sub"), &st))
 	if st.Mode&0o7777 != 0o755 {
 		t.Errorf("new directory itself has mode %o, want 0755 (usable by the mount)", st.Mode&0o7777)
 	}
 	// The override cannot be set through the mount.
-	if err := fs.Setxattr(e.ID, OverrideUser, []byte("0:0:04755"), 0); err != syscall.EPERM {
+	if err := fs.Setxattr(e.ID, OverrideUser, []byte("0:0:04755"), 0, false); err != syscall.EPERM {
 		t.Errorf("setxattr %s: %v, want EPERM", OverrideUser, err)
 	}
-	if err := fs.Setxattr(e.ID, OverrideContainers, []byte("0:0:04755"), 0); err != syscall.EPERM {
+	if err := fs.Setxattr(e.ID, OverrideContainers, []byte("0:0:04755"), 0, false); err != syscall.EPERM {
 		t.Errorf("setxattr %s: %v, want EPERM", OverrideContainers, err)
 	}
 }

@@ -1,11 +1,13 @@
 package overlay
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/ovlmount/ovlmount/inodes"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -16,26 +18,46 @@ type Dirent struct {
 	Ino  uint64
 	Type uint8  // DT_*
 	Off  uint64 // the offset that resumes the listing after this entry
+	// err is why the entry could not be looked up: it is not listed,
+	// and the read that meets it first ends there (listing.read).
+	err   error
+	stale bool // err was met
 }
 
-// listing is the merged listing of a directory as last built. The kernel
-// does not open directories (FUSE_NO_OPENDIR_SUPPORT: an open and a
-// release less per directory), so there is no handle to keep a listing
-// per open: the directory keeps one, and each entry keeps its offset
-// across rebuilds. A reader that resumes at an offset after someone else
-// rewound the directory then misses no entry that stayed and sees none
-// twice, as on a file system with stable directory cookies.
+// listing is how a directory is being read. The kernel does not open
+// directories (FUSE_NO_OPENDIR_SUPPORT: an open and a release less per
+// directory), so there is no handle to keep state per open: the directory
+// keeps it, decided by each read at offset 0 (an open or a rewind).
+//
+// A directory with one layer object (the kernel's "real" directory, which
+// ovl_iterate reads itself) is read from the host at the host's offsets,
+// and nothing of it is held between reads: a huge directory costs no
+// memory, and telldir shows what the kernel's would. Should it merge while
+// it is read (copy-up made its upper directory), the reader goes on with
+// the rest of the object it was reading, each name as the merged view now
+// shows it.
+//
+// A merged directory's listing is built and held while it is read, until
+// a read reaches its end or heldListings drops it for room; its offsets
+// are positions. A rebuild while one is held keeps each entry's offset, so
+// a reader that resumes at an offset after someone else rewound the
+// directory misses no entry that stayed and sees none twice, as on a file
+// system with stable directory cookies; after a drop, offsets are
+// positions in a new listing, as the kernel's are.
 type listing struct {
-	// mu guards ents and next; readers of one directory take turns.
-	mu   sync.Mutex
-	ents []Dirent // by increasing Off
-	next uint64   // the Off of the next new name
+	// mu guards the fields below; readers of one directory take turns.
+	mu     sync.Mutex
+	merged bool     // the last read at offset 0 built a listing
+	ents   []Dirent // by increasing Off
+	next   uint64   // the Off of the next new name
+	// failing says some entries have an err.
+	failing bool
+	use     uint64 // heldListings' clock at the last read
 }
 
-// ReadDir returns the entries of directory id that follow offset, each
-// with the offset that resumes after it. Offset 0 (an open or a rewind)
-// builds the listing again.
-func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
+// ReadDir returns up to count entries of directory id that follow
+// offset, each with the offset that resumes after it; none at the end.
+func (fs *FS) ReadDir(id, offset uint64, count int) ([]Dirent, error) {
 	n, err := fs.get(id)
 	if err != nil {
 		return nil, err
@@ -43,9 +65,95 @@ func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
 	if !n.isDir() {
 		return nil, syscall.ENOTDIR
 	}
-	l := &n.ls
+	count = max(count, 1)
+	l := &n.aux.ls
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if offset == 0 {
+		l.merged = n.merged()
+	}
+	if !l.merged {
+		fs.renameMu.RLock()
+		defer fs.renameMu.RUnlock()
+		return fs.readReal(n, offset, count)
+	}
+	return fs.readListing(n, offset, count)
+}
+
+// readReal reads directory n from the host at host offset off: n's only
+// object, or, once n has merged, its bottom one.
+// Preconditions: renameMu held; n.aux.ls.mu held.
+func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
+	objs := n.layersOf()
+	fd, err := fs.openDir(n, objs[len(objs)-1].layer)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer unix.Close(fd)
+	// The kernel asks for a page of entries at a time, which as many
+	// host entries fill about as well.
+	bp := direntBufs.Get().(*[direntBuf]byte)
+	defer direntBufs.Put(bp)
+	buf := bp[:]
+	var out []Dirent
+	for len(out) == 0 {
+		raw, err := layers.ReadDirAt(fd, off, buf)
+		if err != nil || len(raw) == 0 {
+			return nil, toErrno(err)
+		}
+		for _, e := range raw {
+			if len(out) == count {
+				break
+			}
+			de, err := fs.realEntry(n, objs, e)
+			switch {
+			case err == nil:
+				de.Off = e.Off
+				out = append(out, de)
+			case err != syscall.ENOENT:
+				// An entry that cannot be looked up (a metacopy
+				// file without metacopy=on, a redirect refused)
+				// fails the read there, as in the kernel.
+				if len(out) > 0 {
+					return out, nil
+				}
+				return nil, err
+			}
+			off = e.Off
+		}
+	}
+	return out, nil
+}
+
+// direntBuf is the size of the buffers readReal reads host entries into.
+const direntBuf = 8 << 10
+
+var direntBufs = sync.Pool{New: func() any { return new([direntBuf]byte) }}
+
+// realEntry is the entry of directory n for raw entry e of its bottom
+// object; ENOENT leaves it out.
+// Preconditions: renameMu held.
+func (fs *FS) realEntry(n *node, objs []obj, e layers.Dirent) (Dirent, error) {
+	switch {
+	case e.Name == ".":
+		return Dirent{Name: ".", Ino: n.Num(), Type: unix.DT_DIR}, nil
+	case e.Name == "..":
+		return Dirent{Name: "..", Ino: n.parent().Num(), Type: unix.DT_DIR}, nil
+	case strings.HasPrefix(e.Name, layers.WhiteoutPrefix):
+		return Dirent{}, syscall.ENOENT
+	case len(objs) > 1:
+		// Merged since the reader began: the name as the merged view
+		// shows it, if at all.
+		return fs.resolvedDirent(n, objs, e.Name)
+	}
+	return fs.entry(n, objs, 0, e, true)
+}
+
+// readListing reads merged directory n from its listing, built at offset
+// 0, or when there is none: offset is then a position in the new one.
+// Preconditions: n.aux.ls.mu held.
+func (fs *FS) readListing(n *node, offset uint64, count int) ([]Dirent, error) {
+	l := &n.aux.ls
 	if offset == 0 || l.ents == nil {
 		fs.renameMu.RLock()
 		ents, err := fs.merge(n)
@@ -56,7 +164,43 @@ func (fs *FS) ReadDir(id uint64, offset uint64) ([]Dirent, error) {
 		l.update(ents)
 	}
 	i := sort.Search(len(l.ents), func(i int) bool { return l.ents[i].Off > offset })
-	return l.ents[i:], nil
+	if i == len(l.ents) {
+		// Read to the end: the next read starts again from the layers.
+		l.ents, l.next = nil, 0
+		fs.listings.drop(l)
+		return nil, nil
+	}
+	fs.listings.use(l)
+	if !l.failing {
+		// Entries are never changed in place (update makes a new
+		// slice) but for stale.
+		return l.ents[i:min(len(l.ents), i+count)], nil
+	}
+	return l.read(i, count)
+}
+
+// read returns up to count entries from index i of a listing with
+// entries that could not be looked up, as the kernel's ovl_iterate meets
+// them: the first time, such an entry ends the read there (with its
+// error if it is the read's first), and later reads pass over it.
+// Preconditions: l.mu held.
+func (l *listing) read(i, count int) ([]Dirent, error) {
+	var out []Dirent
+	for ; i < len(l.ents) && len(out) < count; i++ {
+		e := &l.ents[i]
+		switch {
+		case e.err == nil:
+			out = append(out, *e)
+		case e.stale:
+		case len(out) > 0:
+			e.stale = true
+			return out, nil
+		default:
+			e.stale = true
+			return nil, e.err
+		}
+	}
+	return out, nil
 }
 
 // update replaces the listing with ents, in merge order. Names already
@@ -68,6 +212,7 @@ func (l *listing) update(ents []Dirent) {
 			ents[i].Off = uint64(i + 1)
 		}
 		l.ents, l.next = ents, uint64(len(ents)+1)
+		l.failing = slices.ContainsFunc(ents, func(e Dirent) bool { return e.err != nil })
 		return
 	}
 	fresh := make(map[string]int, len(ents))
@@ -91,76 +236,226 @@ func (l *listing) update(ents []Dirent) {
 		}
 	}
 	l.ents = out
+	l.failing = slices.ContainsFunc(out, func(e Dirent) bool { return e.err != nil })
 }
 
-// merge builds the listing of directory n: ".", "..", then the union of
-// its layers' entries, top layer first, the first occurrence of a name
-// winning, markers and whited-out names left out.
+// heldListings bounds the entries of the listings held at once: a
+// reader that stops before the end of a directory leaves its listing
+// held, and the least recently read go when the total passes the bound.
+type heldListings struct {
+	mu      sync.Mutex
+	clock   uint64
+	held    map[*listing]int // entries
+	entries int
+}
+
+// maxListed is the most entries heldListings keeps, about 20 MiB.
+const maxListed = 1 << 18
+
+// use records a read of l, held with its entries.
+// Preconditions: l.mu held.
+func (h *heldListings) use(l *listing) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clock++
+	l.use = h.clock
+	if h.held == nil {
+		h.held = make(map[*listing]int)
+	}
+	h.entries += len(l.ents) - h.held[l]
+	h.held[l] = len(l.ents)
+	for h.entries > maxListed && h.evict(l) {
+	}
+}
+
+// evict drops the least recently read listing other than keep that no
+// reader holds, and reports whether there was one.
+// Preconditions: h.mu held.
+func (h *heldListings) evict(keep *listing) bool {
+	var old *listing
+	for o := range h.held {
+		if o != keep && (old == nil || o.use < old.use) && o.mu.TryLock() {
+			if old != nil {
+				old.mu.Unlock()
+			}
+			old = o
+		}
+	}
+	if old == nil {
+		return false
+	}
+	old.ents, old.next = nil, 0
+	old.mu.Unlock()
+	h.entries -= h.held[old]
+	delete(h.held, old)
+	return true
+}
+
+// forget drops l's listing: its directory is forgotten.
+func (h *heldListings) forget(l *listing) {
+	l.mu.Lock()
+	l.ents = nil
+	l.mu.Unlock()
+	h.drop(l)
+}
+
+// drop forgets l, whose listing has gone.
+func (h *heldListings) drop(l *listing) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.entries -= h.held[l]
+	delete(h.held, l)
+}
+
+// merge builds the listing of directory n: the union of its layers'
+// entries, the first occurrence of a name, top down, winning, markers and
+// whited-out names left out, in the kernel's order (ovl_dir_read_merged):
+// first every name of the bottom layer, in its order, "." and ".."
+// included, then the other names of each layer above, top down. An entry
+// that cannot be looked up (a metacopy file without metacopy=on, a
+// redirect refused) holds its error (Dirent.err).
 // Preconditions: renameMu held.
 func (fs *FS) merge(n *node) ([]Dirent, error) {
-	ents := []Dirent{
-		{Name: ".", Ino: n.id, Type: unix.DT_DIR},
-		{Name: "..", Ino: n.parent().id, Type: unix.DT_DIR},
+	objs := n.layersOf()
+	// A directory that merges with nothing is listed as it is on disk,
+	// whiteouts included, as the kernel lists it (ovl_iterate reads such
+	// a directory itself), though a lookup of them finds nothing.
+	unmerged := len(objs) == 1
+	raws := make([][]layers.Dirent, len(objs))
+	type winner struct {
+		layer  int
+		e      layers.Dirent
+		hidden bool
 	}
-	seen := make(map[string]bool)
-	objs, dir := n.layersOf(), n.path()
+	wins := make(map[string]winner)
+	aufsHidden := make(map[string]bool) // by .wh. names of the layers above
 	for i, o := range objs {
-		raw, err := o.layer.ReadDir(dir)
+		raw, err := fs.readAll(n, o.layer)
 		if err != nil {
-			return nil, errno(err)
+			return nil, toErrno(err)
 		}
-		var aufs []string // .wh. names hide entries of the layers below
+		raws[i] = raw
+		var aufs []string
 		for _, e := range raw {
-			if strings.HasPrefix(e.Name, layers.WhiteoutPrefix) {
+			switch _, won := wins[e.Name]; {
+			case e.Name == "." || e.Name == "..", won, aufsHidden[e.Name]:
+			case strings.HasPrefix(e.Name, layers.WhiteoutPrefix):
 				if e.Name != layers.OpaqueFile {
 					aufs = append(aufs, e.Name[len(layers.WhiteoutPrefix):])
 				}
-				continue
+			default:
+				wins[e.Name] = winner{i, e, !unmerged && fs.isWhiteout(n, o, e.Name, e.Type)}
 			}
-			if seen[e.Name] {
-				continue
-			}
-			seen[e.Name] = true
-			if fs.isWhiteout(o, layers.Join(dir, e.Name), e.Type) {
-				continue
-			}
-			de, err := fs.dirent(n, objs, i, e)
-			if err != nil {
-				if err == syscall.ENOENT {
-					continue // gone meanwhile
-				}
-				return nil, err
-			}
-			if de.Type == unix.DT_REG && fs.overrideRead != nil {
-				de.Type = fs.overrideDirentType(o.layer, layers.Join(dir, e.Name))
-			}
-			ents = append(ents, de)
 		}
 		for _, name := range aufs {
-			seen[name] = true
+			aufsHidden[name] = true
 		}
+	}
+	var ents []Dirent
+	listed := make(map[string]bool, len(wins)+2)
+	list := func(name string) {
+		if listed[name] {
+			return
+		}
+		listed[name] = true
+		switch name {
+		case ".":
+			ents = append(ents, Dirent{Name: ".", Ino: n.Num(), Type: unix.DT_DIR})
+			return
+		case "..":
+			ents = append(ents, Dirent{Name: "..", Ino: n.parent().Num(), Type: unix.DT_DIR})
+			return
+		}
+		w, ok := wins[name]
+		if !ok || w.hidden {
+			return
+		}
+		de, err := fs.entry(n, objs, w.layer, w.e, unmerged)
+		switch {
+		case err == syscall.ENOENT:
+			return // gone meanwhile
+		case err != nil:
+			// Not listed; listing.read returns the error.
+			de = Dirent{Name: name, err: err}
+		}
+		ents = append(ents, de)
+	}
+	last := len(objs) - 1
+	for _, i := range append([]int{last}, seq(last)...) {
+		for _, e := range raws[i] {
+			list(e.Name)
+		}
+	}
+	for _, dot := range []string{".", ".."} {
+		list(dot) // a filesystem that lists none
 	}
 	return ents, nil
 }
 
-// isWhiteout reports whether the entry rel of type typ in layer object o
-// is a whiteout of any form.
-func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
-	switch {
-	case typ == unix.DT_CHR || typ == unix.DT_UNKNOWN:
-		st, err := o.layer.Lstat(rel)
-		if err != nil {
-			return false
-		}
-		if layers.IsWhiteout(&st) {
-			return true
-		}
-		return o.marks.XWhiteouts && o.layer.IsXWhiteout(rel, &st)
-	case typ == unix.DT_REG && o.marks.XWhiteouts:
-		st, err := o.layer.Lstat(rel)
-		return err == nil && o.layer.IsXWhiteout(rel, &st)
+// seq returns 0, 1, ... n-1.
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
 	}
-	return false
+	return s
+}
+
+// readAll returns the entries of directory n's object in layer l, "."
+// and ".." included.
+// Preconditions: renameMu held.
+func (fs *FS) readAll(n *node, l *layers.Layer) ([]layers.Dirent, error) {
+	fd, err := fs.openDir(n, l)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return layers.ReadDirFd(fd, true)
+}
+
+// entry makes the listing entry for raw entry e of layer object i of
+// directory n, not a whiteout the listing leaves out; ENOENT if it is gone.
+// In an unmerged directory a whiteout is listed (see isWhiteout), with
+// its own number.
+// Preconditions: renameMu held.
+func (fs *FS) entry(n *node, objs []obj, i int, e layers.Dirent, unmerged bool) (Dirent, error) {
+	o := objs[i]
+	de, err := fs.dirent(n, objs, i, e)
+	if err == syscall.ENOENT && (unmerged || o.layer.Upper && o.marks.XWhiteouts) {
+		k := inodes.Key{Dev: uint64(o.dev), Ino: e.Ino}
+		num, ok := fs.scheme.Ino(k.Dev, k.Ino)
+		return Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(k, num, ok), Type: e.Type}, nil
+	}
+	if err != nil {
+		return Dirent{}, err
+	}
+	if de.Type == unix.DT_REG && fs.overrideRead != nil {
+		de.Type = fs.overrideDirentType(n, o.layer, e.Name)
+	}
+	return de, nil
+}
+
+// isWhiteout reports whether entry name of type typ in directory n's
+// layer object o is a whiteout of any form a listing leaves out. An
+// xwhiteout in the upper layer hides a name from lookup but is still
+// listed, as by the kernel, which reads xwhiteouts only in lower layers'
+// listings.
+// Preconditions: renameMu held.
+func (fs *FS) isWhiteout(n *node, o obj, name string, typ uint8) bool {
+	xwhiteouts := o.marks.XWhiteouts && !o.layer.Upper
+	if typ != unix.DT_CHR && typ != unix.DT_UNKNOWN && (typ != unix.DT_REG || !xwhiteouts) {
+		return false
+	}
+	is := false
+	fs.inDir(n, o.layer, func(dfd int) error {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return nil
+		}
+		is = layers.IsWhiteout(&st) || xwhiteouts && layers.IsXWhiteoutAt(dfd, name, &st)
+		return nil
+	})
+	return is
 }
 
 // dirent makes the listing entry for raw entry e of layer object i of
@@ -170,15 +465,22 @@ func (fs *FS) isWhiteout(o obj, rel string, typ uint8) bool {
 // Preconditions: renameMu held.
 func (fs *FS) dirent(n *node, objs []obj, i int, e layers.Dirent) (Dirent, error) {
 	o := objs[i]
-	if !o.layer.Upper && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(objs)-1) {
-		if ino, ok := fs.scheme.Ino(o.dev, e.Ino); ok {
+	if !o.layer.Upper && !fs.scheme.MayCollide() && e.Type != unix.DT_UNKNOWN && (e.Type != unix.DT_DIR || i == len(objs)-1) {
+		if ino, ok := fs.scheme.Ino(uint64(o.dev), e.Ino); ok {
 			return Dirent{Name: e.Name, Ino: ino, Type: e.Type}, nil
 		}
 	}
-	f, err := fs.resolveIn(n, objs, e.Name)
+	return fs.resolvedDirent(n, objs, e.Name)
+}
+
+// resolvedDirent is the entry for name of directory n as a lookup over
+// objs finds it.
+// Preconditions: renameMu held.
+func (fs *FS) resolvedDirent(n *node, objs []obj, name string) (Dirent, error) {
+	f, err := fs.resolveIn(n, objs, name)
 	if err != nil {
 		return Dirent{}, err
 	}
-	num, ok, key := fs.number(n, e.Name, f)
-	return Dirent{Name: e.Name, Ino: fs.nodes.Peek(num, ok, key), Type: uint8(f.typ >> 12)}, nil
+	id := fs.identify(n, name, f)
+	return Dirent{Name: name, Ino: fs.nodes.PeekNumber(id.Key, id.num, id.ok), Type: uint8(f.typ >> 12)}, nil
 }

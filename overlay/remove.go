@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"strconv"
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/layers"
@@ -14,8 +13,6 @@ import (
 // directory is exchanged with it, then emptied in the workdir), so the
 // name never shows what lies below. Unlinking a lower file does not copy
 // it up.
-
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // Unlink removes non-directory name from directory parent.
 func (fs *FS) Unlink(parent uint64, name string) error {
@@ -40,29 +37,33 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	}
 	// Checked before the parent is copied up too: as on the kernel, a
 	// removal that fails leaves the upper layer as it was.
-	p.dirMu.Lock()
-	_, err = fs.removable(p, name, dir)
-	p.dirMu.Unlock()
+	p.aux.dirMu.Lock()
+	f, err := fs.removable(p, name, dir)
+	p.aux.dirMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if fs.prot(p) != 0 || fs.protOf(p, name, f) != 0 {
+		// An append-only or immutable directory keeps its entries; such
+		// an object keeps its name.
+		return syscall.EPERM
 	}
 	if err := fs.copyUp(p); err != nil {
 		return err
 	}
-	p.dirMu.Lock()
-	defer p.dirMu.Unlock()
-	f, err := fs.removable(p, name, dir)
-	if err != nil {
+	p.aux.dirMu.Lock()
+	defer p.aux.dirMu.Unlock()
+	if f, err = fs.removable(p, name, dir); err != nil {
 		return err
 	}
 	lower, err := fs.lowerPositive(p, name)
 	if err != nil {
 		return err
 	}
-	// Found before the change: its number may come from the upper
+	// Found before the change: the identity may come from the upper
 	// object's origin, which goes with it. (Outside inDir below: the
 	// origin is read through the same held fd.)
-	gone := fs.held(p, name, f)
+	id := fs.identify(p, name, f)
 	inUpper := f.objs[0].layer.Upper
 	err = fs.inDir(p, fs.upper, func(pfd int) error {
 		switch {
@@ -72,18 +73,21 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 			// Out of sight with one rename, then emptied of any
 			// whiteouts it still holds.
 			wfd, tmp := fs.work.Fd(), fs.work.TempName()
-			if err := unix.Renameat(pfd, name, wfd, tmp); err != nil {
+			if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
 				return err
 			}
-			removeAll(wfd, tmp)
+			layers.RemoveAll(wfd, tmp)
 			return nil
 		}
-		return unix.Unlinkat(pfd, name, 0)
+		return layers.Unlink(pfd, name)
 	})
 	if err != nil {
-		return errno(err)
+		return toErrno(err)
 	}
-	unlinked(gone)
+	// The object lives on under its other names, if it has any: an
+	// upper non-directory with links left (a lower one just goes out of
+	// sight).
+	fs.unname(p, name, id, dir || !inUpper || f.st.Nlink <= 1)
 	return nil
 }
 
@@ -113,8 +117,7 @@ func (fs *FS) removable(p *node, name string, dir bool) (found, error) {
 // f, shows no entry in the merged view.
 // Preconditions: renameMu held.
 func (fs *FS) checkEmpty(p *node, name string, f found) error {
-	d := &node{typ: unix.S_IFDIR, objs: f.objs}
-	d.at.Store(&place{parent: p, name: name})
+	d := scratchNode(unix.S_IFDIR, f.objs, p, name, f.far)
 	ents, err := fs.merge(d)
 	if err != nil {
 		return err
@@ -134,73 +137,35 @@ func (fs *FS) checkEmpty(p *node, name string, f found) error {
 func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
 	wfd, tmp := fs.work.Fd(), fs.work.TempName()
 	if !fs.charWhiteouts {
-		fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		unix.Close(fd)
-		if err := unix.Renameat(wfd, tmp, pfd, layers.WhiteoutPrefix+name); err != nil {
-			unix.Unlinkat(wfd, tmp, 0)
+		if err := layers.AUFSWhiteout(wfd, tmp, pfd, name); err != nil {
 			return err
 		}
 		if exchange {
-			if err := unix.Renameat(pfd, name, wfd, tmp); err != nil {
+			if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
 				return err
 			}
-			removeAll(wfd, tmp)
+			layers.RemoveAll(wfd, tmp)
 			return nil
 		}
-		if err := unix.Unlinkat(pfd, name, 0); err != nil && err != unix.ENOENT {
+		if err := layers.Unlink(pfd, name); err != nil && err != unix.ENOENT {
 			return err
 		}
 		return nil
 	}
-	if err := unix.Mknodat(wfd, tmp, unix.S_IFCHR, 0); err != nil {
+	if err := layers.Whiteout(wfd, tmp); err != nil {
 		return err
 	}
 	if exchange {
-		if err := unix.Renameat2(wfd, tmp, pfd, name, unix.RENAME_EXCHANGE); err != nil {
-			unix.Unlinkat(wfd, tmp, 0)
+		if err := layers.Rename(wfd, tmp, pfd, name, unix.RENAME_EXCHANGE); err != nil {
+			layers.Unlink(wfd, tmp)
 			return err
 		}
-		removeAll(wfd, tmp)
+		layers.RemoveAll(wfd, tmp)
 		return nil
 	}
-	if err := unix.Renameat(wfd, tmp, pfd, name); err != nil {
-		unix.Unlinkat(wfd, tmp, 0)
+	if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+		layers.Unlink(wfd, tmp)
 		return err
 	}
 	return nil
-}
-
-// unlinked marks n, a node the kernel holds (or nil), as having lost its
-// name: it lives on through its open handles, or under another hard link
-// when it is looked up again.
-func unlinked(n *node) {
-	if n == nil {
-		return
-	}
-	n.mu.Lock()
-	n.unlinked = true
-	n.mu.Unlock()
-}
-
-// removeAll removes entry name of directory dfd and, for a directory,
-// everything below it, without following symlinks. It is for the
-// workdir's temporaries; errors leave the rest for the next mount's
-// cleaning.
-func removeAll(dfd int, name string) {
-	if unix.Unlinkat(dfd, name, 0) == nil {
-		return
-	}
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	ents, _ := layers.ReadDirFd(fd)
-	for _, e := range ents {
-		removeAll(fd, e.Name)
-	}
-	unix.Close(fd)
-	unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
 }

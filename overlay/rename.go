@@ -8,82 +8,161 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// renaming is a rename checked and ready: both parents and what both
+// names resolved to.
+type renaming struct {
+	op, np           *node
+	oldName, newName string
+	src, dst         found
+	dstExists        bool
+	srcID, dstID     identity
+}
+
 // Rename moves oldName of directory oldParent to newName of newParent,
 // with the kernel's rules: a non-directory is copied up and renamed in the
 // upper layer, leaving a whiteout at the old name when a lower object
 // would show there (one renameat2 with RENAME_WHITEOUT); a directory must
 // be purely upper, or the answer is EXDEV and mv copies instead; a
 // directory moved where a lower one would show through becomes opaque; a
-// directory replaced must be empty in the merged view.
+// directory replaced must be empty in the merged view. flags may be
+// RENAME_NOREPLACE or RENAME_EXCHANGE, as on the kernel's overlay; any
+// other flag (RENAME_WHITEOUT included) is EINVAL.
 //
 // It holds renameMu for writing, so no other operation runs meanwhile.
-func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName string) error {
+func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) error {
 	fs.renameMu.Lock()
 	defer fs.renameMu.Unlock()
 	if fs.upper == nil {
 		return syscall.EROFS
 	}
-	op, err := fs.get(oldParent)
-	if err != nil {
+	r, noop, err := fs.checkRename(oldParent, oldName, newParent, newName, flags)
+	if err != nil || noop {
 		return err
 	}
-	np, err := fs.get(newParent)
-	if err != nil {
+	if err := fs.copyUp(r.op); err != nil {
 		return err
+	}
+	if err := fs.copyUp(r.np); err != nil {
+		return err
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		return fs.exchange(r)
+	}
+	return fs.move(r)
+}
+
+// checkRename resolves both names of a rename, once each, and fails as the
+// kernel would, in its order: the names (ENOENT, EEXIST), their types
+// (ENOTDIR, EISDIR), the flags (EINVAL), what cannot move (EXDEV), and a
+// directory replaced that is not empty (ENOTEMPTY). noop is set when both
+// names are one object.
+// Preconditions: renameMu held for writing.
+func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, newName string, flags uint32) (r renaming, noop bool, err error) {
+	r.oldName, r.newName = oldName, newName
+	if r.op, err = fs.get(oldParent); err != nil {
+		return r, false, err
+	}
+	if r.np, err = fs.get(newParent); err != nil {
+		return r, false, err
 	}
 	if err := checkName(newName); err != nil {
-		return err
+		return r, false, err
 	}
 	if strings.HasPrefix(newName, layers.WhiteoutPrefix) {
-		return syscall.EPERM
+		return r, false, syscall.EPERM
 	}
-	src, err := fs.resolve(op, oldName)
+	if r.src, err = fs.resolve(r.op, oldName); err != nil {
+		return r, false, err
+	}
+	r.dst, err = fs.resolve(r.np, newName)
+	r.dstExists = err == nil
+	if err != nil && err != syscall.ENOENT {
+		return r, false, err
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	switch {
+	case flags&unix.RENAME_NOREPLACE != 0 && r.dstExists:
+		return r, false, syscall.EEXIST
+	case exchange && !r.dstExists:
+		return r, false, syscall.ENOENT
+	}
+	r.srcID = fs.identify(r.op, oldName, r.src)
+	srcDir, dstDir := r.src.typ == unix.S_IFDIR, r.dst.typ == unix.S_IFDIR
+	if r.dstExists {
+		r.dstID = fs.identify(r.np, newName, r.dst)
+		if r.srcID.Ident == r.dstID.Ident {
+			return r, true, nil // one node (a hard link): rename(2) does nothing
+		}
+		switch {
+		case exchange:
+		case srcDir && !dstDir:
+			return r, false, syscall.ENOTDIR
+		case !srcDir && dstDir:
+			return r, false, syscall.EISDIR
+		}
+	}
+	// Append-only or immutable parents keep their entries, such objects
+	// their names; an append-only directory takes new ones.
+	if fs.prot(r.op) != 0 || fs.protOf(r.op, oldName, r.src) != 0 || fs.prot(r.np)&flagImmutable != 0 ||
+		r.dstExists && (fs.prot(r.np) != 0 || fs.protOf(r.np, newName, r.dst) != 0) {
+		return r, false, syscall.EPERM
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return r, false, syscall.EINVAL
+	}
+	if (srcDir && !pureUpper(r.src) || exchange && dstDir && !pureUpper(r.dst)) && !fs.opts.Redirects.Create {
+		// Its lower part cannot move; with redirect_dir=on a redirect
+		// says where it lies (redirect.go).
+		return r, false, syscall.EXDEV
+	}
+	if r.dstExists && dstDir && !exchange {
+		if err := fs.checkEmpty(r.np, newName, r.dst); err != nil {
+			return r, false, err
+		}
+	}
+	return r, false, nil
+}
+
+// pureUpper reports whether a resolved name is an upper object with
+// nothing merged below it: the only kind of directory that can move.
+func pureUpper(f found) bool { return len(f.objs) == 1 && f.objs[0].layer.Upper }
+
+// copiedUp copies up what name of p resolved to (f), through the node the
+// kernel holds for it, or through one made for the occasion, and returns
+// the held node (nil if none), and whether the copy is a metacopy file
+// (metacopy=on), whose data stays where it lies.
+// Preconditions: renameMu held for writing; p copied up.
+func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
+	held := fs.held(p, name, f)
+	n := held
+	if n == nil {
+		n = scratchNode(f.typ, f.objs, p, name, f.far)
+	}
+	if err := fs.copyUp(n); err != nil {
+		return held, false, err
+	}
+	_, own := dataOf(n.layersOf(), n.typ)
+	return held, !own, nil
+}
+
+// move is a rename that puts the source in the new name's place,
+// replacing what is there.
+// Preconditions: renameMu held for writing; checkRename passed; both
+// parents copied up.
+func (fs *FS) move(r renaming) error {
+	op, np, oldName, newName, src, dst := r.op, r.np, r.oldName, r.newName, r.src, r.dst
+	srcDir := src.typ == unix.S_IFDIR
+	fromLower := !src.objs[0].layer.Upper
+	sn, metacopy, err := fs.copiedUp(op, oldName, src)
 	if err != nil {
 		return err
 	}
-	dst, err := fs.resolve(np, newName)
-	dstExists := err == nil
-	if err != nil && err != syscall.ENOENT {
-		return err
-	}
-	srcDir := src.typ == unix.S_IFDIR
-	if dstExists {
-		sn, sok, skey := fs.number(op, oldName, src)
-		dn, dok, dkey := fs.number(np, newName, dst)
-		if sok == dok && sn == dn && skey == dkey {
-			return nil // the same object: rename(2) does nothing
-		}
-		dstDir := dst.typ == unix.S_IFDIR
-		switch {
-		case srcDir && !dstDir:
-			return syscall.ENOTDIR
-		case !srcDir && dstDir:
-			return syscall.EISDIR
-		case dstDir:
-			if err := fs.checkEmpty(np, newName, dst); err != nil {
-				return err
-			}
-		}
-	}
-	if srcDir && (len(src.objs) > 1 || !src.objs[0].layer.Upper) {
-		return syscall.EXDEV
-	}
-	if err := fs.copyUp(op); err != nil {
-		return err
-	}
-	if err := fs.copyUp(np); err != nil {
-		return err
-	}
-	fromLower := !src.objs[0].layer.Upper
-	sn := fs.held(op, oldName, src)
-	if !srcDir {
-		// Copy the source up through its node, or a node made for the
-		// occasion when the kernel holds none.
-		if sn == nil {
-			sn = &node{typ: src.typ, objs: src.objs}
-			sn.at.Store(&place{parent: op, name: oldName})
-		}
-		if err := fs.copyUp(sn); err != nil {
+	// A directory whose lower part cannot move, and a metacopy file,
+	// whose data stays below, are found again through a redirect.
+	redirected := srcDir && !pureUpper(src) || metacopy
+	redirect := ""
+	if redirected {
+		if redirect, err = fs.redirectFor(op, oldName, src, op == np); err != nil {
 			return err
 		}
 	}
@@ -91,67 +170,172 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 	if err != nil {
 		return err
 	}
-	ofd, err := fs.upperDir(op)
+	ofd, nfd, err := fs.upperDirs(op, np)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(ofd)
-	nfd, err := fs.upperDir(np)
-	if err != nil {
-		return err
-	}
 	defer unix.Close(nfd)
 	// A purely upper directory moving into a merged directory becomes
 	// opaque, lest a lower directory of the same name show through
 	// later (the kernel's ovl_rename does this whatever lies below the
 	// new name).
-	opaque := srcDir && !src.objs[0].marks.Opaque && np.merged()
+	opaque := srcDir && !redirected && !src.objs[0].marks.Opaque && np.merged()
 	if opaque {
-		if err := setxattrAt(ofd, oldName, fs.privateXattr("opaque"), "y"); err != nil {
-			return errno(err)
+		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
+			return toErrno(err)
 		}
 	}
-	if dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper {
-		if err := fs.emptyUpperDir(nfd, newName); err != nil {
+	if redirect != "" {
+		if err := fs.setRedirect(ofd, oldName, redirect); err != nil {
 			return err
 		}
 	}
-	var replaced *node
-	if dstExists {
-		replaced = fs.held(np, newName, dst)
+	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
+		// rename(2) replaces only an empty directory: a merged one that
+		// shows nothing but still holds whiteouts is swapped for an
+		// empty opaque copy first.
+		if err := fs.work.ClearDir(nfd, newName, fs.xattrs.Name(layers.XattrOpaque)); err != nil {
+			return toErrno(err)
+		}
 	}
-	over, aufs := fs.whiteoutAt(nfd, newName)
+	over, aufs := fs.whiteoutAt(np, nfd, newName)
 	if over && srcDir {
 		// rename(2) cannot put a directory over the char-device
 		// whiteout: exchange the two, then the whiteout, now at the old
 		// name, stays if a lower object shows there and goes if not.
-		if err := unix.Renameat2(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
-			return errno(err)
+		if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
+			return toErrno(err)
 		}
 		if !whiteout {
-			unix.Unlinkat(ofd, oldName, 0)
+			layers.Unlink(ofd, oldName)
 		}
 	} else if err := fs.renameUpper(ofd, oldName, nfd, newName, whiteout); err != nil {
 		return err
 	}
 	if aufs {
-		unix.Unlinkat(nfd, layers.WhiteoutPrefix+newName, 0)
+		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
-	if whiteout || fromLower || (op != np && hasOrigin(nfd, newName, fs.privateXattr("origin"))) {
+	if whiteout || fromLower || (op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin))) {
 		// The new parent now holds an object whose number comes from a
 		// lower layer: the kernel marks such a directory impure.
-		setxattrAt(nfd, ".", fs.privateXattr("impure"), "y")
+		layers.SetImpure(nfd, fs.xattrs)
 	}
-	unlinked(replaced)
-	if sn != nil {
-		sn.at.Store(&place{parent: np, name: newName})
-		if opaque {
-			sn.mu.Lock()
-			objs := append([]obj(nil), sn.objs...)
-			objs[0].marks.Opaque = true
-			sn.objs = objs
-			sn.mu.Unlock()
+	if r.dstExists {
+		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
+	}
+	sn.moved(op, oldName, np, newName, opaque)
+	if redirected {
+		fs.reresolved(sn, np, newName)
+	}
+	return nil
+}
+
+// upperDirs opens the upper directories of op and np, which the caller
+// closes.
+// Preconditions: renameMu held; op and np copied up.
+func (fs *FS) upperDirs(op, np *node) (ofd, nfd int, err error) {
+	if ofd, err = fs.upperDir(op); err != nil {
+		return -1, -1, err
+	}
+	if nfd, err = fs.upperDir(np); err != nil {
+		unix.Close(ofd)
+		return -1, -1, err
+	}
+	return ofd, nfd, nil
+}
+
+// moved records that n (nil: a name the kernel holds no node for) moved
+// from name of from to toName of to, and was made opaque there if opaque.
+// Preconditions: renameMu held for writing.
+func (n *node) moved(from *node, name string, to *node, toName string, opaque bool) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.moveName(from, name, to, toName)
+	if opaque {
+		n.setOpaque()
+	}
+}
+
+// exchange is a rename with RENAME_EXCHANGE: both names exist, both are
+// copied up, and one renameat2 swaps them in the upper layer. Each purely
+// upper directory that lands in a merged parent becomes opaque.
+// Preconditions: as move's.
+func (fs *FS) exchange(r renaming) error {
+	op, np := r.op, r.np
+	sn, srcMeta, err := fs.copiedUp(op, r.oldName, r.src)
+	if err != nil {
+		return err
+	}
+	dn, dstMeta, err := fs.copiedUp(np, r.newName, r.dst)
+	if err != nil {
+		return err
+	}
+	srcRedirected := r.src.typ == unix.S_IFDIR && !pureUpper(r.src) || srcMeta
+	dstRedirected := r.dst.typ == unix.S_IFDIR && !pureUpper(r.dst) || dstMeta
+	var srcRedirect, dstRedirect string
+	if srcRedirected {
+		if srcRedirect, err = fs.redirectFor(op, r.oldName, r.src, op == np); err != nil {
+			return err
 		}
+	}
+	if dstRedirected {
+		if dstRedirect, err = fs.redirectFor(np, r.newName, r.dst, op == np); err != nil {
+			return err
+		}
+	}
+	ofd, nfd, err := fs.upperDirs(op, np)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ofd)
+	defer unix.Close(nfd)
+	srcOpaque := r.src.typ == unix.S_IFDIR && !srcRedirected && !r.src.objs[0].marks.Opaque && np.merged()
+	dstOpaque := r.dst.typ == unix.S_IFDIR && !dstRedirected && !r.dst.objs[0].marks.Opaque && op.merged()
+	if srcRedirect != "" {
+		if err := fs.setRedirect(ofd, r.oldName, srcRedirect); err != nil {
+			return err
+		}
+	}
+	if dstRedirect != "" {
+		if err := fs.setRedirect(nfd, r.newName, dstRedirect); err != nil {
+			return err
+		}
+	}
+	if srcOpaque {
+		if err := layers.SetOpaque(ofd, r.oldName, fs.xattrs); err != nil {
+			return toErrno(err)
+		}
+	}
+	if dstOpaque {
+		if err := layers.SetOpaque(nfd, r.newName, fs.xattrs); err != nil {
+			return toErrno(err)
+		}
+	}
+	if err := layers.Rename(ofd, r.oldName, nfd, r.newName, unix.RENAME_EXCHANGE); err != nil {
+		return toErrno(err)
+	}
+	if op != np {
+		// A parent that now holds an object whose number comes from a
+		// lower layer is impure, as the kernel marks it.
+		origin := fs.xattrs.Name(layers.XattrOrigin)
+		if hasOrigin(nfd, r.newName, origin) {
+			layers.SetImpure(nfd, fs.xattrs)
+		}
+		if hasOrigin(ofd, r.oldName, origin) {
+			layers.SetImpure(ofd, fs.xattrs)
+		}
+	}
+	sn.moved(op, r.oldName, np, r.newName, srcOpaque)
+	dn.moved(np, r.newName, op, r.oldName, dstOpaque)
+	if srcRedirected {
+		fs.reresolved(sn, np, r.newName)
+	}
+	if dstRedirected {
+		fs.reresolved(dn, op, r.oldName)
 	}
 	return nil
 }
@@ -161,59 +345,15 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 // whiteouts can be made, else an AUFS .wh. file made first.
 func (fs *FS) renameUpper(ofd int, oldName string, nfd int, newName string, whiteout bool) error {
 	if !whiteout {
-		return errno(unix.Renameat(ofd, oldName, nfd, newName))
+		return toErrno(layers.Rename(ofd, oldName, nfd, newName, 0))
 	}
 	if fs.charWhiteouts {
-		return errno(unix.Renameat2(ofd, oldName, nfd, newName, unix.RENAME_WHITEOUT))
+		return toErrno(layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_WHITEOUT))
 	}
-	wfd, tmp := fs.work.Fd(), fs.work.TempName()
-	fd, err := unix.Openat(wfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errno(err)
+	if err := layers.AUFSWhiteout(fs.work.Fd(), fs.work.TempName(), ofd, oldName); err != nil {
+		return toErrno(err)
 	}
-	unix.Close(fd)
-	if err := unix.Renameat(wfd, tmp, ofd, layers.WhiteoutPrefix+oldName); err != nil {
-		unix.Unlinkat(wfd, tmp, 0)
-		return errno(err)
-	}
-	return errno(unix.Renameat(ofd, oldName, nfd, newName))
-}
-
-// emptyUpperDir prepares upper directory name of dfd, empty in the merged
-// view, to be replaced by a rename: it is made opaque (the view stays
-// empty), then the whiteouts it holds are removed.
-func (fs *FS) emptyUpperDir(dfd int, name string) error {
-	if err := setxattrAt(dfd, name, fs.privateXattr("opaque"), "y"); err != nil {
-		return errno(err)
-	}
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errno(err)
-	}
-	defer unix.Close(fd)
-	ents, err := layers.ReadDirFd(fd)
-	if err != nil {
-		return errno(err)
-	}
-	for _, e := range ents {
-		removeAll(fd, e.Name)
-	}
-	return nil
-}
-
-// held returns the node the kernel holds for name of p, resolved as f, if
-// any.
-// Preconditions: renameMu held.
-func (fs *FS) held(p *node, name string, f found) *node {
-	num, ok, key := fs.number(p, name, f)
-	n, held := fs.nodes.Get(fs.nodes.Peek(num, ok, key))
-	if !held {
-		return nil
-	}
-	if at := n.at.Load(); at.parent != p || at.name != name {
-		return nil
-	}
-	return n
+	return toErrno(layers.Rename(ofd, oldName, nfd, newName, 0))
 }
 
 // hasOrigin reports whether entry of directory dfd (not followed if a

@@ -1,10 +1,10 @@
 package overlay
 
 import (
-	"errors"
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,9 +14,16 @@ type SetAttrs struct {
 	Uid, Gid     *uint32
 	Size         *uint64
 	Atime, Mtime *time.Time
+	// AtimeNow and MtimeNow set a time to the host's current time, as
+	// utimensat's UTIME_NOW does (in place of Atime, Mtime).
+	AtimeNow, MtimeNow bool
 	// Handle is the open file the change comes through, if any (ftruncate,
 	// fchmod): it still works on an unlinked file.
 	Handle *uint64
+	// KillPrivs, when set, is the caller of a truncate or chown
+	// without CAP_FSETID (HANDLE_KILLPRIV_V2): setuid goes, and setgid
+	// as the kernel drops it (killedPrivs), unless Mode is set.
+	KillPrivs *Cred
 }
 
 // SetAttr changes attributes of node id, copying it up first as the
@@ -31,23 +38,35 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	if err != nil {
 		return Attr{}, err
 	}
+	touch := in.Mode == nil && in.Uid == nil && in.Gid == nil && in.Size == nil && in.Atime == nil && in.Mtime == nil
+	if err := fs.checkProt(n, touch); err != nil {
+		return Attr{}, err
+	}
 	// Through an open file: the one the request names (ftruncate), or,
 	// for an unlinked node, any (the kernel sends fchmod without one).
 	fd := -1
 	n.mu.Lock()
 	if in.Handle != nil {
-		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objs[0].layer.Upper) {
+		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objects()[0].layer.Upper) {
 			fd = f.file()
 		}
 	}
 	if fd < 0 && n.unlinked {
-		for h := range n.open {
-			fd = h.file()
-			break
-		}
+		fd = n.openFd()
 	}
 	unlinked := n.unlinked
 	n.mu.Unlock()
+	// A chown for real clears them on the host as the kernel would: the
+	// caller may only chown to a group it is in.
+	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.typ)
+	if in.KillPrivs != nil && in.Mode == nil && !chown && n.privs.Load() != privsNone {
+		if st, err := fs.stat(n); err == nil {
+			a := fs.attr(n, &st)
+			if m, kill := killedPrivs(a.Mode, a.Gid, *in.KillPrivs); kill {
+				in.Mode = &m
+			}
+		}
+	}
 	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.typ) &&
 		fs.opts.UIDs.Squash == nil && fs.opts.GIDs.Squash == nil {
 		if st, ok, err := fs.setAttrsAt(n, in); ok {
@@ -55,6 +74,18 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 				return Attr{}, err
 			}
 			return fs.attr(n, &st), nil
+		}
+	}
+	if fd < 0 && in.Size != nil {
+		// A truncate copies the data up first, as the kernel's
+		// ovl_copy_up_with_data does (metacopy=on keeps it below
+		// otherwise).
+		cfd, err := fs.copyUpOpen(n, false)
+		if err != nil {
+			return Attr{}, err
+		}
+		if cfd >= 0 {
+			unix.Close(cfd)
 		}
 	}
 	if fd < 0 {
@@ -73,9 +104,21 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return Attr{}, errno(err)
+		return Attr{}, toErrno(err)
 	}
 	return fs.attr(n, &st), nil
+}
+
+// killedPrivs returns mode, shown for a file of group gid, with the bits a
+// write or truncate by caller c, who lacks CAP_FSETID, clears, and whether
+// there were any: setuid, and setgid when the file is group-executable or
+// c is not in its group (the kernel's setattr_should_drop_suidgid).
+func killedPrivs(mode, gid uint32, c Cred) (uint32, bool) {
+	kill := uint32(unix.S_ISUID)
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !c.inGroup(gid)) {
+		kill |= unix.S_ISGID
+	}
+	return mode & 0o7777 &^ kill, mode&kill != 0
 }
 
 // setOwnerMode does the owner and mode part of a setattr that the
@@ -91,7 +134,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
 	if fs.writesOverride(n.typ) {
 		var st unix.Stat_t
-		err := errno(unix.Fstat(fd, &st))
+		err := toErrno(unix.Fstat(fd, &st))
 		if err == nil {
 			err = fs.setOverride(n, fd, &st, in)
 		}
@@ -112,8 +155,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 // setAttrsAt is SetAttr for owner, mode and times, on n's name in its
 // parent's held upper fd: two syscalls (the change, then fstatat) where
 // opening the object costs four. ok is false where it does not apply (the
-// root, a kernel without fchmodat2), and nothing has been changed then
-// that SetAttr would not change again.
+// root), and nothing has been changed then.
 // Preconditions: renameMu held; in.Size nil; no override or squash option.
 func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err error) {
 	if err := fs.copyUp(n); err != nil {
@@ -126,17 +168,12 @@ func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err err
 	fs.storedOwner(&in)
 	ok = true
 	err = fs.inDir(at.parent, fs.upper, func(dfd int) error {
-		err := changeAttrs(dfd, at.name, n.typ, in)
-		if err == errNoFchmodat2 {
-			ok = false
-			return nil
-		}
-		if err != nil {
+		if err := changeAttrs(dfd, at.name, n.typ, in); err != nil {
 			return err
 		}
 		return unix.Fstatat(dfd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	})
-	return st, ok, errno(err)
+	return st, ok, toErrno(err)
 }
 
 // upperObject copies n up and opens its upper object as an O_PATH fd;
@@ -147,7 +184,7 @@ func (fs *FS) upperObject(n *node) (int, error) {
 		return -1, err
 	}
 	fd, err := fs.openObj(n, fs.upper)
-	return fd, errno(err)
+	return fd, toErrno(err)
 }
 
 // setAttrs applies in to the object of fd (an O_PATH or open fd of an
@@ -158,17 +195,11 @@ func setAttrs(fd int, typ uint32, in SetAttrs) error {
 		if typ != unix.S_IFREG {
 			return syscall.EINVAL
 		}
-		wfd, err := unix.Open(procPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return errno(err)
-		}
-		err = unix.Ftruncate(wfd, int64(*in.Size))
-		unix.Close(wfd)
-		if err != nil {
-			return errno(err)
+		if err := layers.FdTruncate(fd, int64(*in.Size)); err != nil {
+			return toErrno(err)
 		}
 	}
-	return errno(changeAttrs(fd, "", typ, in))
+	return toErrno(changeAttrs(fd, "", typ, in))
 }
 
 // storedOwner maps a new owner in in to the ids stored (uidmapping,
@@ -184,20 +215,16 @@ func (fs *FS) storedOwner(in *SetAttrs) {
 	}
 }
 
-// errNoFchmodat2 is changeAttrs's answer for a named object where the
-// kernel lacks fchmodat2: chmod of a name would follow a symlink.
-var errNoFchmodat2 = errors.New("no fchmodat2")
-
 // changeAttrs applies in's owner, mode and times (in that order: chown
 // clears setuid and setgid, which a chmod in the same request sets again)
 // to entry name of directory dfd, or with name "" to the object of dfd, an
-// O_PATH or open fd, never following a symlink. For the object of dfd
-// without fchmodat2 (Linux 6.6), the chmod goes through /proc.
+// O_PATH or open fd, never following a symlink.
 func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 	flags := unix.AT_SYMLINK_NOFOLLOW
 	if name == "" {
 		flags |= unix.AT_EMPTY_PATH
 	}
+	chowned := false
 	if in.Uid != nil || in.Gid != nil {
 		uid, gid := -1, -1
 		if in.Uid != nil {
@@ -206,89 +233,48 @@ func changeAttrs(dfd int, name string, typ uint32, in SetAttrs) error {
 		if in.Gid != nil {
 			gid = int(*in.Gid)
 		}
-		if err := unix.Fchownat(dfd, name, uid, gid, flags); err != nil {
+		if err := layers.Chown(dfd, name, uid, gid); err != nil {
 			return err
 		}
+		chowned = true
 	}
 	if in.Mode != nil {
 		if typ == unix.S_IFLNK {
 			return unix.EOPNOTSUPP
 		}
 		mode := *in.Mode & 0o7777
-		err := unix.Fchmodat(dfd, name, mode, flags)
-		if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-			if name != "" {
-				return errNoFchmodat2
-			}
-			err = unix.Chmod(procPath(dfd), mode)
+		var st unix.Stat_t
+		if chowned && unix.Fstatat(dfd, name, &st, flags) == nil && st.Mode&0o7777 == mode {
+			// The kernel sends a chown of a setuid or setgid file with
+			// the mode without those bits, which the host's chown has
+			// already cleared: a chmod could only fail after the change
+			// was made.
+			return changeTimes(dfd, name, in)
 		}
-		if err != nil {
+		if err := layers.Chmod(dfd, name, mode); err != nil {
 			return err
 		}
 	}
-	if in.Atime != nil || in.Mtime != nil {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if in.Atime != nil {
-			ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
-		}
-		if in.Mtime != nil {
-			ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
-		}
-		if err := unix.UtimesNanoAt(dfd, name, ts, flags); err != nil {
-			return err
-		}
-	}
-	return nil
+	return changeTimes(dfd, name, in)
 }
 
-// Setxattr sets xattr name of node id, copying it up first.
-func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int) error {
-	fs.renameMu.RLock()
-	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
+// changeTimes is the times part of changeAttrs.
+func changeTimes(dfd int, name string, in SetAttrs) error {
+	if in.Atime == nil && in.Mtime == nil && !in.AtimeNow && !in.MtimeNow {
+		return nil
 	}
-	n, err := fs.get(id)
-	if err != nil {
-		return err
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if in.Atime != nil {
+		ts[0] = unix.NsecToTimespec(in.Atime.UnixNano())
 	}
-	host, ok := hostXattrName(name)
-	if !ok || fs.overridden(name) {
-		return syscall.EPERM
+	if in.Mtime != nil {
+		ts[1] = unix.NsecToTimespec(in.Mtime.UnixNano())
 	}
-	fd, err := fs.upperObject(n)
-	if err != nil {
-		return err
+	if in.AtimeNow {
+		ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
 	}
-	defer unix.Close(fd)
-	err = unix.Setxattr(procPath(fd), host, value, flags)
-	n.xattrsChanged()
-	return errno(err)
-}
-
-// Removexattr removes xattr name of node id. An xattr the object does
-// not have is ENODATA, without a copy-up.
-func (fs *FS) Removexattr(id uint64, name string) error {
-	fs.renameMu.RLock()
-	defer fs.renameMu.RUnlock()
-	if fs.upper == nil {
-		return syscall.EROFS
+	if in.MtimeNow {
+		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 	}
-	n, err := fs.get(id)
-	if err != nil {
-		return err
-	}
-	host, ok := hostXattrName(name)
-	if !ok || fs.overridden(name) {
-		return syscall.ENODATA
-	}
-	if _, err := n.layersOf()[0].layer.Getxattr(n.path(), host); err != nil {
-		return errno(err)
-	}
-	fd, err := fs.upperObject(n)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return errno(unix.Removexattr(procPath(fd), host))
+	return layers.SetTimes(dfd, name, ts[0], ts[1])
 }

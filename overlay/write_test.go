@@ -1,14 +1,12 @@
 package overlay
 
 import (
-	"log"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
@@ -21,13 +19,8 @@ func mountRW(t *testing.T, lower string) (upper, mnt string) {
 	testenv.RequireMount(t)
 	fsys, upper, base := openRW(t, lower, Options{Timeout: time.Hour})
 	mnt = filepath.Join(base, "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
-	mfs, err := fuse.Mount(mnt, fsys.Server(4, log.New(os.Stderr, "ovlmount: ", 0)), &fuse.MountConfig{Subtype: "ovlmount", FSName: "ovlmount-test"})
-	must(t, err)
-	t.Cleanup(func() {
-		testenv.Unmount(t, mnt)
-		mfs.Join(t.Context())
-	})
+	testenv.Must(t, os.Mkdir(mnt, 0o755))
+	serveAt(t, fsys, mnt)
 	return upper, mnt
 }
 
@@ -43,30 +36,26 @@ func lstatType(t *testing.T, p string) (uint32, unix.Stat_t) {
 func writeFile(t *testing.T, p string, flags int, data string) {
 	t.Helper()
 	fd, err := unix.Open(p, unix.O_WRONLY|flags, 0o644)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = unix.Write(fd, []byte(data))
-	must(t, err)
-	must(t, unix.Close(fd))
+	testenv.Must(t, err)
+	testenv.Must(t, unix.Close(fd))
 }
 
 func readFile(t *testing.T, p string) string {
 	t.Helper()
 	fd, err := unix.Open(p, unix.O_RDONLY, 0)
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(fd)
 	buf := make([]byte, 4096)
 	n, err := unix.Read(fd, buf)
-	must(t, err)
+	testenv.Must(t, err)
 	return string(buf[:n])
 }
 
 func TestWritesInTheKernelFormat(t *testing.T) {
 	lower := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(lower, "dir/sub"), 0o755))
-	must(t, os.WriteFile(filepath.Join(lower, "dir/file"), []byte("lower"), 0o644))
-	must(t, os.WriteFile(filepath.Join(lower, "dir/sub/x"), []byte("x"), 0o644))
-	must(t, os.WriteFile(filepath.Join(lower, "gone"), []byte("g"), 0o644))
-	must(t, os.WriteFile(filepath.Join(lower, "moved"), []byte("m"), 0o644))
+	testenv.MakeTree(t, lower, "d dir/sub", "f dir/file lower", "f dir/sub/x x", "f gone g", "f moved m")
 	sum := testenv.TreeSum(t, lower)
 	t.Cleanup(func() {
 		if testenv.TreeSum(t, lower) != sum {
@@ -78,7 +67,7 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	u := func(p string) string { return filepath.Join(upper, p) }
 
 	var before unix.Stat_t
-	must(t, unix.Lstat(m("dir/file"), &before))
+	testenv.Must(t, unix.Lstat(m("dir/file"), &before))
 	writeFile(t, m("dir/file"), unix.O_APPEND, "+more")
 	if got := readFile(t, m("dir/file")); got != "lower+more" {
 		t.Errorf("after append: %q", got)
@@ -87,14 +76,14 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 		t.Fatalf("the lower file changed: %q", got)
 	}
 	var after unix.Stat_t
-	must(t, unix.Lstat(m("dir/file"), &after))
+	testenv.Must(t, unix.Lstat(m("dir/file"), &after))
 	if after.Ino != before.Ino {
 		t.Errorf("copy-up changed st_ino %d -> %d", before.Ino, after.Ino)
 	}
 
 	// Unlinking a lower file leaves a char 0/0 whiteout and copies
 	// nothing up.
-	must(t, unix.Unlink(m("gone")))
+	testenv.Must(t, unix.Unlink(m("gone")))
 	if typ, st := lstatType(t, u("gone")); typ != unix.S_IFCHR || st.Rdev != 0 {
 		t.Errorf("upper gone: type %o rdev %d, want a whiteout", typ, st.Rdev)
 	}
@@ -103,7 +92,7 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	}
 
 	// Renaming a lower file leaves a whiteout at the old name.
-	must(t, unix.Rename(m("moved"), m("dir/moved")))
+	testenv.Must(t, unix.Rename(m("moved"), m("dir/moved")))
 	if typ, _ := lstatType(t, u("moved")); typ != unix.S_IFCHR {
 		t.Errorf("old name of a renamed lower file: type %o, want a whiteout", typ)
 	}
@@ -120,15 +109,15 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	if err := unix.Rmdir(m("dir/sub")); err != syscall.ENOTEMPTY {
 		t.Errorf("rmdir of a non-empty dir: %v, want ENOTEMPTY", err)
 	}
-	must(t, unix.Unlink(m("dir/sub/x")))
-	must(t, unix.Rmdir(m("dir/sub")))
+	testenv.Must(t, unix.Unlink(m("dir/sub/x")))
+	testenv.Must(t, unix.Rmdir(m("dir/sub")))
 	if typ, _ := lstatType(t, u("dir/sub")); typ != unix.S_IFCHR {
 		t.Errorf("removed lower dir: upper type %o, want a whiteout", typ)
 	}
 
 	// mkdir over that whiteout makes an opaque directory.
-	must(t, unix.Mkdir(m("dir/sub"), 0o750))
-	if v, err := layersGetxattr(u("dir/sub"), layers.TrustedPrefix+"opaque"); err != nil || v != "y" {
+	testenv.Must(t, unix.Mkdir(m("dir/sub"), 0o750))
+	if v, err := testenv.Xattr(u("dir/sub"), layers.Trusted.Name(layers.XattrOpaque)); err != nil || v != "y" {
 		t.Errorf("dir made over a whiteout: opaque %q, %v", v, err)
 	}
 	if ents, err := os.ReadDir(m("dir/sub")); err != nil || len(ents) != 0 {
@@ -139,18 +128,18 @@ func TestWritesInTheKernelFormat(t *testing.T) {
 	if err := unix.Mknod(m("wh"), unix.S_IFCHR|0o600, 0); err != syscall.EPERM {
 		t.Errorf("mknod 0/0: %v, want EPERM", err)
 	}
-	must(t, unix.Mkfifo(m("fifo"), 0o640))
-	must(t, unix.Symlink("dir/file", m("link")))
-	must(t, unix.Link(m("dir/file"), m("hard")))
+	testenv.Must(t, unix.Mkfifo(m("fifo"), 0o640))
+	testenv.Must(t, unix.Symlink("dir/file", m("link")))
+	testenv.Must(t, unix.Link(m("dir/file"), m("hard")))
 	var a, b unix.Stat_t
-	must(t, unix.Lstat(m("hard"), &a))
-	must(t, unix.Lstat(m("dir/file"), &b))
+	testenv.Must(t, unix.Lstat(m("hard"), &a))
+	testenv.Must(t, unix.Lstat(m("dir/file"), &b))
 	if a.Ino != b.Ino || a.Nlink != 2 {
 		t.Errorf("hard link: inos %d %d nlink %d", a.Ino, b.Ino, a.Nlink)
 	}
 
 	// chmod copies up; the mode is exact.
-	must(t, unix.Chmod(m("dir/moved"), 0o4751))
+	testenv.Must(t, unix.Chmod(m("dir/moved"), 0o4751))
 	if _, st := lstatType(t, u("dir/moved")); st.Mode&0o7777 != 0o4751 {
 		t.Errorf("chmod: upper mode %o", st.Mode&0o7777)
 	}
@@ -166,15 +155,15 @@ func TestOpenUnlinkedFileKeepsWorking(t *testing.T) {
 	upper, mnt := mountRW(t, lower)
 	p := filepath.Join(mnt, "f")
 	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
-	must(t, err)
+	testenv.Must(t, err)
 	defer unix.Close(fd)
-	must(t, unix.Unlink(p))
+	testenv.Must(t, unix.Unlink(p))
 	if _, err := unix.Write(fd, []byte("still here")); err != nil {
 		t.Fatalf("write after unlink: %v", err)
 	}
-	must(t, unix.Fchmod(fd, 0o640))
+	testenv.Must(t, unix.Fchmod(fd, 0o640))
 	var st unix.Stat_t
-	must(t, unix.Fstat(fd, &st))
+	testenv.Must(t, unix.Fstat(fd, &st))
 	if st.Mode&0o777 != 0o640 || st.Size != 10 {
 		t.Errorf("fstat after unlink: mode %o size %d", st.Mode&0o777, st.Size)
 	}
@@ -188,25 +177,16 @@ func TestOpenUnlinkedFileKeepsWorking(t *testing.T) {
 	}
 }
 
-func layersGetxattr(p, name string) (string, error) {
-	buf := make([]byte, 256)
-	n, err := unix.Lgetxattr(p, name, buf)
-	if err != nil {
-		return "", err
-	}
-	return string(buf[:n]), nil
-}
-
 func TestConcurrentOpenersCopyUpOnce(t *testing.T) {
 	lower := t.TempDir()
 	data := make([]byte, 4<<20)
 	for i := range data {
 		data[i] = byte(i % 251)
 	}
-	must(t, os.WriteFile(filepath.Join(lower, "f"), data, 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), data, 0o644))
 	upper, mnt := mountRW(t, lower)
 	var before unix.Stat_t
-	must(t, unix.Stat(filepath.Join(mnt, "f"), &before))
+	testenv.Must(t, unix.Stat(filepath.Join(mnt, "f"), &before))
 	errs := make(chan error, 8)
 	for range 8 {
 		go func() {
@@ -218,15 +198,15 @@ func TestConcurrentOpenersCopyUpOnce(t *testing.T) {
 		}()
 	}
 	for range 8 {
-		must(t, <-errs)
+		testenv.Must(t, <-errs)
 	}
 	got, err := os.ReadFile(filepath.Join(upper, "f"))
-	must(t, err)
+	testenv.Must(t, err)
 	if len(got) != len(data) || string(got) != string(data) {
 		t.Fatalf("upper copy: %d bytes, want the lower %d", len(got), len(data))
 	}
 	var after unix.Stat_t
-	must(t, unix.Stat(filepath.Join(mnt, "f"), &after))
+	testenv.Must(t, unix.Stat(filepath.Join(mnt, "f"), &after))
 	if after.Ino != before.Ino {
 		t.Errorf("st_ino changed across copy-up: %d -> %d", before.Ino, after.Ino)
 	}

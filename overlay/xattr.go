@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
 )
 
 // The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
@@ -13,13 +14,12 @@ import (
 // cannot be set or removed either. A user's trusted.overlay.X is stored
 // escaped as trusted.overlay.overlay.X and shown un-escaped, as the kernel
 // does.
-const escapedPrefix = layers.TrustedPrefix + "overlay."
 
 // hostXattrName maps a name the user asks for to the name stored in the
 // layer; ok is false for a private name the user cannot reach.
 func hostXattrName(name string) (string, bool) {
-	if strings.HasPrefix(name, layers.TrustedPrefix) {
-		return layers.TrustedPrefix + "overlay." + name[len(layers.TrustedPrefix):], true
+	if host := layers.EscapeXattr(name); host != name {
+		return host, true
 	}
 	return name, !layers.IsPrivateXattr(name)
 }
@@ -27,8 +27,8 @@ func hostXattrName(name string) (string, bool) {
 // userXattrName maps a name stored in a layer to the name shown, if any.
 // trusted.* names are listed only to a privileged caller.
 func userXattrName(name string, privileged bool) (string, bool) {
-	if strings.HasPrefix(name, escapedPrefix) {
-		return layers.TrustedPrefix + name[len(escapedPrefix):], privileged
+	if user, ok := layers.UnescapeXattr(name); ok {
+		return user, privileged
 	}
 	if layers.IsPrivateXattr(name) {
 		return "", false
@@ -53,7 +53,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	}
 	caps := name == capsXattr
 	n.mu.Lock()
-	known, gen := caps && n.noCaps, n.xattrGen
+	known, gen := caps && n.noCaps, n.xattrGen()
 	n.mu.Unlock()
 	if known {
 		return nil, syscall.ENODATA
@@ -61,10 +61,10 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	v, err := fs.getxattr(n, n.layersOf()[0].layer, host)
 	if caps && err == syscall.ENODATA {
 		n.mu.Lock()
-		n.noCaps = n.xattrGen == gen
+		n.noCaps = n.xattrGen() == gen
 		n.mu.Unlock()
 	}
-	return v, errno(err)
+	return v, toErrno(err)
 }
 
 // capsXattr holds file capabilities; only setxattr can add it.
@@ -74,7 +74,7 @@ const capsXattr = "security.capability"
 // Preconditions: the change is made.
 func (n *node) xattrsChanged() {
 	n.mu.Lock()
-	n.xattrGen++
+	n.more().xattrGen++
 	n.noCaps = false
 	n.mu.Unlock()
 }
@@ -88,9 +88,14 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	names, err := n.layersOf()[0].layer.Listxattr(n.path())
+	fd, err := fs.openObj(n, n.layersOf()[0].layer)
 	if err != nil {
-		return nil, errno(err)
+		return nil, toErrno(err)
+	}
+	names, err := layers.FdListxattr(fd)
+	unix.Close(fd)
+	if err != nil {
+		return nil, toErrno(err)
 	}
 	out := names[:0]
 	for _, h := range names {
@@ -99,4 +104,79 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Setxattr sets xattr name of node id, copying it up first. killSgid
+// clears setgid after an access ACL is set, which the kernel asks for
+// when the caller is not in the file's group and lacks CAP_FSETID.
+func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid bool) error {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return syscall.EROFS
+	}
+	n, err := fs.get(id)
+	if err != nil {
+		return err
+	}
+	host, ok := hostXattrName(name)
+	if !ok || fs.overridden(name) || fs.prot(n) != 0 {
+		return syscall.EPERM
+	}
+	fd, err := fs.upperObject(n)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	err = layers.FdSetxattr(fd, host, value, flags)
+	n.xattrsChanged()
+	if err != nil {
+		return toErrno(err)
+	}
+	if killSgid && name == aclAccess {
+		// The daemon, which may keep setgid, set the ACL.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return toErrno(err)
+		}
+		if m := fs.attr(n, &st).Mode & 0o7777; m&unix.S_ISGID != 0 {
+			m &^= unix.S_ISGID
+			in := SetAttrs{Mode: &m}
+			if err := fs.setOwnerMode(n, fd, &in); err != nil {
+				return err
+			}
+			return setAttrs(fd, n.typ, in)
+		}
+	}
+	return nil
+}
+
+// Removexattr removes xattr name of node id. An xattr the object does
+// not have is ENODATA, without a copy-up.
+func (fs *FS) Removexattr(id uint64, name string) error {
+	fs.renameMu.RLock()
+	defer fs.renameMu.RUnlock()
+	if fs.upper == nil {
+		return syscall.EROFS
+	}
+	n, err := fs.get(id)
+	if err != nil {
+		return err
+	}
+	host, ok := hostXattrName(name)
+	if !ok || fs.overridden(name) {
+		return syscall.ENODATA
+	}
+	if fs.prot(n) != 0 {
+		return syscall.EPERM
+	}
+	if _, err := fs.getxattr(n, n.layersOf()[0].layer, host); err != nil {
+		return toErrno(err)
+	}
+	fd, err := fs.upperObject(n)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return toErrno(layers.FdRemovexattr(fd, host))
 }

@@ -239,7 +239,11 @@ func RemoveRoundDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	if under := mountinfo.Under(dir); len(under) > 0 {
+	under, err := mountinfo.Under(dir)
+	if err != nil {
+		return err
+	}
+	if len(under) > 0 {
 		return fmt.Errorf("%s is still mounted; leaving %s", under[0].Point, dir)
 	}
 	return os.RemoveAll(dir)

@@ -49,6 +49,10 @@ type sessionSide struct {
 
 var sideNames = [2]string{"oracle", "subject"}
 
+// overlayXattrs is the xattr prefix of both sides' upper layers: neither
+// mounts with userxattr.
+const overlayXattrs = "trusted.overlay."
+
 // newSession builds plan under dir (which must exist and be empty),
 // settles both upper layers and mounts both sides. On error, whatever it
 // mounted is unmounted.
@@ -91,7 +95,7 @@ func newSession(dir string, plan *Plan, oracle, subject conformance.Impl) (_ *se
 		// The kernel's first mount records uuid and origins; done ahead on
 		// both copies, neither side is charged with the other's
 		// bookkeeping (see conformance.Settle).
-		if err := conformance.Settle(side.dir, side.layers); err != nil {
+		if err := conformance.Settle(side.dir, side.layers, conformance.Scenario{}); err != nil {
 			return nil, err
 		}
 		if side.mount, err = s.mount(side.impl, side.layers, filepath.Join(side.dir, "mnt")); err != nil {
@@ -176,7 +180,7 @@ func (side *sessionSide) makeFilesystem() error {
 // close unmounts every overlay still mounted.
 func (s *session) close() {
 	for _, m := range s.mounts {
-		if mounted, _ := conformance.IsMounted(m.Dir); mounted {
+		if conformance.IsMounted(m.Dir) {
 			m.Unmount()
 		}
 	}
@@ -192,7 +196,11 @@ func (s *session) release(keep bool) error {
 		}
 		if side.fsMounted {
 			// The filesystem itself is the first mount under its directory.
-			if under := mountinfo.Under(side.dir); len(under) > 1 {
+			under, err := mountinfo.Under(side.dir)
+			if err != nil {
+				return err
+			}
+			if len(under) > 1 {
 				return fmt.Errorf("%s is still mounted; keeping %s", under[len(under)-1].Point, side.image)
 			}
 			// A program that just exited may still be closing its
@@ -287,7 +295,7 @@ func (s *session) verify(diverged map[int]bool) ([]*Divergence, error) {
 		}
 		uppers[i] = t
 	}
-	add(stageUpper, sides(lines(relax(conformance.DiffUpper(uppers[0], uppers[1])))))
+	add(stageUpper, sides(lines(relax(conformance.DiffUpper(uppers[0], uppers[1], overlayXattrs)))))
 	for i, side := range s.sides {
 		m, err := s.mount(side.impl, side.layers, side.mount.Dir)
 		if err != nil {

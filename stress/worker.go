@@ -157,7 +157,7 @@ func (r *runner) step(i int, s Step) (StepRecord, *Divergence) {
 	}
 	var res [2][]conformance.Result
 	for side := range 2 {
-		out, err := conformance.RunOps(r.sides[side].dir, s.Ops)
+		out, err := conformance.RunOps(r.sides[side].dir, s.Ops, nil)
 		if err != nil {
 			// The oracle's failing is the harness's; the subject's (its
 			// mount gone, say) is a divergence like any other.

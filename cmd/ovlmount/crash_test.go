@@ -30,15 +30,13 @@ func TestCrashSafety(t *testing.T) {
 	bin := testenv.Binary(t)
 	base := t.TempDir()
 	lower := filepath.Join(base, "lower")
-	must(t, os.Mkdir(lower, 0o755))
+	testenv.MakeTree(t, lower, "f a A", "f c C")
 	big := make([]byte, 16<<20)
 	for i := range big {
 		big[i] = byte(i*7 + i>>13)
 	}
 	bigSum := sha256.Sum256(big)
-	must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
-	must(t, os.WriteFile(filepath.Join(lower, "a"), []byte("A"), 0o644))
-	must(t, os.WriteFile(filepath.Join(lower, "c"), []byte("C"), 0o644))
+	testenv.Must(t, os.WriteFile(filepath.Join(lower, "big"), big, 0o644))
 
 	lowerSum := testenv.TreeSum(t, lower)
 	states := map[string]int{}
@@ -46,12 +44,12 @@ func TestCrashSafety(t *testing.T) {
 		dir := filepath.Join(base, fmt.Sprint(run))
 		upper, work, mnt := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "mnt")
 		for _, d := range []string{upper, work, mnt} {
-			must(t, os.MkdirAll(d, 0o755))
+			testenv.Must(t, os.MkdirAll(d, 0o755))
 		}
 		opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
 		daemon := startDaemon(t, bin, opts, mnt)
 		client := exec.Command("sh", "-c", `: >> "$1/big"; mv "$1/a" "$1/b"; rm "$1/c"`, "sh", mnt)
-		must(t, client.Start())
+		testenv.Must(t, client.Start())
 		time.Sleep(time.Duration(rand.IntN(40_000)) * time.Microsecond)
 		daemon.Process.Signal(syscall.SIGKILL)
 		daemon.Wait()
@@ -87,7 +85,7 @@ func startDaemon(t *testing.T, bin, opts, mnt string) *exec.Cmd {
 	cmd := exec.Command(bin, "-f", "-o", opts, mnt)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	must(t, cmd.Start())
+	testenv.Must(t, cmd.Start())
 	deadline := time.Now().Add(10 * time.Second)
 	for testenv.MountType(mnt) != "fuse.ovlmount" {
 		if time.Now().After(deadline) {
@@ -124,7 +122,7 @@ func checkUpper(t *testing.T, run int, upper string, bigSum [32]byte) string {
 	bigState := kind("big")
 	if bigState == "file" {
 		data, err := os.ReadFile(filepath.Join(upper, "big"))
-		must(t, err)
+		testenv.Must(t, err)
 		if sha256.Sum256(data) != bigSum {
 			t.Errorf("run %d: a partial copy of big (%d bytes) under its real name", run, len(data))
 		}
@@ -163,12 +161,5 @@ func checkView(t *testing.T, run int, mnt string, bigSum [32]byte) {
 	case errB == nil && os.IsNotExist(errA) && string(b) == "A":
 	default:
 		t.Errorf("run %d: a %q (%v), b %q (%v)", run, a, errA, b, errB)
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -17,8 +17,11 @@ func optionsMarkdown() string {
 	b.WriteString("Generated from the option table in `cmd/ovlmount/options.go` by\n")
 	b.WriteString("`go test ./cmd/ovlmount -run TestOptionsDoc -update`; a test keeps the two equal.\n\n")
 	b.WriteString("Pass them as `-o OPT[,OPT...]`. Unknown options are ignored with a warning,\n")
-	b.WriteString("as fuse-overlayfs does. *ignored* options are accepted and have no effect (a\n")
-	b.WriteString("warning says so); *not yet* options are refused with a message naming them.\n\n")
+	b.WriteString("as fuse-overlayfs does, except that one a letter or two from a known option\n")
+	b.WriteString("is refused as a typo (`uperdir=`: \"did you mean upperdir?\"); options of\n")
+	b.WriteString("mount(8), mount.fuse3 and libfuse such as `uid=`, `sync` or `nofail` are never\n")
+	b.WriteString("taken for typos. *ignored* options are accepted and have no effect (a warning\n")
+	b.WriteString("says so); *not yet* options are refused with a message naming them.\n\n")
 	b.WriteString("| option | values | status | meaning |\n|---|---|---|---|\n")
 	label := map[status]string{done: "implemented", ignored: "ignored", later: "not yet"}
 	for _, o := range options {

@@ -4,22 +4,23 @@
 //	ovlmount [-f] [-d] [-o lowerdir=L1:L2,upperdir=U,workdir=W,...] [SOURCE] MOUNTPOINT
 //
 // Without -f or -d it runs as a daemon and exits 0 once the mount is live.
+// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters.
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
-	"github.com/jacobsa/fuse"
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/layers"
@@ -28,10 +29,10 @@ import (
 )
 
 // readaheadKB is the mount's readahead: FUSE takes the lower of the
-// daemon's maximum (1 MiB with jacobsa/fuse) and the bdi default, 128 KiB,
-// so a sequential read came in 128 KiB requests; 1 MiB ones need an
-// eighth of the round trips.
-const readaheadKB = "1024"
+// daemon's maximum and the bdi default, 128 KiB, so a sequential read
+// came in 128 KiB requests; ones of the largest read the daemon takes
+// (1 MiB less a page, overlay.Mount) need an eighth of the round trips.
+const readaheadKB = "1020"
 
 // setReadahead raises the readahead of the FUSE mount m.
 func setReadahead(m mountinfo.Mount) {
@@ -69,12 +70,21 @@ func main() {
 }
 
 func fail(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "ovlmount: "+format+"\n", a...)
+	logError(format, a...)
 	return 1
 }
 
 func run(args []string) int {
+	if isStatsCommand(args) {
+		return statsCommand(args[1:])
+	}
 	c, err := parseArgs(args)
+	if !isDaemonChild() {
+		// Before any error: an unknown option may be why there is one.
+		for _, w := range c.warnings {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -83,18 +93,20 @@ func run(args []string) int {
 		return 0
 	}
 	if c.version {
-		fmt.Println("ovlmount", version())
+		fmt.Print(versionText())
 		return 0
 	}
 	if err := c.validate(); err != nil {
 		return fail("%v", err)
 	}
-	if !isDaemonChild() {
+	if !isDaemonChild() && !c.foreground {
+		return daemonize(c.mountpoint)
+	}
+	startLogging(c.mountpoint, isDaemonChild())
+	if isDaemonChild() {
+		// Said on stderr already; the log keeps what the mount ignores.
 		for _, w := range c.warnings {
-			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
-		}
-		if !c.foreground {
-			return daemonize(c.mountpoint)
+			logWarning("%s", w)
 		}
 	}
 	return serve(c, childReady)
@@ -116,67 +128,81 @@ func serve(c *config, ready func(error)) int {
 			l.Close()
 		}
 	}()
-	cfg := &fuse.MountConfig{
-		FSName:                 c.source,
-		Subtype:                "ovlmount",
-		ReadOnly:               c.readOnly || c.upper == "",
-		Options:                map[string]string{},
-		EnableParallelDirOps:   true,
-		EnableNoOpendirSupport: true,
-		EnableReaddirplus:      true,
-		EnableAutoReaddirplus:  true,
-		EnableAsyncReads:       true,
-		EnableSymlinkCaching:   true,
-		// The writeback cache makes the kernel keep its own mtime while
-		// writes reach the layer later and set another: mtimes would
-		// change across a remount.
-		DisableWritebackCaching: true,
-		MaxWrite:                c.maxWrite,
+	source := c.source
+	if source == "" {
+		source = "ovlmount"
 	}
-	if cfg.FSName == "" {
-		cfg.FSName = "ovlmount"
+	errLog := log.New(errorLog{}, "", 0)
+	cfg := overlay.MountConfig{
+		Source:     source,
+		AllowOther: c.allowOther || os.Geteuid() == 0,
+		MaxWrite:   int(c.maxWrite),
+		Workers:    workers,
+		Fd:         -1,
+		ErrorLog:   errLog,
 	}
-	errLog := log.New(os.Stderr, "ovlmount: ", 0)
-	if c.debug {
-		// Every operation's error reaches its caller as an errno; the
-		// library's log of them is for debugging.
-		cfg.ErrorLogger = errLog
-		cfg.DebugLogger = log.New(os.Stderr, "fuse: ", log.Lmicroseconds)
+	if n, ok := devFd(c.mountpoint); ok {
+		cfg.Fd = n
 	}
-	atime := false
-	for _, f := range c.mountFlags {
-		cfg.Options[f] = ""
-		atime = atime || f == "atime"
+	if c.readOnly || c.upper == "" {
+		cfg.Flags = append(cfg.Flags, "ro")
 	}
-	if !atime {
-		cfg.Options["noatime"] = ""
-	}
-	if c.allowOther || os.Geteuid() == 0 {
-		cfg.Options["allow_other"] = ""
-	}
-	if _, nosuid := cfg.Options["nosuid"]; os.Geteuid() == 0 && !nosuid {
+	if os.Geteuid() == 0 {
 		// As fuse-overlayfs does for root: setuid programs in a
-		// container's layers must keep working.
-		cfg.Options["suid"] = ""
+		// container's layers must keep working, and device nodes in the
+		// layers (a container's /dev/null) open as on a kernel overlay
+		// mount, which mount.fuse3 asks for too. The options given
+		// come after, and may say otherwise.
+		cfg.Flags = append(cfg.Flags, "suid", "dev")
 	}
-	if _, nodev := cfg.Options["nodev"]; os.Geteuid() == 0 && !nodev {
-		// Device nodes in the layers (a container's /dev/null) open as
-		// on a kernel overlay mount, which mount.fuse3 asks for too.
-		cfg.Options["dev"] = ""
+	if !slices.Contains(c.mountFlags, "atime") {
+		cfg.Flags = append(cfg.Flags, "noatime")
 	}
-	mfs, err := fuse.Mount(c.mountpoint, fs.Server(workers, errLog), cfg)
+	cfg.Flags = append(cfg.Flags, c.mountFlags...)
+	if c.debug {
+		// What is mounted, once; then a line a request.
+		cfg.Trace = log.New(debugLog{}, "", 0)
+		logDebug(c.describe())
+		logDebug([]string{fmt.Sprintf("mount flags: %s; allow_other: %v", strings.Join(cfg.Flags, ","), cfg.AllowOther)})
+		logDebug(fs.Describe())
+	}
+	// Caught before the mount is live: a SIGTERM as soon as it is (the
+	// caller saw the command succeed) must unmount, not end the daemon
+	// and leave a dead mount behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	// SIGUSR1 too, whose default would end the daemon: it logs the
+	// stats once the mount is live.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	conn, err := fs.Mount(c.mountpoint, cfg)
 	if err != nil {
 		err = fmt.Errorf("mount %s: %v", c.mountpoint, err)
 		ready(err)
 		return fail("%v", err)
 	}
+	start := time.Now()
+	stats := func() statsReport { return report(c.mountpoint, conn, start) }
 	if m, ok, err := checkMount(c.mountpoint); err != nil {
 		unmount(c.mountpoint)
 		ready(err)
 		return fail("%v", err)
 	} else if ok {
 		setReadahead(m)
+		// Before the mount is reported live: ovlmount stats may
+		// follow at once.
+		if s, err := serveStats(m.Dev, stats); err != nil {
+			logWarning("%v", err)
+		} else {
+			defer s.close()
+		}
 	}
+	go func() {
+		for range usr1 {
+			logStats(stats().lines())
+		}
+	}()
+	tuneGC()
 	ready(nil)
 	if p := os.Getenv("OVLMOUNT_CPUPROFILE"); p != "" {
 		// For profiling: a CPU profile of the daemon until unmount.
@@ -184,17 +210,33 @@ func serve(c *config, ready func(error)) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	if p := os.Getenv("OVLMOUNT_MEMPROFILE"); p != "" {
+		// For profiling: the daemon's allocations until unmount.
+		defer func() {
+			if f, err := os.Create(p); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-sig
 		unmount(c.mountpoint)
 	}()
-	if err := mfs.Join(context.Background()); err != nil {
-		return fail("%v", err)
-	}
+	conn.Wait()
 	return 0
+}
+
+// devFd returns N for a mountpoint /dev/fd/N: a FUSE connection that
+// mount.fuse3 mounted (drop_privileges).
+func devFd(mountpoint string) (int, bool) {
+	s, ok := strings.CutPrefix(mountpoint, "/dev/fd/")
+	if !ok {
+		return -1, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= 0
 }
 
 // open opens the layers of c, upper first, and builds the merged view.
@@ -213,11 +255,12 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		}
 		stack = append(stack, l)
 	}
-	for _, p := range c.lower {
+	for i, p := range append(c.lower, c.data...) {
 		l, err := layers.Open(p, len(stack), false)
 		if err != nil {
 			return fail(fmt.Errorf("lowerdir %v", err))
 		}
+		l.DataOnly = i >= len(c.lower)
 		stack = append(stack, l)
 	}
 	opts := overlay.Options{
@@ -225,8 +268,14 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		XinoOff:          c.xinoOff,
 		Ino32:            c.ino32,
 		StaticNlink:      c.staticNlink,
+		ACL:              !c.noACL,
+		Passthrough:      !c.noPassthru,
 		NoFsync:          c.noFsync,
 		XattrPermissions: c.xattrPerm,
+		Redirects:        c.redirects(),
+		Metacopy:         c.metacopy == "on",
+		UUID:             c.uuid,
+		Verity:           c.verity,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
 	if c.upper != "" {
@@ -251,40 +300,26 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 // unmount ends the mount at mnt: directly as root, through fusermount3
 // otherwise; lazily if it is busy.
 func unmount(mnt string) {
-	err := unix.Unmount(mnt, 0)
-	if err == unix.EBUSY {
-		err = unix.Unmount(mnt, unix.MNT_DETACH)
+	if err := overlay.Unmount(mnt); err != nil {
+		logError("unmount %s: %v", mnt, err)
 	}
-	if err == unix.EPERM {
-		err = fuse.Unmount(mnt)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ovlmount: unmount %s: %v\n", mnt, err)
-	}
-}
-
-func version() string {
-	v := "devel"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
-		}
-	}
-	return v
 }
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
+       ovlmount stats [--json] MOUNTPOINT
 
 Mounts at MOUNTPOINT the merged view of lower layers and an optional upper
 layer, like kernel overlayfs, through FUSE. Without -f or -d, ovlmount runs
 as a daemon and exits 0 once the mount is live. Unmount with umount or
 fusermount3 -u; SIGTERM and SIGINT unmount too.
 
+ovlmount stats prints the counters of a running mount (requests and their
+latency, lookups, copy-ups, open files, memory); SIGUSR1 logs them.
+
   -f             stay in the foreground
-  -d             debug: log every operation to stderr, stay in the foreground
+  -d             debug: log a line per request to stderr, stay in the
+                 foreground
   -o OPTS        comma-separated options (below)
   -h, --help     this text
   -V, --version  the version
@@ -299,19 +334,13 @@ Options:
 		fmt.Fprintf(w, "\n %s:\n", g.title)
 		var rows []string
 		for _, o := range options {
-			if o.status != g.s {
-				continue
+			if o.status == g.s {
+				rows = append(rows, helpRow(o))
 			}
-			name := o.name
-			if o.values == nil {
-				name += "=..."
-			} else if o.values[0] != "" {
-				name += "=" + strings.Join(o.values, "|")
-			}
-			rows = append(rows, fmt.Sprintf("  %-26s %s", name, o.help))
 		}
 		sort.Strings(rows)
 		fmt.Fprintln(w, strings.Join(rows, "\n"))
 	}
-	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does.\n")
+	fmt.Fprint(w, "\nUnknown options are ignored with a warning, as fuse-overlayfs does; one a\n"+
+		"letter or two from a known option is refused as a typo.\n")
 }

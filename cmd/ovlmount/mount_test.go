@@ -16,18 +16,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovlmount/ovlmount/internal/mountinfo"
 	"github.com/ovlmount/ovlmount/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(clientEnv) != "" {
+		os.Exit(clientMain(os.Args[1:]))
+	}
 	// A daemonized ovlmount outlives the process that started it. As a
 	// child subreaper this test process becomes its parent, so a test can
 	// wait for it and see how it ended.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	done := testenv.Start()
 	code := m.Run()
 	reapAll()
 	testenv.RemoveBinary()
+	done()
 	os.Exit(code)
 }
 
@@ -38,16 +44,7 @@ func TestMain(m *testing.M) {
 func makeStack(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	for _, dir := range []string{"l1/d", "l2", "upper", "work", "mnt"} {
-		if err := os.MkdirAll(filepath.Join(d, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, data := range map[string]string{"l1/d/f": "from l1", "l1/shadow": "l1", "l2/g": "from l2", "l2/shadow": "l2", "file": ""} {
-		if err := os.WriteFile(filepath.Join(d, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.MakeTree(t, d, "f l1/d/f from l1", "f l1/shadow l1", "f l2/g from l2", "f l2/shadow l2", "f file", "d upper", "d work", "d mnt")
 	return d
 }
 
@@ -87,6 +84,14 @@ func ovlmount(t *testing.T, args ...string) result {
 	return execute(t, testenv.Binary(t), args...)
 }
 
+// umount unmounts mnt with umount(8), failing the test if that fails.
+func umount(t *testing.T, mnt string) {
+	t.Helper()
+	if r := execute(t, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount %s: exit %d, stderr %q", mnt, r.code, r.stderr)
+	}
+}
+
 // cleanupMount makes sure that, at the end of the test, nothing is
 // mounted on mnt and no daemon naming mnt's directory is left.
 func cleanupMount(t *testing.T, mnt string) {
@@ -112,6 +117,22 @@ func mountDaemon(t *testing.T, mnt string, args ...string) {
 	if r.code != 0 || r.stdout != "" || !onlyWarnings(r.stderr) {
 		t.Fatalf("ovlmount %q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 	}
+}
+
+// mountOverlay mounts lower under new, empty upper and work directories
+// on a new mountpoint until the test ends, with the kernel's overlay
+// (impl "kernel") or ovlmount, and returns the three.
+func mountOverlay(t *testing.T, impl, lower string) (upper, work, mnt string) {
+	t.Helper()
+	d := t.TempDir()
+	testenv.MakeTree(t, d, "d upper", "d work")
+	s := stackDirs{upper: d + "/upper", work: d + "/work", lowers: lower}
+	mount := ovlMount
+	if impl == "kernel" {
+		mount = kernelMount
+	}
+	mnt, _ = mount(t, s, "")
+	return s.upper, s.work, mnt
 }
 
 // onlyWarnings reports whether every line of stderr is a warning.
@@ -143,22 +164,7 @@ func checkLive(t *testing.T, d, mnt string) {
 // a path unique to the test (mount.fuse3 -o drop_privileges passes
 // /dev/fd/N instead of the mountpoint, but lowerdir still names it).
 func processesFor(key string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if st := procState(pid); st == "Z" || st == "" {
-			continue
-		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.Contains(string(cmdline), key) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testenv.Processes(func(arg string) bool { return strings.Contains(arg, key) })
 }
 
 // procState returns the state letter of pid, "" if there is none.
@@ -307,7 +313,7 @@ func TestUnmountEndsDaemon(t *testing.T) {
 // foreground is an ovlmount -f process.
 type foreground struct {
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr testenv.Buffer
 	done   chan struct{} // closed once the process ended; err is then set
 	err    error
 }
@@ -320,6 +326,16 @@ func (p *foreground) wait(timeout time.Duration) (error, bool) {
 		return p.err, true
 	case <-time.After(timeout):
 		return nil, false
+	}
+}
+
+// umountAndWait unmounts mnt, which p serves, and checks that p then
+// exits 0 within 10 seconds.
+func (p *foreground) umountAndWait(t *testing.T, mnt string) {
+	t.Helper()
+	umount(t, mnt)
+	if err, ended := p.wait(10 * time.Second); !ended || err != nil {
+		t.Fatalf("ovlmount -f after umount: ended %v, %v; stderr %q", ended, err, p.stderr.String())
 	}
 }
 
@@ -388,16 +404,7 @@ func TestForegroundUnmount(t *testing.T) {
 	d := makeStack(t)
 	mnt := d + "/mnt"
 	p := startForeground(t, mnt, "-o", "lowerdir="+d+"/l1:"+d+"/l2", mnt)
-	if r := execute(t, "umount", mnt); r.code != 0 {
-		t.Fatalf("umount: %s", r.stderr)
-	}
-	err, ended := p.wait(10 * time.Second)
-	if !ended {
-		t.Fatal("ovlmount -f still running 10s after umount")
-	}
-	if err != nil {
-		t.Errorf("after umount: %v, want exit 0; stderr %q", err, p.stderr.String())
-	}
+	p.umountAndWait(t, mnt)
 }
 
 // snapshot lists every path under dir with its type, mode and size.
@@ -520,56 +527,48 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 }
 
-// shellPath is the PATH mount.fuse3 finds the program in: util-linux
-// mount(8) removes PATH from the environment of the helpers it runs,
-// and mount.fuse3 runs the program through /bin/sh, which then falls
-// back to its built-in default (dash's, Debian's).
-var shellPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
-
-// installed returns where mount.fuse3 will find ovlmount for
-// -t fuse.ovlmount. Without one the test is skipped, and fails in CI:
-// make install puts it in /usr/local/bin.
-func installed(t *testing.T) string {
+// onShellPath makes mount.fuse3 find the binary under test for -t
+// fuse.ovlmount, in the test's private mount namespace. util-linux
+// mount(8) removes PATH from the environment of the helpers it runs, and
+// mount.fuse3 runs the program through /bin/sh, which then falls back to
+// its built-in default (dash's, Debian's), /usr/local/sbin first: a
+// tmpfs there holds only a link to the binary, so whatever is installed
+// on the host is not run, and nothing is installed.
+func onShellPath(t *testing.T) {
 	t.Helper()
-	for _, dir := range shellPath {
-		p := filepath.Join(dir, "ovlmount")
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			if same, err := sameFile(p, testenv.Binary(t)); err == nil && !same {
-				t.Logf("note: mount(8) runs %s, not the binary under test %s", p, testenv.Binary(t))
-			}
-			return p
-		}
+	if err := unix.Mount("tmpfs", "/usr/local/sbin", "tmpfs", 0, "mode=755"); err != nil {
+		t.Fatalf("mount a tmpfs on /usr/local/sbin: %v", err)
 	}
-	msg := "mount -t fuse.ovlmount needs ovlmount in one of " + strings.Join(shellPath, ":") +
-		" (mount(8) clears PATH for mount.fuse3); run make install"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
+	if err := os.Symlink(testenv.Binary(t), "/usr/local/sbin/ovlmount"); err != nil {
+		t.Fatal(err)
 	}
-	t.Skip(msg)
-	return ""
 }
 
-func sameFile(a, b string) (bool, error) {
-	x, err := os.ReadFile(a)
+// checkExe checks that process pid runs the program at path.
+func checkExe(t *testing.T, pid int, path string) {
+	t.Helper()
+	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
-		return false, err
+		t.Fatal(err)
 	}
-	y, err := os.ReadFile(b)
-	return bytes.Equal(x, y), err
+	want, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(exe, want) {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		t.Errorf("process %d runs %s, want %s", pid, link, path)
+	}
 }
 
 // TestMountHelper mounts through mount(8) and mount.fuse3, from the
-// command line and from an fstab line, as type fuse.ovlmount (the
-// installed program) and as type fuse with the "PROGRAM#SOURCE" form
-// (the binary under test, wherever it is).
+// command line and from an fstab line, as type fuse.ovlmount (the program
+// named ovlmount on the shell's default PATH: the binary under test, in a
+// private mount namespace) and as type fuse with the "PROGRAM#SOURCE"
+// form (the binary under test, wherever it is).
 func TestMountHelper(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("mount.fuse3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no mount.fuse3 (Debian package fuse3)")
-		}
-		t.Skip("no mount.fuse3 (Debian package fuse3)")
-	}
+	testenv.RequireProgram(t, "mount.fuse3", "fuse3")
 	for _, tc := range []struct {
 		name  string
 		typ   string
@@ -587,7 +586,10 @@ func TestMountHelper(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			source := "ovlsrc"
 			if tc.typ == "fuse.ovlmount" {
-				installed(t)
+				if !privateMounts(t) {
+					return
+				}
+				onShellPath(t)
 			} else {
 				source = testenv.Binary(t) + "#" + source
 			}
@@ -611,15 +613,14 @@ func TestMountHelper(t *testing.T) {
 			}
 			checkLive(t, d, mnt)
 			pid := daemonFor(t, d+"/")
+			checkExe(t, pid, testenv.Binary(t))
 			if !strings.HasPrefix(tc.extra, "drop_privileges") {
 				if info := mountOptions(t, mnt); strings.Contains(tc.extra, "nodev") != strings.Contains(info, "nodev") ||
 					strings.Contains(tc.extra, "noexec") != strings.Contains(info, "noexec") {
 					t.Errorf("mount options %q, want nodev and noexec as in %q", info, tc.extra)
 				}
 			}
-			if r := execute(t, "umount", mnt); r.code != 0 {
-				t.Fatalf("umount: exit %d, stderr %q", r.code, r.stderr)
-			}
+			umount(t, mnt)
 			checkDaemonEnds(t, pid, d+"/", mnt)
 		})
 	}
@@ -628,17 +629,11 @@ func TestMountHelper(t *testing.T) {
 // mountOptions returns the per-mount options mountinfo lists for mnt.
 func mountOptions(t *testing.T, mnt string) string {
 	t.Helper()
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
+	m, ok := mountinfo.At(mnt)
+	if !ok {
+		t.Fatalf("%s not in mountinfo", mnt)
 	}
-	for _, l := range strings.Split(string(info), "\n") {
-		if f := strings.Fields(l); len(f) > 5 && f[4] == mnt {
-			return f[5]
-		}
-	}
-	t.Fatalf("%s not in mountinfo", mnt)
-	return ""
+	return strings.Join(m.Options, ",")
 }
 
 // TestMountFlags checks the mount(2) flags the kernel shows: as root the

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"github.com/ovlmount/ovlmount/overlay"
 )
 
@@ -37,13 +39,13 @@ type option struct {
 // options is every option fuse-overlayfs and the FUSE mount helper pass,
 // plus ovlmount's own. docs/options.md is written from the same table.
 var options = []option{
-	{"lowerdir", done, nil, "lower layers, top first, separated by ':' ('\\:' for a colon in a path)"},
+	{"lowerdir", done, nil, "lower layers, top first, separated by ':' ('\\:' for a colon in a path); layers after '::' are data-only, each after its own '::' (lowerdir=a:b::c::d): never merged, only reached through the absolute redirects of metacopy files"},
 	{"upperdir", done, nil, "the writable layer (needs workdir)"},
 	{"workdir", done, nil, "empty directory on the upper layer's filesystem, outside it"},
 	{"timeout", done, nil, "seconds the kernel may cache entries and attributes (default 1000000000)"},
 	{"xino", done, []string{"on", "auto", "off"}, "inode numbers over several filesystems: on/auto put the filesystem index in the high bits (default auto); off shows real numbers"},
 	{"static_nlink", done, []string{""}, "every directory reports nlink 1"},
-	{"debug", done, []string{""}, "log every FUSE operation to stderr and stay in the foreground"},
+	{"debug", done, []string{""}, "log a line per request (operation, node and path, name, result, time) to stderr and stay in the foreground"},
 	{"ro", done, []string{""}, "mount read-only"},
 	{"rw", done, []string{""}, "read-write when there is an upper layer (default)"},
 	{"allow_other", done, []string{""}, "let other users use the mount (default when run as root)"},
@@ -58,6 +60,7 @@ var options = []option{
 	{"atime", done, []string{""}, "mount flag"},
 	{"noatime", done, []string{""}, "mount flag (default)"},
 	{"max_write", done, nil, "largest write request in bytes"},
+	{"passthrough", done, []string{"1", "0"}, "1 (default): as root outside a user namespace, the kernel reads and writes upper files itself (FUSE passthrough); 0: the daemon serves all file data"},
 	{"diratime", ignored, []string{""}, "FUSE mounts take no directory-atime flag"},
 	{"nodiratime", ignored, []string{""}, "FUSE mounts take no directory-atime flag"},
 	{"relatime", ignored, []string{""}, "FUSE mounts take no relatime flag; lower layers never get atime updates"},
@@ -65,11 +68,14 @@ var options = []option{
 	{"threaded", ignored, []string{"0", "1"}, "operations are always served in parallel"},
 	{"fast_ino", ignored, []string{"0", "1"}, "inode numbers always follow the kernel's samefs/xino rule"},
 	{"context", ignored, nil, "SELinux labels are not applied"},
-	{"noacl", ignored, []string{""}, "the kernel does not enforce POSIX ACLs on this FUSE mount"},
-	{"writeback", ignored, []string{"0", "1"}, "no write path yet"},
+	{"noacl", done, []string{""}, "the kernel enforces no POSIX ACLs (mode bits only), and objects built in the workdir inherit no default ACL"},
+	{"writeback", ignored, []string{"0", "1"}, "the kernel's writeback cache stays off: with it the kernel keeps mtimes of its own, and they would change across a remount"},
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
-	{"redirect_dir", ignored, []string{"off", "follow", "nofollow"}, "redirects are neither written nor followed"},
+	{"redirect_dir", done, []string{"on", "follow", "nofollow", "off"}, "on: rename a lower or merged directory by recording where its lower part lives (overlay.redirect) instead of EXDEV; follow: follow such redirects, make none; nofollow: refuse to follow them (EPERM); off (default): make none and follow them, as the kernel with redirect_always_follow"},
+	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records (EIO otherwise); where the data file has no fs-verity of its own, ovlmount computes the digest itself, once per file while it does not change. require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
+	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
+	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
 	{"uidmapping", done, nil, "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]: owners in the layers shown as other ids; unmapped ids show as 65534 (overflowuid)"},
@@ -106,6 +112,8 @@ type config struct {
 	xinoOff     bool
 	ino32       bool
 	staticNlink bool
+	noACL       bool
+	noPassthru  bool
 	noFsync     bool
 	readOnly    bool
 	allowOther  bool
@@ -115,12 +123,20 @@ type config struct {
 	squashUID   *uint32
 	squashGID   *uint32
 	xattrPerm   int
+	// data are the data-only lower layers (after '::' in lowerdir).
+	data []string
+	// redirect and metacopy are redirect_dir= and metacopy= as given
+	// ("" when not).
+	redirect, metacopy string
+	uuid               overlay.UUIDMode
+	verity             overlay.VerityMode
 	// defaultPerms is set when the options name default_permissions:
 	// for a connection mounted by someone else (/dev/fd/N), the only
 	// word on whether the kernel checks permissions.
 	defaultPerms bool
 	mountFlags   []string // mount(2) flags for the FUSE library
 	warnings     []string // one line each, printed before mounting
+	given        []string // the -o options as given, for -d
 }
 
 // parseArgs parses a fuse-overlayfs command line:
@@ -129,7 +145,9 @@ type config struct {
 //
 // Options and positionals may come in any order; every positional
 // overwrites the mountpoint, so the last one wins and the one before it,
-// if any, is the source (mount(8) passes SOURCE MOUNTPOINT).
+// if any, is the source (mount(8) passes SOURCE MOUNTPOINT). The config
+// is returned with an error too: its warnings name the unknown options,
+// which are to be reported before the error.
 func parseArgs(args []string) (*config, error) {
 	c := &config{timeout: 1000000000 * time.Second}
 	var opts []string
@@ -147,14 +165,14 @@ func parseArgs(args []string) (*config, error) {
 			c.version = true
 		case a == "-o":
 			if i+1 == len(args) {
-				return nil, fmt.Errorf("-o needs an argument")
+				return c, fmt.Errorf("-o needs an argument")
 			}
 			i++
 			opts = append(opts, splitOptions(args[i])...)
 		case strings.HasPrefix(a, "-o"):
 			opts = append(opts, splitOptions(a[2:])...)
 		case strings.HasPrefix(a, "-") && a != "-":
-			return nil, fmt.Errorf("unknown flag %q (see --help)", a)
+			return c, fmt.Errorf("unknown flag %q (see --help)", a)
 		default:
 			pos = append(pos, a)
 		}
@@ -162,13 +180,17 @@ func parseArgs(args []string) (*config, error) {
 	if c.help || c.version {
 		return c, nil
 	}
+	c.given = opts
+	if err := c.unknown(opts); err != nil {
+		return c, err
+	}
 	for _, o := range opts {
 		if err := c.apply(o); err != nil {
-			return nil, err
+			return c, err
 		}
 	}
 	if len(pos) == 0 {
-		return nil, fmt.Errorf("no mountpoint given (see --help)")
+		return c, fmt.Errorf("no mountpoint given (see --help)")
 	}
 	c.mountpoint = pos[len(pos)-1]
 	if len(pos) > 1 {
@@ -177,12 +199,32 @@ func parseArgs(args []string) (*config, error) {
 	return c, nil
 }
 
-// apply records one option.
+// unknown records a warning for each unknown option, as fuse-overlayfs
+// ignores them, and refuses the first that looks like a typo of a known
+// one: ignoring "uperdir" would mount without the upper layer meant.
+func (c *config) unknown(opts []string) error {
+	var typo error
+	for _, o := range opts {
+		name, _, _ := strings.Cut(o, "=")
+		if lookupOption(name) != nil {
+			continue
+		}
+		if s := suggestOption(name); s != "" {
+			if typo == nil {
+				typo = fmt.Errorf("unknown option %q: did you mean %s?", o, s)
+			}
+			continue
+		}
+		c.warnings = append(c.warnings, fmt.Sprintf("unknown option %q ignored", o))
+	}
+	return typo
+}
+
+// apply records one option; unknown ones are left to c.unknown.
 func (c *config) apply(o string) error {
 	name, value, hasValue := strings.Cut(o, "=")
 	opt := lookupOption(name)
 	if opt == nil {
-		c.warnings = append(c.warnings, fmt.Sprintf("unknown option %q ignored", o))
 		return nil
 	}
 	if opt.values != nil {
@@ -225,6 +267,10 @@ func (c *config) apply(o string) error {
 		c.xinoOff = value == "off"
 	case "static_nlink":
 		c.staticNlink = true
+	case "noacl":
+		c.noACL = true
+	case "passthrough":
+		c.noPassthru = value == "0"
 	case "ino32_t":
 		c.ino32 = true
 	case "volatile":
@@ -270,6 +316,14 @@ func (c *config) apply(o string) error {
 		}
 	case "xattr_permissions":
 		c.xattrPerm = int(value[0] - '0')
+	case "redirect_dir":
+		c.redirect = value
+	case "metacopy":
+		c.metacopy = value
+	case "verity":
+		c.verity = map[string]overlay.VerityMode{"off": overlay.VerityOff, "on": overlay.VerityOn, "require": overlay.VerityRequire}[value]
+	case "uuid":
+		c.uuid = map[string]overlay.UUIDMode{"auto": overlay.UUIDAuto, "on": overlay.UUIDOn, "null": overlay.UUIDNull, "off": overlay.UUIDOff}[value]
 	case "default_permissions":
 		c.defaultPerms = true
 	default:
@@ -284,6 +338,16 @@ func (c *config) apply(o string) error {
 		c.mountFlags = append(flags, name)
 	}
 	return nil
+}
+
+// redirects returns what redirect_dir= and metacopy= make of redirects:
+// metacopy=on implies redirect_dir=on, as in the kernel.
+func (c *config) redirects() overlay.Redirects {
+	mode := c.redirect
+	if mode == "" && c.metacopy == "on" {
+		mode = "on"
+	}
+	return overlay.Redirects{Follow: mode != "nofollow", Create: mode == "on"}
 }
 
 // idMaps returns the owner mappings of the options, as fuse-overlayfs
@@ -377,15 +441,30 @@ func (c *config) validate() error {
 	if c.work != "" && c.upper == "" {
 		return fmt.Errorf("option workdir needs upperdir")
 	}
-	for i, l := range c.lower {
-		if l == "" {
-			return fmt.Errorf("option lowerdir: empty layer (data-only layers after '::' are not supported)")
+	if i := slices.Index(c.lower, ""); i >= 0 {
+		// lowerdir=a:b::c::d: c and d are data-only layers.
+		c.lower, c.data = c.lower[:i], c.lower[i+1:]
+		if i == 0 {
+			return fmt.Errorf("option lowerdir: data-only layers ('::') need a lower layer before them")
 		}
-		p, err := dirPath("lowerdir", l)
-		if err != nil {
-			return err
+	}
+	for _, list := range [][]string{c.lower, c.data} {
+		for i, l := range list {
+			if l == "" {
+				return fmt.Errorf("option lowerdir: empty layer (a data-only layer follows '::', and no other layer does)")
+			}
+			p, err := dirPath("lowerdir", l)
+			if err != nil {
+				return err
+			}
+			list[i] = p
 		}
-		c.lower[i] = p
+	}
+	if c.uuid == overlay.UUIDOn && c.upper == "" {
+		return fmt.Errorf("option uuid=on needs an upper layer to keep the uuid in")
+	}
+	if c.metacopy == "on" && c.redirect != "" && c.redirect != "on" {
+		return fmt.Errorf("option metacopy=on conflicts with redirect_dir=%s (metacopy needs redirects)", c.redirect)
 	}
 	var err error
 	if c.upper != "" {
@@ -411,8 +490,24 @@ func (c *config) validate() error {
 		}
 		return nil
 	}
-	c.mountpoint, err = dirPath("mountpoint", c.mountpoint)
-	return err
+	if c.mountpoint, err = dirPath("mountpoint", c.mountpoint); err != nil {
+		return err
+	}
+	// The kernel's overlay never crosses a mount below a layer's root,
+	// and shows the directory under a mountpoint there. ovlmount reaches
+	// the upper layer, and a lower one it cannot clone, through the
+	// mounts below them: a mount inside such a layer would serve itself,
+	// showing its own root in its mountpoint's place, and its daemon,
+	// holding its own mount, would never end, even after umount -l.
+	if c.upper != "" && within(c.mountpoint, c.upper) && c.mountpoint != c.upper {
+		return fmt.Errorf("option upperdir: mountpoint %s is inside upperdir %s; the mount would serve itself", c.mountpoint, c.upper)
+	}
+	for _, l := range append(c.lower, c.data...) {
+		if within(c.mountpoint, l) && c.mountpoint != l && !layers.Clones(l) {
+			return fmt.Errorf("option lowerdir: mountpoint %s is inside lowerdir %s, which this process cannot clone (no CAP_SYS_ADMIN over its mount namespace); the mount would serve itself", c.mountpoint, l)
+		}
+	}
+	return nil
 }
 
 // dirPath returns the absolute, symlink-free form of a directory path.
@@ -447,4 +542,14 @@ func devOf(p string) uint64 {
 // within reports whether path a is b or lies below it.
 func within(a, b string) bool {
 	return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/")
+}
+
+// describe says what -d logs at start of the command line: the mount,
+// the workdir and the options given.
+func (c *config) describe() []string {
+	lines := []string{"mountpoint: " + c.mountpoint}
+	if c.upper != "" {
+		lines = append(lines, "workdir: "+c.work)
+	}
+	return append(lines, "options: "+strings.Join(c.given, ","))
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/ovlmount/ovlmount/internal/testenv"
 	"github.com/ovlmount/ovlmount/overlay"
 	"golang.org/x/sys/unix"
 )
@@ -282,19 +284,130 @@ func TestUnknownOptionWarns(t *testing.T) {
 	}
 }
 
+func TestTypoRefused(t *testing.T) {
+	for _, tc := range []struct{ opt, want string }{
+		{"uperdir=/u", "upperdir"},
+		{"lowerdirs=/l", "lowerdir"},
+		{"upperidr=/u", "upperdir"}, // two letters swapped
+		{"wrkdr=/w", "workdir"},     // two letters missing
+		{"volatil", "volatile"},
+		{"noexc", "noexec"},
+		{"r0", "ro"},
+		{"Xino=off", "xino"},
+	} {
+		_, err := parseArgs([]string{"-o", "lowerdir=/l,workdir=/w," + tc.opt, "/m"})
+		if want := fmt.Sprintf("unknown option %q: did you mean %s?", tc.opt, tc.want); err == nil || err.Error() != want {
+			t.Errorf("-o %s: error %v, want %q", tc.opt, err, want)
+		}
+	}
+	// Options of mount(8), mount.fuse3, libfuse or SELinux close to one of
+	// ours, and names far from all of ours, are ignored with a warning.
+	for _, opt := range []string{"uid=1000", "gid=1000", "sync", "async", "dirsync", "nofail", "fscontext=x", "defcontext=x", "rootcontext=x", "size=10", "frobnicate", "defaults", "lazytime", "x-systemd.automount"} {
+		c, err := parseArgs([]string{"-o", "lowerdir=/l," + opt, "/m"})
+		if err != nil {
+			t.Errorf("-o %s: %v, want only a warning", opt, err)
+			continue
+		}
+		if len(c.warnings) != 1 || !strings.Contains(c.warnings[0], opt) {
+			t.Errorf("-o %s: warnings %q, want one naming it", opt, c.warnings)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0},
+		{"upperdir", "upperdir", 0},
+		{"uperdir", "upperdir", 1},
+		{"lowerdirs", "lowerdir", 1},
+		{"upperidr", "upperdir", 1},
+		{"wrkdr", "workdir", 2},
+		{"fd", "ro", 2},
+		{"abc", "", 3},
+		{"kitten", "sitting", 3},
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+		if got := editDistance(tc.b, tc.a); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.b, tc.a, got, tc.want)
+		}
+	}
+}
+
+// TestWarningsBeforeError checks that the binary names unknown options
+// before the error that ends it, whatever stage finds the error.
+func TestWarningsBeforeError(t *testing.T) {
+	d := layout(t)
+	for _, tc := range []struct{ opts, err string }{
+		{"frobnicate,lowerdir=" + d + "/l1,xino=maybe", "xino"},
+		{"frobnicate,lowerdir=" + d + "/l1,uperdir=" + d + "/upper", "did you mean upperdir?"},
+		{"frobnicate,lowerdir=" + d + "/nope", d + "/nope"},
+	} {
+		before := snapshot(t, d)
+		r := ovlmount(t, "-o", tc.opts, d+"/mnt")
+		lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+		if r.code == 0 || len(lines) != 2 ||
+			lines[0] != `ovlmount: warning: unknown option "frobnicate" ignored` ||
+			!strings.HasPrefix(lines[1], "ovlmount: ") || !strings.Contains(lines[1], tc.err) {
+			t.Errorf("-o %s: exit %d, stderr %q; want the warning, then an error naming %s", tc.opts, r.code, r.stderr, tc.err)
+		}
+		if after := snapshot(t, d); after != before {
+			t.Errorf("-o %s changed files:\nbefore:\n%safter:\n%s", tc.opts, before, after)
+		}
+	}
+}
+
+// TestHelpTable checks the --help option table: every option's help
+// starts in the same column, no line is longer than helpWidth, and an
+// option too long for its column has its help on the next line.
+func TestHelpTable(t *testing.T) {
+	var b strings.Builder
+	usage(&b)
+	text := b.String()
+	column := 2 + helpName + 2
+	for _, o := range options {
+		row := helpRow(o)
+		if !strings.Contains(text, row+"\n") {
+			t.Errorf("--help lacks the row of %s:\n%s", o.name, row)
+		}
+		lines := strings.Split(row, "\n")
+		first := "  " + optionSyntax(o)
+		if len(first) > column-2 {
+			if lines[0] != first || len(lines) < 2 {
+				t.Errorf("%s: row %q, want the name alone on its line", o.name, row)
+				continue
+			}
+			lines = lines[1:]
+		} else if !strings.HasPrefix(lines[0], first) || strings.TrimSpace(lines[0][:column]) != optionSyntax(o) {
+			t.Errorf("%s: row %q, want its help from column %d", o.name, row, column+1)
+			continue
+		}
+		var help []string
+		for _, l := range lines {
+			if len(l) > helpWidth {
+				t.Errorf("%s: line %q longer than %d", o.name, l, helpWidth)
+			}
+			if l[column-1] != ' ' || l[column] == ' ' {
+				t.Errorf("%s: line %q does not start its help at column %d", o.name, l, column+1)
+			}
+			help = append(help, l[column:])
+		}
+		if got := strings.Join(help, " "); got != strings.Join(strings.Fields(o.help), " ") {
+			t.Errorf("%s: help %q, want %q", o.name, got, o.help)
+		}
+	}
+}
+
 // layout makes lower, upper, work and mnt directories in a fresh
 // temporary directory and returns its path.
 func layout(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	for _, n := range []string{"l1", "l2", "upper", "work", "mnt", "upper/sub"} {
-		if err := os.Mkdir(filepath.Join(d, n), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(d, "file"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testenv.MakeTree(t, d, "d l1", "d l2", "d upper/sub", "d work", "d mnt", "f file")
 	return d
 }
 
@@ -318,7 +431,6 @@ var badInput = []struct {
 	{"workdir inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/upper/sub", "%D/mnt", "workdir"},
 	{"upperdir inside workdir", "lowerdir=%D/l1,upperdir=%D/upper/sub,workdir=%D/upper", "%D/mnt", "workdir"},
 	{"workdir is upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/upper", "%D/mnt", "workdir"},
-	{"data-only layers", "lowerdir=%D/l1::%D/l2", "%D/mnt", "lowerdir"},
 	{"nonexistent mountpoint", "lowerdir=%D/l1", "%D/nope", "%D/nope"},
 	{"mountpoint is a file", "lowerdir=%D/l1", "%D/file", "%D/file"},
 	{"invalid xino value", "lowerdir=%D/l1,xino=maybe", "%D/mnt", "xino"},
@@ -326,6 +438,9 @@ var badInput = []struct {
 	{"invalid fsync value", "lowerdir=%D/l1,fsync=2", "%D/mnt", "fsync"},
 	{"value for a flag", "lowerdir=%D/l1,ro=1", "%D/mnt", "ro"},
 	{"option not implemented yet", "lowerdir=%D/l1,plugins=/p.so", "%D/mnt", "plugins"},
+	{"typo of upperdir", "lowerdir=%D/l1,uperdir=%D/upper,workdir=%D/work", "%D/mnt", "uperdir=%D/upper\": did you mean upperdir?"},
+	{"typo of lowerdir", "lowerdirs=%D/l1", "%D/mnt", "lowerdirs=%D/l1\": did you mean lowerdir?"},
+	{"mountpoint inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/work", "%D/upper/sub", "upperdir"},
 }
 
 func fill(s, d string) string { return strings.ReplaceAll(s, "%D", d) }

@@ -88,11 +88,8 @@ m/nd 0:0 755`,
 
 func TestOwnerOptionsMount(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"getfattr", "setfattr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (Debian package attr)", tool)
-		}
-	}
+	testenv.RequireProgram(t, "getfattr", "attr")
+	testenv.RequireProgram(t, "setfattr", "attr")
 	programs := []string{testenv.Binary(t)}
 	if p, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		programs = append(programs, p)
@@ -103,9 +100,7 @@ func TestOwnerOptionsMount(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, prog := range programs {
 				d := t.TempDir()
-				for _, dir := range []string{"l", "u", "w", "m"} {
-					must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
-				}
+				testenv.MakeTree(t, d, "d l", "d u", "d w", "d m")
 				cleanupMount(t, filepath.Join(d, "m"))
 				script := "set -e\ncd \"$1\"\n" + tc.setup +
 					"\n\"$2\" -o \"lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w,$3\" m 2>/dev/null\nset +e\n" +
@@ -125,16 +120,11 @@ func TestOwnerOptionsMount(t *testing.T) {
 func TestIno32(t *testing.T) {
 	testenv.RequireMount(t)
 	d := t.TempDir()
-	for _, dir := range []string{"l", "u", "w", "m"} {
-		must(t, os.Mkdir(filepath.Join(d, dir), 0o755))
-	}
+	testenv.MakeTree(t, d, "d l", "f u/up", "d w", "d m")
 	lower := filepath.Join(d, "l")
-	must(t, unix.Mount("ovlmount-test", lower, "tmpfs", 0, "mode=755"))
+	testenv.Must(t, unix.Mount("ovlmount-test", lower, "tmpfs", 0, "mode=755"))
 	t.Cleanup(func() { unix.Unmount(lower, unix.MNT_DETACH) })
-	for _, name := range []string{"a", "b", "c"} {
-		must(t, os.WriteFile(filepath.Join(lower, name), nil, 0o644))
-	}
-	must(t, os.WriteFile(filepath.Join(d, "u/up"), nil, 0o644))
+	testenv.MakeTree(t, lower, "f a", "f b", "f c")
 	mnt := filepath.Join(d, "m")
 	opts := "lowerdir=" + lower + ",upperdir=" + d + "/u,workdir=" + d + "/w"
 	numbers := func(extra string) map[string]uint64 {
@@ -142,20 +132,20 @@ func TestIno32(t *testing.T) {
 		mountDaemon(t, mnt, "-o", opts+extra, mnt)
 		defer testenv.Unmount(t, mnt)
 		ents, err := os.ReadDir(mnt)
-		must(t, err)
+		testenv.Must(t, err)
 		out := map[string]uint64{}
 		for _, e := range ents {
 			var st unix.Stat_t
-			must(t, unix.Lstat(filepath.Join(mnt, e.Name()), &st))
+			testenv.Must(t, unix.Lstat(filepath.Join(mnt, e.Name()), &st))
 			out[e.Name()] = st.Ino
 		}
 		// d_ino as readdir gives it.
 		f, err := os.Open(mnt)
-		must(t, err)
+		testenv.Must(t, err)
 		defer f.Close()
 		buf := make([]byte, 4096)
 		n, err := unix.ReadDirent(int(f.Fd()), buf)
-		must(t, err)
+		testenv.Must(t, err)
 		for off := 0; off < n; {
 			de := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
 			name := unix.ByteSliceToString((*[256]byte)(unsafe.Pointer(&de.Name))[:])

@@ -28,36 +28,44 @@ mv m/a m/a2
 find m -mindepth 1 | sort
 umount m`
 
+// requireRootlessTools requires the programs the rootless tests run.
+func requireRootlessTools(t *testing.T) {
+	t.Helper()
+	testenv.RequireProgram(t, "unshare", "util-linux")
+	testenv.RequireProgram(t, "setpriv", "util-linux")
+	testenv.RequireProgram(t, "getfattr", "attr")
+}
+
 // nsLayers makes the layers nsScript changes in a new directory that
 // uid can use, and a copy of the binary under test there that it can run.
+// The directory of stats sockets a user's daemons make, /tmp/ovlmount-UID,
+// goes at the end of the test.
 func nsLayers(t *testing.T, uid int) (d, bin string) {
 	t.Helper()
+	if uid != 0 {
+		t.Cleanup(func() { os.RemoveAll("/tmp/ovlmount-" + strconv.Itoa(uid)) })
+	}
 	d = t.TempDir()
 	// The test's temporary directories are root's alone.
-	must(t, os.Chmod(filepath.Dir(d), 0o755))
-	must(t, os.Chmod(d, 0o755))
-	for _, p := range []string{"l/d", "u", "w", "w2", "w3", "m", "dev"} {
-		must(t, os.MkdirAll(filepath.Join(d, p), 0o755))
-	}
-	for p, s := range map[string]string{"l/a": "a", "l/c": "c", "l/d/b": "b"} {
-		must(t, os.WriteFile(filepath.Join(d, p), []byte(s), 0o644))
-	}
+	testenv.Must(t, os.Chmod(filepath.Dir(d), 0o755))
+	testenv.Must(t, os.Chmod(d, 0o755))
+	testenv.MakeTree(t, d, "f l/a a", "f l/c c", "f l/d/b b", "d u", "d w", "d w2", "d w3", "d m", "d dev")
 	// Everything but dev is the user's, as a rootless user's storage is.
-	must(t, filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+	testenv.Must(t, filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
 		if err != nil || p == d || e.Name() == "dev" {
 			return err
 		}
 		return os.Lchown(p, uid, uid)
 	}))
 	src, err := os.Open(testenv.Binary(t))
-	must(t, err)
+	testenv.Must(t, err)
 	defer src.Close()
 	bin = filepath.Join(d, "ovlmount")
 	dst, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE, 0o755)
-	must(t, err)
+	testenv.Must(t, err)
 	_, err = io.Copy(dst, src)
-	must(t, err)
-	must(t, dst.Close())
+	testenv.Must(t, err)
+	testenv.Must(t, dst.Close())
 	return d, bin
 }
 
@@ -114,9 +122,7 @@ func checkNamespaceWrites(t *testing.T, d, bin string, out []byte, err error) {
 // kernel with userxattr show what the namespace saw.
 func TestUserNamespaceWrites(t *testing.T) {
 	testenv.RequireMount(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare not found")
-	}
+	testenv.RequireProgram(t, "unshare", "util-linux")
 	d, bin := nsLayers(t, 0)
 	out, err := exec.Command("unshare", "-U", "-r", "-m", "sh", "-c", nsScript, "sh", d, bin).CombinedOutput()
 	checkNamespaceWrites(t, d, bin, out, err)
@@ -149,17 +155,13 @@ const rootlessUID = 64123
 // in a private mount namespace (the host's /dev/fuse stays as it is).
 func TestRootless(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv", "getfattr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux, attr)", tool)
-		}
-	}
+	requireRootlessTools(t)
 	d, bin := nsLayers(t, rootlessUID)
 	out, err := asRootlessUser(d, "sh", "-c", nsScript, "sh", d, bin)
 	checkNamespaceWrites(t, d, bin, out, err)
 	// What the user made belongs to it on the host.
 	var st syscall.Stat_t
-	must(t, syscall.Lstat(filepath.Join(d, "u/d/new"), &st))
+	testenv.Must(t, syscall.Lstat(filepath.Join(d, "u/d/new"), &st))
 	if st.Uid != rootlessUID || st.Gid != rootlessUID {
 		t.Errorf("u/d/new owned by %d:%d, want %d:%d", st.Uid, st.Gid, rootlessUID, rootlessUID)
 	}
@@ -171,11 +173,7 @@ func TestRootless(t *testing.T) {
 // and shows it, and the file itself stays the user's, without the bit.
 func TestRootlessOverride(t *testing.T) {
 	testenv.RequireMount(t)
-	for _, tool := range []string{"unshare", "setpriv", "getfattr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found (util-linux, attr)", tool)
-		}
-	}
+	requireRootlessTools(t)
 	d, bin := nsLayers(t, rootlessUID)
 	script := `set -e
 cd "$1"
@@ -202,7 +200,7 @@ umount m`
 			t.Errorf("u/%s override %q, %v; want %q", rel, got, err, v)
 		}
 		var st syscall.Stat_t
-		must(t, syscall.Lstat(filepath.Join(d, "u", rel), &st))
+		testenv.Must(t, syscall.Lstat(filepath.Join(d, "u", rel), &st))
 		if st.Uid != rootlessUID || st.Mode&0o7000 != 0 {
 			t.Errorf("u/%s itself: owner %d mode %o, want the user's without special bits", rel, st.Uid, st.Mode&0o7777)
 		}

@@ -18,11 +18,11 @@ import (
 
 // A tree of rssFiles empty files in directories of rssPerDir.
 const (
-	rssFiles  = 200000
+	rssFiles  = 1000000
 	rssPerDir = 1000
 )
 
-// TestMemoryAfterForget walks a tree of 200k files twice through a
+// TestMemoryAfterForget walks a tree of a million files twice through a
 // daemon and checks that the daemon gives the memory of its nodes back
 // once the kernel forgets them: its resident set after drop_caches must
 // come back near where it was before the first walk.

@@ -1,11 +1,14 @@
 // Package mountinfo owns reading /proc/self/mountinfo, for the mount
-// program and the tests alike: one parser, and the escaping of its paths.
-// It only reads that file: it never stats or opens a mount (a stat of a
-// FUSE mount whose daemon hangs would hang too).
+// program, the conformance suite, the benchmark and the tests alike: one
+// parser, the escaping of its paths, and the form of path it lists (Path).
+// It never stats or opens a mount (a stat of a FUSE mount whose daemon
+// hangs would hang too): Path resolves only the parent of the path it is
+// given.
 package mountinfo
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,13 +63,15 @@ func Read() ([]Mount, error) {
 	return Parse(string(b)), nil
 }
 
-// At returns the mount in effect at dir (an absolute, clean path): the
-// last one mountinfo lists there. ok is false if nothing is mounted there.
+// At returns the mount in effect at dir (an absolute, clean path, as Path
+// makes it): the last one mountinfo lists there. ok is false if nothing
+// is mounted there, or mountinfo cannot be read.
 func At(dir string) (m Mount, ok bool) {
-	ms, err := Read()
-	if err != nil {
-		return Mount{}, false
-	}
+	ms, _ := Read()
+	return at(ms, dir)
+}
+
+func at(ms []Mount, dir string) (m Mount, ok bool) {
 	for _, x := range ms {
 		if x.Point == dir {
 			m, ok = x, true
@@ -75,17 +80,65 @@ func At(dir string) (m Mount, ok bool) {
 	return m, ok
 }
 
-// Under returns the mounts at dir or below it.
-func Under(dir string) []Mount {
-	ms, _ := Read()
+// Under returns the mounts at dir or below it, in mountinfo's order.
+func Under(dir string) ([]Mount, error) {
+	ms, err := Read()
+	if err != nil {
+		return nil, err
+	}
+	return under(ms, dir), nil
+}
+
+func under(ms []Mount, dir string) []Mount {
 	var out []Mount
-	prefix := strings.TrimSuffix(dir, "/") + "/"
 	for _, m := range ms {
-		if m.Point == dir || strings.HasPrefix(m.Point, prefix) {
+		if within(m.Point, dir) {
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// Containing returns the mount that holds path (absolute and free of
+// symlinks), as findmnt -T finds it: the last one mountinfo lists at the
+// longest mountpoint that is path or a directory above it. ok is false if
+// mountinfo cannot be read.
+func Containing(path string) (m Mount, ok bool) {
+	ms, _ := Read()
+	return containing(ms, path)
+}
+
+func containing(ms []Mount, path string) (m Mount, ok bool) {
+	for _, x := range ms {
+		if within(path, x.Point) && (!ok || len(x.Point) >= len(m.Point)) {
+			m, ok = x, true
+		}
+	}
+	return m, ok
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	dir = strings.TrimSuffix(dir, "/")
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// Path returns p as mountinfo lists a mountpoint: absolute, with the
+// symlinks in its parent resolved. p itself is not resolved: it may be a
+// FUSE mount that no longer answers, and must not be looked at.
+func Path(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	if abs == "/" {
+		return abs, nil
+	}
+	parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, filepath.Base(abs)), nil
 }
 
 // Unescape undoes the octal escapes the kernel writes for space, tab,

@@ -1,11 +1,18 @@
-// Package testenv owns what tests that make real FUSE mounts share:
-// deciding whether such tests can run here (RequireMount), the ovlmount
-// binary they run (Binary, RemoveBinary), and taking mounts down again
-// (Unmount, WaitUnmounted, MountType).
+// Package testenv owns what the tests of every package share: deciding
+// whether tests that make real FUSE mounts, or run other programs, can
+// run here (RequireMount, RequireProgram), the ovlmount binary they run
+// (Binary, RemoveBinary), taking mounts down again (Unmount,
+// WaitUnmounted, MountType), finding the daemons they started
+// (Processes), the temporary directory of each test process, in which
+// the mounts, layers and daemons of a run that died are found and taken
+// down by the next (Main, Start, CleanStale), and small helpers: layer
+// trees (MakeTree, TreeSum, DirNames, Xattr), errors (Must) and output
+// written concurrently (Buffer). Only tests import it: it fails tests,
+// and must never be what a program relies on.
 package testenv
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +49,23 @@ func RequireMount(t testing.TB) {
 		t.Fatal(msg + " (CI=true: failing instead of skipping)")
 	}
 	t.Skip(msg)
+}
+
+// RequireProgram returns the path of program name, which Debian package
+// pkg installs, or skips the test where it is missing; with CI=true it
+// fails instead, as RequireMount does.
+func RequireProgram(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	msg := fmt.Sprintf("no %s on PATH (Debian package %s)", name, pkg)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true: failing instead of skipping)")
+	}
+	t.Skip(msg)
+	return ""
 }
 
 var built struct {
@@ -105,31 +129,20 @@ func RemoveBinary() {
 
 // MountType returns the file system type /proc/self/mountinfo lists for
 // the topmost mount on dir ("fuse.ovlmount", ...), or "" if dir is not a
-// mountpoint. dir is made absolute and its parent symlink-free first.
+// mountpoint. dir may be relative, or have symlinks in its parent.
 func MountType(dir string) string {
-	dir = canonical(dir)
-	f, err := os.Open("/proc/self/mountinfo")
+	m, _ := mountAt(dir)
+	return m.Type
+}
+
+// mountAt returns the mount on dir, which may be relative or have
+// symlinks in its parent.
+func mountAt(dir string) (mountinfo.Mount, bool) {
+	p, err := mountinfo.Path(dir)
 	if err != nil {
-		return ""
+		return mountinfo.Mount{}, false
 	}
-	defer f.Close()
-	typ := ""
-	s := bufio.NewScanner(f)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - TYPE SOURCE SUPER
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 || mountinfo.Unescape(fields[4]) != dir {
-			continue
-		}
-		for i := 5; i+1 < len(fields); i++ {
-			if fields[i] == "-" {
-				typ = fields[i+1]
-				break
-			}
-		}
-	}
-	return typ
+	return mountinfo.At(p)
 }
 
 // Unmount takes down every mount on dir lazily (MNT_DETACH), as a test's
@@ -138,8 +151,12 @@ func MountType(dir string) string {
 // mounted there.
 func Unmount(t testing.TB, dir string) {
 	t.Helper()
-	for i := 0; i < 10 && MountType(dir) != ""; i++ {
-		if err := unix.Unmount(canonical(dir), unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+	for range 10 {
+		m, ok := mountAt(dir)
+		if !ok {
+			break
+		}
+		if err := unix.Unmount(m.Point, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
 			t.Errorf("unmount %s: %v", dir, err)
 			return
 		}
@@ -161,22 +178,6 @@ func WaitUnmounted(t testing.TB, dir string) {
 	}
 }
 
-// canonical makes dir absolute and resolves symlinks in its parent only:
-// dir itself may be a FUSE mount that no longer answers, and must not be
-// looked at.
-func canonical(dir string) string {
-	if abs, err := filepath.Abs(dir); err == nil {
-		dir = abs
-	}
-	if dir == "/" {
-		return dir
-	}
-	if parent, err := filepath.EvalSymlinks(filepath.Dir(dir)); err == nil {
-		dir = filepath.Join(parent, filepath.Base(dir))
-	}
-	return dir
-}
-
 // DirNames returns the names in dir (sorted, as os.ReadDir gives them).
 func DirNames(t testing.TB, dir string) []string {
 	t.Helper()
@@ -189,4 +190,42 @@ func DirNames(t testing.TB, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// Must fails the test at once if err is not nil.
+func Must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Buffer is a bytes.Buffer that a test may read while goroutines or a
+// child process write to it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Xattr returns the value of extended attribute name of path, not
+// following a symlink.
+func Xattr(path, name string) (string, error) {
+	v := make([]byte, 64<<10)
+	n, err := unix.Lgetxattr(path, name, v)
+	if err != nil {
+		return "", err
+	}
+	return string(v[:n]), nil
 }
