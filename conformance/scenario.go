@@ -116,7 +116,7 @@ type Run struct {
 	Upper   *Tree    // the raw upper directory after the last unmount
 	// Index is the index directory in the work directory (index=on) after
 	// the last unmount, keyed by the objects its entries' names decode
-	// to (see observeUpper); empty if there is none.
+	// to (see ObserveUpper); empty if there is none.
 	Index *Tree
 	// UserXattrs is XattrTree(".") run as xattrUser after the operations:
 	// one "path: xattrs" line per path.
@@ -326,7 +326,7 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 	}
 	run.Upper, run.Index = &Tree{Entries: map[string]*Entry{}}, &Tree{Entries: map[string]*Entry{}}
 	if l.Upper != "" {
-		if run.Upper, run.Index, err = observeUpper(l, s.xattrPrefix()); err != nil {
+		if run.Upper, run.Index, err = ObserveUpper(l, s.xattrPrefix()); err != nil {
 			return run, err
 		}
 	}

@@ -151,6 +151,9 @@ func (s *session) mount(impl conformance.Impl, l conformance.Layers, mnt string)
 // mostly far smaller, so a few hundred of them fit many times over.
 const fsSize = 128 << 20
 
+// fsUUID is the uuid of every side's filesystem.
+const fsUUID = "5eed5eed-0000-4000-8000-000000000001"
+
 // makeFilesystem creates the side's ext4 image and mounts it at side.dir.
 func (side *sessionSide) makeFilesystem() error {
 	f, err := os.OpenFile(side.image, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -164,7 +167,9 @@ func (side *sessionSide) makeFilesystem() error {
 	if err != nil {
 		return err
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-g", "32768", side.image).CombinedOutput(); err != nil {
+	// One uuid for both sides' filesystems: the file handles of origin
+	// xattrs carry it, and the upper layers are compared by value.
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-g", "32768", "-U", fsUUID, side.image).CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.ext4 %s: %v: %s", side.image, err, out)
 	}
 	if err := os.Mkdir(side.dir, 0o755); err != nil {
@@ -289,7 +294,8 @@ func (s *session) verify(diverged map[int]bool) ([]*Divergence, error) {
 		if err := side.mount.Unmount(); err != nil {
 			return out, err
 		}
-		t, err := conformance.Walk(side.layers.Upper)
+		// File handles (origin) are compared by the objects they name.
+		t, _, err := conformance.ObserveUpper(side.layers, overlayXattrs)
 		if err != nil {
 			return out, err
 		}
