@@ -60,7 +60,7 @@ func parse() (*options, error) {
 	flag.IntVar(&o.procs, "procs", 4, "worker processes per round")
 	flag.IntVar(&o.steps, "steps", 3000, "steps per worker per round")
 	flag.StringVar(&seed, "seed", "", "seed of the first round; round i uses seed+i (default: from the clock)")
-	flag.StringVar(&ops, "ops", "all", "operations: all, step kinds, groups (fuse-library-limits), -name to leave one out")
+	flag.StringVar(&ops, "ops", "all", "operations: all, step kinds, groups (pending, hardlinks), -name to leave one out")
 	flag.StringVar(&o.dir, "dir", "", "scratch directory for layers, mounts and reproductions (default: a new one in $TMPDIR)")
 	flag.DurationVar(&o.shrink, "shrink", 2*time.Minute, "time allowed to shrink the first divergence of each kind (0: do not shrink)")
 	flag.BoolVar(&o.keep, "keep", false, "keep every round's directory, with its filesystem images if it diverged")
