@@ -28,9 +28,10 @@ LDFLAGS := -X main.release=$(VERSION) -X main.commit=$(COMMIT)
 # getfattr/setfattr, fuse-overlayfs (the conformance comparison), man (the
 # man page test renders docs/ovlmount.8), mkfs.btrfs (a lower layer with
 # damaged blocks), mkfs.ext4 (a small upper filesystem to fill, and the
-# stress suite's filesystem images) and fsverity (the fs-verity digests
+# stress suite's filesystem images), newuidmap/newgidmap (a user namespace
+# with a subordinate id range) and fsverity (the fs-verity digests
 # internal/fsverity computes are compared with what fsverity digest prints).
-DEBS := fuse3 attr fuse-overlayfs man-db btrfs-progs e2fsprogs fsverity
+DEBS := fuse3 attr fuse-overlayfs man-db btrfs-progs e2fsprogs uidmap fsverity
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build install uninstall deb deps example test lint clean conformance-doc bench stress $(BIN) $(BIN)-race
@@ -97,9 +98,10 @@ make test installs and changes, outside this repository:
   - TestDeb (cmd/ovlmount) builds the Debian package (make deb), installs
     it with apt-get, and removes and purges it again; it refuses to run if
     an ovlmount package is installed already
-  - TestPodman (e2e) installs podman, runc, busybox-static and uidmap with
-    apt-get if missing, and adds the user ovlmount-e2e (useradd) if missing;
-    both stay afterwards
+  - TestPodman (e2e) installs podman, runc and busybox-static with apt-get
+    if missing; it and TestRootlessFileBacked (cmd/ovlmount) add the user
+    ovlmount-e2e (useradd, with subordinate id ranges) if missing; both
+    stay afterwards
 In the repository it builds bin/ovlmount-race, bin/testsum and the package.
 endef
 export TEST_NOTICE

@@ -178,7 +178,7 @@ func (r *results) markdown(b *bench, wls []workload, entries, rounds, cpu int, c
 		{"load average (1, 5, 15 min) at the start and at the end", r.loadStart + "; " + loadAvg()},
 		{"kernel", output("uname", "-r")},
 		{"file system of the layers", fsType(b.dir)},
-		{"ovlmount", output(b.bin, "--version") + " (" + output("git", "describe", "--always", "--dirty") + ")"},
+		{"ovlmount", strings.Join(strings.Split(output(b.bin, "--version"), "\n"), "; ") + " (checkout " + output("git", "describe", "--always", "--dirty") + ")"},
 		{"fuse-overlayfs", lineWith(output("fuse-overlayfs", "--version"), "fuse-overlayfs")},
 		{"Go", runtime.Version()},
 	} {

@@ -7,7 +7,10 @@
 // whole one, after a crash too. The package does not decide when an object
 // must be copied up (the overlay package does), never writes to a lower
 // layer, and reaches layer objects only through fds (package layers), so
-// that no symlink stored in a layer is ever followed.
+// that no symlink stored in a layer is ever followed. The same way,
+// ClearDir replaces a directory with an empty copy, and StandIn puts a
+// regular file in place of a symlink, fifo, socket or device, for an upper
+// layer that keeps owners and types in an override xattr.
 //
 // What a copy writes, checked against the kernel's overlay (6.18):
 //   - data, in the kernel's 1 MiB chunks (a hole kept where one begins a
@@ -56,7 +59,7 @@ func Open(workdir string) (*Work, error) {
 	if err := layers.Mkdir(dir, "work", 0); err != nil && err != unix.EEXIST {
 		return nil, fmt.Errorf("%s/work: %w", workdir, err)
 	}
-	fd, err := openWork(dir)
+	fd, err := openWork(dir, "work")
 	if err != nil {
 		return nil, fmt.Errorf("%s/work: %w", workdir, err)
 	}
@@ -76,15 +79,15 @@ func Open(workdir string) (*Work, error) {
 	return w, nil
 }
 
-// openWork opens dir's entry "work", a directory and not a symlink. A
-// mode 0 directory cannot be opened without CAP_DAC_OVERRIDE: its owner
-// then makes it 0700.
-func openWork(dir int) (int, error) {
-	fd, err := openBeneath(dir, "work", unix.O_RDONLY|unix.O_DIRECTORY)
+// openWork opens dir's entry name ("work" or "index"), a directory and
+// not a symlink. A mode 0 directory cannot be opened without
+// CAP_DAC_OVERRIDE: its owner then makes it 0700.
+func openWork(dir int, name string) (int, error) {
+	fd, err := openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != unix.EACCES {
 		return fd, err
 	}
-	pfd, err := openBeneath(dir, "work", unix.O_PATH|unix.O_DIRECTORY)
+	pfd, err := openBeneath(dir, name, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return -1, err
 	}
@@ -93,7 +96,60 @@ func openWork(dir int) (int, error) {
 	if err != nil {
 		return -1, unix.EACCES
 	}
-	return openBeneath(dir, "work", unix.O_RDONLY|unix.O_DIRECTORY)
+	return openBeneath(dir, name, unix.O_RDONLY|unix.O_DIRECTORY)
+}
+
+// Index is workdir/index, the inodes index (index=on): an entry for each
+// lower hard link copied up, hard-linked to the copy (layers/index.go).
+type Index struct{ fd int }
+
+// Fd returns the index directory's fd. It stays owned by the Index.
+func (x *Index) Fd() int { return x.fd }
+
+// Close releases the index directory.
+func (x *Index) Close() error { return unix.Close(x.fd) }
+
+// OpenIndex opens workdir/index, making it as the kernel does if it is
+// missing: mode 0, without the ACLs or setgid bit it would inherit. An
+// existing one is kept as it is, entries included; which of them stay is
+// the caller's to decide (the kernel's ovl_indexdir_cleanup).
+func OpenIndex(workdir string) (*Index, error) {
+	fd, err := openIndex(workdir)
+	if err != nil {
+		return nil, err
+	}
+	return &Index{fd: fd}, nil
+}
+
+func openIndex(workdir string) (int, error) {
+	dir, err := unix.Open(workdir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", workdir, err)
+	}
+	defer unix.Close(dir)
+	made := false
+	switch err := layers.Mkdir(dir, "index", 0); err {
+	case nil:
+		made = true
+	case unix.EEXIST:
+	default:
+		return -1, fmt.Errorf("%s/index: %w", workdir, err)
+	}
+	fd, err := openWork(dir, "index")
+	if err != nil {
+		return -1, fmt.Errorf("%s/index: %w", workdir, err)
+	}
+	if made {
+		for _, acl := range []string{"system.posix_acl_default", "system.posix_acl_access"} {
+			layers.FdRemovexattr(fd, acl)
+		}
+		// No setgid bit from a setgid workdir.
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&0o7000 != 0 {
+			layers.Chmod(fd, "", st.Mode&0o777)
+		}
+	}
+	return fd, nil
 }
 
 // openBeneath opens the single component name in dir, never following a
@@ -152,6 +208,14 @@ type Options struct {
 	DataFrom *int
 	// NullUUID writes origins with a null uuid (uuid=off).
 	NullUUID bool
+	// Index, when set, says the copy is an index entry (index=on):
+	// udir is workdir/index and name the entry's. The copy gets its
+	// origin whatever the lower object's link count, then this marker
+	// (its overlay.nlink), last, so that the entry is whole once it
+	// shows (the kernel sets it after, ovl_set_nlink_upper); its parent
+	// gets neither the impure marker nor its times back (ovl_do_copy_up's
+	// to_index).
+	Index *Marker
 	// Metacopy, when set, copies a regular file without its data
 	// (metacopy=on): the copy is as big as the file and holds a hole,
 	// and gets this marker after its origin, as the kernel orders them

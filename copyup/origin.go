@@ -6,11 +6,12 @@ import (
 )
 
 // setOrigin records the lower object as the temporary's origin, on a
-// directory or a non-directory with one link, as the kernel does. A lower
+// directory, a non-directory with one link, or an index entry, as the
+// kernel does (a hard link copied up without the index is broken). A lower
 // filesystem that gives no file handles gets the kernel's null origin (an
 // empty value): the object was copied up, from nothing it can name.
 func (c *copier) setOrigin() error {
-	if c.kind != unix.S_IFDIR && c.sst.Nlink != 1 {
+	if c.kind != unix.S_IFDIR && c.sst.Nlink != 1 && c.opts.Index == nil {
 		return nil
 	}
 	fb, err := c.originValue()

@@ -28,9 +28,9 @@ const (
 	// fuseOverlayfs is the program ovlmount stands in for, run for
 	// comparison.
 	fuseOverlayfs = "/usr/bin/fuse-overlayfs"
-	// rootlessUser runs the rootless podman; the test makes the account
-	// when missing (useradd gives it /etc/subuid and /etc/subgid ranges).
-	rootlessUser = "ovlmount-e2e"
+	// rootlessUser runs the rootless podman; testenv.User makes the
+	// account when missing, with /etc/subuid and /etc/subgid ranges.
+	rootlessUser = testenv.RootlessUser
 )
 
 // TestPodman runs e2e/podman.sh four times: with the kernel's overlay,
@@ -45,7 +45,7 @@ const (
 func TestPodman(t *testing.T) {
 	testenv.RequireMount(t)
 	requirePodman(t)
-	uid, gid := requireUser(t, rootlessUser)
+	uid, gid := testenv.User(t, rootlessUser)
 	bin := testenv.Binary(t)
 
 	kernel := runPodman(t, "kernel", "kernel", "overlay", "")
@@ -325,27 +325,6 @@ func requirePodman(t *testing.T) {
 	t.Skip(msg)
 }
 
-// requireUser makes the account name when missing and returns its uid
-// and gid.
-func requireUser(t *testing.T, name string) (uid, gid string) {
-	t.Helper()
-	if _, err := exec.Command("id", "-u", name).Output(); err != nil {
-		t.Logf("adding the user %s (useradd); it stays afterwards", name)
-		if out, err := exec.Command("useradd", "-M", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd %s: %v\n%s", name, err, out)
-		}
-	}
-	var ids [2]string
-	for i, flag := range []string{"-u", "-g"} {
-		out, err := exec.Command("id", flag, name).Output()
-		if err != nil {
-			t.Fatalf("id %s %s: %v", flag, name, err)
-		}
-		ids[i] = strings.TrimSpace(string(out))
-	}
-	return ids[0], ids[1]
-}
-
 // staticELF reports whether path is an ELF executable with no program
 // interpreter, that is, statically linked.
 func staticELF(path string) bool {
@@ -523,7 +502,10 @@ func mountsUnder(dir string) []string {
 
 // procsUsing returns "PID ARGV" of every process whose command line names
 // dir (mount program daemons, conmon), or, given a uid, that runs as uid
-// (all of a rootless run's processes, its pause process too).
+// (all of a rootless run's processes, its pause process too). Zombies
+// have ended and are left out: rootless mount tests of other packages,
+// run meanwhile as the same user, leave their daemons' to their own test
+// process.
 func procsUsing(dir, uid string) []string {
 	ents, _ := os.ReadDir("/proc")
 	var out []string
@@ -532,7 +514,10 @@ func procsUsing(dir, uid string) []string {
 		if err != nil {
 			continue
 		}
-		if !bytes.Contains(b, []byte(dir)) && (uid == "" || procUID(e.Name()) != uid) {
+		if !bytes.Contains(b, []byte(dir)) && (uid == "" || procStatus(e.Name(), "Uid:") != uid) {
+			continue
+		}
+		if procStatus(e.Name(), "State:") == "Z" {
 			continue
 		}
 		out = append(out, e.Name()+" "+strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))))
@@ -540,14 +525,16 @@ func procsUsing(dir, uid string) []string {
 	return out
 }
 
-// procUID returns the real uid of process pid, or "".
-func procUID(pid string) string {
+// procStatus returns the first word of the line of /proc/PID/status that
+// key begins (the real uid for "Uid:", the state letter for "State:"),
+// or "".
+func procStatus(pid, key string) string {
 	b, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
 	if err != nil {
 		return ""
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == key {
 			return f[1]
 		}
 	}

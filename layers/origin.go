@@ -45,9 +45,7 @@ func EncodeOrigin(uuid [16]byte, h unix.FileHandle) ([]byte, error) {
 	}
 	fb := make([]byte, fbHeader, fbHeader+len(fid))
 	fb[0], fb[1], fb[2], fb[4] = fbVersion, fbMagic, byte(fbHeader+len(fid)), byte(h.Type())
-	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
-		fb[3] = fbBigEndian
-	}
+	fb[3] = nativeEndianFlag()
 	copy(fb[5:fbHeader], uuid[:])
 	return append(fb, fid...), nil
 }
@@ -63,6 +61,10 @@ func DecodeOrigin(v []byte) (o Origin, ok bool) {
 	o.flags = v[3]
 	return o, true
 }
+
+// isBigEndian reports whether this host is big-endian: the fid of an
+// ovl_fb is in the writer's byte order, which its flags record.
+func isBigEndian() bool { return binary.NativeEndian.Uint16([]byte{0, 1}) == 1 }
 
 // Ino returns the inode number a FILEID_INO32_GEN handle carries, for
 // when the handle cannot be opened (open_by_handle_at needs

@@ -92,15 +92,16 @@ var upperCalls = map[string]bool{
 // writeFlags are open flags that make or change a file.
 var writeFlags = []string{"O_CREAT", "O_TMPFILE", "O_TRUNC", "O_WRONLY", "O_RDWR", "O_APPEND"}
 
-// TestUpperChangesGoThroughLayers reads the sources of packages overlay
-// and copyup and fails on any call that changes a filesystem other than
+// TestUpperChangesGoThroughLayers reads the sources of packages overlay,
+// copyup and check (whose --repair writes the upper layer and workdir
+// offline) and fails on any call that changes a filesystem other than
 // through this package: a unix call of upperCalls, an open with a flag
 // of writeFlags, or a raw syscall (but the FUSE connection's own ioctls
 // and writes in overlay/serve.go and the splice pipe in overlay/read.go).
 func TestUpperChangesGoThroughLayers(t *testing.T) {
 	allowed := map[string]bool{"overlay/serve.go": true, "overlay/read.go": true}
 	fset := token.NewFileSet()
-	for _, dir := range []string{"../overlay", "../copyup"} {
+	for _, dir := range []string{"../overlay", "../copyup", "../check"} {
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("%s: %v", dir, err)
@@ -168,4 +169,40 @@ func containsAny(s string, words []string) bool {
 		}
 	}
 	return false
+}
+
+// maxFuncLines is the longest a function of the engine's packages may
+// be: a longer one does several things, each of which wants a name.
+const maxFuncLines = 80
+
+// TestNoLongFunctions reads the sources of the engine's packages (not
+// their tests) and fails on a function longer than maxFuncLines lines,
+// from its func line to its closing brace.
+func TestNoLongFunctions(t *testing.T) {
+	fset := token.NewFileSet()
+	for _, dir := range []string{"../overlay", "../layers", "../copyup", "../inodes"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		for _, path := range files {
+			if strings.HasSuffix(path, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(fset, path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range f.Decls {
+				fn, ok := d.(*ast.FuncDecl)
+				if !ok || fn.Body == nil {
+					continue
+				}
+				first, last := fset.Position(fn.Pos()).Line, fset.Position(fn.End()).Line
+				if n := last - first + 1; n > maxFuncLines {
+					t.Errorf("%s/%s:%d: %s is %d lines, more than %d", filepath.Base(dir), filepath.Base(path), first, fn.Name.Name, n, maxFuncLines)
+				}
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,6 +28,10 @@ type Attr struct {
 	Atime                      time.Time
 	Mtime                      time.Time
 	Ctime                      time.Time
+	// Shared says other nodes show the same object (the names of a lower
+	// hard link with the inodes index; index.go) and change it: the
+	// kernel must not keep these attributes.
+	Shared bool
 }
 
 // GetAttr returns the current attributes of node id, read from the layer
@@ -135,9 +140,19 @@ func (fs *FS) attr(n *node, st *unix.Stat_t) Attr {
 		a.Nlink = 1
 	}
 	n.mu.Lock()
-	data, own := dataOf(n.objects(), n.typ)
+	data, own := dataOf(n.objects(), n.kind())
 	lazy := n.aux != nil && n.aux.lazy != ""
+	x, upper := n.indexOf(), n.objects()[0].layer.Upper && !n.unlinked
 	n.mu.Unlock()
+	if x != nil {
+		a.Shared = true
+		if upper {
+			// The overlay's link count, which the upper inode's
+			// overlay.nlink keeps (index.go).
+			v, _ := fs.getxattr(n, fs.upper, fs.xattrs.Name(layers.XattrNlink))
+			a.Nlink = uint32(overlayNlink(v, st.Nlink, x.lowerNlink))
+		}
+	}
 	switch {
 	case !own:
 		// A metacopy file's blocks are those of its data, as the

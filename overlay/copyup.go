@@ -21,7 +21,7 @@ import (
 // its data, and overlay.metacopy, until it is opened for writing or
 // truncated (copyUpOpen).
 func (fs *FS) copyUp(n *node) error {
-	_, err := fs.copyUpWith(n, fs.opts.Metacopy && n.typ == unix.S_IFREG, false)
+	_, err := fs.copyUpWith(n, fs.opts.Metacopy && n.kind() == unix.S_IFREG, false)
 	return err
 }
 
@@ -40,6 +40,9 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	if fs.upper == nil {
 		return -1, syscall.EROFS
 	}
+	if fs.needsLinkUp(n) {
+		return fs.copyUpIndexed(n, meta, trunc)
+	}
 	if meta && n.layersOf()[0].layer.Upper || n.upperData() {
 		return -1, nil
 	}
@@ -49,43 +52,21 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		}
 	}
 	fd := -1
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.typ == unix.S_IFREG, Keep: &fd, NullUUID: fs.opts.UUID == UUIDOff}
-	opts.Xattrs = map[string]string{}
-	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
-		// The copy shows what the lower object shows, under the name
-		// the upper layer is read with.
-		if o, ok := fs.overrideOf(n, n.typ); ok {
-			opts.Xattrs[names[0]] = o.String()
-		}
-	}
-	if meta {
-		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
-	}
+	opts := fs.copyOptions(n, meta, trunc, &fd)
 	n.mu.Lock()
 	if err := fs.lazyData(n); err != nil {
 		n.mu.Unlock()
 		return -1, err
 	}
 	if meta {
-		// With verity, the marker records the data's digest, or the
-		// data is copied too (verity=require, no fs-verity).
-		data, _ := dataOf(n.objects(), n.typ)
-		if dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY); err == nil {
-			value, keep := fs.dataMarker(dfd)
-			unix.Close(dfd)
-			if keep {
-				opts.Metacopy.Value = value
-			} else {
-				meta, opts.Metacopy = false, nil
-			}
-		}
+		meta = fs.verityMarker(n, &opts)
 	}
 	if n.unlinked {
 		n.mu.Unlock()
 		return -1, syscall.ENOENT
 	}
 	objs := n.objects()
-	data, own := dataOf(objs, n.typ)
+	data, own := dataOf(objs, n.kind())
 	if objs[0].layer.Upper {
 		if !own && !meta {
 			fd, err := fs.fillData(n, data, trunc)
@@ -110,31 +91,8 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		n.mu.Unlock()
 		return -1, toErrno(err)
 	}
-	fs.stats.copiedUp(n.typ, st.Size)
-	up := objOf(fs.upper, &st)
-	changed := n.isDir()
-	if n.isDir() {
-		// The copied directory is empty: the lower ones stay merged.
-		n.setObjs(append([]obj{up}, n.objects()...))
-	} else {
-		if meta {
-			// The data stays where it is.
-			n.setObjs([]obj{up, data})
-		} else {
-			n.setObjs([]obj{up})
-		}
-		if fs.nodes.IdentOf(n).ByName {
-			// One name of a lower hard link, copied up alone: the
-			// link is broken, as the kernel breaks it without index,
-			// and the copy is an object of its own, with its own
-			// number (no origin is recorded for it).
-			key := up.key()
-			fs.nodes.Rehash(n, inodes.Ident{Key: key})
-			num, ok := fs.scheme.Ino(key.Dev, key.Ino)
-			fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
-			changed = true
-		}
-	}
+	fs.stats.copiedUp(n.kind(), st.Size)
+	changed := fs.placeCopy(n, objOf(fs.upper, &st), data, meta)
 	n.mu.Unlock()
 	if changed && fs.invalidate != nil && n.ID() != 0 {
 		// A merged directory shows nlink 1, a broken link its own
@@ -144,6 +102,80 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		fs.invalidate(n.ID())
 	}
 	return fd, nil
+}
+
+// verityMarker fills in the metacopy marker of a metadata-only copy of n
+// (opts.Metacopy): with verity, the data's digest, or, when the data
+// must be copied too (verity=require, no fs-verity), no marker. It
+// returns whether the copy stays metadata-only.
+//
+// Preconditions: n.mu is held.
+func (fs *FS) verityMarker(n *node, opts *copyup.Options) bool {
+	data, _ := dataOf(n.objects(), n.kind())
+	dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY)
+	if err != nil {
+		return true // the copy-up meets the error itself
+	}
+	value, keep := fs.dataMarker(dfd)
+	unix.Close(dfd)
+	if !keep {
+		opts.Metacopy = nil
+		return false
+	}
+	opts.Metacopy.Value = value
+	return true
+}
+
+// placeCopy gives n its upper object up after a copy-up: before the lower
+// directories it merges, or, for a non-directory, alone or (a metadata
+// copy, meta) before the data object. It returns whether the kernel's
+// cached attributes of n no longer hold: a merged directory shows nlink
+// 1, a broken hard link its own number.
+//
+// Preconditions: n.mu is held.
+func (fs *FS) placeCopy(n *node, up, data obj, meta bool) bool {
+	switch {
+	case n.isDir():
+		// The copied directory is empty: the lower ones stay merged.
+		n.setObjs(append([]obj{up}, n.objects()...))
+		return true
+	case meta:
+		// The data stays where it is.
+		n.setObjs([]obj{up, data})
+	default:
+		n.setObjs([]obj{up})
+	}
+	if !fs.nodes.IdentOf(n).ByName {
+		return false
+	}
+	// One name of a lower hard link, copied up alone: the link is
+	// broken, as the kernel breaks it without index, and the copy is an
+	// object of its own, with its own number (no origin is recorded for
+	// it).
+	key := up.key()
+	fs.nodes.Rehash(n, inodes.Ident{Key: key})
+	num, ok := fs.scheme.Ino(key.Dev, key.Ino)
+	fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
+	return true
+}
+
+// copyOptions returns the options of a copy of n (meta: without its
+// data; trunc: empty), which sets *fd to a regular file's copy.
+// Preconditions: renameMu held.
+func (fs *FS) copyOptions(n *node, meta, trunc bool, fd *int) copyup.Options {
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
+	opts.Xattrs = map[string]string{}
+	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
+		// The copy shows what the lower object shows, under the name
+		// the upper layer is read with.
+		if o, ok := fs.overrideOf(n, n.kind()); ok {
+			opts.Xattrs[names[0]] = o.String()
+		}
+	}
+	if meta {
+		opts.Metacopy = &copyup.Marker{Name: fs.xattrs.Name(layers.XattrMetacopy)}
+	}
+	return opts
 }
 
 // fillData copies the data of upper metacopy file n up from data, the
@@ -192,8 +224,17 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			if err != nil {
 				return -1, err
 			}
-			fs.stats.copiedUp(n.typ, st.Size)
+			fs.stats.copiedUp(n.kind(), st.Size)
 			return nfd, nil
+		}
+	}
+	if !trunc {
+		// Data written in place changes the times: a fill that fails
+		// leaves the file as it showed, its data still read from below.
+		fail = func(err error) (int, error) {
+			layers.SetTimes(fd, "", st.Atim, st.Mtim)
+			unix.Close(fd)
+			return -1, err
 		}
 	}
 	if trunc {
@@ -212,7 +253,7 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			return fail(err)
 		}
 	}
-	fs.stats.copiedUp(n.typ, st.Size)
+	fs.stats.copiedUp(n.kind(), st.Size)
 	n.setObjs([]obj{up})
 	return fd, nil
 }

@@ -63,12 +63,20 @@ type placed struct {
 
 // make builds an object named tmp in the work directory wfd with the
 // given permission bits; for a regular file it returns an open fd (else
-// -1).
+// -1). On failure it leaves no tmp.
 type maker func(wfd int, tmp string, perm uint32) (fd int, err error)
 
-// create makes name in directory parent with mode (type and permission
-// bits) owned by c, through mk.
-func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) (placed, error) {
+// spec is what create makes: its type and permission bits, a device's
+// number, a symlink's target, and mk, which makes the object itself.
+type spec struct {
+	mode   uint32
+	rdev   uint64
+	target string
+	mk     maker
+}
+
+// create makes name in directory parent as s says, owned by c.
+func (fs *FS) create(parent uint64, name string, s spec, c Cred) (placed, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
 	if fs.upper == nil {
@@ -104,7 +112,7 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 	fd := -1
 	err = fs.inDir(p, fs.upper, func(pfd int) error {
 		var err error
-		f, fd, err = fs.build(p, pfd, name, mode, c, mk, neg.upperFree)
+		f, fd, err = fs.build(p, pfd, name, s, c, neg.upperFree)
 		return err
 	})
 	if err != nil {
@@ -118,7 +126,12 @@ func (fs *FS) create(parent uint64, name string, mode uint32, c Cred, mk maker) 
 type newObject struct {
 	name string
 	typ  uint32
+	rdev uint64 // a device's
 	ow   ownership
+	// backed says a regular file stands for the object, a symlink, fifo,
+	// socket or device whose owner or mode goes to the override xattr,
+	// which it could not carry itself (file-backed).
+	backed bool
 	// perm are the permission bits the object is made with: ow.ownPerm,
 	// masked by an inherited ACL; access and def are the ACLs it gets
 	// (def, a directory's default ACL, only for a directory).
@@ -127,6 +140,14 @@ type newObject struct {
 	// over and aufs say the upper directory holds a kernel whiteout of
 	// the name, and an AUFS one.
 	over, aufs bool
+}
+
+// kind returns the type of the object made on disk.
+func (o newObject) kind() uint32 {
+	if o.backed {
+		return unix.S_IFREG
+	}
+	return o.typ
 }
 
 // build makes name in p's upper directory pfd, for create, and returns
@@ -139,8 +160,9 @@ type newObject struct {
 // Where the object is made in its directory, the host does that;
 // through the workdir, it is done here.
 // Preconditions: renameMu held for reading; p.dirMu held; name is free.
-func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker, free bool) (found, int, error) {
-	o := newObject{name: name, typ: mode & unix.S_IFMT}
+func (fs *FS) build(p *node, pfd int, name string, s spec, c Cred, free bool) (found, int, error) {
+	mode := s.mode
+	o := newObject{name: name, typ: mode & unix.S_IFMT, rdev: s.rdev}
 	if !free {
 		o.over, o.aufs = fs.whiteoutAt(p, pfd, name)
 	}
@@ -154,6 +176,7 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 		def = nil
 	}
 	o.ow = fs.ownership(p, &pst, mode, c)
+	o.backed = o.ow.inXattr && special(o.typ)
 	o.perm = o.ow.ownPerm
 	if def != nil && !o.ow.inXattr {
 		m, access, err := inheritACL(def, o.typ|o.perm)
@@ -181,7 +204,30 @@ func (fs *FS) build(p *node, pfd int, name string, mode uint32, c Cred, mk maker
 			return fs.buildUnnamed(pfd, fd, o)
 		}
 	}
+	mk := s.mk
+	if o.backed {
+		mk = standIn(s.target)
+	}
 	return fs.buildInWork(pfd, o, mk)
+}
+
+// standIn returns the maker of a regular file that stands for a symlink
+// to target, or with target "" for a fifo, socket or device: its content
+// is the target (buildInWork gives it the override naming the type).
+func standIn(target string) maker {
+	return func(wfd int, tmp string, perm uint32) (int, error) {
+		fd, err := layers.Create(wfd, tmp, unix.O_WRONLY, perm)
+		if err != nil {
+			return -1, err
+		}
+		_, err = layers.Pwrite(fd, []byte(target), 0)
+		unix.Close(fd)
+		if err != nil {
+			layers.Unlink(wfd, tmp)
+			return -1, err
+		}
+		return -1, nil
+	}
 }
 
 // buildUnnamed completes the unnamed file fd (made with O_TMPFILE in upper
@@ -227,6 +273,9 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 	}
 	if o.ow.inXattr {
 		ov := override{uid: o.ow.uid, gid: o.ow.gid, perm: o.ow.perm}
+		if o.backed {
+			ov.typ, ov.rdev = o.typ, o.rdev
+		}
 		if err := layers.SetxattrAt(wfd, tmp, fs.overrideWrite, []byte(ov.String())); err != nil {
 			return fail(err)
 		}
@@ -267,7 +316,7 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 	if o.aufs {
 		layers.Unlink(pfd, layers.WhiteoutPrefix+o.name)
 	}
-	return fs.fresh(st, o.typ, opaque), fd, nil
+	return fs.fresh(st, o.kind(), opaque), fd, nil
 }
 
 // squashed reports whether owners are squashed (squash_to_*): a refused
@@ -291,7 +340,12 @@ type ownership struct {
 // setgid bit to a new directory (the umask is already applied). Owners
 // are stored mapped back (uidmapping); with xattr_permissions they and
 // the mode go to the override xattr, and the object itself keeps the
-// mount's own owner with the permissions it needs.
+// mount's own owner with the permissions it needs. A symlink, fifo,
+// socket or device cannot carry the xattr (user.* is refused on them):
+// one the daemon makes as it is to show (its own ids, no setuid, setgid
+// or sticky bit) is made itself, as fuse-overlayfs makes it; any other
+// becomes a regular file standing for it, its content the daemon's alone
+// (mode 0600).
 // Preconditions: renameMu held.
 func (fs *FS) ownership(p *node, pst *unix.Stat_t, mode uint32, c Cred) ownership {
 	pgid, pmode := pst.Gid, pst.Mode
@@ -307,10 +361,16 @@ func (fs *FS) ownership(p *node, pst *unix.Stat_t, mode uint32, c Cred) ownershi
 		}
 	}
 	ow.ownPerm, ow.inXattr = ow.perm, fs.writesOverride(typ)
+	if special(typ) && fs.overrideWrite != "" && (ow.uid != fs.euid || ow.gid != fs.egid || ow.perm&^0o777 != 0) {
+		ow.inXattr = true
+	}
 	if ow.inXattr {
 		ow.ownPerm = ow.perm&0o777 | 0o600
-		if typ == unix.S_IFDIR {
+		switch {
+		case typ == unix.S_IFDIR:
 			ow.ownPerm |= 0o700
+		case special(typ):
+			ow.ownPerm = 0o600
 		}
 	}
 	return ow
@@ -422,7 +482,7 @@ func (fs *FS) own(m made, o newObject) (unix.Stat_t, error) {
 		changed = err == nil
 	}
 	// After chown, which clears setuid and setgid.
-	if o.typ != unix.S_IFLNK && (st.Mode&0o7777 != o.perm || changed && o.perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
+	if o.kind() != unix.S_IFLNK && (st.Mode&0o7777 != o.perm || changed && o.perm&(unix.S_ISUID|unix.S_ISGID) != 0) {
 		if err := m.chmod(o.perm); err != nil {
 			return st, err
 		}
@@ -466,9 +526,9 @@ func (fs *FS) whiteoutAt(p *node, pfd int, name string) (char, aufs bool) {
 // Create creates and opens regular file name in directory parent; flags
 // are the open(2) flags.
 func (fs *FS) Create(parent uint64, name string, mode uint32, flags int, c Cred) (Entry, Opened, error) {
-	pl, err := fs.create(parent, name, unix.S_IFREG|mode&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
+	pl, err := fs.create(parent, name, spec{mode: unix.S_IFREG | mode&0o7777, mk: func(wfd int, tmp string, perm uint32) (int, error) {
 		return layers.Create(wfd, tmp, unix.O_RDWR, perm)
-	})
+	}}, c)
 	if err != nil {
 		return Entry{}, Opened{}, err
 	}
@@ -548,7 +608,7 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 	}
 	f := fs.fresh(st, unix.S_IFREG, false)
 	id := fs.identify(p, "", f)
-	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == unix.S_IFREG }, func() *node {
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.kind() == unix.S_IFREG }, func() *node {
 		n := newNode(unix.S_IFREG, f.objs, p, "", nil)
 		n.unlinked = true
 		return n
@@ -565,9 +625,9 @@ func (fs *FS) Tmpfile(parent uint64, mode uint32, c Cred) (Entry, Opened, error)
 
 // Mkdir creates directory name in directory parent.
 func (fs *FS) Mkdir(parent uint64, name string, perm uint32, c Cred) (Entry, error) {
-	pl, err := fs.create(parent, name, unix.S_IFDIR|perm&0o7777, c, func(wfd int, tmp string, perm uint32) (int, error) {
+	pl, err := fs.create(parent, name, spec{mode: unix.S_IFDIR | perm&0o7777, mk: func(wfd int, tmp string, perm uint32) (int, error) {
 		return -1, layers.Mkdir(wfd, tmp, perm)
-	})
+	}}, c)
 	return pl.entry, err
 }
 
@@ -583,17 +643,17 @@ func (fs *FS) Mknod(parent uint64, name string, mode uint32, rdev uint64, c Cred
 	default:
 		return Entry{}, syscall.EINVAL
 	}
-	pl, err := fs.create(parent, name, mode, c, func(wfd int, tmp string, perm uint32) (int, error) {
+	pl, err := fs.create(parent, name, spec{mode: mode, rdev: rdev, mk: func(wfd int, tmp string, perm uint32) (int, error) {
 		return -1, layers.Mknod(wfd, tmp, mode&unix.S_IFMT|perm, rdev)
-	})
+	}}, c)
 	return pl.entry, err
 }
 
 // Symlink creates symlink name to target in directory parent.
 func (fs *FS) Symlink(parent uint64, name, target string, c Cred) (Entry, error) {
-	pl, err := fs.create(parent, name, unix.S_IFLNK|0o777, c, func(wfd int, tmp string, _ uint32) (int, error) {
+	pl, err := fs.create(parent, name, spec{mode: unix.S_IFLNK | 0o777, target: target, mk: func(wfd int, tmp string, _ uint32) (int, error) {
 		return -1, layers.Symlink(target, wfd, tmp)
-	})
+	}}, c)
 	return pl.entry, err
 }
 
@@ -613,17 +673,8 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	if t.isDir() {
-		return Entry{}, syscall.EPERM
-	}
-	if err := checkName(name); err != nil {
+	if err := fs.mayLink(t, p, name); err != nil {
 		return Entry{}, err
-	}
-	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
-		return Entry{}, syscall.EPERM
-	}
-	if fs.prot(t) != 0 || fs.prot(p)&flagImmutable != 0 {
-		return Entry{}, syscall.EPERM
 	}
 	if err := fs.copyUp(t); err != nil {
 		return Entry{}, err
@@ -653,21 +704,24 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 	}
 	defer unix.Close(tfd)
 	over, aufs := fs.whiteoutAt(p, pfd, name)
-	if over {
-		// Link in the workdir, then replace the whiteout with one rename.
-		wfd, tmp := fs.work.Fd(), fs.work.TempName()
-		if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
-			return Entry{}, toErrno(err)
+	link := func() error { return fs.linkIn(tfd, pfd, name, over, aufs) }
+	t.mu.Lock()
+	x := t.indexOf()
+	t.mu.Unlock()
+	if x != nil {
+		// With the index, the overlay's link count is kept relative to
+		// the upper inode's, which the link moves with it
+		// (ovl_nlink_start).
+		fs.index.mu.Lock()
+		if _, err = fs.nlinkStart(x); err == nil {
+			err = link()
 		}
-		if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
-			layers.Unlink(wfd, tmp)
-			return Entry{}, toErrno(err)
-		}
-	} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
-		return Entry{}, toErrno(err)
+		fs.index.mu.Unlock()
+	} else {
+		err = link()
 	}
-	if aufs {
-		layers.Unlink(pfd, layers.WhiteoutPrefix+name)
+	if err != nil {
+		return Entry{}, toErrno(err)
 	}
 	if _, err := layers.FdGetxattr(tfd, fs.xattrs.Name(layers.XattrOrigin)); err == nil {
 		// As ovl_link: the parent now holds an object whose number comes
@@ -679,6 +733,48 @@ func (fs *FS) Link(target, parent uint64, name string) (Entry, error) {
 		return Entry{}, err
 	}
 	return fs.acquire(p, name, f), nil
+}
+
+// mayLink checks that a link of t named name may be made in p: t is no
+// directory, the name is one the overlay may show, and neither t nor p
+// forbids it (append-only or immutable t, immutable p).
+func (fs *FS) mayLink(t, p *node, name string) error {
+	if t.isDir() {
+		return syscall.EPERM
+	}
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(name, layers.WhiteoutPrefix) {
+		return syscall.EPERM
+	}
+	if fs.prot(t) != 0 || fs.prot(p)&flagImmutable != 0 {
+		return syscall.EPERM
+	}
+	return nil
+}
+
+// linkIn links the upper object open as tfd into the upper directory pfd
+// as name: directly, or, over a whiteout (over), in the workdir first and
+// then over the whiteout with one rename. An AUFS whiteout of the name
+// (aufs) goes after.
+func (fs *FS) linkIn(tfd, pfd int, name string, over, aufs bool) error {
+	if over {
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		if err := layers.LinkFd(tfd, wfd, tmp); err != nil {
+			return toErrno(err)
+		}
+		if err := layers.Rename(wfd, tmp, pfd, name, 0); err != nil {
+			layers.Unlink(wfd, tmp)
+			return toErrno(err)
+		}
+	} else if err := layers.LinkFd(tfd, pfd, name); err != nil {
+		return toErrno(err)
+	}
+	if aufs {
+		layers.Unlink(pfd, layers.WhiteoutPrefix+name)
+	}
+	return nil
 }
 
 // upperFd returns an fd of n's upper object, which the caller closes:

@@ -86,7 +86,14 @@ func (fs *FS) openAt(p *node, l *layers.Layer, name string) (int, error) {
 // put it (place.far); for the root, the layer's root and ".".
 // Preconditions: renameMu held; n has an object in l.
 func (fs *FS) inParent(n *node, l *layers.Layer, f func(dfd int, name string) error) error {
-	at := n.at.Load()
+	return fs.inAt(n, n.at.Load(), l, f)
+}
+
+// inAt is inParent for node n (nil for a name no node stands for) at
+// place at. The index entry a name of a lower hard link shows as its
+// upper object (indexFar) is reached in the index directory.
+// Preconditions: renameMu held; the object at at has an object in l.
+func (fs *FS) inAt(n *node, at *place, l *layers.Layer, f func(dfd int, name string) error) error {
 	if at.parent == n {
 		return f(l.Root(), ".")
 	}
@@ -95,6 +102,8 @@ func (fs *FS) inParent(n *node, l *layers.Layer, f func(dfd int, name string) er
 	case w == "":
 		// An unnamed file (O_TMPFILE): reached through its handles only.
 		return syscall.ENOENT
+	case w[0] == indexFar[0]:
+		return f(fs.index.x.Fd(), w[len(indexFar):])
 	case w[0] != '/':
 		return fs.inDir(at.parent, l, func(dfd int) error { return f(dfd, w) })
 	}

@@ -85,7 +85,7 @@ func (fs *FS) open(id uint64, flags int) (Opened, bool, error) {
 	if err != nil {
 		return Opened{}, false, err
 	}
-	if n.typ == unix.S_IFDIR {
+	if n.kind() == unix.S_IFDIR {
 		return Opened{}, false, syscall.EISDIR
 	}
 	write := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
@@ -133,7 +133,7 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 	}
 	// A metacopy file is read from the object below that holds its
 	// data; it is never opened for writing as such (copyUpOpen).
-	data, own := dataOf(n.objects(), n.typ)
+	data, own := dataOf(n.objects(), n.kind())
 	fd, err := fs.openFile(n, data.layer, host)
 	if err != nil {
 		return Opened{}, toErrno(err)
@@ -261,7 +261,8 @@ func (fs *FS) Release(h uint64) {
 	f.mu.Unlock()
 }
 
-// Readlink returns the target of symlink id.
+// Readlink returns the target of symlink id, itself or a file standing
+// for it (override.go).
 func (fs *FS) Readlink(id uint64) (string, error) {
 	fs.renameMu.RLock()
 	defer fs.renameMu.RUnlock()
@@ -269,19 +270,30 @@ func (fs *FS) Readlink(id uint64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if n.typ == unix.S_IFREG {
-		return fs.readOverrideLink(n)
-	}
-	if n.typ != unix.S_IFLNK {
+	switch n.kind() {
+	case unix.S_IFLNK:
+		var t string
+		err = fs.inParent(n, n.layersOf()[0].layer, func(dfd int, name string) error {
+			var err error
+			t, err = layers.ReadlinkAt(dfd, name)
+			return err
+		})
+		if err != unix.EINVAL {
+			return t, toErrno(err)
+		}
+		// Made file-backed meanwhile? backWithFile holds n.mu until the
+		// node is the file's.
+		n.mu.Lock()
+		backed := n.kind() == unix.S_IFREG
+		n.mu.Unlock()
+		if !backed {
+			return "", syscall.EINVAL
+		}
+	case unix.S_IFREG:
+	default:
 		return "", syscall.EINVAL
 	}
-	var t string
-	err = fs.inParent(n, n.layersOf()[0].layer, func(dfd int, name string) error {
-		var err error
-		t, err = layers.ReadlinkAt(dfd, name)
-		return err
-	})
-	return t, toErrno(err)
+	return fs.readOverrideLink(n)
 }
 
 // SyncFS flushes the upper layer's filesystem.

@@ -130,7 +130,7 @@ func (fs *FS) realFlags(n *node, o obj) (uint32, error) {
 // symlink.
 // Preconditions: renameMu held; n has object o.
 func (fs *FS) openForFlags(n *node, o obj) (int, error) {
-	if n.typ != unix.S_IFREG && n.typ != unix.S_IFDIR {
+	if n.kind() != unix.S_IFREG && n.kind() != unix.S_IFDIR {
 		return -1, syscall.ENOTTY
 	}
 	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC
@@ -257,7 +257,7 @@ func (fs *FS) setFileattr(id uint64, prot uint32, set func(fd int) error) error 
 func (fs *FS) protOf(p *node, name string, f found) uint32 {
 	n := fs.held(p, name, f)
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name, f.far)
+		n = scratchFor(p, name, f)
 	}
 	return fs.prot(n)
 }

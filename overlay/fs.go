@@ -29,6 +29,12 @@
 //	        │            the check that a name is free to the change
 //	        └── node.mu  one node at a time (copyUp holds it across the
 //	            │        copy); also taken alone, without the locks above
+//	            ├── indexState.mu   the inodes index and its link counts
+//	            │   │               (index.go); also taken without node.mu
+//	            │   └── (the leaves below but indexState.amu)
+//	            ├── indexState.amu  leaf
+//	            ├── indexState.wmu  leaf, held across the making of a
+//	            │                   whiteout in the index (newWhiteout)
 //	            ├── fileHandle.mu   leaf
 //	            ├── dirFds.mu       leaf, held across one *at syscall
 //	            ├── copyup.Work.mu  leaf (putting a copy in place)
@@ -36,7 +42,7 @@
 //	            └── inodes.Table.mu leaf
 //
 // Leaves are never held across another lock, and a leaf other than
-// dirFds.mu and Work.mu across no host syscall.
+// dirFds.mu, Work.mu and indexState.wmu across no host syscall.
 package overlay
 
 import (
@@ -84,6 +90,10 @@ type Options struct {
 	// uuid, and, with off, null uuids in the origins written and only
 	// null ones followed.
 	UUID UUIDMode
+	// Index is the workdir of a stack mounted with the inodes index
+	// (index=on; index.go), "" without: copies of lower hard links go
+	// through workdir/index and keep the links whole.
+	Index string
 	// Metacopy lets lookups take a metacopy file's data from below, and
 	// copy-up copy only metadata where it can (metacopy=on). Without it
 	// a metacopy file with data below is refused (EPERM), as by the
@@ -140,6 +150,9 @@ type FS struct {
 
 	// namelen is the longest name over the layers' filesystems.
 	namelen int64
+
+	// index is the inodes index (index.go), nil without.
+	index *indexState
 
 	// renameMu is held for writing by rename and for reading by the
 	// operations on names: see the lock order above.
@@ -255,8 +268,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("an upper layer needs a workdir")
 	}
 	if fs.work != nil {
-		fs.charWhiteouts, fs.xattrs = probe(fs.work)
-		if err := fs.stampUUID(); err != nil {
+		if err := fs.setUpWork(); err != nil {
 			return nil, err
 		}
 	}
@@ -264,6 +276,49 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		return nil, err
 	}
 	root := newNode(unix.S_IFDIR, nil, nil, "", nil)
+	objs, err := rootObjects(stack)
+	if err != nil {
+		return nil, err
+	}
+	root.at.Store(&place{parent: root}) // its own parent
+	// The root shows the inode number of its top layer's directory, the
+	// upper one when there is one, as the kernel's root does: it has no
+	// copy-up origin.
+	root.setObjs(objs)
+	top := objs[0]
+	num, ok := fs.scheme.Ino(uint64(top.dev), top.ino)
+	if !ok {
+		num = top.ino
+	}
+	fs.nodes = inodes.NewTable(root, top.key(), num, fs.scheme)
+	return fs, nil
+}
+
+// setUpWork probes what the workdir's filesystem takes (char device
+// whiteouts, trusted or user xattrs), checks the inodes index (index=on)
+// before the upper root's uuid is stamped, and makes the index after, in
+// the kernel's order.
+func (fs *FS) setUpWork() error {
+	fs.charWhiteouts, fs.xattrs = probe(fs.work)
+	var index *indexSetup
+	if fs.opts.Index != "" {
+		var err error
+		if index, err = fs.checkIndex(fs.opts.Index); err != nil {
+			return err
+		}
+	}
+	if err := fs.stampUUID(); err != nil {
+		return err
+	}
+	if index != nil {
+		return fs.makeIndex(index)
+	}
+	return nil
+}
+
+// rootObjects returns the layer objects the root merges: each layer's
+// root, top down, to the first opaque one, data-only layers aside.
+func rootObjects(stack []*layers.Layer) ([]obj, error) {
 	var objs []obj
 	for _, l := range stack {
 		if l.DataOnly {
@@ -284,18 +339,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 			break
 		}
 	}
-	root.at.Store(&place{parent: root}) // its own parent
-	// The root shows the inode number of its top layer's directory, the
-	// upper one when there is one, as the kernel's root does: it has no
-	// copy-up origin.
-	root.setObjs(objs)
-	top := objs[0]
-	num, ok := fs.scheme.Ino(uint64(top.dev), top.ino)
-	if !ok {
-		num = top.ino
-	}
-	fs.nodes = inodes.NewTable(root, top.key(), num, fs.scheme)
-	return fs, nil
+	return objs, nil
 }
 
 // probe finds which forms the upper layer's filesystem takes from this
@@ -373,9 +417,19 @@ func (fs *FS) get(id uint64) (*node, error) {
 
 // Forget drops n kernel references to id.
 func (fs *FS) Forget(id, n uint64) {
-	if node, gone := fs.nodes.Forget(id, n); gone && node.isDir() {
+	node, gone := fs.nodes.Forget(id, n)
+	switch {
+	case !gone:
+	case node.isDir():
 		fs.closeDirFds(node)
 		fs.listings.forget(&node.aux.ls)
+	case fs.index != nil:
+		node.mu.Lock()
+		x := node.indexOf()
+		node.mu.Unlock()
+		if x != nil {
+			fs.dropAlias(node, x)
+		}
 	}
 }
 

@@ -122,8 +122,17 @@ func (r *rawFS) entry(e Entry, out *fuse.EntryOut) {
 	out.NodeId = e.ID
 	out.Generation = 0
 	out.SetEntryTimeout(r.timeout())
-	out.SetAttrTimeout(r.timeout())
+	out.SetAttrTimeout(r.attrTimeout(&e.Attr))
 	fillAttr(&e.Attr, &out.Attr)
+}
+
+// attrTimeout is how long the kernel may keep attributes a: not at all
+// when other nodes change the object too (Attr.Shared).
+func (r *rawFS) attrTimeout(a *Attr) time.Duration {
+	if a.Shared {
+		return 0
+	}
+	return r.timeout()
 }
 
 // fillAttr converts attributes. FUSE carries rdev in the kernel's 32-bit
@@ -177,7 +186,7 @@ func (r *rawFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut
 		return status(err)
 	}
 	fillAttr(&a, &out.Attr)
-	out.SetTimeout(r.timeout())
+	out.SetTimeout(r.attrTimeout(&a))
 	return fuse.OK
 }
 
@@ -188,7 +197,7 @@ func (r *rawFS) Statx(_ <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) f
 	if err != nil {
 		return status(err)
 	}
-	out.SetTimeout(r.timeout())
+	out.SetTimeout(r.attrTimeout(&a))
 	sx := &out.Statx
 	sx.Mask = unix.STATX_BASIC_STATS
 	sx.Blksize = a.Blksize
@@ -247,7 +256,7 @@ func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 		return status(err)
 	}
 	fillAttr(&a, &out.Attr)
-	out.SetTimeout(r.timeout())
+	out.SetTimeout(r.attrTimeout(&a))
 	return fuse.OK
 }
 
@@ -376,15 +385,17 @@ func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *f
 // file, or one whose data the daemon serves and whose pages the kernel
 // keeps across opens (a file changes only through this mount, layers
 // must not change behind it, and the kernel's page cache follows those
-// changes). The kernel refuses KEEP_CACHE with passthrough.
+// changes), but for a file other nodes change too (Opened.Shared). The
+// kernel refuses KEEP_CACHE with passthrough.
 func opened(o Opened, out *fuse.OpenOut) {
 	out.Fh = o.Handle
-	if o.Backing >= 0 {
+	switch {
+	case o.Backing >= 0:
 		out.OpenFlags = fuse.FOPEN_PASSTHROUGH
 		out.BackingID = o.Backing
-		return
+	case !o.Shared:
+		out.OpenFlags = fuse.FOPEN_KEEP_CACHE
 	}
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
 }
 
 func (r *rawFS) Tmpfile(_ <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {

@@ -84,7 +84,11 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 			return found{}, err
 		}
 	}
-	return lk.done()
+	f, err := lk.done()
+	if err == nil && fs.index != nil {
+		err = fs.indexLookup(p, name, &f)
+	}
+	return f, err
 }
 
 // add records what layer l holds of the name (lf), found at where ("" for

@@ -39,6 +39,9 @@ type found struct {
 	// lazy is the absolute redirect of a metacopy file whose data no
 	// data-only layer holds yet: looked for again at open.
 	lazy string
+	// index is what the inodes index says of the name (index=on), nil
+	// when it says nothing.
+	index *indexed
 }
 
 // Lookup resolves name in directory parent and adds a kernel reference to
@@ -105,10 +108,10 @@ func (fs *FS) recordOrigin(p *node, name string, f found) {
 // Preconditions: renameMu held for reading.
 func (fs *FS) acquire(p *node, name string, f found) Entry {
 	id := fs.identify(p, name, f)
-	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.typ == f.typ }, func() *node {
+	n, isNew := fs.nodes.Acquire(id.Ident, func(n *node) bool { return n.kind() == f.typ }, func() *node {
 		n := newNode(f.typ, f.objs, p, name, f.far)
-		if f.lazy != "" {
-			n.aux = &aux{lazy: f.lazy}
+		if f.lazy != "" || f.index != nil {
+			n.aux = &aux{lazy: f.lazy, idx: f.index}
 		}
 		return n
 	})
@@ -118,13 +121,25 @@ func (fs *FS) acquire(p *node, name string, f found) Entry {
 			// Made just now: no append-only or immutable flag.
 			n.prot.Store(protKnown)
 		}
+		if f.index != nil {
+			fs.addAlias(n, f.index)
+		}
 	} else {
 		fs.stats.held.Add(1)
 		n.mu.Lock()
-		if n.unlinked {
+		switch {
+		case f.index != nil:
+			// A name of the index is a node of its own (index.go):
+			// its one name, as the index shows it now.
 			n.setObjs(f.objs)
+			n.unlinked = false
+			n.at.Store(&place{parent: p, name: name, far: f.far})
+		case n.unlinked:
+			n.setObjs(f.objs)
+			n.addName(p, name, f.far)
+		default:
+			n.addName(p, name, f.far)
 		}
-		n.addName(p, name, f.far)
 		n.mu.Unlock()
 	}
 	return Entry{ID: n.ID(), Attr: fs.attr(n, &f.st)}
@@ -238,6 +253,13 @@ type identity struct {
 // splits: each is a node of its own (sharing the number).
 // Preconditions: renameMu held.
 func (fs *FS) identify(p *node, name string, f found) identity {
+	if x := f.index; x != nil {
+		// A name of the index: a node of its own, showing the lower
+		// object's number (index.go).
+		id := identity{Ident: inodes.Ident{Key: x.key, ByName: true, Dir: p.ID(), Name: name}}
+		id.num, id.ok = fs.scheme.Ino(x.key.Dev, x.key.Ino)
+		return id
+	}
 	src := f.objs[0]
 	byName := false
 	switch {
@@ -247,8 +269,8 @@ func (fs *FS) identify(p *node, name string, f found) identity {
 		}
 	case src.layer.Upper:
 		if !f.fresh {
-			if k, nlink, ok := fs.origin(p, name); ok && nlink == 1 {
-				src = obj{dev: uint32(k.Dev), ino: k.Ino}
+			if o, ok := fs.origin(p, name); ok && o.nlink == 1 {
+				src = obj{dev: uint32(o.key.Dev), ino: o.key.Ino}
 			}
 		}
 	case fs.upper != nil && f.st.Nlink > 1:

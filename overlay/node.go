@@ -34,7 +34,11 @@ type node struct {
 	// for reading.
 	at atomic.Pointer[place]
 
-	typ uint32 // S_IFMT bits, fixed for the node's life
+	// typ is the S_IFMT bits of the winning object, read with kind. It
+	// is fixed for the node's life but in one case: a symlink, fifo,
+	// socket or device made file-backed becomes S_IFREG (backed.go), as
+	// it still shows its own type.
+	typ atomic.Uint32
 
 	// mu guards the fields below. It is held only briefly and never
 	// while taking another node's mu, except by copyUp, which holds it
@@ -100,12 +104,17 @@ type aux struct {
 	// node.mu), so that an answer read before a change is not recorded
 	// as noCaps after it.
 	xattrGen uint64
+
+	// idx is what the inodes index says of the node's name (index.go):
+	// set when the node is made, with its aux, and never changed.
+	idx *indexed
 }
 
 // newNode returns a node of type typ for objs, placed at (p, name); far
 // says where objects lie elsewhere (place.far).
 func newNode(typ uint32, objs []obj, p *node, name string, far map[*layers.Layer]string) *node {
-	n := &node{typ: typ}
+	n := new(node)
+	n.typ.Store(typ)
 	n.setObjs(objs)
 	if typ == unix.S_IFDIR {
 		n.aux = new(aux)
@@ -121,6 +130,15 @@ func scratchNode(typ uint32, objs []obj, p *node, name string, far map[*layers.L
 	n := newNode(typ, objs, p, name, far)
 	if n.aux != nil {
 		n.aux.dfd.closed = true
+	}
+	return n
+}
+
+// scratchFor is scratchNode for name of p, resolved as f.
+func scratchFor(p *node, name string, f found) *node {
+	n := scratchNode(f.typ, f.objs, p, name, f.far)
+	if f.index != nil {
+		n.aux = &aux{idx: f.index}
 	}
 	return n
 }
@@ -266,7 +284,7 @@ func (n *node) upperData() bool {
 // Preconditions: n.mu held.
 func (n *node) hasUpperData() bool {
 	objs := n.objects()
-	_, own := dataOf(objs, n.typ)
+	_, own := dataOf(objs, n.kind())
 	return objs[0].layer.Upper && own
 }
 
@@ -274,7 +292,10 @@ func (n *node) hasUpperData() bool {
 // layers; the kernel gives those nlink 1.
 func (n *node) merged() bool { return len(n.layersOf()) > 1 }
 
-func (n *node) isDir() bool { return n.typ == unix.S_IFDIR }
+func (n *node) isDir() bool { return n.kind() == unix.S_IFDIR }
+
+// kind returns the S_IFMT bits of n's winning object.
+func (n *node) kind() uint32 { return n.typ.Load() }
 
 // addName records (p, name) as a name of n, found by a lookup: n's place
 // if it had lost every name, another link otherwise. A directory has one

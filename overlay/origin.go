@@ -40,14 +40,24 @@ func (fs *FS) originLayers(uuid [16]byte) []*layers.Layer {
 	return nil
 }
 
+// originOf is a decoded copy-up origin: the lower object's identity, link
+// count and type (0 when unknown), the layer that holds it and its file
+// handle.
+type originOf struct {
+	key    inodes.Key
+	nlink  uint64
+	typ    uint32
+	layer  *layers.Layer
+	handle unix.FileHandle
+}
+
 // origin decodes the copy-up origin (layers.Origin) recorded on the upper
-// object name of directory p and returns the lower object's identity and
-// link count.
+// object name of directory p.
 // Preconditions: renameMu held; p has an upper object.
-func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
+func (fs *FS) origin(p *node, name string) (originOf, bool) {
 	ofd, err := fs.openAt(p, fs.upper, name)
 	if err != nil {
-		return inodes.Key{}, 0, false
+		return originOf{}, false
 	}
 	var v []byte
 	for _, attr := range []string{layers.Trusted.Name(layers.XattrOrigin), layers.User.Name(layers.XattrOrigin)} {
@@ -57,12 +67,18 @@ func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
 	}
 	unix.Close(ofd)
 	if err != nil {
-		return inodes.Key{}, 0, false
+		return originOf{}, false
 	}
 	o, ok := layers.DecodeOrigin(v)
 	if !ok {
-		return inodes.Key{}, 0, false
+		return originOf{}, false
 	}
+	return fs.decode(o)
+}
+
+// decode finds the lower object an origin names, in the lower layers of
+// its uuid.
+func (fs *FS) decode(o layers.Origin) (originOf, bool) {
 	for _, l := range fs.originLayers(o.UUID) {
 		fd, err := unix.OpenByHandleAt(l.Root(), o.Handle, unix.O_PATH)
 		if err == nil {
@@ -70,7 +86,7 @@ func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
 			err = unix.Fstat(fd, &st)
 			unix.Close(fd)
 			if err == nil {
-				return inodes.Key{Dev: st.Dev, Ino: st.Ino}, st.Nlink, true
+				return originOf{key: inodes.Key{Dev: st.Dev, Ino: st.Ino}, nlink: st.Nlink, typ: st.Mode & unix.S_IFMT, layer: l, handle: o.Handle}, true
 			}
 			continue
 		}
@@ -78,8 +94,8 @@ func (fs *FS) origin(p *node, name string) (inodes.Key, uint64, bool) {
 			// Without CAP_DAC_READ_SEARCH the handle cannot be opened;
 			// this fid type carries the inode number itself. The link
 			// count is then unknown and taken as 1.
-			return inodes.Key{Dev: l.Dev, Ino: ino}, 1, true
+			return originOf{key: inodes.Key{Dev: l.Dev, Ino: ino}, nlink: 1, layer: l, handle: o.Handle}, true
 		}
 	}
-	return inodes.Key{}, 0, false
+	return originOf{}, false
 }

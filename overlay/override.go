@@ -53,7 +53,6 @@ func parseOverride(v string) (override, bool) {
 	if err1 != nil || err2 != nil || err3 != nil {
 		return o, false
 	}
-	// fuse-overlayfs writes the type bits too ("100644").
 	o.uid, o.gid, o.perm = uint32(uid), uint32(gid), uint32(mode)&0o7777
 	if len(f) == 4 {
 		t, rdev, ok := parseType(f[3])
@@ -61,8 +60,22 @@ func parseOverride(v string) (override, bool) {
 			return o, false
 		}
 		o.typ, o.rdev = t, rdev
+	} else if t := uint32(mode) & unix.S_IFMT; validType(t) {
+		// fuse-overlayfs writes the type bits in the mode ("100644"),
+		// and its chown of a file standing for a symlink keeps them
+		// ("120777") but drops a type field.
+		o.typ = t
 	}
 	return o, true
+}
+
+// validType reports whether t, S_IFMT bits, names a type of object.
+func validType(t uint32) bool {
+	switch t {
+	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK, unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
+		return true
+	}
+	return false
 }
 
 var overrideTypes = map[string]uint32{
@@ -91,9 +104,17 @@ func parseType(s string) (typ uint32, rdev uint64, ok bool) {
 	return typ, unix.Mkdev(uint32(maj), uint32(min)), true
 }
 
-// String formats o as containers-storage does.
+// String formats o as containers-storage does, but for a symlink or a
+// socket with the type bits in the mode as well ("0120777:symlink"):
+// fuse-overlayfs before 1.15 reads no type field and ORs the mode onto the
+// type of the file itself, a regular file's, which gives these two types
+// (and wrong or invalid ones for the others, left without).
 func (o override) String() string {
-	s := fmt.Sprintf("%d:%d:0%o", o.uid, o.gid, o.perm)
+	mode := o.perm
+	if o.typ == unix.S_IFLNK || o.typ == unix.S_IFSOCK {
+		mode |= o.typ
+	}
+	s := fmt.Sprintf("%d:%d:0%o", o.uid, o.gid, mode)
 	switch o.typ {
 	case 0:
 		return s
@@ -202,7 +223,7 @@ func (fs *FS) overrideOf(n *node, typ uint32) (override, bool) {
 		}
 		if err == nil {
 			o, ok := parseOverride(string(v))
-			if ok && (typ == unix.S_IFDIR || o.typ == unix.S_IFDIR) {
+			if ok && (typ == unix.S_IFDIR || o.typ == unix.S_IFDIR || o.typ == typ) {
 				// Only a regular file stands for another type.
 				o.typ = 0
 			}
@@ -256,6 +277,10 @@ func (fs *FS) setOverride(n *node, fd int, st *unix.Stat_t, in *SetAttrs) error 
 		o.gid = fs.opts.GIDs.stored(*in.Gid)
 	}
 	if in.Mode != nil {
+		if o.typ == unix.S_IFLNK {
+			// A symlink's mode does not change (the VFS refuses).
+			return syscall.EOPNOTSUPP
+		}
 		o.perm = *in.Mode & 0o7777
 	}
 	err := layers.FdSetxattr(fd, fs.overrideWrite, []byte(o.String()), 0)
@@ -266,7 +291,7 @@ func (fs *FS) setOverride(n *node, fd int, st *unix.Stat_t, in *SetAttrs) error 
 // a symlink: its content.
 // Preconditions: renameMu held.
 func (fs *FS) readOverrideLink(n *node) (string, error) {
-	o, ok := fs.overrideOf(n, n.typ)
+	o, ok := fs.overrideOf(n, n.kind())
 	if !ok || o.typ != unix.S_IFLNK {
 		return "", syscall.EINVAL
 	}

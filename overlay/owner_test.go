@@ -62,7 +62,9 @@ func TestIDMap(t *testing.T) {
 func TestParseOverride(t *testing.T) {
 	for v, want := range map[string]override{
 		"5:6:0700":            {uid: 5, gid: 6, perm: 0o700},
-		"5:6:100644":          {uid: 5, gid: 6, perm: 0o644}, // fuse-overlayfs's form
+		"5:6:100644":          {uid: 5, gid: 6, perm: 0o644, typ: unix.S_IFREG}, // fuse-overlayfs's form
+		"5:6:120777":          {uid: 5, gid: 6, perm: 0o777, typ: unix.S_IFLNK},
+		"5:6:110644":          {uid: 5, gid: 6, perm: 0o644}, // no type: fifo|file bits
 		"0:0:04755:file":      {perm: 0o4755, typ: unix.S_IFREG},
 		"1:2:0777:symlink":    {uid: 1, gid: 2, perm: 0o777, typ: unix.S_IFLNK},
 		"0:0:0600:pipe":       {perm: 0o600, typ: unix.S_IFIFO},
@@ -84,8 +86,18 @@ func TestParseOverride(t *testing.T) {
 			t.Errorf("%q: parsed as %+v", bad, o)
 		}
 	}
-	if s := (override{uid: 1, gid: 2, perm: 0o755}).String(); s != "1:2:0755" {
-		t.Errorf("formatted %q, want containers-storage's 1:2:0755", s)
+	// containers-storage's form, with the type bits for the types
+	// fuse-overlayfs 1.10 can show from them.
+	for o, want := range map[override]string{
+		{uid: 1, gid: 2, perm: 0o755}:                              "1:2:0755",
+		{uid: 1, gid: 2, perm: 0o777, typ: unix.S_IFLNK}:           "1:2:0120777:symlink",
+		{perm: 0o755, typ: unix.S_IFSOCK}:                          "0:0:0140755:socket",
+		{perm: 0o644, typ: unix.S_IFIFO}:                           "0:0:0644:pipe",
+		{perm: 0o620, typ: unix.S_IFCHR, rdev: unix.Mkdev(136, 3)}: "0:0:0620:char-136-3",
+	} {
+		if s := o.String(); s != want {
+			t.Errorf("%+v formatted %q, want %q", o, s, want)
+		}
 	}
 }
 

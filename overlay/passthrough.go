@@ -42,6 +42,9 @@ type Opened struct {
 	// Backing is the passthrough backing id, or -1: the daemon serves
 	// the reads and writes.
 	Backing int32
+	// Shared says other nodes show the same file and change it
+	// (Attr.Shared): the kernel must not keep its pages across opens.
+	Shared bool
 }
 
 // SetBacking enables passthrough through b, or disables it (nil).
@@ -72,8 +75,8 @@ func (fs *FS) passedThrough(n *node) bool {
 // Preconditions: n.mu held.
 func (fs *FS) attach(n *node, fd int, pt bool) Opened {
 	h := &fileHandle{n: n, fd: fd, lower: !n.hasUpperData(), stale: -1}
-	o := Opened{Backing: -1}
 	x := n.more()
+	o := Opened{Backing: -1, Shared: x.idx != nil}
 	if pt && x.backing == nil {
 		fs.hmu.Lock()
 		b := fs.backing

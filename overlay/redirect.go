@@ -18,21 +18,25 @@ import (
 // parameter redirect_max): a longer one makes the rename EXDEV.
 const redirectMax = 256
 
-// redirectFor returns the redirect directory f, name of op, needs to move
-// to another name (samedir: in op) or another directory: "" when the one
-// it has serves, its lower name when it stays in op, else the path of its
-// lower part from the roots (ovl_get_redirect).
+// redirectFor returns the redirect f, name of op (a directory or a
+// metacopy file), needs to move to another name (samedir: in op) or
+// another directory: "" when the one it has serves, its lower name when
+// it stays in op, else the path of its lower part from the roots
+// (ovl_get_redirect). A file whose lower object is a hard link gets the
+// path in any case, as its other names may lie in other directories
+// (ovl_need_absolute_redirect).
 // Preconditions: renameMu held; op copied up.
 func (fs *FS) redirectFor(op *node, name string, f found, samedir bool) (string, error) {
+	abs := !samedir || f.typ != unix.S_IFDIR && fs.lowerLinks(op, name, f) > 1
 	r := f.redirect
-	if r != "" && (samedir || r[0] == '/') {
+	if r != "" && (!abs || r[0] == '/') {
 		return "", nil
 	}
 	lower := name
 	if r != "" {
 		lower = r // relative: its name in op's lower objects
 	}
-	if samedir {
+	if !abs {
 		return lower, nil
 	}
 	path, err := fs.lowerPath(op)
@@ -44,6 +48,21 @@ func (fs *FS) redirectFor(op *node, name string, f found, samedir bool) (string,
 		return "", syscall.EXDEV
 	}
 	return path, nil
+}
+
+// lowerLinks returns the link count of the lower object of non-directory
+// f, name of p: the one below it (0 if it cannot be read).
+// Preconditions: renameMu held.
+func (fs *FS) lowerLinks(p *node, name string, f found) uint64 {
+	if f.index != nil {
+		return f.index.lowerNlink
+	}
+	low := f.objs[len(f.objs)-1]
+	var st unix.Stat_t
+	fs.inAt(nil, &place{parent: p, name: name, far: f.far}, low.layer, func(dfd int, name string) error {
+		return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	return st.Nlink
 }
 
 // lowerPath returns where directory p's lower part lies, from the roots:
@@ -117,7 +136,7 @@ func (fs *FS) reresolved(n *node, p *node, name string) {
 // the kernel's ovl_set_link_redirect.
 // Preconditions: renameMu held; t copied up.
 func (fs *FS) linkRedirect(t *node) error {
-	if _, own := dataOf(t.layersOf(), t.typ); own {
+	if _, own := dataOf(t.layersOf(), t.kind()); own {
 		return nil
 	}
 	at := t.at.Load()

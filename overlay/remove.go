@@ -51,6 +51,14 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	if err := fs.copyUp(p); err != nil {
 		return err
 	}
+	if f.index != nil && !f.index.alias && !dir {
+		// As the kernel's ovl_nlink_start: a name of a lower hard link
+		// gets its upper object first, so that the index can keep the
+		// overlay's link count (index.go).
+		if _, _, err := fs.copiedUp(p, name, f); err != nil {
+			return err
+		}
+	}
 	p.aux.dirMu.Lock()
 	defer p.aux.dirMu.Unlock()
 	if f, err = fs.removable(p, name, dir); err != nil {
@@ -65,30 +73,39 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// origin is read through the same held fd.)
 	id := fs.identify(p, name, f)
 	inUpper := f.objs[0].layer.Upper
-	err = fs.inDir(p, fs.upper, func(pfd int) error {
-		switch {
-		case lower:
-			return fs.putWhiteout(pfd, name, inUpper && dir)
-		case dir:
-			// Out of sight with one rename, then emptied of any
-			// whiteouts it still holds.
-			wfd, tmp := fs.work.Fd(), fs.work.TempName()
-			if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
-				return err
-			}
-			layers.RemoveAll(wfd, tmp)
-			return nil
-		}
-		return layers.Unlink(pfd, name)
+	err = fs.countedRemoval(f.index, func() error {
+		return fs.inDir(p, fs.upper, func(pfd int) error {
+			return fs.removeUpper(pfd, name, lower, inUpper, dir)
+		})
 	})
 	if err != nil {
 		return toErrno(err)
 	}
 	// The object lives on under its other names, if it has any: an
 	// upper non-directory with links left (a lower one just goes out of
-	// sight).
-	fs.unname(p, name, id, dir || !inUpper || f.st.Nlink <= 1)
+	// sight). A node found by its name had only that one.
+	fs.unname(p, name, id, dir || !inUpper || f.st.Nlink <= 1 || id.ByName)
 	return nil
+}
+
+// removeUpper removes name from the upper directory pfd: over something
+// below (lower), it leaves a whiteout (replacing an upper directory,
+// inUpper && dir); an upper directory goes out of sight with one rename
+// into the workdir and is emptied of the whiteouts it still holds there;
+// anything else is unlinked.
+func (fs *FS) removeUpper(pfd int, name string, lower, inUpper, dir bool) error {
+	switch {
+	case lower:
+		return fs.putWhiteout(pfd, name, inUpper && dir)
+	case dir:
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		if err := layers.Rename(pfd, name, wfd, tmp, 0); err != nil {
+			return err
+		}
+		layers.RemoveAll(wfd, tmp)
+		return nil
+	}
+	return layers.Unlink(pfd, name)
 }
 
 // removable resolves name in p and fails as unlink (dir false) or rmdir
@@ -130,13 +147,13 @@ func (fs *FS) checkEmpty(p *node, name string, f found) error {
 
 // putWhiteout makes name in upper directory pfd a whiteout, replacing the
 // upper object there, if any (exchange says it is a directory). The
-// whiteout is made in the workdir and moved in with one rename. Where
-// mknod is refused (rootless), it is an AUFS .wh.NAME file instead,
-// created before the upper object goes, so that the lower one never
-// shows.
+// whiteout is made in the workdir (newWhiteout) and moved in with one
+// rename. Where mknod is refused (rootless), it is an AUFS .wh.NAME file
+// instead, created before the upper object goes, so that the lower one
+// never shows.
 func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
-	wfd, tmp := fs.work.Fd(), fs.work.TempName()
 	if !fs.charWhiteouts {
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
 		if err := layers.AUFSWhiteout(wfd, tmp, pfd, name); err != nil {
 			return err
 		}
@@ -152,7 +169,8 @@ func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
 		}
 		return nil
 	}
-	if err := layers.Whiteout(wfd, tmp); err != nil {
+	wfd, tmp, err := fs.newWhiteout()
+	if err != nil {
 		return err
 	}
 	if exchange {
@@ -168,4 +186,52 @@ func (fs *FS) putWhiteout(pfd int, name string, exchange bool) error {
 		return err
 	}
 	return nil
+}
+
+// newWhiteout makes a whiteout to move in place, and returns its
+// directory and name: in workdir/work, or with the inodes index, as the
+// kernel's ovl_whiteout, a link of one whiteout shared by the mount in
+// workdir/index (so whiteouts show more than one link until the next
+// mount cleans the index), or that whiteout itself once it has as many
+// links as the filesystem takes (the next gets a new one), or if linking
+// it failed otherwise, when whiteouts stop being shared.
+func (fs *FS) newWhiteout() (int, string, error) {
+	if fs.index == nil {
+		wfd, tmp := fs.work.Fd(), fs.work.TempName()
+		return wfd, tmp, layers.Whiteout(wfd, tmp)
+	}
+	ix := fs.index
+	ifd := ix.x.Fd()
+	ix.wmu.Lock()
+	defer ix.wmu.Unlock()
+	if ix.whiteout == "" {
+		name, err := fs.indexTemp(func(name string) error { return layers.Whiteout(ifd, name) })
+		if err != nil {
+			return -1, "", err
+		}
+		ix.whiteout = name
+	}
+	if !ix.noShare {
+		tmp, err := fs.indexTemp(func(name string) error { return layers.Link(ifd, ix.whiteout, ifd, name) })
+		if err == nil {
+			return ifd, tmp, nil
+		}
+		if err != unix.EMLINK {
+			ix.noShare = true
+		}
+	}
+	w := ix.whiteout
+	ix.whiteout = ""
+	return ifd, w, nil
+}
+
+// indexTemp makes a temporary in the index directory with mk, under a
+// name of the kernel's form ("#%x") that the next mount cleans.
+func (fs *FS) indexTemp(mk func(name string) error) (string, error) {
+	for {
+		name := fs.work.TempName()
+		if err := mk(name); err != unix.EEXIST {
+			return name, err
+		}
+	}
 }

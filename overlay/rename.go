@@ -90,8 +90,10 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 	srcDir, dstDir := r.src.typ == unix.S_IFDIR, r.dst.typ == unix.S_IFDIR
 	if r.dstExists {
 		r.dstID = fs.identify(r.np, newName, r.dst)
-		if r.srcID.Ident == r.dstID.Ident {
-			return r, true, nil // one node (a hard link): rename(2) does nothing
+		if r.srcID.Ident == r.dstID.Ident || r.src.index != nil && r.dst.index != nil && r.src.index.name == r.dst.index.name {
+			// One inode (a hard link; with the index, names of one
+			// lower hard link too): rename(2) does nothing.
+			return r, true, nil
 		}
 		switch {
 		case exchange:
@@ -131,17 +133,17 @@ func pureUpper(f found) bool { return len(f.objs) == 1 && f.objs[0].layer.Upper 
 // kernel holds for it, or through one made for the occasion, and returns
 // the held node (nil if none), and whether the copy is a metacopy file
 // (metacopy=on), whose data stays where it lies.
-// Preconditions: renameMu held for writing; p copied up.
+// Preconditions: renameMu held; p copied up.
 func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
 	held := fs.held(p, name, f)
 	n := held
 	if n == nil {
-		n = scratchNode(f.typ, f.objs, p, name, f.far)
+		n = scratchFor(p, name, f)
 	}
 	if err := fs.copyUp(n); err != nil {
 		return held, false, err
 	}
-	_, own := dataOf(n.layersOf(), n.typ)
+	_, own := dataOf(n.layersOf(), n.kind())
 	return held, !own, nil
 }
 
@@ -156,6 +158,14 @@ func (fs *FS) move(r renaming) error {
 	sn, metacopy, err := fs.copiedUp(op, oldName, src)
 	if err != nil {
 		return err
+	}
+	x := dst.index
+	if r.dstExists && x != nil && !x.alias {
+		// A name of a lower hard link, replaced: its upper object first,
+		// as for an unlink (remove).
+		if _, _, err := fs.copiedUp(np, newName, dst); err != nil {
+			return err
+		}
 	}
 	// A directory whose lower part cannot move, and a metacopy file,
 	// whose data stays below, are found again through a redirect.
@@ -181,15 +191,8 @@ func (fs *FS) move(r renaming) error {
 	// later (the kernel's ovl_rename does this whatever lies below the
 	// new name).
 	opaque := srcDir && !redirected && !src.objs[0].marks.Opaque && np.merged()
-	if opaque {
-		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
-			return toErrno(err)
-		}
-	}
-	if redirect != "" {
-		if err := fs.setRedirect(ofd, oldName, redirect); err != nil {
-			return err
-		}
+	if err := fs.markMoving(ofd, oldName, opaque, redirect); err != nil {
+		return err
 	}
 	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
 		// rename(2) replaces only an empty directory: a merged one that
@@ -200,18 +203,15 @@ func (fs *FS) move(r renaming) error {
 		}
 	}
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
-	if over && srcDir {
-		// rename(2) cannot put a directory over the char-device
-		// whiteout: exchange the two, then the whiteout, now at the old
-		// name, stays if a lower object shows there and goes if not.
-		if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
-			return toErrno(err)
+	// The replaced name's link goes, if it is indexed.
+	err = fs.countedRemoval(x, func() error {
+		if over && srcDir {
+			return renameOverWhiteout(ofd, oldName, nfd, newName, whiteout)
 		}
-		if !whiteout {
-			layers.Unlink(ofd, oldName)
-		}
-	} else if err := fs.renameUpper(ofd, oldName, nfd, newName, whiteout); err != nil {
-		return err
+		return fs.renameUpper(ofd, oldName, nfd, newName, whiteout)
+	})
+	if err != nil {
+		return toErrno(err)
 	}
 	if aufs {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
@@ -222,11 +222,40 @@ func (fs *FS) move(r renaming) error {
 		layers.SetImpure(nfd, fs.xattrs)
 	}
 	if r.dstExists {
-		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1)
+		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1 || r.dstID.ByName)
 	}
-	sn.moved(op, oldName, np, newName, opaque)
+	fs.moved(sn, op, oldName, np, newName, opaque)
 	if redirected {
 		fs.reresolved(sn, np, newName)
+	}
+	return nil
+}
+
+// markMoving marks the upper object oldName of directory ofd before it
+// moves: opaque, and with redirect when not "".
+func (fs *FS) markMoving(ofd int, oldName string, opaque bool, redirect string) error {
+	if opaque {
+		if err := layers.SetOpaque(ofd, oldName, fs.xattrs); err != nil {
+			return toErrno(err)
+		}
+	}
+	if redirect != "" {
+		return fs.setRedirect(ofd, oldName, redirect)
+	}
+	return nil
+}
+
+// renameOverWhiteout moves directory oldName of ofd to newName of nfd,
+// where a char-device whiteout is, which rename(2) cannot put a
+// directory over: the two are exchanged, then the whiteout, now at the
+// old name, stays if a lower object shows there (whiteout) and goes if
+// not.
+func renameOverWhiteout(ofd int, oldName string, nfd int, newName string, whiteout bool) error {
+	if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
+		return toErrno(err)
+	}
+	if !whiteout {
+		layers.Unlink(ofd, oldName)
 	}
 	return nil
 }
@@ -247,10 +276,15 @@ func (fs *FS) upperDirs(op, np *node) (ofd, nfd int, err error) {
 
 // moved records that n (nil: a name the kernel holds no node for) moved
 // from name of from to toName of to, and was made opaque there if opaque.
+// A node found by its name is found by the new one.
 // Preconditions: renameMu held for writing.
-func (n *node) moved(from *node, name string, to *node, toName string, opaque bool) {
+func (fs *FS) moved(n *node, from *node, name string, to *node, toName string, opaque bool) {
 	if n == nil {
 		return
+	}
+	if id := fs.nodes.IdentOf(n); id.ByName {
+		id.Dir, id.Name = to.ID(), toName
+		fs.nodes.Rehash(n, id)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -329,8 +363,8 @@ func (fs *FS) exchange(r renaming) error {
 			layers.SetImpure(ofd, fs.xattrs)
 		}
 	}
-	sn.moved(op, r.oldName, np, r.newName, srcOpaque)
-	dn.moved(np, r.newName, op, r.oldName, dstOpaque)
+	fs.moved(sn, op, r.oldName, np, r.newName, srcOpaque)
+	fs.moved(dn, np, r.newName, op, r.oldName, dstOpaque)
 	if srcRedirected {
 		fs.reresolved(sn, np, r.newName)
 	}

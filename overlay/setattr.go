@@ -26,6 +26,43 @@ type SetAttrs struct {
 	KillPrivs *Cred
 }
 
+// setAttrFd returns the open file a setattr of n goes through, or -1:
+// the one the request names (ftruncate), or, for an unlinked node, any
+// (the kernel sends fchmod without one). The fd stays the handle's or
+// the node's. unlinked says whether n was unlinked.
+func (fs *FS) setAttrFd(n *node, handle *uint64) (fd int, unlinked bool) {
+	fd = -1
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if handle != nil {
+		if f, err := fs.fileHandle(*handle); err == nil && f.n == n && (n.unlinked || n.objects()[0].layer.Upper) {
+			fd = f.file()
+		}
+	}
+	if fd < 0 && n.unlinked {
+		fd = n.openFd()
+	}
+	return fd, n.unlinked
+}
+
+// killPrivs adds to in, a setattr from a caller without CAP_FSETID
+// (in.KillPrivs), the mode without the setuid and setgid bits the kernel
+// would drop (HANDLE_KILLPRIV_V2 leaves that to the daemon). A chown for
+// real needs none: the host clears them as the kernel would, the caller
+// being allowed to chown only to a group it is in.
+func (fs *FS) killPrivs(n *node, in *SetAttrs) {
+	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.kind())
+	if in.KillPrivs == nil || in.Mode != nil || chown || n.privs.Load() == privsNone {
+		return
+	}
+	if st, err := fs.stat(n); err == nil {
+		a := fs.attr(n, &st)
+		if m, kill := killedPrivs(a.Mode, a.Gid, *in.KillPrivs); kill {
+			in.Mode = &m
+		}
+	}
+}
+
 // SetAttr changes attributes of node id, copying it up first as the
 // kernel does, and returns the new attributes.
 func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
@@ -42,32 +79,14 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	if err := fs.checkProt(n, touch); err != nil {
 		return Attr{}, err
 	}
-	// Through an open file: the one the request names (ftruncate), or,
-	// for an unlinked node, any (the kernel sends fchmod without one).
-	fd := -1
-	n.mu.Lock()
-	if in.Handle != nil {
-		if f, err := fs.fileHandle(*in.Handle); err == nil && f.n == n && (n.unlinked || n.objects()[0].layer.Upper) {
-			fd = f.file()
+	if fs.overrideWrite != "" && special(n.kind()) && (in.Uid != nil || in.Gid != nil || in.Mode != nil) {
+		if err := fs.backWithFile(n, &in); err != nil {
+			return Attr{}, err
 		}
 	}
-	if fd < 0 && n.unlinked {
-		fd = n.openFd()
-	}
-	unlinked := n.unlinked
-	n.mu.Unlock()
-	// A chown for real clears them on the host as the kernel would: the
-	// caller may only chown to a group it is in.
-	chown := (in.Uid != nil || in.Gid != nil) && !fs.writesOverride(n.typ)
-	if in.KillPrivs != nil && in.Mode == nil && !chown && n.privs.Load() != privsNone {
-		if st, err := fs.stat(n); err == nil {
-			a := fs.attr(n, &st)
-			if m, kill := killedPrivs(a.Mode, a.Gid, *in.KillPrivs); kill {
-				in.Mode = &m
-			}
-		}
-	}
-	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.typ) &&
+	fd, unlinked := fs.setAttrFd(n, in.Handle)
+	fs.killPrivs(n, &in)
+	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.kind()) &&
 		fs.opts.UIDs.Squash == nil && fs.opts.GIDs.Squash == nil {
 		if st, ok, err := fs.setAttrsAt(n, in); ok {
 			if err != nil {
@@ -99,7 +118,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	if err := fs.setOwnerMode(n, fd, &in); err != nil {
 		return Attr{}, err
 	}
-	if err := setAttrs(fd, n.typ, in); err != nil {
+	if err := setAttrs(fd, n.kind(), in); err != nil {
 		return Attr{}, err
 	}
 	var st unix.Stat_t
@@ -132,7 +151,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 		return nil
 	}
 	squashed := fs.opts.UIDs.Squash != nil || fs.opts.GIDs.Squash != nil
-	if fs.writesOverride(n.typ) {
+	if fs.writesOverride(n.kind()) {
 		var st unix.Stat_t
 		err := toErrno(unix.Fstat(fd, &st))
 		if err == nil {
@@ -146,7 +165,7 @@ func (fs *FS) setOwnerMode(n *node, fd int, in *SetAttrs) error {
 	}
 	fs.storedOwner(in)
 	if squashed && (in.Uid != nil || in.Gid != nil) {
-		setAttrs(fd, n.typ, SetAttrs{Uid: in.Uid, Gid: in.Gid})
+		setAttrs(fd, n.kind(), SetAttrs{Uid: in.Uid, Gid: in.Gid})
 		in.Uid, in.Gid = nil, nil
 	}
 	return nil
@@ -168,7 +187,7 @@ func (fs *FS) setAttrsAt(n *node, in SetAttrs) (st unix.Stat_t, ok bool, err err
 	fs.storedOwner(&in)
 	ok = true
 	err = fs.inDir(at.parent, fs.upper, func(dfd int) error {
-		if err := changeAttrs(dfd, at.name, n.typ, in); err != nil {
+		if err := changeAttrs(dfd, at.name, n.kind(), in); err != nil {
 			return err
 		}
 		return unix.Fstatat(dfd, at.name, &st, unix.AT_SYMLINK_NOFOLLOW)

@@ -145,7 +145,7 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid
 			if err := fs.setOwnerMode(n, fd, &in); err != nil {
 				return err
 			}
-			return setAttrs(fd, n.typ, in)
+			return setAttrs(fd, n.kind(), in)
 		}
 	}
 	return nil

@@ -72,15 +72,31 @@ var crashCases = []struct {
 	// Opening for writing copies the data up, which changes the mtime
 	// (as the kernel's copy does); a write would be a second change.
 	{"open a metacopy file for writing", "chmod 600 big", []string{"openwrite", "big"}},
+	// With the index, a name of a lower hard link is copied into
+	// workdir/index and linked from there.
+	{"chmod a hard link with the index", "", []string{"chmod", "hl", "600"}},
+	{"write the second name of a hard link with the index", "chmod 600 hl", []string{"write", "hl2", "more"}},
+	{"unlink a hard link with the index", "", []string{"unlink", "hl"}},
+	{"unlink the last name of a hard link with the index", "rm hl", []string{"unlink", "hl2"}},
+	{"link a hard link with the index", "", []string{"link", "hl", "hl3"}},
+	{"rename a hard link with the index", "", []string{"rename", "hl", "hl4"}},
+	{"open a hard link for writing with the index and metacopy", "chmod 600 hl", []string{"openwrite", "hl2"}},
 }
 
 // crashMounts are the mount options of the cases that need some.
 var crashMounts = map[string]string{
-	"rename a lower directory through a redirect": "redirect_dir=on",
-	"move a lower directory through a redirect":   "redirect_dir=on",
-	"chmod without copying data":                  "metacopy=on",
-	"rename without copying data":                 "metacopy=on",
-	"open a metacopy file for writing":            "metacopy=on",
+	"rename a lower directory through a redirect":              "redirect_dir=on",
+	"move a lower directory through a redirect":                "redirect_dir=on",
+	"chmod without copying data":                               "metacopy=on",
+	"rename without copying data":                              "metacopy=on",
+	"open a metacopy file for writing":                         "metacopy=on",
+	"chmod a hard link with the index":                         "index=on",
+	"write the second name of a hard link with the index":      "index=on",
+	"unlink a hard link with the index":                        "index=on",
+	"unlink the last name of a hard link with the index":       "index=on",
+	"link a hard link with the index":                          "index=on",
+	"rename a hard link with the index":                        "index=on",
+	"open a hard link for writing with the index and metacopy": "index=on,metacopy=on",
 }
 
 // stepRun is what one run of an operation under a traced daemon left.
@@ -275,11 +291,12 @@ func zipSteps(steps, outcomes []string) []string {
 // has an mtime in 2001, which views compare.
 //
 //	file "lower data", x "x", big (256 KiB), xattr (user.k=v),
-//	dir/a, dir/b, emptydir/, link -> file, fifo
+//	dir/a, dir/b, emptydir/, link -> file, fifo, hl and hl2 (one file)
 func makeCrashLower(t *testing.T, lower string) {
 	t.Helper()
 	testenv.MakeTree(t, lower, "f file lower data", "f x x", "f xattr xa", "x xattr user.k=v",
-		"f dir/a a", "f dir/b b", "d emptydir", "l link file", "p fifo")
+		"f dir/a a", "f dir/b b", "d emptydir", "l link file", "p fifo", "f hl hard link")
+	testenv.Must(t, os.Link(filepath.Join(lower, "hl"), filepath.Join(lower, "hl2")))
 	big := make([]byte, 256<<10)
 	for i := range big {
 		big[i] = byte(i * 31)

@@ -433,7 +433,7 @@ func TestRootlessVerity(t *testing.T) {
 	testenv.RequireMount(t)
 	testenv.RequireProgram(t, "unshare", "util-linux")
 	testenv.RequireProgram(t, "setpriv", "util-linux")
-	d, bin := nsLayers(t, rootlessUID)
+	d, bin := nsLayers(t, rootlessUID, rootlessUID)
 	meta, data := filepath.Join(d, "meta"), filepath.Join(d, "data")
 	objects := map[string]string{"good": "the object's content\n", "changed": "will change\n", "wrong": "w\n", "nodigest": "n\n"}
 	for name, content := range objects {

@@ -4,7 +4,9 @@
 //	ovlmount [-f] [-d] [-o lowerdir=L1:L2,upperdir=U,workdir=W,...] [SOURCE] MOUNTPOINT
 //
 // Without -f or -d it runs as a daemon and exits 0 once the mount is live.
-// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters.
+// ovlmount stats [--json] MOUNTPOINT prints a running mount's counters;
+// ovlmount check [--repair] -o lowerdir=...,upperdir=...,workdir=... checks
+// a stack that is not mounted.
 package main
 
 import (
@@ -78,6 +80,9 @@ func run(args []string) int {
 	if isStatsCommand(args) {
 		return statsCommand(args[1:])
 	}
+	if isCheckCommand(args) {
+		return checkCommand(args[1:])
+	}
 	c, err := parseArgs(args)
 	if !isDaemonChild() {
 		// Before any error: an unknown option may be why there is one.
@@ -96,8 +101,15 @@ func run(args []string) int {
 		fmt.Print(versionText())
 		return 0
 	}
+	known := len(c.warnings)
 	if err := c.validate(); err != nil {
 		return fail("%v", err)
+	}
+	if !isDaemonChild() {
+		// What validate found the layers allow.
+		for _, w := range c.warnings[known:] {
+			fmt.Fprintf(os.Stderr, "ovlmount: warning: %s\n", w)
+		}
 	}
 	if !isDaemonChild() && !c.foreground {
 		return daemonize(c.mountpoint)
@@ -249,6 +261,9 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		return nil, nil, err
 	}
 	if c.upper != "" {
+		if err := claimLayers(c); err != nil {
+			return fail(err)
+		}
 		l, err := layers.Open(c.upper, 0, true)
 		if err != nil {
 			return fail(fmt.Errorf("upperdir %v", err))
@@ -278,6 +293,9 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		Verity:           c.verity,
 	}
 	opts.UIDs, opts.GIDs = c.idMaps()
+	if c.index {
+		opts.Index = c.work
+	}
 	if c.upper != "" {
 		// workdir/work holds the temporaries of atomic changes; like the
 		// kernel, create it and empty it of an interrupted session's.
@@ -308,6 +326,7 @@ func unmount(mnt string) {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ovlmount [-f] [-d] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT
        ovlmount stats [--json] MOUNTPOINT
+       ovlmount check [--repair] -o lowerdir=...[,upperdir=...,workdir=...]
 
 Mounts at MOUNTPOINT the merged view of lower layers and an optional upper
 layer, like kernel overlayfs, through FUSE. Without -f or -d, ovlmount runs
@@ -316,6 +335,10 @@ fusermount3 -u; SIGTERM and SIGINT unmount too.
 
 ovlmount stats prints the counters of a running mount (requests and their
 latency, lookups, copy-ups, open files, memory); SIGUSR1 logs them.
+
+ovlmount check checks a stack that is not mounted, as the kernel would read
+it, and with --repair fixes what is safe to fix; ovlmount check --help says
+more.
 
   -f             stay in the foreground
   -d             debug: log a line per request to stderr, stay in the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ovlmount/ovlmount/layers"
 	"github.com/ovlmount/ovlmount/overlay"
+	"golang.org/x/sys/unix"
 )
 
 // status says what ovlmount does with an option it accepts.
@@ -76,6 +77,7 @@ var options = []option{
 	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records (EIO otherwise); where the data file has no fs-verity of its own, ovlmount computes the digest itself, once per file while it does not change. require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
 	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
 	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
+	{"index", done, []string{"on", "off"}, "on: the inodes index, as the kernel's: a lower hard link copied up goes through workdir/index, so that its names stay one file (one inode number, the overlay's link count in overlay.nlink) and every name shows the copy; the upper layer's root then records its lowerdir, and a mount over another lowerdir fails (ESTALE), and so does one over an upperdir or workdir another ovlmount mount, or a kernel overlay mount this namespace lists, uses (EBUSY; index=off mounts it). Where a layer's filesystem gives no file handles, or two lower filesystems share a uuid, it falls back to off with a warning; without upperdir it does nothing. off (default): copying up one name of a lower hard link breaks the link"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
 	{"uidmapping", done, nil, "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]: owners in the layers shown as other ids; unmapped ids show as 65534 (overflowuid)"},
@@ -128,8 +130,10 @@ type config struct {
 	// redirect and metacopy are redirect_dir= and metacopy= as given
 	// ("" when not).
 	redirect, metacopy string
-	uuid               overlay.UUIDMode
-	verity             overlay.VerityMode
+	// index says index=on, and that the layers allow it (validate).
+	index  bool
+	uuid   overlay.UUIDMode
+	verity overlay.VerityMode
 	// defaultPerms is set when the options name default_permissions:
 	// for a connection mounted by someone else (/dev/fd/N), the only
 	// word on whether the kernel checks permissions.
@@ -320,6 +324,8 @@ func (c *config) apply(o string) error {
 		c.redirect = value
 	case "metacopy":
 		c.metacopy = value
+	case "index":
+		c.index = value == "on"
 	case "verity":
 		c.verity = map[string]overlay.VerityMode{"off": overlay.VerityOff, "on": overlay.VerityOn, "require": overlay.VerityRequire}[value]
 	case "uuid":
@@ -481,6 +487,9 @@ func (c *config) validate() error {
 			return fmt.Errorf("option workdir: %s and upperdir %s must not be inside each other", c.work, c.upper)
 		}
 	}
+	if c.index {
+		c.checkIndex()
+	}
 	if strings.HasPrefix(c.mountpoint, "/dev/fd/") {
 		// mount.fuse3 drop_privileges: an already-open FUSE fd, mounted
 		// with the options given here. ovlmount checks no permissions
@@ -508,6 +517,58 @@ func (c *config) validate() error {
 		}
 	}
 	return nil
+}
+
+// checkIndex turns index=on off, with a warning, where the kernel does:
+// without an upper layer, where a layer's filesystem gives no file
+// handles (the index names lower objects by theirs), and where two lower
+// filesystems share a uuid (an origin could not tell them apart).
+func (c *config) checkIndex() {
+	off := func(why string) {
+		c.index = false
+		c.warnings = append(c.warnings, "option index=on ignored: "+why)
+	}
+	if c.upper == "" {
+		off("a mount without upperdir has no index")
+		return
+	}
+	type fsys struct {
+		dev   uint64
+		uuid  [16]byte
+		lower bool
+	}
+	filesystems := []fsys{{dev: devOf(c.upper)}}
+	for i, l := range append(append([]string{c.upper}, c.lower...), c.data...) {
+		fd, err := unix.Open(l, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // said when the layer is opened
+		}
+		_, _, herr := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+		uuid, _ := layers.FSUUID(fd)
+		unix.Close(fd)
+		if herr == unix.EOPNOTSUPP {
+			off(fmt.Sprintf("the filesystem of %s gives no file handles", l))
+			return
+		}
+		switch {
+		case i == 0:
+			filesystems[0].uuid = uuid
+			continue
+		case i > len(c.lower):
+			continue // data-only layers have no uuid to tell apart
+		}
+		dev := devOf(l)
+		j := slices.IndexFunc(filesystems, func(f fsys) bool { return f.dev == dev })
+		if j >= 0 {
+			filesystems[j].lower = true
+			continue
+		}
+		if slices.ContainsFunc(filesystems, func(f fsys) bool { return f.lower && f.uuid == uuid }) {
+			off(fmt.Sprintf("the filesystem of lowerdir %s has the uuid of another lower one", l))
+			return
+		}
+		filesystems = append(filesystems, fsys{dev: dev, uuid: uuid, lower: true})
+	}
 }
 
 // dirPath returns the absolute, symlink-free form of a directory path.

@@ -259,7 +259,10 @@ func TestInvalidValues(t *testing.T) {
 		{"uidmapping=4294967295:0:2", "uidmapping"},
 		{"squash_to_uid=-1", "squash_to_uid"},
 		{"squash_to_gid=root", "squash_to_gid"},
-		{"redirect_dir=on", "redirect_dir"},
+		{"redirect_dir=maybe", "redirect_dir"},
+		{"metacopy=yes", "metacopy"},
+		{"verity=maybe", "verity"},
+		{"uuid=maybe", "uuid"},
 	} {
 		_, err := parseArgs([]string{"-o", "lowerdir=/l," + tc.opt, "/m"})
 		if err == nil || !strings.Contains(err.Error(), tc.name) {

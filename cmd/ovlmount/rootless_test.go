@@ -37,10 +37,10 @@ func requireRootlessTools(t *testing.T) {
 }
 
 // nsLayers makes the layers nsScript changes in a new directory that
-// uid can use, and a copy of the binary under test there that it can run.
-// The directory of stats sockets a user's daemons make, /tmp/ovlmount-UID,
-// goes at the end of the test.
-func nsLayers(t *testing.T, uid int) (d, bin string) {
+// uid:gid can use, and a copy of the binary under test there that it can
+// run. The directory of stats sockets a user's daemons make,
+// /tmp/ovlmount-UID, goes at the end of the test.
+func nsLayers(t *testing.T, uid, gid int) (d, bin string) {
 	t.Helper()
 	if uid != 0 {
 		t.Cleanup(func() { os.RemoveAll("/tmp/ovlmount-" + strconv.Itoa(uid)) })
@@ -55,7 +55,7 @@ func nsLayers(t *testing.T, uid int) (d, bin string) {
 		if err != nil || p == d || e.Name() == "dev" {
 			return err
 		}
-		return os.Lchown(p, uid, uid)
+		return os.Lchown(p, uid, gid)
 	}))
 	src, err := os.Open(testenv.Binary(t))
 	testenv.Must(t, err)
@@ -123,7 +123,7 @@ func checkNamespaceWrites(t *testing.T, d, bin string, out []byte, err error) {
 func TestUserNamespaceWrites(t *testing.T) {
 	testenv.RequireMount(t)
 	testenv.RequireProgram(t, "unshare", "util-linux")
-	d, bin := nsLayers(t, 0)
+	d, bin := nsLayers(t, 0, 0)
 	out, err := exec.Command("unshare", "-U", "-r", "-m", "sh", "-c", nsScript, "sh", d, bin).CombinedOutput()
 	checkNamespaceWrites(t, d, bin, out, err)
 }
@@ -133,13 +133,20 @@ func TestUserNamespaceWrites(t *testing.T) {
 // tmpfs on d/dev).
 func asRootlessUser(d string, cmd ...string) ([]byte, error) {
 	id := strconv.Itoa(rootlessUID)
+	return asUser(d, id, id, []string{"-r"}, cmd...)
+}
+
+// asUser runs a command as uid:gid in a user namespace of its own, made
+// by unshare with the flags userns (the id maps), with a /dev/fuse of its
+// own (on a tmpfs on d/dev).
+func asUser(d, uid, gid string, userns []string, cmd ...string) ([]byte, error) {
 	setup := `set -e
 dev="$1"; shift
 mount -t tmpfs -o mode=755 ovlmount-test-dev "$dev"
 mknod -m 600 "$dev/fuse" c 10 229
-chown ` + id + `:` + id + ` "$dev/fuse"
+chown ` + uid + `:` + gid + ` "$dev/fuse"
 mount --bind "$dev/fuse" /dev/fuse
-exec setpriv --reuid=` + id + ` --regid=` + id + ` --clear-groups -- unshare -U -r -m "$@"`
+exec setpriv --reuid=` + uid + ` --regid=` + gid + ` --clear-groups -- unshare -U -m ` + strings.Join(userns, " ") + ` "$@"`
 	args := append([]string{"-m", "--propagation", "private", "sh", "-c", setup, "sh", filepath.Join(d, "dev")}, cmd...)
 	return exec.Command("unshare", args...).CombinedOutput()
 }
@@ -156,7 +163,7 @@ const rootlessUID = 64123
 func TestRootless(t *testing.T) {
 	testenv.RequireMount(t)
 	requireRootlessTools(t)
-	d, bin := nsLayers(t, rootlessUID)
+	d, bin := nsLayers(t, rootlessUID, rootlessUID)
 	out, err := asRootlessUser(d, "sh", "-c", nsScript, "sh", d, bin)
 	checkNamespaceWrites(t, d, bin, out, err)
 	// What the user made belongs to it on the host.
@@ -174,7 +181,7 @@ func TestRootless(t *testing.T) {
 func TestRootlessOverride(t *testing.T) {
 	testenv.RequireMount(t)
 	requireRootlessTools(t)
-	d, bin := nsLayers(t, rootlessUID)
+	d, bin := nsLayers(t, rootlessUID, rootlessUID)
 	script := `set -e
 cd "$1"
 "$2" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w,xattr_permissions=2" m

@@ -286,7 +286,7 @@ func TestStatsRootless(t *testing.T) {
 	testenv.RequireProgram(t, "unshare", "util-linux")
 	testenv.RequireProgram(t, "setpriv", "util-linux")
 	dir := fmt.Sprintf("/tmp/ovlmount-%d", rootlessUID)
-	d, bin := nsLayers(t, rootlessUID)
+	d, bin := nsLayers(t, rootlessUID, rootlessUID)
 	script := `set -e
 cd "$1"
 "$2" -o "lowerdir=$PWD/l,upperdir=$PWD/u,workdir=$PWD/w" m

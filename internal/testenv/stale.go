@@ -87,8 +87,11 @@ func Main(m *testing.M) {
 // a client stuck on it), unmounts everything mounted below it, deepest
 // first, and removes it. A loop device attached with autoclear (mount -o
 // loop) goes with the last unmount of its filesystem.
-func CleanStale() {
-	entries, _ := os.ReadDir(tempBase)
+func CleanStale() { cleanStaleIn(tempBase) }
+
+// cleanStaleIn is CleanStale for the directories Start makes in base.
+func cleanStaleIn(base string) {
+	entries, _ := os.ReadDir(base)
 	for _, e := range entries {
 		pid, start, ok := parseDirName(e.Name())
 		if !ok || !e.IsDir() {
@@ -97,7 +100,7 @@ func CleanStale() {
 		if now, err := startTime(pid); err == nil && now == start {
 			continue // its test process is still running
 		}
-		dir := filepath.Join(tempBase, e.Name())
+		dir := filepath.Join(base, e.Name())
 		if left := clean(dir); left != "" {
 			fmt.Fprintf(os.Stderr, "testenv: a dead test run left %s\n", left)
 		}

@@ -5,10 +5,11 @@
 // WaitUnmounted, MountType), finding the daemons they started
 // (Processes), the temporary directory of each test process, in which
 // the mounts, layers and daemons of a run that died are found and taken
-// down by the next (Main, Start, CleanStale), and small helpers: layer
-// trees (MakeTree, TreeSum, DirNames, Xattr), errors (Must) and output
-// written concurrently (Buffer). Only tests import it: it fails tests,
-// and must never be what a program relies on.
+// down by the next (Main, Start, CleanStale), the unprivileged account
+// with subordinate ids that rootless tests run as (User, SubIDs), and
+// small helpers: layer trees (MakeTree, TreeSum, DirNames, Xattr), errors
+// (Must) and output written concurrently (Buffer). Only tests import it:
+// it fails tests, and must never be what a program relies on.
 package testenv
 
 import (

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) { Main(m) }
 // on it: bound into its own upper layer, where a walk makes the daemon
 // wait on its own requests until no reader is left (a daemon in that
 // state outlives SIGKILL). CleanStale must take all that down, and keep
-// the live run's directory.
+// a live run's directory.
 func TestCleanStale(t *testing.T) {
 	RequireMount(t)
 	bin := Binary(t)
@@ -42,13 +42,20 @@ func TestCleanStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	live := os.Getenv("TMPDIR")
-	if want := filepath.Join(tempBase, fmt.Sprintf("%s%d-%s", dirPrefix, os.Getpid(), start)); live != want {
-		t.Fatalf("TMPDIR is %s, want %s", live, want)
+	if tmp, want := os.Getenv("TMPDIR"), filepath.Join(tempBase, fmt.Sprintf("%s%d-%s", dirPrefix, os.Getpid(), start)); tmp != want {
+		t.Fatalf("TMPDIR is %s, want %s (Start's)", tmp, want)
 	}
-	// This process's pid with a start time it does not have: a process
-	// that has gone, its pid reused.
-	stale := filepath.Join(tempBase, fmt.Sprintf("%s%d-%s0", dirPrefix, os.Getpid(), start))
+	// The stale and the live directory are made in a base of the test's
+	// own, where the CleanStale of another package's tests, starting
+	// meanwhile, does not take the stale one down before it is ready.
+	// The live one names this process; the stale one its pid with a start
+	// time it does not have: a process that has gone, its pid reused.
+	base := t.TempDir()
+	live := filepath.Join(base, fmt.Sprintf("%s%d-%s", dirPrefix, os.Getpid(), start))
+	stale := filepath.Join(base, fmt.Sprintf("%s%d-%s0", dirPrefix, os.Getpid(), start))
+	if err := os.Mkdir(live, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range []string{"m", "l", "u/sub", "w", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(stale, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -82,9 +89,9 @@ func TestCleanStale(t *testing.T) {
 		procs = append(procs, cmd)
 	}
 	ended := []chan error{wait(tail), wait(daemon)}
-	for deadline := time.Now().Add(10 * time.Second); MountType(stale+"/mnt") != "fuse.ovlmount"; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); MountType(stale+"/mnt") != "fuse.ovlmount"; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("ovlmount did not mount in 10s")
+			t.Fatal("ovlmount did not mount in a minute")
 		}
 	}
 	if err := unix.Mount(stale+"/mnt", stale+"/u/sub", "", unix.MS_BIND, ""); err != nil {
@@ -97,13 +104,13 @@ func TestCleanStale(t *testing.T) {
 	}
 	procs = append(procs, client)
 	ended = append(ended, wait(client))
-	for deadline := time.Now().Add(10 * time.Second); !waitsOnFUSE(daemon.Process.Pid); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !waitsOnFUSE(daemon.Process.Pid); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the daemon did not come to wait on its own mount in 10s")
+			t.Fatal("the daemon did not come to wait on its own mount in a minute")
 		}
 	}
 
-	CleanStale()
+	cleanStaleIn(base)
 	for i, cmd := range procs {
 		select {
 		case <-ended[i]:
