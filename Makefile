@@ -9,6 +9,7 @@
 #   make deb       the Debian package, bin/ovlmount_VERSION_ARCH.deb
 #   make bench     time ovlmount against fuse-overlayfs and kernel overlayfs (root)
 #   make conformance-doc   regenerate docs/conformance.md (ovlmount and fuse-overlayfs vs the kernel)
+#   make stress    the long stress run against the kernel (root): make stress DURATION=30m PROCS=4
 
 PREFIX  ?= /usr/local
 GO      ?= go
@@ -26,14 +27,14 @@ LDFLAGS := -X main.release=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the tests and the example use: fusermount3/mount.fuse3,
 # getfattr/setfattr, fuse-overlayfs (the conformance comparison), man (the
 # man page test renders docs/ovlmount.8), mkfs.btrfs (a lower layer with
-# damaged blocks), mkfs.ext4 (a small upper filesystem to fill),
-# newuidmap/newgidmap (a user namespace with a subordinate id range) and
-# fsverity (the fs-verity digests internal/fsverity computes are compared
-# with what fsverity digest prints).
+# damaged blocks), mkfs.ext4 (a small upper filesystem to fill, and the
+# stress suite's filesystem images), newuidmap/newgidmap (a user namespace
+# with a subordinate id range) and fsverity (the fs-verity digests
+# internal/fsverity computes are compared with what fsverity digest prints).
 DEBS := fuse3 attr fuse-overlayfs man-db btrfs-progs e2fsprogs uidmap fsverity
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build install uninstall deb deps example test lint clean conformance-doc bench $(BIN) $(BIN)-race
+.PHONY: build install uninstall deb deps example test lint clean conformance-doc bench stress $(BIN) $(BIN)-race
 
 build: $(BIN)
 
@@ -147,6 +148,24 @@ comma := ,
 
 bench: deps $(BIN) bin/ovlbench $(if $(BEFORE),bin/ovlmount-before)
 	bin/ovlbench -bin $(BIN) $(BENCH_BEFORE) -fixtures $(BENCHDIR) -out docs/benchmarks.md $(BENCHFLAGS)
+
+# The long stress run (docs/reliability.md): rounds of the random
+# differential tester, kernel overlayfs against the race-instrumented
+# ovlmount, PROCS worker processes at once, until DURATION has passed.
+# Divergences are shrunk and saved under STRESSDIR; bin/stress.json sums
+# the run up. STRESSFLAGS passes more flags, e.g. -seed=N, -ops=...
+DURATION    ?= 30m
+PROCS       ?= 4
+STRESSDIR   ?= /var/tmp/ovlmount-stress
+STRESSFLAGS ?=
+
+bin/ovlstress: $(GOFILES)
+	$(GO) build -o $@ ./stress/cmd/ovlstress
+
+stress: deps $(BIN)-race bin/ovlstress
+	mkdir -p $(STRESSDIR)
+	GORACE=atexit_sleep_ms=0 bin/ovlstress -bin $(BIN)-race -duration $(DURATION) -procs $(PROCS) \
+		-dir $(STRESSDIR) -json bin/stress.json $(STRESSFLAGS)
 
 clean:
 	rm -rf bin

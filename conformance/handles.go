@@ -151,14 +151,14 @@ func (o *layerObjects) describeHandles(t *Tree, prefix string) {
 	}
 }
 
-// observeUpper walks l's upper directory after the last unmount, and the
+// ObserveUpper walks l's upper directory after the last unmount, and the
 // index directory (index=on) in its work directory, with every file
 // handle shown as the object it names. Index entries are keyed by what
 // their names decode to and list the upper paths that are the same inode.
 // Names beginning with '#' are left out of the index: they are the
 // kernel's temporary names, among them the whiteout it keeps there to
 // link new whiteouts to.
-func observeUpper(l Layers, prefix string) (upper, index *Tree, err error) {
+func ObserveUpper(l Layers, prefix string) (upper, index *Tree, err error) {
 	if upper, err = Walk(l.Upper); err != nil {
 		return nil, nil, err
 	}

@@ -147,7 +147,7 @@ func TestOvlmountWritesKernelReads(t *testing.T) {
 	base := t.TempDir()
 	// As in the write scenarios: the kernel's own lazy bookkeeping on
 	// directories the session never touches is not ovlmount's to copy.
-	if err := settle(base, l, Scenario{}); err != nil {
+	if err := Settle(base, l, Scenario{}); err != nil {
 		t.Fatal(err)
 	}
 	const user = 1000

@@ -35,6 +35,12 @@ type Kernel struct {
 // daemonize and exit 0 once the mount is live.
 type FUSE struct {
 	Prog string
+	// Foreground runs PROG -f ... instead, as a child of the harness for
+	// the mount's whole life, so that Log receives everything it writes
+	// while serving: a daemonizing program detaches from its output
+	// (ovlmount's daemon writes to /dev/null), and with it go the race
+	// detector's reports and panics.
+	Foreground bool
 }
 
 // Mount is a live mount made by an Impl.
@@ -44,6 +50,10 @@ type Mount struct {
 	// Log is the file receiving the program's stdout and stderr, including
 	// whatever the daemon writes later if it keeps them ("" for the kernel).
 	Log string
+	// exited is closed once a FUSE.Foreground program has exited and been
+	// reaped (nil otherwise); proc is that program.
+	exited chan struct{}
+	proc   *os.Process
 }
 
 // How long a mount may take to go live, and a FUSE daemon to exit after
@@ -99,6 +109,12 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 		return nil, err
 	}
 	defer log.Close()
+	if f.Foreground {
+		if err := f.mountForeground(opts, log, m); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), mountTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, f.Prog, "-o", opts, dir)
@@ -113,6 +129,43 @@ func (f FUSE) Mount(l Layers, dir string) (*Mount, error) {
 		return nil, fmt.Errorf("%s exited 0 but %s is not a mount point", f.Prog, dir)
 	}
 	return m, nil
+}
+
+// mountForeground starts f.Prog -f with its output in log and waits until
+// m.Dir is a mount point, or the program exits, or mountTimeout passes.
+func (f FUSE) mountForeground(opts string, log *os.File, m *Mount) error {
+	cmd := exec.Command(f.Prog, "-f", "-o", opts, m.Dir)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = raceEnv()
+	// A session of its own, as a daemon's: a terminal's ^C goes to the
+	// harness, which unmounts, rather than straight to the program.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// Waiting reaps the program when it exits after its unmount; until
+	// then the goroutine just waits.
+	var waitErr error
+	m.proc = cmd.Process
+	m.exited = make(chan struct{})
+	go func() {
+		waitErr = cmd.Wait()
+		close(m.exited)
+	}()
+	deadline := time.Now().Add(mountTimeout)
+	for !IsMounted(m.Dir) {
+		select {
+		case <-m.exited:
+			out, _ := os.ReadFile(m.Log)
+			return &MountError{Command: fmt.Sprintf("%s -f -o %s %s", f.Prog, opts, m.Dir), Err: fmt.Errorf("exited before the mount was live: %v", waitErr), Output: string(out)}
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return fmt.Errorf("%s -f -o %s %s: not mounted after %v (killed)", f.Prog, opts, m.Dir, mountTimeout)
+		}
+	}
+	return nil
 }
 
 // MountError is a mount command that failed, with what it said.
@@ -158,7 +211,8 @@ func (l Layers) options() (string, error) {
 
 // Unmount unmounts m (lazily if a plain unmount keeps failing) and waits
 // until the directory is no longer a mount point and, for FUSE, until no
-// process is left serving it.
+// process is left serving it (a Foreground program: until it has exited,
+// its descriptors of the layers closed).
 //
 // A plain unmount is tried again while it fails: a process that another
 // goroutine is starting holds a copy of every descriptor of the test
@@ -190,7 +244,7 @@ func (m *Mount) Unmount() error {
 				return err
 			}
 		}
-		if !mounted && len(daemons) == 0 {
+		if !mounted && len(daemons) == 0 && m.reaped() {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -206,10 +260,28 @@ func (m *Mount) Unmount() error {
 	}
 }
 
+// reaped reports whether a Foreground program has exited; its command
+// line goes from /proc before its descriptors are closed.
+func (m *Mount) reaped() bool {
+	if m.exited == nil {
+		return true
+	}
+	select {
+	case <-m.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // Abort aborts m's FUSE connection through fusectl: every request the
 // daemon has not answered, and every later one, fails with ENOTCONN. It
 // is the only way to free a process blocked on a daemon that stopped
 // answering; even the test binary's own timeout cannot end such a process.
+// A Foreground program is first sent SIGQUIT, so that a Go program's
+// goroutines, where they are stuck, reach Log before it exits. fusectl is
+// mounted at /sys/fs/fuse/connections if it is not yet (systemd mounts
+// it at boot; other machines may not).
 func (m *Mount) Abort() error {
 	if _, ok := m.Impl.(FUSE); !ok {
 		return fmt.Errorf("%s is not a FUSE mount", m.Dir)
@@ -224,7 +296,26 @@ func (m *Mount) Abort() error {
 	if !ok || major != "0" {
 		return fmt.Errorf("%s: unexpected device %q", m.Dir, dev)
 	}
-	return os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+	if m.proc != nil && !m.reaped() {
+		m.proc.Signal(syscall.SIGQUIT)
+		select {
+		case <-m.exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	const connections = "/sys/fs/fuse/connections"
+	if ents, err := os.ReadDir(connections); err == nil && len(ents) == 0 {
+		// Empty: fusectl is not mounted (a live FUSE mount has an entry).
+		if err := syscall.Mount("fusectl", connections, "fusectl", 0, ""); err != nil {
+			return fmt.Errorf("mounting fusectl on %s: %w", connections, err)
+		}
+	}
+	err = os.WriteFile(filepath.Join(connections, minor, "abort"), []byte("1"), 0)
+	if errors.Is(err, os.ErrNotExist) && m.reaped() {
+		// The program's exit has already ended the connection.
+		return nil
+	}
+	return err
 }
 
 // mountDevice returns the major:minor of the filesystem mounted at dir,

@@ -839,14 +839,14 @@ func mmapWrite(fd int, off int64, data string) (res Result) {
 	return Result{N: int64(len(data))}
 }
 
-// runOps performs ops in order relative to the directory root and returns
+// RunOps performs ops in order relative to the directory root and returns
 // one Result per operation, counting finished operations in done (if not
 // nil). Operations with an As identity run in a helper process (the test
 // binary, re-executed): set*id in Go changes every thread of the process,
 // so the test process itself must stay root. Handles are per process: a
 // handle kept by a root operation cannot be used by an operation as
 // another user, or the other way round.
-func runOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
+func RunOps(root string, ops []Op, done *atomic.Int64) ([]Result, error) {
 	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}

@@ -35,10 +35,10 @@ type Scenario struct {
 	// each must give the kernel its Want ("ok" if unset). The upper layer
 	// then holds what the kernel writes (redirects, metacopy files,
 	// origins, index entries) for the scenario to read back. The same
-	// mount settles the upper layer (see settle).
+	// mount settles the upper layer (see Settle).
 	Prepare        []Op
 	PrepareOptions []string
-	// Pristine skips settling the upper layer (see settle): the scenario
+	// Pristine skips settling the upper layer (see Settle): the scenario
 	// is about what a first mount does to an upper layer no overlay has
 	// mounted yet.
 	Pristine bool
@@ -116,7 +116,7 @@ type Run struct {
 	Upper   *Tree    // the raw upper directory after the last unmount
 	// Index is the index directory in the work directory (index=on) after
 	// the last unmount, keyed by the objects its entries' names decode
-	// to (see observeUpper); empty if there is none.
+	// to (see ObserveUpper); empty if there is none.
 	Index *Tree
 	// UserXattrs is XattrTree(".") run as xattrUser after the operations:
 	// one "path: xattrs" line per path.
@@ -210,7 +210,7 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 		}
 		lowers[i] = l
 	}
-	lowerInos, err := inodeNumbers(slices.Concat(lowers[1].Lowers, lowers[1].Data))
+	lowerInos, err := InodeNumbers(slices.Concat(lowers[1].Lowers, lowers[1].Data))
 	if err != nil {
 		return rep, nil, nil, err
 	}
@@ -271,7 +271,7 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 		}
 	}
 	if len(upper) > 0 && !s.Pristine && !s.LowersOnly || len(s.Prepare) > 0 {
-		if err := settle(side, l, s); err != nil {
+		if err := Settle(side, l, s); err != nil {
 			return nil, err
 		}
 	}
@@ -289,7 +289,7 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 	}
 	if len(l.Data) > 0 {
 		var name string
-		if err := guard(m, nil, func() error { name = showsDataLayers(l, mnt); return nil }); err != nil {
+		if err := Guard(m, nil, func() error { name = showsDataLayers(l, mnt); return nil }); err != nil {
 			return run, err
 		}
 		if name != "" {
@@ -326,7 +326,7 @@ func runOn(side string, lowers Layers, s Scenario, upper Layer, impl Impl) (*Run
 	}
 	run.Upper, run.Index = &Tree{Entries: map[string]*Entry{}}, &Tree{Entries: map[string]*Entry{}}
 	if l.Upper != "" {
-		if run.Upper, run.Index, err = observeUpper(l, s.xattrPrefix()); err != nil {
+		if run.Upper, run.Index, err = ObserveUpper(l, s.xattrPrefix()); err != nil {
 			return run, err
 		}
 	}
@@ -439,12 +439,14 @@ func diffLines(kernel, other, field string) []Difference {
 	return out
 }
 
-// settle mounts the kernel once over a pristine upper layer, performs the
-// scenario's Prepare operations if any, and walks it. On a first mount
-// the kernel stores a random trusted.overlay.uuid on the upper root
-// (unless the root is already marked impure, or uuid=null or off), and
-// lookups record origin on upper directories that merge with lower ones
-// and mark their parents impure (see kernelReference). Without settling,
+// Settle mounts the kernel once over a pristine upper layer, with s's
+// options, performs s's Prepare operations if any, and walks it, using the
+// directories side/settle-work and side/settle-mnt (the zero Scenario
+// only settles). On a first mount the kernel stores a random
+// trusted.overlay.uuid on the upper root (unless the root is already
+// marked impure, or uuid=null or off), and lookups record origin on upper
+// directories that merge with lower ones and mark their parents impure
+// (see kernelReference). Without settling,
 // the kernel's side would write all that during the scenario and the raw
 // upper comparison would charge the other side for not doing the same
 // bookkeeping on objects the scenario never touched. Scenarios marked
@@ -453,7 +455,7 @@ func diffLines(kernel, other, field string) []Difference {
 // The settling mount has a work directory of its own, removed afterwards
 // but for its index directory (index=on), which belongs with the upper
 // layer: it moves to l.Work.
-func settle(side string, l Layers, s Scenario) error {
+func Settle(side string, l Layers, s Scenario) error {
 	work := l.Work
 	l.Work = filepath.Join(side, "settle-work")
 	l.Options = s.prepareOptions()
@@ -468,7 +470,7 @@ func settle(side string, l Layers, s Scenario) error {
 		return &RefusedError{Impl: Kernel{}.Name(), Err: fmt.Errorf("settling the upper layer: %w", err)}
 	}
 	defer unmountIfMounted(m)
-	results, err := runOps(mnt, s.Prepare, nil)
+	results, err := RunOps(mnt, s.Prepare, nil)
 	if err != nil {
 		return fmt.Errorf("preparing: %w", err)
 	}
@@ -498,8 +500,9 @@ func unmountIfMounted(m *Mount) {
 	}
 }
 
-// inodeNumbers collects the inode number of every object in dirs.
-func inodeNumbers(dirs []string) (map[uint64]bool, error) {
+// InodeNumbers collects the inode number of every object in dirs: for
+// DiffOptions.LowerInos.
+func InodeNumbers(dirs []string) (map[uint64]bool, error) {
 	out := map[uint64]bool{}
 	for _, d := range dirs {
 		err := filepath.WalkDir(d, func(p string, _ fs.DirEntry, err error) error {
@@ -529,9 +532,10 @@ func inodeNumbers(dirs []string) (map[uint64]bool, error) {
 // cannot even be ended by the test timeout, and go test hangs for good.
 const hangTimeout = 20 * time.Second
 
-// guard runs f, which works on m, and aborts m's FUSE connection if done
-// (nil: f as a whole) does not advance for hangTimeout.
-func guard(m *Mount, done *atomic.Int64, f func() error) error {
+// Guard runs f, which works on m, and aborts m's FUSE connection if done
+// (nil: f as a whole) does not advance for hangTimeout (20 s). The error is
+// f's, or one saying the daemon hung.
+func Guard(m *Mount, done *atomic.Int64, f func() error) error {
 	if _, ok := m.Impl.(FUSE); !ok {
 		return f()
 	}
@@ -582,8 +586,8 @@ func (e *hungError) Error() string {
 func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 	var results []Result
 	done := new(atomic.Int64)
-	err := guard(m, done, func() (err error) {
-		results, err = runOps(m.Dir, ops, done)
+	err := Guard(m, done, func() (err error) {
+		results, err = RunOps(m.Dir, ops, done)
 		return err
 	})
 	if h, ok := err.(*hungError); ok && int(h.done) < len(ops) {
@@ -595,7 +599,7 @@ func guardedOps(m *Mount, ops []Op) ([]Result, error) {
 // guardedWalk walks m probing the xattrs named by probes on every path.
 func guardedWalk(m *Mount, probes []string) (*Tree, error) {
 	var tree *Tree
-	err := guard(m, nil, func() (err error) {
+	err := Guard(m, nil, func() (err error) {
 		tree, err = walkProbing(m.Dir, probes)
 		return err
 	})

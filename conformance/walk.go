@@ -63,7 +63,7 @@ type Entry struct {
 	// from llistxattr but still readable by name.
 	Probes []Xattr
 
-	// Set by observeUpper only, in walks of raw upper and index
+	// Set by ObserveUpper only, in walks of raw upper and index
 	// directories: Handles maps each overlay xattr holding a file handle
 	// to the object it names (see describeHandle); Links lists the upper
 	// paths that are the same inode as an index entry.
