@@ -226,6 +226,10 @@ func writeScenarios() []Scenario {
 		scenario("perm/write-clears-setuid", Chmod("pub/rootfile", 0o6777).Want("ok"),
 			Write("pub/rootfile", 0, "user").AsUser(user, user).Want("ok"), Stat("pub/rootfile")),
 		scenario("perm/chown-clears-setuid", Chmod("f", 0o6755).Want("ok"), Chown("f", user, user).Want("ok"), Stat("f")),
+		// chown(f, -1, -1) changes no owner but still drops setuid, and
+		// setgid of a group-executable file only.
+		scenario("perm/chown-unchanged-clears-setuid", Chmod("f", 0o6755).Want("ok"), Chmod("owned", 0o6745).Want("ok"),
+			Chown("f", -1, -1).Want("ok"), Chown("owned", -1, -1).Want("ok"), Stat("f"), Stat("owned")),
 		scenario("perm/denied-no-copy-up", Truncate("ro", 0).AsUser(user, user).Want("EACCES"),
 			Open("f", unix.O_WRONLY|unix.O_TRUNC, 0).AsUser(user, user).Want("EACCES"),
 			Setxattr("f", "user.u", "1", 0).AsUser(user, user).Want("EACCES"), Utimens("f", tPast, tPast).AsUser(user, user).Want("EPERM")),

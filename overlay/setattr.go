@@ -63,6 +63,30 @@ func (fs *FS) killPrivs(n *node, in *SetAttrs) {
 	}
 }
 
+// chownKill adds to in, an empty setattr of a non-directory, the mode
+// without the setuid bit, and without setgid if the file is
+// group-executable. An empty setattr is what chown(f, -1, -1) sends: the
+// kernel drops those bits on every chown of a non-directory, whoever
+// makes it (chown_common's ATTR_KILL_SUID), and FUSE leaves that to the
+// daemon (HANDLE_KILLPRIV_V2) but tells it nothing of the chown.
+func (fs *FS) chownKill(n *node, in *SetAttrs) {
+	if n.privs.Load() == privsNone {
+		return
+	}
+	st, err := fs.stat(n)
+	if err != nil {
+		return
+	}
+	m := fs.attr(n, &st).Mode & 0o7777
+	kept := m &^ unix.S_ISUID
+	if m&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		kept &^= unix.S_ISGID
+	}
+	if kept != m {
+		in.Mode = &kept
+	}
+}
+
 // SetAttr changes attributes of node id, copying it up first as the
 // kernel does, and returns the new attributes.
 func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
@@ -83,6 +107,9 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	fd, unlinked := fs.setAttrFd(n, in.Handle)
 	fs.killPrivs(n, &in)
+	if touch && !n.isDir() {
+		fs.chownKill(n, &in)
+	}
 	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.kind()) &&
 		fs.opts.UIDs.Squash == nil && fs.opts.GIDs.Squash == nil {
 		if st, ok, err := fs.setAttrsAt(n, in); ok {
