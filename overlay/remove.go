@@ -128,7 +128,7 @@ func (fs *FS) removable(p *node, name string, dir bool) (found, error) {
 }
 
 // checkEmpty fails with ENOTEMPTY unless directory name of p, resolved as
-// f, shows no entry in the merged view.
+// f, shows no entry in the merged view and holds no lower xwhiteout.
 // Preconditions: renameMu held.
 func (fs *FS) checkEmpty(p *node, name string, f found) error {
 	d := scratchNode(unix.S_IFDIR, f.objs, p, name, f.far)
@@ -138,6 +138,23 @@ func (fs *FS) checkEmpty(p *node, name string, f found) error {
 	}
 	if len(ents) > 2 {
 		return syscall.ENOTEMPTY
+	}
+	// The kernel's emptiness check (ovl_check_empty_dir) does not read
+	// xwhiteouts as whiteouts, as its listing does: one in a lower layer
+	// makes the directory not empty, though it shows nothing.
+	for _, o := range d.layersOf() {
+		if o.layer.Upper || !o.marks.XWhiteouts {
+			continue
+		}
+		raw, err := fs.readAll(d, o.layer)
+		if err != nil {
+			return toErrno(err)
+		}
+		for _, e := range raw {
+			if e.Type == unix.DT_REG && fs.isWhiteout(d, o, e.Name, e.Type) {
+				return syscall.ENOTEMPTY
+			}
+		}
 	}
 	return nil
 }

@@ -488,3 +488,35 @@ umount m`
 		t.Errorf("read after a data file changed:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestRmdirOverLowerXWhiteout removes a merged directory whose only
+// entry below is an xwhiteout in a lower layer: the kernel's listing
+// shows nothing, but its emptiness check counts the xwhiteout and rmdir
+// says ENOTEMPTY; ovlmount must say the same, on both, and keep the
+// directory.
+func TestRmdirOverLowerXWhiteout(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, side := range []struct {
+		name  string
+		mount func(*testing.T, stackDirs, string) (string, func())
+	}{{"kernel", kernelMount}, {"ovlmount", ovlMount}} {
+		t.Run(side.name, func(t *testing.T) {
+			s := newStackDirs(t)
+			l1 := filepath.Dir(s.lower) + "/lower1"
+			testenv.MakeTree(t, s.lower, "d d", "f d/n4", "x d/n4 trusted.overlay.whiteout=", "x d trusted.overlay.opaque=x")
+			testenv.MakeTree(t, l1, "d d")
+			s.lowers = s.lower + ":" + l1
+			mnt, unmount := side.mount(t, s, "")
+			defer unmount()
+			if names := testenv.DirNames(t, mnt+"/d"); len(names) != 0 {
+				t.Errorf("d lists %v, want nothing", names)
+			}
+			if err := unix.Rmdir(mnt + "/d"); err != unix.ENOTEMPTY {
+				t.Errorf("rmdir d: %v, want ENOTEMPTY", err)
+			}
+			if _, err := os.Lstat(mnt + "/d"); err != nil {
+				t.Errorf("d after rmdir: %v", err)
+			}
+		})
+	}
+}
