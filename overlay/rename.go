@@ -154,7 +154,6 @@ func (fs *FS) copiedUp(p *node, name string, f found) (*node, bool, error) {
 func (fs *FS) move(r renaming) error {
 	op, np, oldName, newName, src, dst := r.op, r.np, r.oldName, r.newName, r.src, r.dst
 	srcDir := src.typ == unix.S_IFDIR
-	fromLower := !src.objs[0].layer.Upper
 	sn, metacopy, err := fs.copiedUp(op, oldName, src)
 	if err != nil {
 		return err
@@ -216,9 +215,11 @@ func (fs *FS) move(r renaming) error {
 	if aufs {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
-	if whiteout || fromLower || (op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin))) {
+	if op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin)) {
 		// The new parent now holds an object whose number comes from a
-		// lower layer: the kernel marks such a directory impure.
+		// lower layer: the kernel's ovl_rename marks it impure. In the
+		// same directory the copy-up did; a copy without an origin (a
+		// lower hard link's, without the index) marks nothing.
 		layers.SetImpure(nfd, fs.xattrs)
 	}
 	if r.dstExists {

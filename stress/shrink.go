@@ -404,5 +404,10 @@ func LoadRepro(file string) (*Repro, error) {
 // Replay runs r again in this process under dir and returns its
 // divergence (nil if it no longer diverges) and what each step returned.
 func (r *Repro) Replay(dir string, oracle, subject conformance.Impl) (*Divergence, []StepRecord, error) {
+	if r.Plan == nil {
+		// Saved although no single process reproduced it: only the
+		// round's seed can.
+		return nil, nil, fmt.Errorf("no single process reproduced this divergence (%s); run its round again: -seed %#x -rounds 1 -procs %d -ops %s", r.Signature, r.Seed, r.Procs, r.Ops)
+	}
 	return replay(dir, r.Plan, r.Steps, oracle, subject, r.Full)
 }
