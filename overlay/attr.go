@@ -110,8 +110,15 @@ func (fs *FS) stat(n *node) (unix.Stat_t, error) {
 		n.mu.Unlock()
 		return st, toErrno(err)
 	}
+	var gone *unix.Stat_t
+	if n.aux != nil {
+		gone = n.aux.gone
+	}
 	n.mu.Unlock()
-	if unlinked {
+	switch {
+	case unlinked && gone != nil:
+		return *gone, nil
+	case unlinked:
 		return st, syscall.ENOENT
 	}
 	st, err := fs.lstat(n, objs[0].layer)

@@ -166,19 +166,37 @@ func (fs *FS) held(p *node, name string, f found) *node {
 	return nil
 }
 
-// unname records that name of p, whose identity was id, is gone (removed,
-// or renamed over): its node loses the name, and when last says the
-// object had no other name, the node is found by no later lookup.
+// unname records that name of p, whose identity was id and which held f
+// before, is gone (removed, or renamed over): its node loses the name;
+// when it had no other, stat answers with f's attributes after the
+// removal; and when the object is gone for good, the node is found by no
+// later lookup.
 // Preconditions: renameMu held; p.dirMu held, or renameMu for writing.
-func (fs *FS) unname(p *node, name string, id identity, last bool) {
+func (fs *FS) unname(p *node, name string, id identity, f found) {
 	n, ok := fs.nodes.Peek(id.Ident)
 	if !ok {
 		return
 	}
+	upper := f.objs[0].layer.Upper
 	n.mu.Lock()
 	n.dropName(p, name, func(pl place) bool { return fs.holds(pl, n) })
+	if n.unlinked {
+		// An upper object lost the link (a directory all of them); a
+		// lower one stays linked where it is, hidden by a whiteout.
+		st := f.st
+		switch {
+		case upper && f.typ == unix.S_IFDIR:
+			st.Nlink = 0
+		case upper && st.Nlink > 0:
+			st.Nlink--
+		}
+		n.more().gone = &st
+	}
 	n.mu.Unlock()
-	if last {
+	// The object is gone for good when it was a directory, a lower
+	// object, the last link of an upper one, or a node found by its name
+	// (which had only that one).
+	if f.typ == unix.S_IFDIR || !upper || f.st.Nlink <= 1 || id.ByName {
 		fs.nodes.Unhash(n)
 	}
 }

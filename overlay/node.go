@@ -95,6 +95,12 @@ type aux struct {
 	// while any is open (passthrough.go).
 	backing *backing
 
+	// gone is what stat shows of a node whose last name went, taken
+	// from the object as it was before: the kernel still asks for the
+	// attributes of an object held open (O_PATH too), and its overlay
+	// answers from the real inode it keeps. Guarded by node.mu.
+	gone *unix.Stat_t
+
 	// lazy is the absolute redirect of a metacopy file whose data no
 	// data-only layer held when it was looked up (found.lazy); guarded
 	// by node.mu.

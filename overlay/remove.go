@@ -81,7 +81,7 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// The object lives on under its other names, if it has any: an
 	// upper non-directory with links left (a lower one just goes out of
 	// sight). A node found by its name had only that one.
-	fs.unname(p, name, id, dir || !inUpper || f.st.Nlink <= 1 || id.ByName)
+	fs.unname(p, name, id, f)
 	return nil
 }
 

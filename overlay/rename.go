@@ -223,7 +223,7 @@ func (fs *FS) move(r renaming) error {
 		layers.SetImpure(nfd, fs.xattrs)
 	}
 	if r.dstExists {
-		fs.unname(np, newName, r.dstID, dst.typ == unix.S_IFDIR || !dst.objs[0].layer.Upper || dst.st.Nlink <= 1 || r.dstID.ByName)
+		fs.unname(np, newName, r.dstID, dst)
 	}
 	fs.moved(sn, op, oldName, np, newName, opaque)
 	if redirected {
