@@ -107,7 +107,7 @@ func (fs *FS) SetAttr(id uint64, in SetAttrs) (Attr, error) {
 	}
 	fd, unlinked := fs.setAttrFd(n, in.Handle)
 	fs.killPrivs(n, &in)
-	if touch && !n.isDir() {
+	if touch && !in.AtimeNow && !in.MtimeNow && in.KillPrivs == nil && !n.isDir() {
 		fs.chownKill(n, &in)
 	}
 	if fd < 0 && !unlinked && in.Size == nil && !fs.writesOverride(n.kind()) &&
