@@ -47,15 +47,13 @@ const (
 // groups are OpSet names that stand for several.
 var groups = map[string][]string{
 	// Step kinds that meet divergences ovlmount still has
-	// (docs/reliability.md): fstat through a descriptor of an object
-	// since removed gives ENOENT (recreate-held, open-unlinked); chown
-	// with no owner change keeps a setgid bit the kernel clears (chown);
-	// RENAME_EXCHANGE of a directory with a symlink once left the
-	// directory's new name answering lstat with EIO (rename-exchange).
-	// A worker stops at its first divergence, so the CI run leaves these
-	// out (ciOps in stress_test.go) to keep its workers going; the long
-	// run keeps them.
-	"pending": {"recreate-held", "open-unlinked", "chown", "rename-exchange"},
+	// (docs/reliability.md): RENAME_EXCHANGE of a directory with a
+	// symlink once left the directory's new name answering lstat with
+	// EIO (rename-exchange), not met again since. A worker stops at its
+	// first divergence, so the CI run leaves these out (ciOps in
+	// stress_test.go) to keep its workers going; the long run keeps
+	// them.
+	"pending": {"rename-exchange"},
 	// Every hard link: in the layers, and made by link steps (recreate
 	// makes one only when link is selected).
 	"hardlinks": {"link", "link-chmod-unlink", featureLowerHardLinks, featureUpperHardLinks},
