@@ -36,6 +36,9 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 		return syscall.EROFS
 	}
 	r, noop, err := fs.checkRename(oldParent, oldName, newParent, newName, flags)
+	if err == syscall.ENOTEMPTY {
+		fs.opaqueBeforeNotEmpty(r)
+	}
 	if err != nil || noop {
 		return err
 	}
@@ -123,6 +126,19 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 		}
 	}
 	return r, false, nil
+}
+
+// opaqueBeforeNotEmpty leaves the marker the kernel leaves when a rename
+// of a purely upper directory into a merged one fails because the purely
+// upper directory it would replace is not empty: ovl_rename marks the
+// source opaque first, and only the upper filesystem's rename then says
+// ENOTEMPTY (a merged directory replaced is checked before any change).
+// Preconditions: renameMu held for writing; r is from checkRename.
+func (fs *FS) opaqueBeforeNotEmpty(r renaming) {
+	if r.src.typ != unix.S_IFDIR || !pureUpper(r.src) || r.src.objs[0].marks.Opaque || !pureUpper(r.dst) || !r.np.merged() {
+		return
+	}
+	fs.inDir(r.op, fs.upper, func(ofd int) error { return layers.SetOpaque(ofd, r.oldName, fs.xattrs) })
 }
 
 // pureUpper reports whether a resolved name is an upper object with
@@ -215,7 +231,7 @@ func (fs *FS) move(r renaming) error {
 	if aufs {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
-	if op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin)) {
+	if op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin), fs.index != nil) {
 		// The new parent now holds an object whose number comes from a
 		// lower layer: the kernel's ovl_rename marks it impure. In the
 		// same directory the copy-up did; a copy without an origin (a
@@ -357,10 +373,10 @@ func (fs *FS) exchange(r renaming) error {
 		// A parent that now holds an object whose number comes from a
 		// lower layer is impure, as the kernel marks it.
 		origin := fs.xattrs.Name(layers.XattrOrigin)
-		if hasOrigin(nfd, r.newName, origin) {
+		if hasOrigin(nfd, r.newName, origin, fs.index != nil) {
 			layers.SetImpure(nfd, fs.xattrs)
 		}
-		if hasOrigin(ofd, r.oldName, origin) {
+		if hasOrigin(ofd, r.oldName, origin, fs.index != nil) {
 			layers.SetImpure(ofd, fs.xattrs)
 		}
 	}
@@ -392,14 +408,19 @@ func (fs *FS) renameUpper(ofd int, oldName string, nfd int, newName string, whit
 }
 
 // hasOrigin reports whether entry of directory dfd (not followed if a
-// symlink) has the origin xattr name: a copied-up object, whose number
-// comes from a lower layer.
-func hasOrigin(dfd int, entry, name string) bool {
+// symlink) has the origin xattr name and takes its number from it: a
+// copied-up directory, or a non-directory with one link or indexed. An
+// upper hard link without the index has its own number, and the kernel
+// (ovl_hash_bylower) treats it as having no origin.
+func hasOrigin(dfd int, entry, name string, index bool) bool {
 	fd, err := unix.Openat(dfd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
 	defer unix.Close(fd)
-	_, err = layers.FdGetxattr(fd, name)
-	return err == nil
+	if _, err = layers.FdGetxattr(fd, name); err != nil {
+		return false
+	}
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && (st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink == 1 || index)
 }
