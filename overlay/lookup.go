@@ -247,11 +247,12 @@ func (lk *looking) done() (found, error) {
 		return f, syscall.ENOENT
 	}
 	if f.metacopy && len(f.objs) == 1 {
-		// No data below: a lower metacopy file with an absolute
-		// redirect takes it from a data-only layer, found now or, if
-		// not there yet, at open (the kernel looks there lazily); any
-		// other is EIO, as in the kernel.
-		if lk.abs == "" || len(lk.fs.dataLayers) == 0 || f.objs[0].layer.Upper {
+		// No data below: a metacopy file with an absolute redirect
+		// takes it from a data-only layer, found now or, if not there
+		// yet, at open (the kernel looks there lazily); an upper one
+		// (a metadata copy-up of such a file) only with metacopy=on.
+		// Any other is EIO, as in the kernel.
+		if lk.abs == "" || len(lk.fs.dataLayers) == 0 || f.objs[0].layer.Upper && !lk.fs.opts.Metacopy {
 			return f, syscall.EIO
 		}
 		if o, ok := lk.fs.dataObj(lk.abs); ok {
