@@ -75,6 +75,9 @@ func (fs *FS) ReadDir(id, offset uint64, count int) ([]Dirent, error) {
 	if !l.merged {
 		fs.renameMu.RLock()
 		defer fs.renameMu.RUnlock()
+		if offset == 0 {
+			fs.dropImpure(n)
+		}
 		return fs.readReal(n, offset, count)
 	}
 	return fs.readListing(n, offset, count)
@@ -123,6 +126,50 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 		}
 	}
 	return out, nil
+}
+
+// dropImpure removes the impure marker of n, a directory with an upper
+// object only, when none of its entries needs it: none shows another
+// inode number than its upper object's own (a copy-up origin's, a merged
+// directory's). The kernel's readdir does the same at its first read
+// (ovl_cache_get_impure), so a kernel mount of the upper layer finds the
+// marker where ovlmount leaves it. Best effort, as there: any error keeps
+// the marker.
+// Preconditions: renameMu held; n.aux.ls.mu held.
+func (fs *FS) dropImpure(n *node) {
+	objs := n.layersOf()
+	if len(objs) != 1 || !objs[0].layer.Upper {
+		return
+	}
+	fd, err := fs.openDir(n, fs.upper)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	impure := fs.xattrs.Name(layers.XattrImpure)
+	if _, err := layers.FdGetxattr(fd, impure); err != nil {
+		return
+	}
+	raw, err := layers.ReadDirFd(fd, true)
+	if err != nil {
+		return
+	}
+	for _, e := range raw {
+		if e.Name == "." || e.Name == ".." {
+			continue
+		}
+		de, err := fs.resolvedDirent(n, objs, e.Name)
+		switch {
+		case err == syscall.ENOENT:
+			continue // a whiteout, or gone meanwhile
+		case err != nil:
+			return
+		}
+		if own, ok := fs.scheme.Ino(uint64(objs[0].dev), e.Ino); !ok || de.Ino != own {
+			return
+		}
+	}
+	layers.FdRemovexattr(fd, impure)
 }
 
 // direntBuf is the size of the buffers readReal reads host entries into.
