@@ -69,6 +69,9 @@ type Options struct {
 	// Timeout is how long the kernel may cache entries, negative entries
 	// and attributes.
 	Timeout time.Duration
+	// UserXattr writes the overlay's markers in the user.overlay.*
+	// namespace (the kernel's userxattr), whatever the workdir takes.
+	UserXattr bool
 	// XinoOff shows real inode numbers even when layers span several
 	// filesystems (numbers that collide get fallback ids).
 	XinoOff bool
@@ -300,6 +303,9 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 // the kernel's order.
 func (fs *FS) setUpWork() error {
 	fs.charWhiteouts, fs.xattrs = probe(fs.work)
+	if fs.opts.UserXattr {
+		fs.xattrs = layers.User
+	}
 	var index *indexSetup
 	if fs.opts.Index != "" {
 		var err error

@@ -520,3 +520,35 @@ func TestRmdirOverLowerXWhiteout(t *testing.T) {
 		})
 	}
 }
+
+// TestUserxattrWrites: with userxattr ovlmount writes its markers as
+// user.overlay.* (here the opaque marker of a directory made where a
+// lower one was removed, and a copy-up's origin), which a kernel mount
+// with userxattr reads: it shows the same tree.
+func TestUserxattrWrites(t *testing.T) {
+	testenv.RequireMount(t)
+	s := newStackDirs(t)
+	testenv.MakeTree(t, s.lower, "d d", "f d/old old", "f f data")
+	mnt, unmount := ovlMount(t, s, "userxattr")
+	testenv.Must(t, os.Remove(mnt+"/d/old"))
+	testenv.Must(t, os.Remove(mnt+"/d"))
+	testenv.Must(t, os.Mkdir(mnt+"/d", 0o755))
+	testenv.Must(t, os.Chmod(mnt+"/f", 0o600))
+	unmount()
+	for path, name := range map[string]string{"d": "user.overlay.opaque", "f": "user.overlay.origin"} {
+		if _, err := testenv.Xattr(filepath.Join(s.upper, path), name); err != nil {
+			t.Errorf("upper %s: %s: %v", path, name, err)
+		}
+		if _, err := testenv.Xattr(filepath.Join(s.upper, path), strings.Replace(name, "user.", "trusted.", 1)); err != unix.ENODATA {
+			t.Errorf("upper %s: the trusted form of %s: %v, want ENODATA", path, name, err)
+		}
+	}
+	kmnt, kunmount := kernelMount(t, s, "userxattr")
+	defer kunmount()
+	if names := testenv.DirNames(t, kmnt+"/d"); len(names) != 0 {
+		t.Errorf("the kernel with userxattr lists %v in d, want nothing (opaque)", names)
+	}
+	if fi, err := os.Stat(kmnt + "/f"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the kernel with userxattr: f %v, %v", fi, err)
+	}
+}

@@ -284,6 +284,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 		Ino32:            c.ino32,
 		StaticNlink:      c.staticNlink,
 		ACL:              !c.noACL,
+		UserXattr:        c.userXattr,
 		Passthrough:      !c.noPassthru,
 		NoFsync:          c.noFsync,
 		XattrPermissions: c.xattrPerm,

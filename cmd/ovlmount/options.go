@@ -79,6 +79,7 @@ var options = []option{
 	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
 	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"index", done, []string{"on", "off"}, "on: the inodes index, as the kernel's: a lower hard link copied up goes through workdir/index, so that its names stay one file (one inode number, the overlay's link count in overlay.nlink) and every name shows the copy; the upper layer's root then records its lowerdir, and a mount over another lowerdir fails (ESTALE), and so does one over an upperdir or workdir another ovlmount mount, or a kernel overlay mount this namespace lists, uses (EBUSY; index=off mounts it). Where a layer's filesystem gives no file handles, or two lower filesystems share a uuid, it falls back to off with a warning; without upperdir it does nothing. off (default): copying up one name of a lower hard link breaks the link"},
+	{"userxattr", done, []string{""}, "write the overlay's markers as user.overlay.* xattrs, as the kernel's userxattr (the form of unprivileged mounts); markers of every form are read"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
 	{"uidmapping", done, nil, "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]: owners in the layers shown as other ids; unmapped ids show as 65534 (overflowuid)"},
@@ -116,6 +117,7 @@ type config struct {
 	ino32       bool
 	staticNlink bool
 	noACL       bool
+	userXattr   bool
 	noPassthru  bool
 	noFsync     bool
 	readOnly    bool
@@ -274,6 +276,8 @@ func (c *config) apply(o string) error {
 		c.staticNlink = true
 	case "noacl":
 		c.noACL = true
+	case "userxattr":
+		c.userXattr = true
 	case "passthrough":
 		c.noPassthru = value == "0"
 	case "ino32_t":
