@@ -231,7 +231,7 @@ func (fs *FS) move(r renaming) error {
 	if aufs {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
-	if op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin), fs.index != nil) {
+	if op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin)) {
 		// The new parent now holds an object whose number comes from a
 		// lower layer: the kernel's ovl_rename marks it impure. In the
 		// same directory the copy-up did; a copy without an origin (a
@@ -373,10 +373,10 @@ func (fs *FS) exchange(r renaming) error {
 		// A parent that now holds an object whose number comes from a
 		// lower layer is impure, as the kernel marks it.
 		origin := fs.xattrs.Name(layers.XattrOrigin)
-		if hasOrigin(nfd, r.newName, origin, fs.index != nil) {
+		if hasOrigin(nfd, r.newName, origin) {
 			layers.SetImpure(nfd, fs.xattrs)
 		}
-		if hasOrigin(ofd, r.oldName, origin, fs.index != nil) {
+		if hasOrigin(ofd, r.oldName, origin) {
 			layers.SetImpure(ofd, fs.xattrs)
 		}
 	}
@@ -408,19 +408,14 @@ func (fs *FS) renameUpper(ofd int, oldName string, nfd int, newName string, whit
 }
 
 // hasOrigin reports whether entry of directory dfd (not followed if a
-// symlink) has the origin xattr name and takes its number from it: a
-// copied-up directory, or a non-directory with one link or indexed. An
-// upper hard link without the index has its own number, and the kernel
-// (ovl_hash_bylower) treats it as having no origin.
-func hasOrigin(dfd int, entry, name string, index bool) bool {
+// symlink) has the origin xattr name: a copied-up object, whose number
+// comes from a lower layer.
+func hasOrigin(dfd int, entry, name string) bool {
 	fd, err := unix.Openat(dfd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
 	defer unix.Close(fd)
-	if _, err = layers.FdGetxattr(fd, name); err != nil {
-		return false
-	}
-	var st unix.Stat_t
-	return unix.Fstat(fd, &st) == nil && (st.Mode&unix.S_IFMT == unix.S_IFDIR || st.Nlink == 1 || index)
+	_, err = layers.FdGetxattr(fd, name)
+	return err == nil
 }
