@@ -42,26 +42,23 @@ const (
 // immutable.
 var protBits = [...][2]uint32{{xflagAppend, flagAppend}, {xflagImmutable, flagImmutable}}
 
-// xflagsProt maps append-only and immutable between flag words.
-func xflagsProt(xflags uint32) uint32 {
-	var p uint32
+// mapProt maps the append-only and immutable bits of v from one flag
+// word to the other: from column from of protBits to column to.
+func mapProt(v uint32, from, to int) uint32 {
+	var out uint32
 	for _, b := range protBits {
-		if xflags&b[0] != 0 {
-			p |= b[1]
+		if v&b[from] != 0 {
+			out |= b[to]
 		}
 	}
-	return p
+	return out
 }
 
-func protXflagsOf(p uint32) uint32 {
-	var x uint32
-	for _, b := range protBits {
-		if p&b[1] != 0 {
-			x |= b[0]
-		}
-	}
-	return x
-}
+// xflagsProt maps append-only and immutable from FS_XFLAG_* to FS_*_FL.
+func xflagsProt(xflags uint32) uint32 { return mapProt(xflags, 0, 1) }
+
+// protXflagsOf maps append-only and immutable from FS_*_FL to FS_XFLAG_*.
+func protXflagsOf(p uint32) uint32 { return mapProt(p, 1, 0) }
 
 // node.prot holds a node's append-only and immutable flags once known.
 const protKnown = 1 << 31
