@@ -92,6 +92,28 @@ var upperCalls = map[string]bool{
 // writeFlags are open flags that make or change a file.
 var writeFlags = []string{"O_CREAT", "O_TMPFILE", "O_TRUNC", "O_WRONLY", "O_RDWR", "O_APPEND"}
 
+// sources parses the non-test Go files of each directory in dirs and
+// calls f with each file's name (dir/file.go) and syntax tree.
+func sources(t *testing.T, fset *token.FileSet, dirs []string, f func(name string, file *ast.File)) {
+	t.Helper()
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		for _, path := range files {
+			if strings.HasSuffix(path, "_test.go") {
+				continue
+			}
+			file, err := parser.ParseFile(fset, path, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f(filepath.Join(filepath.Base(dir), filepath.Base(path)), file)
+		}
+	}
+}
+
 // TestUpperChangesGoThroughLayers reads the sources of packages overlay,
 // copyup and check (whose --repair writes the upper layer and workdir
 // offline) and fails on any call that changes a filesystem other than
@@ -101,51 +123,37 @@ var writeFlags = []string{"O_CREAT", "O_TMPFILE", "O_TRUNC", "O_WRONLY", "O_RDWR
 func TestUpperChangesGoThroughLayers(t *testing.T) {
 	allowed := map[string]bool{"overlay/serve.go": true, "overlay/read.go": true}
 	fset := token.NewFileSet()
-	for _, dir := range []string{"../overlay", "../copyup", "../check"} {
-		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("%s: %v", dir, err)
-		}
-		for _, path := range files {
-			if strings.HasSuffix(path, "_test.go") {
-				continue
-			}
-			f, err := parser.ParseFile(fset, path, nil, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			name := filepath.Join(filepath.Base(dir), filepath.Base(path))
-			ast.Inspect(f, func(n ast.Node) bool {
-				call, ok := n.(*ast.CallExpr)
-				if !ok {
-					return true
-				}
-				sel, ok := call.Fun.(*ast.SelectorExpr)
-				if !ok {
-					return true
-				}
-				if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "unix" {
-					return true
-				}
-				fn, pos := sel.Sel.Name, fset.Position(call.Pos())
-				switch {
-				case upperCalls[fn]:
-					t.Errorf("%s:%d: unix.%s changes a filesystem outside package layers", name, pos.Line, fn)
-				case strings.HasPrefix(fn, "Syscall") || fn == "Write":
-					if !allowed[name] {
-						t.Errorf("%s:%d: unix.%s outside package layers", name, pos.Line, fn)
-					}
-				case fn == "Open" || fn == "Openat" || fn == "Openat2":
-					for _, a := range call.Args {
-						if s := exprText(a); containsAny(s, writeFlags) {
-							t.Errorf("%s:%d: unix.%s with %s outside package layers", name, pos.Line, fn, s)
-						}
-					}
-				}
+	sources(t, fset, []string{"../overlay", "../copyup", "../check"}, func(name string, f *ast.File) {
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
 				return true
-			})
-		}
-	}
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "unix" {
+				return true
+			}
+			fn, pos := sel.Sel.Name, fset.Position(call.Pos())
+			switch {
+			case upperCalls[fn]:
+				t.Errorf("%s:%d: unix.%s changes a filesystem outside package layers", name, pos.Line, fn)
+			case strings.HasPrefix(fn, "Syscall") || fn == "Write":
+				if !allowed[name] {
+					t.Errorf("%s:%d: unix.%s outside package layers", name, pos.Line, fn)
+				}
+			case fn == "Open" || fn == "Openat" || fn == "Openat2":
+				for _, a := range call.Args {
+					if s := exprText(a); containsAny(s, writeFlags) {
+						t.Errorf("%s:%d: unix.%s with %s outside package layers", name, pos.Line, fn, s)
+					}
+				}
+			}
+			return true
+		})
+	})
 }
 
 // exprText returns the selectors and names an expression is made of.
@@ -180,29 +188,16 @@ const maxFuncLines = 80
 // from its func line to its closing brace.
 func TestNoLongFunctions(t *testing.T) {
 	fset := token.NewFileSet()
-	for _, dir := range []string{"../overlay", "../layers", "../copyup", "../inodes"} {
-		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-		if err != nil || len(files) == 0 {
-			t.Fatalf("%s: %v", dir, err)
-		}
-		for _, path := range files {
-			if strings.HasSuffix(path, "_test.go") {
+	sources(t, fset, []string{"../overlay", "../layers", "../copyup", "../inodes"}, func(name string, f *ast.File) {
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Body == nil {
 				continue
 			}
-			f, err := parser.ParseFile(fset, path, nil, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range f.Decls {
-				fn, ok := d.(*ast.FuncDecl)
-				if !ok || fn.Body == nil {
-					continue
-				}
-				first, last := fset.Position(fn.Pos()).Line, fset.Position(fn.End()).Line
-				if n := last - first + 1; n > maxFuncLines {
-					t.Errorf("%s/%s:%d: %s is %d lines, more than %d", filepath.Base(dir), filepath.Base(path), first, fn.Name.Name, n, maxFuncLines)
-				}
+			first, last := fset.Position(fn.Pos()).Line, fset.Position(fn.End()).Line
+			if n := last - first + 1; n > maxFuncLines {
+				t.Errorf("%s:%d: %s is %d lines, more than %d", name, first, fn.Name.Name, n, maxFuncLines)
 			}
 		}
-	}
+	})
 }

@@ -75,9 +75,6 @@ func (fs *FS) ReadDir(id, offset uint64, count int) ([]Dirent, error) {
 	if !l.merged {
 		fs.renameMu.RLock()
 		defer fs.renameMu.RUnlock()
-		if offset == 0 {
-			fs.dropImpure(n)
-		}
 		return fs.readReal(n, offset, count)
 	}
 	return fs.readListing(n, offset, count)
@@ -93,6 +90,9 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 		return nil, toErrno(err)
 	}
 	defer unix.Close(fd)
+	if off == 0 && len(objs) == 1 && objs[0].layer.Upper {
+		fs.dropImpure(n, objs, fd)
+	}
 	// The kernel asks for a page of entries at a time, which as many
 	// host entries fill about as well.
 	bp := direntBufs.Get().(*[direntBuf]byte)
@@ -129,23 +129,14 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 }
 
 // dropImpure removes the impure marker of n, a directory with an upper
-// object only, when none of its entries needs it: none shows another
-// inode number than its upper object's own (a copy-up origin's, a merged
-// directory's). The kernel's readdir does the same at its first read
-// (ovl_cache_get_impure), so a kernel mount of the upper layer finds the
-// marker where ovlmount leaves it. Best effort, as there: any error keeps
-// the marker.
+// object only (objs), open as fd, when none of its entries needs it: none
+// shows another inode number than its upper object's own (a copy-up
+// origin's, a merged directory's). The kernel's readdir does the same at
+// its first read (ovl_cache_get_impure), so a kernel mount of the upper
+// layer finds the marker where ovlmount leaves it. Best effort, as there:
+// any error keeps the marker. fd's offset is left anywhere.
 // Preconditions: renameMu held; n.aux.ls.mu held.
-func (fs *FS) dropImpure(n *node) {
-	objs := n.layersOf()
-	if len(objs) != 1 || !objs[0].layer.Upper {
-		return
-	}
-	fd, err := fs.openDir(n, fs.upper)
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
+func (fs *FS) dropImpure(n *node, objs []obj, fd int) {
 	impure := fs.xattrs.Name(layers.XattrImpure)
 	if _, err := layers.FdGetxattr(fd, impure); err != nil {
 		return
