@@ -34,8 +34,11 @@ echo "only this shows" > lower2/opaque-dir/from-lower2
 touch lower2/aufs-dir/.wh.gone
 touch lower2/aufs-dir/.wh..wh..opq
 echo "aufs: stays"     > lower2/aufs-dir/kept
+mkdir -p lower2/xdir
+echo "hidden by lower1" > lower2/xdir/ghost
 
-# lower1: an xwhiteout dir, a user.overlay opaque dir, devices, xattrs
+# lower1: an xwhiteout dir (merged with lower2's, whose ghost it hides:
+# the kernel reads xwhiteouts only in a merged directory), devices, xattrs
 mkdir -p lower1/data lower1/xdir
 setfattr -n trusted.overlay.opaque -v x lower1/xdir
 touch lower1/xdir/ghost
