@@ -52,6 +52,10 @@ func edgeScenarios() []Scenario {
 			Mknod("up/n", unix.S_IFCHR|0o644, 1, 3).Want("ok"), Link("up/n", "up/o").Want("ok"), Unlink("up/n").Want("ok"), Stat("up/o")),
 		on("link/lower-group-copy-up", edge, InoMark("h1", "h"), InoMark("h2", "h"), Write("h1", 0, "W").Want("ok"),
 			Read("h1"), Read("h2"), Stat("h1"), Stat("h2"), InoMark("h1", "h"), InoMark("h2", "h"), InoMark("h3", "h")),
+		// Listed before the copy-up: the listing the kernel's FUSE
+		// module caches must not keep the link's old d_ino.
+		on("link/lower-group-copy-up-listed", edge, Readdir("."), Setxattr("h1", "user.c", "c", 0).Want("ok"), Readdir("."),
+			InoMark("h1", "h"), InoMark("h2", "h")),
 		on("link/lower-group-chmod", edge, Chmod("h2", 0o600).Want("ok"), Stat("h1"), Stat("h2"), Stat("h3"),
 			Link("h2", "h4").Want("ok"), Stat("h4"), InoMark("h2", "x"), InoMark("h4", "x"), InoMark("h1", "x")),
 		on("link/lower-group-rename-over", edge, Rename("h1", "h2").Want("ok"), Read("h2"), Stat("h2"), Stat("h3"), Stat("h1")),

@@ -92,16 +92,32 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 		return -1, toErrno(err)
 	}
 	fs.stats.copiedUp(n.kind(), st.Size)
-	changed := fs.placeCopy(n, objOf(fs.upper, &st), data, meta)
+	changed, renumbered := fs.placeCopy(n, objOf(fs.upper, &st), data, meta)
 	n.mu.Unlock()
-	if changed && fs.invalidate != nil && n.ID() != 0 {
+	fs.invalidateCopied(n, changed, renumbered)
+	return fd, nil
+}
+
+// invalidateCopied drops what the kernel caches about n, copied up, that
+// no longer holds (placeCopy).
+func (fs *FS) invalidateCopied(n *node, changed, renumbered bool) {
+	if fs.invalidate == nil {
+		return
+	}
+	if changed && n.ID() != 0 {
 		// A merged directory shows nlink 1, a broken link its own
 		// number and nlink: the kernel's cached attributes of the node,
 		// which the request may not be about (a parent), would not
 		// know.
-		fs.invalidate(n.ID())
+		fs.invalidate(n.ID(), false)
 	}
-	return fd, nil
+	if p := n.parent(); renumbered && p.ID() != 0 {
+		// The kernel caches listings (CACHE_DIR) and drops them only
+		// when it changes the directory itself: the parent's would
+		// keep the old d_ino, which readdir of a kernel overlay
+		// changes with st_ino.
+		fs.invalidate(p.ID(), true)
+	}
 }
 
 // verityMarker fills in the metacopy marker of a metadata-only copy of n
@@ -129,16 +145,17 @@ func (fs *FS) verityMarker(n *node, opts *copyup.Options) bool {
 // placeCopy gives n its upper object up after a copy-up: before the lower
 // directories it merges, or, for a non-directory, alone or (a metadata
 // copy, meta) before the data object. It returns whether the kernel's
-// cached attributes of n no longer hold: a merged directory shows nlink
-// 1, a broken hard link its own number.
+// cached attributes of n no longer hold (a merged directory shows nlink
+// 1, a broken hard link its own number), and whether n's number changed
+// (the broken link).
 //
 // Preconditions: n.mu is held.
-func (fs *FS) placeCopy(n *node, up, data obj, meta bool) bool {
+func (fs *FS) placeCopy(n *node, up, data obj, meta bool) (changed, renumbered bool) {
 	switch {
 	case n.isDir():
 		// The copied directory is empty: the lower ones stay merged.
 		n.setObjs(append([]obj{up}, n.objects()...))
-		return true
+		return true, false
 	case meta:
 		// The data stays where it is.
 		n.setObjs([]obj{up, data})
@@ -146,7 +163,7 @@ func (fs *FS) placeCopy(n *node, up, data obj, meta bool) bool {
 		n.setObjs([]obj{up})
 	}
 	if !fs.nodes.IdentOf(n).ByName {
-		return false
+		return false, false
 	}
 	// One name of a lower hard link, copied up alone: the link is
 	// broken, as the kernel breaks it without index, and the copy is an
@@ -156,7 +173,7 @@ func (fs *FS) placeCopy(n *node, up, data obj, meta bool) bool {
 	fs.nodes.Rehash(n, inodes.Ident{Key: key})
 	num, ok := fs.scheme.Ino(key.Dev, key.Ino)
 	fs.setNumber(n, identity{Ident: inodes.Ident{Key: key}, num: num, ok: ok})
-	return true
+	return true, true
 }
 
 // copyOptions returns the options of a copy of n (meta: without its

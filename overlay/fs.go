@@ -182,8 +182,8 @@ type FS struct {
 
 	// invalidate, when set (Server), drops the kernel's cached
 	// attributes of a node that changed other than through a request
-	// about it.
-	invalidate func(id uint64)
+	// about it, and with pages its cached data: a directory's listing.
+	invalidate func(id uint64, pages bool)
 
 	// hmu guards handles, nextHandle and backing.
 	hmu        sync.Mutex

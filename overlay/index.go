@@ -343,7 +343,7 @@ func (fs *FS) showIndex(name string, n *node) {
 		}
 		m.mu.Unlock()
 		if changed && fs.invalidate != nil {
-			fs.invalidate(m.ID())
+			fs.invalidate(m.ID(), false)
 		}
 	}
 }

@@ -186,7 +186,7 @@ func (fs *FS) serve(fd, maxWrite int, cfg MountConfig) *Conn {
 	}
 	c.trace = cfg.Trace
 	c.ps = fuse.NewProtocolServer(&rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), fs: fs, c: c}, fs.mountOptions(maxWrite, errLog))
-	fs.invalidate = c.invalidateAttrs
+	fs.invalidate = c.invalidate
 	c.wg.Add(2)
 	c.readers.Store(1)
 	go c.serveLoop()
@@ -501,12 +501,14 @@ func (c *Conn) notify(code int32, parts ...[]byte) error {
 	}
 }
 
-// invalidateAttrs drops the kernel's cached attributes of node id (not
-// its pages).
-func (c *Conn) invalidateAttrs(id uint64) {
+// invalidate drops the kernel's cached attributes of node id, and with
+// pages all its cached pages too (a directory's: its listing).
+func (c *Conn) invalidate(id uint64, pages bool) {
 	var b [24]byte
 	binary.NativeEndian.PutUint64(b[0:8], id)
-	binary.NativeEndian.PutUint64(b[8:16], ^uint64(0)) // offset -1: attributes only
+	if !pages {
+		binary.NativeEndian.PutUint64(b[8:16], ^uint64(0)) // offset -1: attributes only
+	} // else offset 0, length 0: every page
 	if err := c.notify(fuse.NOTIFY_INVAL_INODE, b[:]); err != nil && err != unix.ENOENT {
 		c.errLog.Printf("invalidating node %d: %v", id, err)
 	}
