@@ -217,6 +217,11 @@ func errorScenarios() []Scenario {
 			Mkfifo("d", 0o600).Want("EEXIST"), Open("f", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644).Want("EEXIST")),
 		scenario("errors/enotempty", Rmdir("d/sub").Want("ENOTEMPTY"), Rmdir("m/sub").Want("ENOTEMPTY"), Rmdir("u/dir").Want("ENOTEMPTY"),
 			Mkdir("u/e9", 0o755), Rename("u/e9", "d").Want("ENOTEMPTY")),
+		// A source a lower object would show through is renamed with
+		// RENAME_WHITEOUT, which ext4 undoes on ENOTEMPTY, setting the
+		// old parent's times.
+		scenario("errors/enotempty-whiteout-source", Unlink("d/a").Want("ok"), Mkdir("d/a", 0o755).Want("ok"),
+			Utimens("d", tPast, tPast).Want("ok"), Rename("d/a", "u/dir").Want("ENOTEMPTY"), Stat("d")),
 		scenario("errors/exdev", Rename("d/sub", "d/sub2").Want("EXDEV"), Rename("m/sub", "msub").Want("EXDEV")),
 		scenario("errors/eisdir", Write("d", 0, "x").Want("EISDIR"), Truncate("m", 0).Want("EISDIR"), Unlink("m").Want("EISDIR"),
 			Open("u/dir", unix.O_RDWR, 0).Want("EISDIR")),

@@ -98,20 +98,25 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	return fd, nil
 }
 
+// invalidateAttrs drops the kernel's cached attributes of n, which
+// changed other than through a request about it.
+func (fs *FS) invalidateAttrs(n *node) {
+	if fs.invalidate != nil && n.ID() != 0 {
+		fs.invalidate(n.ID(), false)
+	}
+}
+
 // invalidateCopied drops what the kernel caches about n, copied up, that
 // no longer holds (placeCopy).
 func (fs *FS) invalidateCopied(n *node, changed, renumbered bool) {
-	if fs.invalidate == nil {
-		return
-	}
-	if changed && n.ID() != 0 {
+	if changed {
 		// A merged directory shows nlink 1, a broken link its own
 		// number and nlink: the kernel's cached attributes of the node,
 		// which the request may not be about (a parent), would not
 		// know.
-		fs.invalidate(n.ID(), false)
+		fs.invalidateAttrs(n)
 	}
-	if p := n.parent(); renumbered && p.ID() != 0 {
+	if p := n.parent(); renumbered && fs.invalidate != nil && p.ID() != 0 {
 		// The kernel caches listings (CACHE_DIR) and drops them only
 		// when it changes the directory itself: the parent's would
 		// keep the old d_ino, which readdir of a kernel overlay

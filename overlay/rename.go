@@ -36,9 +36,6 @@ func (fs *FS) Rename(oldParent uint64, oldName string, newParent uint64, newName
 		return syscall.EROFS
 	}
 	r, noop, err := fs.checkRename(oldParent, oldName, newParent, newName, flags)
-	if err == syscall.ENOTEMPTY {
-		fs.opaqueBeforeNotEmpty(r)
-	}
 	if err != nil || noop {
 		return err
 	}
@@ -120,7 +117,10 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 		// says where it lies (redirect.go).
 		return r, false, syscall.EXDEV
 	}
-	if r.dstExists && dstDir && !exchange {
+	if r.dstExists && dstDir && !exchange && !fs.pureUpperDir(r.np, newName, r.dst) {
+		// A purely upper directory replaced is left to the upper
+		// filesystem's rename, after the changes that come before it
+		// (markMoving), as the kernel's ovl_rename leaves it.
 		if err := fs.checkEmpty(r.np, newName, r.dst); err != nil {
 			return r, false, err
 		}
@@ -128,17 +128,21 @@ func (fs *FS) checkRename(oldParent uint64, oldName string, newParent uint64, ne
 	return r, false, nil
 }
 
-// opaqueBeforeNotEmpty leaves the marker the kernel leaves when a rename
-// of a purely upper directory into a merged one fails because the purely
-// upper directory it would replace is not empty: ovl_rename marks the
-// source opaque first, and only the upper filesystem's rename then says
-// ENOTEMPTY (a merged directory replaced is checked before any change).
-// Preconditions: renameMu held for writing; r is from checkRename.
-func (fs *FS) opaqueBeforeNotEmpty(r renaming) {
-	if r.src.typ != unix.S_IFDIR || !pureUpper(r.src) || r.src.objs[0].marks.Opaque || !pureUpper(r.dst) || !r.np.merged() {
-		return
+// pureUpperDir reports whether directory name of p, resolved as f, is
+// what the kernel's ovl_pure_upper calls purely upper: no lower directory
+// merged, and no origin (a copied-up directory may hold whiteouts).
+// Preconditions: renameMu held.
+func (fs *FS) pureUpperDir(p *node, name string, f found) bool {
+	if !pureUpper(f) {
+		return false
 	}
-	fs.inDir(r.op, fs.upper, func(ofd int) error { return layers.SetOpaque(ofd, r.oldName, fs.xattrs) })
+	origin := fs.xattrs.Name(layers.XattrOrigin)
+	return fs.inDir(p, fs.upper, func(dfd int) error {
+		if hasOrigin(dfd, name, origin) {
+			return syscall.EEXIST
+		}
+		return nil
+	}) == nil
 }
 
 // pureUpper reports whether a resolved name is an upper object with
@@ -217,6 +221,9 @@ func (fs *FS) move(r renaming) error {
 			return toErrno(err)
 		}
 	}
+	if op != np {
+		fs.impureFor(ofd, oldName, nfd)
+	}
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
 	// The replaced name's link goes, if it is indexed.
 	err = fs.countedRemoval(x, func() error {
@@ -226,17 +233,14 @@ func (fs *FS) move(r renaming) error {
 		return fs.renameUpper(ofd, oldName, nfd, newName, whiteout)
 	})
 	if err != nil {
+		// A failed rename may still have changed a parent: ext4 puts
+		// the source back after a RENAME_WHITEOUT that fails, which
+		// sets the old directory's times.
+		fs.invalidateAttrs(op)
 		return toErrno(err)
 	}
 	if aufs {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
-	}
-	if op != np && hasOrigin(nfd, newName, fs.xattrs.Name(layers.XattrOrigin)) {
-		// The new parent now holds an object whose number comes from a
-		// lower layer: the kernel's ovl_rename marks it impure. In the
-		// same directory the copy-up did; a copy without an origin (a
-		// lower hard link's, without the index) marks nothing.
-		layers.SetImpure(nfd, fs.xattrs)
 	}
 	if r.dstExists {
 		fs.unname(np, newName, r.dstID, dst)
@@ -246,6 +250,17 @@ func (fs *FS) move(r renaming) error {
 		fs.reresolved(sn, np, newName)
 	}
 	return nil
+}
+
+// impureFor marks directory nfd impure when oldName of ofd, about to
+// move into it, has a number from a lower layer (an origin): the kernel's
+// ovl_rename marks it first, and leaves it so should the rename fail. In
+// the same directory the copy-up did; a copy without an origin (a lower
+// hard link's, without the index) marks nothing.
+func (fs *FS) impureFor(ofd int, oldName string, nfd int) {
+	if hasOrigin(ofd, oldName, fs.xattrs.Name(layers.XattrOrigin)) {
+		layers.SetImpure(nfd, fs.xattrs)
+	}
 }
 
 // markMoving marks the upper object oldName of directory ofd before it
