@@ -45,6 +45,10 @@ func moreCopyUpScenarios() []Scenario {
 
 func moreRenameScenarios() []Scenario {
 	return []Scenario{
+		// The whiteout left at d/b moves to d/a (RENAME_EXCHANGE), with
+		// its owner: one made there would take the setgid group.
+		scenario("rename/over-whiteout-setgid-dir", Chown("d", -1, 50).Want("ok"), Chmod("d", 0o2755).Want("ok"),
+			Unlink("d/b").Want("ok"), Rename("d/a", "d/b").Want("ok"), Readdir("d")),
 		scenario("rename/into-merged-dir", Rename("d/a", "m/a").Want("ok"), Readdir("m"), Readdir("d")),
 		scenario("rename/onto-itself", Rename("f", "f").Want("ok"), Rename("u/file", "u/file").Want("ok"), Read("f")),
 		scenario("rename/hard-link-names", Rename("h1", "h3").Want("ok"), Stat("h3"), Stat("h2")),

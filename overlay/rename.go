@@ -227,7 +227,7 @@ func (fs *FS) move(r renaming) error {
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
 	// The replaced name's link goes, if it is indexed.
 	err = fs.countedRemoval(x, func() error {
-		if over && srcDir {
+		if over && (srcDir || whiteout) {
 			return renameOverWhiteout(ofd, oldName, nfd, newName, whiteout)
 		}
 		return fs.renameUpper(ofd, oldName, nfd, newName, whiteout)
@@ -277,11 +277,12 @@ func (fs *FS) markMoving(ofd int, oldName string, opaque bool, redirect string) 
 	return nil
 }
 
-// renameOverWhiteout moves directory oldName of ofd to newName of nfd,
-// where a char-device whiteout is, which rename(2) cannot put a
-// directory over: the two are exchanged, then the whiteout, now at the
-// old name, stays if a lower object shows there (whiteout) and goes if
-// not.
+// renameOverWhiteout moves oldName of ofd to newName of nfd, where a
+// char-device whiteout is, as the kernel's ovl_rename does: the two are
+// exchanged (rename(2) cannot put a directory over a whiteout, and a
+// name a lower object shows through keeps the whiteout it needs, with
+// the owner it had), then the whiteout, now at the old name, stays if a
+// lower object shows there (whiteout) and goes if not.
 func renameOverWhiteout(ofd int, oldName string, nfd int, newName string, whiteout bool) error {
 	if err := layers.Rename(ofd, oldName, nfd, newName, unix.RENAME_EXCHANGE); err != nil {
 		return toErrno(err)
