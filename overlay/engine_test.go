@@ -246,8 +246,28 @@ func TestReadDirOffsetsStayValid(t *testing.T) {
 	if got := names(resumed); !slices.Equal(got, want) {
 		t.Fatalf("resumed after the rewind: %v, want %v", got, want)
 	}
+	// A second reader reads to the end, after another change: a reader
+	// halfway through still resumes in the listing its offsets belong
+	// to, and sees each name that stayed once.
+	if err := os.Remove(filepath.Join(dirs[0], "a")); err != nil {
+		t.Fatal(err)
+	}
+	full, _ := fs.ReadDir(inodes.RootID, 0, 1<<20)
+	if end, err := fs.ReadDir(inodes.RootID, full[len(full)-1].Off, 1<<20); len(end) != 0 || err != nil {
+		t.Fatalf("after the end: %v, %v", names(end), err)
+	}
+	resumed, _ = fs.ReadDir(inodes.RootID, 3, 1<<20)
+	want = want[:0]
+	for _, e := range full {
+		if e.Off > 3 {
+			want = append(want, fmt.Sprintf("%s@%d", e.Name, e.Off))
+		}
+	}
+	if got := names(resumed); !slices.Equal(got, want) {
+		t.Fatalf("resumed after another reader's end: %v, want %v", got, want)
+	}
 	// d_ino equals st_ino.
-	for _, d := range again {
+	for _, d := range full {
 		if d.Name == "." || d.Name == ".." {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/ovlmount/ovlmount/inodes"
 	"github.com/ovlmount/ovlmount/layers"
@@ -38,8 +39,8 @@ type Dirent struct {
 // shows it.
 //
 // A merged directory's listing is built and held while it is read, until
-// a read reaches its end or heldListings drops it for room; its offsets
-// are positions. A rebuild while one is held keeps each entry's offset, so
+// listingGrace after a read reached its end or heldListings drops it for
+// room; its offsets are positions. A rebuild while one is held keeps each entry's offset, so
 // a reader that resumes at an offset after someone else rewound the
 // directory misses no entry that stayed and sees none twice, as on a file
 // system with stable directory cookies; after a drop, offsets are
@@ -203,9 +204,11 @@ func (fs *FS) readListing(n *node, offset uint64, count int) ([]Dirent, error) {
 	}
 	i := sort.Search(len(l.ents), func(i int) bool { return l.ents[i].Off > offset })
 	if i == len(l.ents) {
-		// Read to the end: the next read starts again from the layers.
-		l.ents, l.next = nil, 0
-		fs.listings.drop(l)
+		// Read to the end. Another reader may be halfway through
+		// (readers share the listing), and its next offset means
+		// something only in this listing: it goes once no one has
+		// read it for a while.
+		fs.listings.ended(l)
 		return nil, nil
 	}
 	fs.listings.use(l)
@@ -327,6 +330,28 @@ func (h *heldListings) evict(keep *listing) bool {
 	h.entries -= h.held[old]
 	delete(h.held, old)
 	return true
+}
+
+// listingGrace is how long a listing read to its end is kept for readers
+// still halfway through it.
+const listingGrace = 2 * time.Second
+
+// ended drops l, read to its end, after listingGrace unless it is read
+// again meanwhile.
+// Preconditions: l.mu held.
+func (h *heldListings) ended(l *listing) {
+	at := l.use
+	time.AfterFunc(listingGrace, func() {
+		l.mu.Lock()
+		idle := l.use == at && l.ents != nil
+		if idle {
+			l.ents, l.next = nil, 0
+		}
+		l.mu.Unlock()
+		if idle {
+			h.drop(l)
+		}
+	})
 }
 
 // forget drops l's listing: its directory is forgotten.
