@@ -497,9 +497,26 @@ func xinoScenarios() []Scenario {
 	return out
 }
 
+// newDirScenarios: a directory made in a merged one is marked opaque
+// when the mount rules out offline changes to the lower layers (index,
+// metacopy, redirect_dir=on, xino=on), and only then.
+func newDirScenarios() []Scenario {
+	var out []Scenario
+	for _, opt := range []string{"", "index=on", "metacopy=on", "redirect_dir=on", "redirect_dir=follow", "xino=on", "xino=auto"} {
+		sc := Scenario{Name: "mkdir/in-merged", Spec: mergeBase(), Ops: []Op{Mkdir("merged/newdir", 0o755).Want("ok"),
+			Mkdir("newtop", 0o755).Want("ok"), Readdir("merged/newdir")}}
+		if opt != "" {
+			sc.Name += "-" + strings.ReplaceAll(opt, "=", "-")
+			sc.Options = []string{opt}
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
 // optionScenarios are the scenarios of the kernel's layer formats and
 // mount options.
 func optionScenarios() []Scenario {
 	return slices.Concat(redirectScenarios(), metacopyScenarios(), indexScenarios(), dataOnlyScenarios(), verityScenarios(),
-		uuidScenarios(), userxattrScenarios(), xinoScenarios())
+		uuidScenarios(), userxattrScenarios(), xinoScenarios(), newDirScenarios())
 }

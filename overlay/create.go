@@ -137,6 +137,10 @@ type newObject struct {
 	// over and aufs say the upper directory holds a kernel whiteout of
 	// the name, and an AUFS one.
 	over, aufs bool
+	// opaque marks a directory opaque: over a whiteout, lest the lower
+	// directory show through, or in a merged directory, as the kernel
+	// marks it there (Options.opaqueNewDirs).
+	opaque bool
 }
 
 // kind returns the type of the object made on disk.
@@ -163,6 +167,7 @@ func (fs *FS) build(p *node, pfd int, name string, s spec, c Cred, free bool) (f
 	if !free {
 		o.over, o.aufs = fs.whiteoutAt(p, pfd, name)
 	}
+	o.opaque = o.typ == unix.S_IFDIR && (o.over || o.aufs || fs.opts.opaqueNewDirs() && p.merged())
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
 		return found{}, -1, err
@@ -185,7 +190,7 @@ func (fs *FS) build(p *node, pfd int, name string, s spec, c Cred, free bool) (f
 			o.def = def
 		}
 	}
-	if !o.over && !o.aufs && !o.ow.inXattr && fs.made(o.ow.uid, o.ow.gid, pst.Gid, pst.Mode, o.ow.ownPerm) {
+	if !o.over && !o.aufs && !o.opaque && !o.ow.inXattr && fs.made(o.ow.uid, o.ow.gid, pst.Gid, pst.Mode, o.ow.ownPerm) {
 		// The host applies the default ACL, as it is here.
 		if f, fd, ok, err := fs.inPlace(pfd, name, o.typ, o.ow.ownPerm); ok {
 			return f, fd, err
@@ -287,9 +292,7 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 			return fail(err)
 		}
 	}
-	opaque := o.typ == unix.S_IFDIR && (o.over || o.aufs)
-	if opaque {
-		// Over a whiteout the lower directory must not show through.
+	if o.opaque {
 		if err := layers.SetOpaque(wfd, tmp, fs.xattrs); err != nil {
 			return fail(err)
 		}
@@ -313,7 +316,7 @@ func (fs *FS) buildInWork(pfd int, o newObject, mk maker) (found, int, error) {
 	if o.aufs {
 		layers.Unlink(pfd, layers.WhiteoutPrefix+o.name)
 	}
-	return fs.fresh(st, o.kind(), opaque), fd, nil
+	return fs.fresh(st, o.kind(), o.opaque), fd, nil
 }
 
 // squashed reports whether owners are squashed (squash_to_*): a refused

@@ -75,6 +75,10 @@ type Options struct {
 	// XinoOff shows real inode numbers even when layers span several
 	// filesystems (numbers that collide get fallback ids).
 	XinoOff bool
+	// XinoOn is xino=on given: with index, metacopy and redirect_dir=on
+	// it is one of the features that make the kernel mark each new
+	// directory of a merged one opaque (opaqueNewDirs).
+	XinoOn bool
 	// Ino32 keeps inode numbers below 1<<32 (fuse-overlayfs's ino32_t):
 	// see inodes.NewWidth.
 	Ino32 bool
@@ -226,6 +230,15 @@ const (
 type Redirects struct {
 	Follow bool // follow redirects found (follow, on, and off)
 	Create bool // rename lower and merged directories with one (on)
+}
+
+// opaqueNewDirs reports whether a directory made in a merged directory is
+// marked opaque though no whiteout is there: the kernel does so (as an
+// optimization of later lookups) unless the mount allows changes to the
+// lower layers offline (ovl_allow_offline_changes), which any of index,
+// metacopy, redirect_dir=on and xino=on rules out.
+func (o *Options) opaqueNewDirs() bool {
+	return o.Index != "" || o.Metacopy || o.Redirects.Create || o.XinoOn
 }
 
 // New builds the merged view of stack (top first; the upper layer, if any,

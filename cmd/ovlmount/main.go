@@ -281,6 +281,7 @@ func open(c *config) (*overlay.FS, []*layers.Layer, error) {
 	opts := overlay.Options{
 		Timeout:          c.timeout,
 		XinoOff:          c.xinoOff,
+		XinoOn:           c.xinoOn,
 		Ino32:            c.ino32,
 		StaticNlink:      c.staticNlink,
 		ACL:              !c.noACL,

@@ -114,6 +114,7 @@ type config struct {
 
 	timeout     time.Duration
 	xinoOff     bool
+	xinoOn      bool
 	ino32       bool
 	staticNlink bool
 	noACL       bool
@@ -271,7 +272,7 @@ func (c *config) apply(o string) error {
 		}
 		c.timeout = time.Duration(s * float64(time.Second))
 	case "xino":
-		c.xinoOff = value == "off"
+		c.xinoOff, c.xinoOn = value == "off", value == "on"
 	case "static_nlink":
 		c.staticNlink = true
 	case "noacl":
