@@ -189,6 +189,9 @@ type Options struct {
 	// Trusted writes the overlay's xattrs as trusted.overlay.*; false
 	// writes user.overlay.* (userxattr, for rootless mounts).
 	Trusted bool
+	// Reading says which xattrs are the overlay's, which a copy leaves
+	// out: those of the mount's layers.Reading.
+	Reading layers.Reading
 	// Truncate copies a regular file without its data (size 0), as the
 	// kernel does for an open with O_TRUNC, and with the mtime the
 	// truncation gives it.

@@ -64,12 +64,12 @@ func compareWithKernel(t *testing.T, lowerDir, upperBase string, rels []string, 
 	t.Helper()
 	kupper := kernelCopyUp(t, lowerDir, upperBase, rels, trusted)
 	s := newStack(t, lowerDir, upperBase)
-	for _, rel := range rels {
-		s.copy(t, rel, Options{Fsync: true, Trusted: trusted})
-	}
-	mine := layers.Trusted
+	mine, reading := layers.Trusted, layers.EveryForm
 	if !trusted {
-		mine = layers.User
+		mine, reading = layers.User, layers.UserForm
+	}
+	for _, rel := range rels {
+		s.copy(t, rel, Options{Fsync: true, Trusted: trusted, Reading: reading})
 	}
 	for _, rel := range append([]string{"."}, rels...) {
 		k, o := filepath.Join(kupper, rel), filepath.Join(s.upperDir, rel)
@@ -79,11 +79,12 @@ func compareWithKernel(t *testing.T, lowerDir, upperBase string, rels []string, 
 			// mount; that is the mount's, not copy-up's, business.
 			delete(kx, mine.Name(layers.XattrUUID))
 		}
-		// The one deliberate difference: the kernel copies the private
-		// xattrs of the namespace it does not use and fuse-overlayfs's;
-		// ovlmount reads them all as markers, so none is copied.
+		// The one deliberate difference: without userxattr the kernel
+		// copies user.overlay.* and fuse-overlayfs's xattrs; ovlmount
+		// reads them all as markers, so none is copied. With userxattr
+		// both copy trusted.overlay.* and the rest.
 		for name := range kx {
-			if private(name) && !strings.HasPrefix(name, string(mine)) {
+			if private(reading)(name) && !strings.HasPrefix(name, string(mine)) {
 				delete(kx, name)
 			}
 		}

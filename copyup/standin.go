@@ -97,7 +97,7 @@ func (w *Work) fillStandIn(fd, sfd int, sst *unix.Stat_t, opts Options) error {
 			return err
 		}
 	}
-	if err := copyXattrs(sfd, fd, private); err != nil {
+	if err := copyXattrs(sfd, fd, private(opts.Reading)); err != nil {
 		return err
 	}
 	for name, v := range opts.Xattrs {

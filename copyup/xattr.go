@@ -15,13 +15,14 @@ import (
 //
 // The kernel skips only the private namespace of the mount
 // (trusted.overlay.* or, with userxattr, user.overlay.*) and copies the
-// other one. ovlmount reads the markers of every namespace
-// (layers.IsPrivateXattr), so it copies none of them: a lower
+// other one. Without userxattr ovlmount reads the markers of every
+// namespace (layers.EveryForm), so it copies none of them: a lower
 // user.overlay.opaque copied onto a directory would hide that directory's
 // own lower entries, a stale user.overlay.origin would give a hard link's
-// copy a wrong inode number.
+// copy a wrong inode number. With userxattr it copies what the kernel
+// copies: trusted.overlay.* is then a plain xattr, read by no one.
 func (c *copier) copyXattrs() error {
-	if err := copyXattrs(c.sfd, c.tfd, private); err != nil {
+	if err := copyXattrs(c.sfd, c.tfd, private(c.opts.Reading)); err != nil {
 		return err
 	}
 	for name, v := range c.opts.Xattrs {
@@ -68,8 +69,10 @@ func copyXattrs(src, dst int, skip func(name string) bool) error {
 	return nil
 }
 
-func private(name string) bool {
-	return layers.IsPrivateXattr(name) && !layers.IsEscapedXattr(name)
+// private returns the test of the names a copy leaves out: the overlay's
+// own as r reads them, but not a user's escaped ones.
+func private(r layers.Reading) func(name string) bool {
+	return func(name string) bool { return r.IsPrivate(name) && !r.IsEscaped(name) }
 }
 
 func mustCopy(name string) bool {

@@ -44,8 +44,8 @@ const maxName = 255
 // directory has XWhiteouts, xwhiteouts; an AUFS .wh.name where aufs says
 // one can hide something below), or present, with its attributes, a
 // directory's markers and redirect, a regular file's metacopy marker and
-// redirect. The name itself is never followed.
-func Lookup(dfd int, name string, xwhiteouts, aufs bool) (Found, error) {
+// redirect. Markers are read as r says. The name itself is never followed.
+func Lookup(dfd int, name string, xwhiteouts, aufs bool, r Reading) (Found, error) {
 	var f Found
 	err := unix.Fstatat(dfd, name, &f.St, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
@@ -59,7 +59,7 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool) (Found, error) {
 		return f, nil
 	case err != nil:
 		return f, err
-	case IsWhiteout(&f.St), xwhiteouts && IsXWhiteoutAt(dfd, name, &f.St):
+	case IsWhiteout(&f.St), xwhiteouts && IsXWhiteoutAt(dfd, name, &f.St, r):
 		f.Kind = Hidden
 		return f, nil
 	}
@@ -72,18 +72,18 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool) (Found, error) {
 		}
 		defer unix.Close(fd)
 		var names []string
-		if f.Marks, names, err = marks(fd); err != nil {
+		if f.Marks, names, err = marks(fd, r); err != nil {
 			return f, err
 		}
-		if !f.Marks.Opaque && (slices.Contains(names, Trusted.Name(XattrRedirect)) || slices.Contains(names, User.Name(XattrRedirect))) {
-			f.Redirect = redirectOf(func(attr string) ([]byte, error) { return FdGetxattr(fd, attr) })
+		if !f.Marks.Opaque && slices.ContainsFunc(r.Namespaces(), func(ns Namespace) bool { return slices.Contains(names, ns.Name(XattrRedirect)) }) {
+			f.Redirect = redirectOf(func(attr string) ([]byte, error) { return FdGetxattr(fd, attr) }, r)
 		}
 	case unix.S_IFREG:
 		get := func(attr string) ([]byte, error) { return GetxattrAt(dfd, name, attr) }
-		for _, ns := range escapeNamespaces {
+		for _, ns := range r.Namespaces() {
 			if v, err := get(ns.Name(XattrMetacopy)); err == nil {
 				f.Metacopy, f.MetacopyValue = true, v
-				f.Redirect = redirectOf(get)
+				f.Redirect = redirectOf(get, r)
 				break
 			}
 		}
@@ -91,11 +91,11 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool) (Found, error) {
 	return f, nil
 }
 
-// redirectOf reads a redirect with get, in either private namespace, and
+// redirectOf reads a redirect with get, in a namespace r reads, and
 // returns it if it is valid: not empty; a relative one a single name; an
 // absolute one names joined by single slashes (ovl_get_redirect_xattr).
-func redirectOf(get func(attr string) ([]byte, error)) string {
-	for _, ns := range escapeNamespaces {
+func redirectOf(get func(attr string) ([]byte, error), r Reading) string {
+	for _, ns := range r.Namespaces() {
 		v, err := get(ns.Name(XattrRedirect))
 		if err != nil {
 			continue

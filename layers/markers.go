@@ -1,13 +1,17 @@
 package layers
 
 import (
+	"slices"
+
 	"golang.org/x/sys/unix"
 )
 
 // On-disk markers. The kernel writes char 0/0 whiteouts and
-// trusted.overlay.* xattrs; containers-storage unpacks image layers in the
-// AUFS form (.wh. files); fuse-overlayfs writes user.fuseoverlayfs.* when
-// trusted.* is refused. All of them are read; see docs/format.md.
+// trusted.overlay.* xattrs (user.overlay.* with userxattr);
+// containers-storage unpacks image layers in the AUFS form (.wh. files);
+// fuse-overlayfs writes user.fuseoverlayfs.* when trusted.* is refused.
+// All of them are read, the xattrs as a mount's Reading says; see
+// docs/format.md.
 const (
 	// WhiteoutPrefix starts the name of an AUFS whiteout file: .wh.NAME
 	// hides NAME.
@@ -32,38 +36,39 @@ type DirMarks struct {
 }
 
 // Marks reads the opaque markers of the directory rel: the opaque xattr in
-// any of the three namespaces, or an .wh..wh..opq file inside it.
-func (l *Layer) Marks(rel string) (DirMarks, error) {
+// a namespace r reads it in, or an .wh..wh..opq file inside it.
+func (l *Layer) Marks(rel string, r Reading) (DirMarks, error) {
 	fd, err := l.OpenPath(rel)
 	if err != nil {
 		return DirMarks{}, err
 	}
 	defer unix.Close(fd)
-	m, _, err := marks(fd)
+	m, _, err := marks(fd, r)
 	return m, err
 }
 
-// marks reads the opaque markers of the directory fd holds, and returns
-// the names of its xattrs.
-func marks(fd int) (DirMarks, []string, error) {
+// marks reads the opaque markers of the directory fd holds, as r reads
+// them, and returns the names of its xattrs.
+func marks(fd int, r Reading) (DirMarks, []string, error) {
 	var m DirMarks
 	names, err := FdListxattr(fd)
 	if err != nil && err != unix.ENOTSUP {
 		return m, nil, err
 	}
-	for _, n := range names {
-		switch n {
-		case Trusted.Name(XattrOpaque), User.Name(XattrOpaque), FuseOverlayfs.Name(XattrOpaque):
-			v, err := FdGetxattr(fd, n)
-			if err != nil {
-				continue
-			}
-			switch string(v) {
-			case "y":
-				m.Opaque = true
-			case "x":
-				m.XWhiteouts = true
-			}
+	for _, ns := range r.opaqueNamespaces() {
+		n := ns.Name(XattrOpaque)
+		if !slices.Contains(names, n) {
+			continue
+		}
+		v, err := FdGetxattr(fd, n)
+		if err != nil {
+			continue
+		}
+		switch string(v) {
+		case "y":
+			m.Opaque = true
+		case "x":
+			m.XWhiteouts = true
 		}
 	}
 	if !m.Opaque {
@@ -76,19 +81,14 @@ func marks(fd int) (DirMarks, []string, error) {
 }
 
 // IsXWhiteoutAt reports whether entry name of directory dfd, whose
-// attributes are st and whose directory has XWhiteouts, is an xwhiteout.
-func IsXWhiteoutAt(dfd int, name string, st *unix.Stat_t) bool {
-	return isXWhiteout(st, func(attr string) error { _, err := GetxattrAt(dfd, name, attr); return err })
-}
-
-// isXWhiteout reports whether an object with attributes st that get finds
-// xattrs of is an xwhiteout: an empty regular file with overlay.whiteout.
-func isXWhiteout(st *unix.Stat_t, get func(attr string) error) bool {
+// attributes are st and whose directory has XWhiteouts, is an xwhiteout:
+// an empty regular file with overlay.whiteout in a namespace r reads.
+func IsXWhiteoutAt(dfd int, name string, st *unix.Stat_t, r Reading) bool {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false
 	}
-	for _, n := range []string{Trusted.Name(XattrWhiteout), User.Name(XattrWhiteout)} {
-		if get(n) == nil {
+	for _, ns := range r.Namespaces() {
+		if _, err := GetxattrAt(dfd, name, ns.Name(XattrWhiteout)); err == nil {
 			return true
 		}
 	}

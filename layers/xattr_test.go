@@ -48,3 +48,45 @@ func TestGetxattrAt(t *testing.T) {
 		t.Log("this kernel has no getxattrat(2): only the fallback ran")
 	}
 }
+
+// TestReadings: which names each Reading takes as the overlay's, and how
+// it escapes a user's: without userxattr every form is private and
+// trusted.overlay.* escaped; with it, as the kernel, only user.overlay.*,
+// which is then the escaped one.
+func TestReadings(t *testing.T) {
+	for _, c := range []struct {
+		r                Reading
+		name             string
+		private, escaped bool
+		user             string // the name shown for it, "" if none
+	}{
+		{EveryForm, "trusted.overlay.opaque", true, false, ""},
+		{EveryForm, "trusted.overlay.overlay.x", true, true, "trusted.overlay.x"},
+		{EveryForm, "user.overlay.opaque", true, false, ""},
+		{EveryForm, "user.overlay.overlay.x", true, true, ""},
+		{EveryForm, "user.fuseoverlayfs.opaque", true, false, ""},
+		{EveryForm, "user.plain", false, false, ""},
+		{UserForm, "trusted.overlay.opaque", false, false, ""},
+		{UserForm, "trusted.overlay.overlay.x", false, false, ""},
+		{UserForm, "user.overlay.opaque", true, false, ""},
+		{UserForm, "user.overlay.overlay.x", true, true, "user.overlay.x"},
+		{UserForm, "user.fuseoverlayfs.opaque", false, false, ""},
+	} {
+		if got := c.r.IsPrivate(c.name); got != c.private {
+			t.Errorf("%v: IsPrivate(%s) = %v", c.r, c.name, got)
+		}
+		if got := c.r.IsEscaped(c.name); got != c.escaped {
+			t.Errorf("%v: IsEscaped(%s) = %v", c.r, c.name, got)
+		}
+		user, ok := c.r.Unescape(c.name)
+		if user != c.user || ok != (c.user != "") {
+			t.Errorf("%v: Unescape(%s) = %q, %v", c.r, c.name, user, ok)
+		}
+		if ok && c.r.Escape(user) != c.name {
+			t.Errorf("%v: Escape(%s) = %q, want %q", c.r, user, c.r.Escape(user), c.name)
+		}
+	}
+	if got := UserForm.Escape("trusted.overlay.x"); got != "trusted.overlay.x" {
+		t.Errorf("userxattr escapes trusted.overlay.x as %q", got)
+	}
+}

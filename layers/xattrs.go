@@ -6,9 +6,7 @@ import "strings"
 // ovl_xattr_table (fs/overlayfs/util.c). A stack keeps them in one
 // namespace: trusted.overlay.* by default, user.overlay.* where trusted.*
 // cannot be written (a mount without CAP_SYS_ADMIN, the kernel's
-// userxattr). Markers are read in either, and in fuse-overlayfs's
-// user.fuseoverlayfs.*, so that a stack written by any of them reads the
-// same.
+// userxattr). Which forms a mount reads is its Reading.
 
 // Xattr names one private xattr.
 type Xattr int
@@ -42,14 +40,60 @@ const (
 // Name returns the name of x in namespace ns.
 func (ns Namespace) Name(x Xattr) string { return string(ns) + xattrNames[x] }
 
-// markerNamespaces are the namespaces markers are read in.
-var markerNamespaces = [...]Namespace{Trusted, User, FuseOverlayfs}
+// Reading is which private xattrs a mount takes as its own: those it
+// reads markers from, hides from the merged view, and stores a user's
+// names of its namespace escaped in. The kernel takes one namespace,
+// trusted.overlay.* or, with userxattr, user.overlay.*
+// (ovl_is_private_xattr); without userxattr ovlmount takes every form
+// another implementation writes, so that a stack written by the kernel, a
+// rootless mount or fuse-overlayfs reads the same.
+type Reading int
 
-// IsPrivateXattr reports whether name belongs to an overlay implementation
+const (
+	// EveryForm, without userxattr: markers are read in trusted.overlay.*,
+	// user.overlay.* and, the opaque one, user.fuseoverlayfs.*; all
+	// three are hidden; a user's trusted.overlay.X is stored as
+	// trusted.overlay.overlay.X.
+	EveryForm Reading = iota
+	// UserForm, with userxattr, as the kernel's: markers are read in
+	// user.overlay.* only, which is hidden; a user's user.overlay.X is
+	// stored as user.overlay.overlay.X; trusted.overlay.* and
+	// user.fuseoverlayfs.* names are plain xattrs, shown, set and copied
+	// up as any other.
+	UserForm
+)
+
+// Namespaces returns the namespaces r reads markers in (and the opaque
+// marker also in opaqueNamespaces').
+func (r Reading) Namespaces() []Namespace {
+	if r == UserForm {
+		return []Namespace{User}
+	}
+	return []Namespace{Trusted, User}
+}
+
+// opaqueNamespaces returns the namespaces r reads the opaque marker in:
+// fuse-overlayfs writes it (only it) in its own.
+func (r Reading) opaqueNamespaces() []Namespace {
+	if r == UserForm {
+		return []Namespace{User}
+	}
+	return []Namespace{Trusted, User, FuseOverlayfs}
+}
+
+// escaped returns the namespace whose user names r stores escaped.
+func (r Reading) escaped() Namespace {
+	if r == UserForm {
+		return User
+	}
+	return Trusted
+}
+
+// IsPrivate reports whether name belongs to an overlay implementation
 // rather than to the user: such names are never shown through the mount
-// (but an escaped one, IsEscapedXattr, stands for the user's own).
-func IsPrivateXattr(name string) bool {
-	for _, ns := range markerNamespaces {
+// (but an escaped one, IsEscaped, stands for the user's own).
+func (r Reading) IsPrivate(name string) bool {
+	for _, ns := range r.opaqueNamespaces() {
 		if strings.HasPrefix(name, string(ns)) {
 			return true
 		}
@@ -57,14 +101,10 @@ func IsPrivateXattr(name string) bool {
 	return false
 }
 
-// escapeNamespaces are the private namespaces whose user xattrs are
-// escaped: X.overlay.Y is stored as X.overlay.overlay.Y.
-var escapeNamespaces = [...]Namespace{Trusted, User}
-
-// IsEscapedXattr reports whether a stored name is a user's own xattr of
-// a private namespace, escaped.
-func IsEscapedXattr(name string) bool {
-	for _, ns := range escapeNamespaces {
+// IsEscaped reports whether a stored name is a user's own xattr of a
+// private namespace, escaped: X.overlay.Y stored as X.overlay.overlay.Y.
+func (r Reading) IsEscaped(name string) bool {
+	for _, ns := range r.Namespaces() {
 		if strings.HasPrefix(name, string(ns)+"overlay.") {
 			return true
 		}
@@ -72,22 +112,24 @@ func IsEscapedXattr(name string) bool {
 	return false
 }
 
-// EscapeXattr returns the name a user's trusted.* xattr is stored under,
-// as the kernel escapes it (ovl_xattr_escape): trusted.overlay.X as
-// trusted.overlay.overlay.X, anything else as it is.
-func EscapeXattr(name string) string {
-	if rest, ok := strings.CutPrefix(name, string(Trusted)); ok {
-		return string(Trusted) + "overlay." + rest
+// Escape returns the name a user's xattr is stored under, as the kernel
+// escapes it (ovl_xattr_escape_name): X.overlay.Y of the escaped
+// namespace as X.overlay.overlay.Y, anything else as it is.
+func (r Reading) Escape(name string) string {
+	ns := string(r.escaped())
+	if rest, ok := strings.CutPrefix(name, ns); ok {
+		return ns + "overlay." + rest
 	}
 	return name
 }
 
-// UnescapeXattr returns the user's name of an escaped trusted.* name,
-// and whether it was one.
-func UnescapeXattr(stored string) (string, bool) {
-	rest, ok := strings.CutPrefix(stored, string(Trusted)+"overlay.")
+// Unescape returns the user's name of a name Escape stored, and whether
+// it was one.
+func (r Reading) Unescape(stored string) (string, bool) {
+	ns := string(r.escaped())
+	rest, ok := strings.CutPrefix(stored, ns+"overlay.")
 	if !ok {
 		return "", false
 	}
-	return string(Trusted) + rest, true
+	return ns + rest, true
 }

@@ -83,7 +83,7 @@ func (fs *FS) backWithFile(n *node, in *SetAttrs) error {
 		return err
 	}
 	defer unix.Close(udir)
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Xattrs: map[string]string{fs.overrideWrite: want.String()}}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Reading: fs.reading, Xattrs: map[string]string{fs.overrideWrite: want.String()}}
 	nst, err := fs.work.StandIn(src.layer, sdir, udir, at.name, opts)
 	if err != nil {
 		return err

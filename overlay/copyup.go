@@ -185,7 +185,7 @@ func (fs *FS) placeCopy(n *node, up, data obj, meta bool) (changed, renumbered b
 // data; trunc: empty), which sets *fd to a regular file's copy.
 // Preconditions: renameMu held.
 func (fs *FS) copyOptions(n *node, meta, trunc bool, fd *int) copyup.Options {
-	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
+	opts := copyup.Options{Fsync: !fs.opts.NoFsync, Trusted: fs.xattrs == layers.Trusted, Reading: fs.reading, Truncate: trunc && n.kind() == unix.S_IFREG, Keep: fd, NullUUID: fs.opts.UUID == UUIDOff}
 	opts.Xattrs = map[string]string{}
 	if names := fs.overrideRead[fs.upper]; len(names) > 0 {
 		// The copy shows what the lower object shows, under the name

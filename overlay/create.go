@@ -514,7 +514,7 @@ func (fs *FS) ownUnnamed(fd int, o newObject) error {
 func (fs *FS) whiteoutAt(p *node, pfd int, name string) (char, aufs bool) {
 	var st unix.Stat_t
 	if unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		char = layers.IsWhiteout(&st) || p.layersOf()[0].marks.XWhiteouts && layers.IsXWhiteoutAt(pfd, name, &st)
+		char = layers.IsWhiteout(&st) || p.layersOf()[0].marks.XWhiteouts && layers.IsXWhiteoutAt(pfd, name, &st, fs.reading)
 	}
 	if len(name)+len(layers.WhiteoutPrefix) <= maxName &&
 		unix.Fstatat(pfd, layers.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {

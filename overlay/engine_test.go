@@ -22,6 +22,12 @@ import (
 // first).
 func stack(t *testing.T, specs ...[]string) (*FS, []string) {
 	t.Helper()
+	return stackWith(t, Options{Timeout: time.Second}, specs...)
+}
+
+// stackWith is stack with the options opts.
+func stackWith(t *testing.T, opts Options, specs ...[]string) (*FS, []string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("engine tests need root (mknod, trusted.* xattrs)")
@@ -42,7 +48,7 @@ func stack(t *testing.T, specs ...[]string) (*FS, []string) {
 		t.Cleanup(func() { l.Close() })
 		st = append(st, l)
 	}
-	fs, err := New(st, Options{Timeout: time.Second})
+	fs, err := New(st, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,6 +309,58 @@ func TestPrivateXattrsHiddenAndEscaped(t *testing.T) {
 		if _, err := fs.Getxattr(e.ID, n); err != syscall.ENODATA {
 			t.Errorf("Getxattr(%s) = %v, want ENODATA", n, err)
 		}
+	}
+}
+
+// TestUserxattrReadsUserFormOnly: with userxattr, as the kernel's, only
+// user.overlay.* names are markers and hidden; trusted.overlay.* and
+// user.fuseoverlayfs.* ones are plain xattrs, and a user's user.overlay.X
+// is the escaped user.overlay.overlay.X.
+func TestUserxattrReadsUserFormOnly(t *testing.T) {
+	fs, _ := stackWith(t, Options{Timeout: time.Second, UserXattr: true},
+		[]string{
+			"d t", "x t trusted.overlay.opaque=y", "f t/top 1",
+			"d u", "x u user.overlay.opaque=y", "f u/top 1",
+			"d fo", "x fo user.fuseoverlayfs.opaque=y", "f fo/top 1",
+			"d x", "x x user.overlay.opaque=x", "f x/ghost ", "x x/ghost user.overlay.whiteout=y",
+			"f x/tghost ", "x x/tghost trusted.overlay.whiteout=y",
+			"f f 1", "x f trusted.overlay.origin=zzz", "x f trusted.overlay.overlay.t=w", "x f user.overlay.overlay.mine=v",
+			"x f user.overlay.opaque=y", "x f user.fuseoverlayfs.x=1", "x f user.plain=p",
+		},
+		[]string{"d t", "f t/below 2", "d u", "f u/below 2", "d fo", "f fo/below 2", "d x", "f x/ghost g", "f x/tghost g"},
+	)
+	for d, want := range map[string]string{"t": "below top", "u": "top", "fo": "below top", "x": "tghost"} {
+		if got := strings.Join(names(t, fs, d), " "); got != want {
+			t.Errorf("%s lists %q, want %q", d, got, want)
+		}
+	}
+	if _, err := walk(fs, "x/ghost"); err != syscall.ENOENT {
+		t.Errorf("x/ghost = %v, want ENOENT (a user.overlay.whiteout)", err)
+	}
+	if e, err := walk(fs, "x/tghost"); err != nil || e.Attr.Size != 0 {
+		t.Errorf("x/tghost = %v, size %d; want the top layer's empty file", err, e.Attr.Size)
+	}
+	e, _ := walk(fs, "f")
+	for privileged, want := range map[bool]string{
+		true:  "trusted.overlay.origin trusted.overlay.overlay.t user.fuseoverlayfs.x user.overlay.mine user.plain",
+		false: "user.fuseoverlayfs.x user.overlay.mine user.plain",
+	} {
+		list, err := fs.Listxattr(e.ID, privileged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(list)
+		if got := strings.Join(list, " "); got != want {
+			t.Errorf("list (privileged %v) %q, want %q", privileged, got, want)
+		}
+	}
+	for name, want := range map[string]string{"user.overlay.mine": "v", "trusted.overlay.origin": "zzz", "trusted.overlay.overlay.t": "w", "user.fuseoverlayfs.x": "1"} {
+		if v, err := fs.Getxattr(e.ID, name); err != nil || string(v) != want {
+			t.Errorf("Getxattr(%s) = %q, %v; want %q", name, v, err, want)
+		}
+	}
+	if _, err := fs.Getxattr(e.ID, "user.overlay.opaque"); err != syscall.ENODATA {
+		t.Errorf("Getxattr(user.overlay.opaque) = %v, want ENODATA (stored as user.overlay.overlay.opaque)", err)
 	}
 }
 

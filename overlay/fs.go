@@ -70,7 +70,8 @@ type Options struct {
 	// and attributes.
 	Timeout time.Duration
 	// UserXattr writes the overlay's markers in the user.overlay.*
-	// namespace (the kernel's userxattr), whatever the workdir takes.
+	// namespace (the kernel's userxattr), whatever the workdir takes,
+	// and reads them there only (layers.UserForm).
 	UserXattr bool
 	// XinoOff shows real inode numbers even when layers span several
 	// filesystems (numbers that collide get fallback ids).
@@ -145,6 +146,9 @@ type FS struct {
 	// (AUFS whiteouts, user.overlay.*), where the private xattrs go.
 	charWhiteouts bool
 	xattrs        layers.Namespace
+	// reading is which private xattrs the mount reads and hides, fixed
+	// by userxattr.
+	reading layers.Reading
 	// euid and egid are the daemon's: the owner of what it creates;
 	// umask is its umask (0 in ovlmount), read at mount.
 	euid, egid, umask uint32
@@ -254,6 +258,9 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		fs.dirFdMax = int64(lim.Cur / 2)
 	}
+	if opts.UserXattr {
+		fs.reading = layers.UserForm
+	}
 	devs := make([]uint64, len(stack))
 	for i, l := range stack {
 		devs[i] = l.Dev
@@ -292,7 +299,7 @@ func New(stack []*layers.Layer, opts Options) (*FS, error) {
 		return nil, err
 	}
 	root := newNode(unix.S_IFDIR, nil, nil, "", nil)
-	objs, err := rootObjects(stack)
+	objs, err := rootObjects(stack, fs.reading)
 	if err != nil {
 		return nil, err
 	}
@@ -336,14 +343,15 @@ func (fs *FS) setUpWork() error {
 }
 
 // rootObjects returns the layer objects the root merges: each layer's
-// root, top down, to the first opaque one, data-only layers aside.
-func rootObjects(stack []*layers.Layer) ([]obj, error) {
+// root, top down, to the first opaque one (as r reads markers), data-only
+// layers aside.
+func rootObjects(stack []*layers.Layer, r layers.Reading) ([]obj, error) {
 	var objs []obj
 	for _, l := range stack {
 		if l.DataOnly {
 			break
 		}
-		m, err := l.Marks("")
+		m, err := l.Marks("", r)
 		if err != nil {
 			return nil, err
 		}

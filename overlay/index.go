@@ -133,7 +133,7 @@ func (fs *FS) indexLookup(p *node, name string, f *found) error {
 		if err != nil {
 			return nil
 		}
-		lf, err := layers.Lookup(fs.index.x.Fd(), entry, false, false)
+		lf, err := layers.Lookup(fs.index.x.Fd(), entry, false, false, fs.reading)
 		if err != nil || lf.Kind == layers.Missing {
 			return toErrno(err)
 		}
@@ -170,7 +170,7 @@ func (fs *FS) indexLookup(p *node, name string, f *found) error {
 		far[l] = w
 	}
 	f.far, f.index = far, x
-	lf, err := layers.Lookup(fs.index.x.Fd(), entry, false, false)
+	lf, err := layers.Lookup(fs.index.x.Fd(), entry, false, false, fs.reading)
 	if err != nil || lf.Kind == layers.Missing {
 		return toErrno(err)
 	}
@@ -321,7 +321,7 @@ func (fs *FS) dropAlias(n *node, x *indexed) {
 // copy's.
 // Preconditions: renameMu held; no node's mu held.
 func (fs *FS) showIndex(name string, n *node) {
-	lf, err := layers.Lookup(fs.index.x.Fd(), name, false, false)
+	lf, err := layers.Lookup(fs.index.x.Fd(), name, false, false, fs.reading)
 	if err != nil || lf.Kind != layers.Present {
 		return
 	}
@@ -407,7 +407,7 @@ func (fs *FS) linkUp(n *node, at *place, entry string, opts copyup.Options, trun
 	ifd := fs.index.x.Fd()
 	fs.index.mu.Lock()
 	defer fs.index.mu.Unlock()
-	lf, err := layers.Lookup(ifd, entry, false, false)
+	lf, err := layers.Lookup(ifd, entry, false, false, fs.reading)
 	if err != nil {
 		return false, err
 	}
@@ -435,7 +435,7 @@ func (fs *FS) linkUp(n *node, at *place, entry string, opts copyup.Options, trun
 			return false, err
 		}
 		made = true
-		lf, err = layers.Lookup(ifd, entry, false, false)
+		lf, err = layers.Lookup(ifd, entry, false, false, fs.reading)
 		if err == nil && lf.Kind != layers.Present {
 			err = syscall.EIO
 		}

@@ -61,7 +61,7 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		look := lk.name
 		err := fs.inDir(p, po.layer, func(dfd int) error {
 			var err error
-			lf, err = layers.Lookup(dfd, look, po.marks.XWhiteouts, aufs)
+			lf, err = layers.Lookup(dfd, look, po.marks.XWhiteouts, aufs, fs.reading)
 			return err
 		})
 		if err != nil {
@@ -208,7 +208,7 @@ func (lk *looking) walk(ro obj, path string) (layers.Found, error) {
 	defer func() { unix.Close(dfd) }()
 	xw := ro.marks.XWhiteouts
 	for i, name := range names {
-		lf, err := layers.Lookup(dfd, name, xw, true)
+		lf, err := layers.Lookup(dfd, name, xw, true, lk.fs.reading)
 		if err != nil || i == len(names)-1 {
 			return lf, err
 		}

@@ -60,8 +60,8 @@ func (fs *FS) origin(p *node, name string) (originOf, bool) {
 		return originOf{}, false
 	}
 	var v []byte
-	for _, attr := range []string{layers.Trusted.Name(layers.XattrOrigin), layers.User.Name(layers.XattrOrigin)} {
-		if v, err = layers.FdGetxattr(ofd, attr); err == nil {
+	for _, ns := range fs.reading.Namespaces() {
+		if v, err = layers.FdGetxattr(ofd, ns.Name(layers.XattrOrigin)); err == nil {
 			break
 		}
 	}

@@ -515,7 +515,7 @@ func (fs *FS) isWhiteout(n *node, o obj, name string, typ uint8) bool {
 		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 			return nil
 		}
-		is = layers.IsWhiteout(&st) || xwhiteouts && layers.IsXWhiteoutAt(dfd, name, &st)
+		is = layers.IsWhiteout(&st) || xwhiteouts && layers.IsXWhiteoutAt(dfd, name, &st, fs.reading)
 		return nil
 	})
 	return is

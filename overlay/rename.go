@@ -217,7 +217,7 @@ func (fs *FS) move(r renaming) error {
 		// rename(2) replaces only an empty directory: a merged one that
 		// shows nothing but still holds whiteouts is swapped for an
 		// empty opaque copy first.
-		if err := fs.work.ClearDir(nfd, newName, fs.xattrs.Name(layers.XattrOpaque)); err != nil {
+		if err := fs.work.ClearDir(nfd, newName, fs.xattrs.Name(layers.XattrOpaque), fs.reading); err != nil {
 			return toErrno(err)
 		}
 	}

@@ -80,7 +80,7 @@ func (fs *FS) verifyData(n *node, dfd int) error {
 // Preconditions: renameMu held.
 func (fs *FS) markerName(n *node) string {
 	l := n.objects()[0].layer
-	for _, ns := range []layers.Namespace{layers.Trusted, layers.User} {
+	for _, ns := range fs.reading.Namespaces() {
 		if _, err := fs.getxattr(n, l, ns.Name(layers.XattrMetacopy)); err == nil {
 			return ns.Name(layers.XattrMetacopy)
 		}

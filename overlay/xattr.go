@@ -9,28 +9,29 @@ import (
 )
 
 // The overlay's own xattrs (trusted.overlay.*, and the user.overlay.* and
-// user.fuseoverlayfs.* forms ovlmount also honours) are never shown, nor
+// user.fuseoverlayfs.* forms ovlmount also honours; with userxattr only
+// user.overlay.*, as the kernel: layers.Reading) are never shown, nor
 // are the override xattrs the mount reads or writes (override.go), which
-// cannot be set or removed either. A user's trusted.overlay.X is stored
-// escaped as trusted.overlay.overlay.X and shown un-escaped, as the kernel
-// does.
+// cannot be set or removed either. A user's trusted.overlay.X (with
+// userxattr user.overlay.X) is stored escaped as trusted.overlay.overlay.X
+// and shown un-escaped, as the kernel does.
 
 // hostXattrName maps a name the user asks for to the name stored in the
-// layer; ok is false for a private name the user cannot reach.
-func hostXattrName(name string) (string, bool) {
-	if host := layers.EscapeXattr(name); host != name {
+// layer, as r reads them; ok is false for a private name the user cannot
+// reach.
+func hostXattrName(name string, r layers.Reading) (string, bool) {
+	if host := r.Escape(name); host != name {
 		return host, true
 	}
-	return name, !layers.IsPrivateXattr(name)
+	return name, !r.IsPrivate(name)
 }
 
-// userXattrName maps a name stored in a layer to the name shown, if any.
-// trusted.* names are listed only to a privileged caller.
-func userXattrName(name string, privileged bool) (string, bool) {
-	if user, ok := layers.UnescapeXattr(name); ok {
-		return user, privileged
-	}
-	if layers.IsPrivateXattr(name) {
+// userXattrName maps a name stored in a layer to the name shown, if any,
+// as r reads them. trusted.* names are listed only to a privileged caller.
+func userXattrName(name string, privileged bool, r layers.Reading) (string, bool) {
+	if user, ok := r.Unescape(name); ok {
+		name = user
+	} else if r.IsPrivate(name) {
 		return "", false
 	}
 	if strings.HasPrefix(name, "trusted.") {
@@ -47,7 +48,7 @@ func (fs *FS) Getxattr(id uint64, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	host, ok := hostXattrName(name)
+	host, ok := hostXattrName(name, fs.reading)
 	if !ok || fs.overridden(name) {
 		return nil, syscall.ENODATA
 	}
@@ -99,7 +100,7 @@ func (fs *FS) Listxattr(id uint64, privileged bool) ([]string, error) {
 	}
 	out := names[:0]
 	for _, h := range names {
-		if u, ok := userXattrName(h, privileged); ok && !fs.overridden(h) {
+		if u, ok := userXattrName(h, privileged, fs.reading); ok && !fs.overridden(h) {
 			out = append(out, u)
 		}
 	}
@@ -116,7 +117,7 @@ func (fs *FS) Setxattr(id uint64, name string, value []byte, flags int, killSgid
 	if err != nil {
 		return err
 	}
-	host, ok := hostXattrName(name)
+	host, ok := hostXattrName(name, fs.reading)
 	if !ok || fs.overridden(name) || fs.prot(n) != 0 {
 		return syscall.EPERM
 	}
@@ -157,7 +158,7 @@ func (fs *FS) Removexattr(id uint64, name string) error {
 	if err != nil {
 		return err
 	}
-	host, ok := hostXattrName(name)
+	host, ok := hostXattrName(name, fs.reading)
 	if !ok || fs.overridden(name) {
 		return syscall.ENODATA
 	}

@@ -79,7 +79,7 @@ var options = []option{
 	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
 	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
 	{"index", done, []string{"on", "off"}, "on: the inodes index, as the kernel's: a lower hard link copied up goes through workdir/index, so that its names stay one file (one inode number, the overlay's link count in overlay.nlink) and every name shows the copy; the upper layer's root then records its lowerdir, and a mount over another lowerdir fails (ESTALE), and so does one over an upperdir or workdir another ovlmount mount, or a kernel overlay mount this namespace lists, uses (EBUSY; index=off mounts it). Where a layer's filesystem gives no file handles, or two lower filesystems share a uuid, it falls back to off with a warning; without upperdir it does nothing. off (default): copying up one name of a lower hard link breaks the link"},
-	{"userxattr", done, []string{""}, "write the overlay's markers as user.overlay.* xattrs, as the kernel's userxattr (the form of unprivileged mounts); markers of every form are read"},
+	{"userxattr", done, []string{""}, "the overlay's markers are user.overlay.* xattrs, written and read, as the kernel's userxattr (the form of unprivileged mounts); trusted.overlay.* and user.fuseoverlayfs.* ones are then plain xattrs; redirects are not followed (redirect_dir=nofollow), and another redirect_dir= or metacopy=on is refused, as by the kernel"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
 	{"xattr_permissions", done, []string{"0", "1", "2"}, "keep owner and mode changes in an xattr instead of changing them: 1 security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat (default 0: change them)"},
 	{"uidmapping", done, nil, "STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT...]: owners in the layers shown as other ids; unmapped ids show as 65534 (overflowuid)"},
@@ -353,11 +353,15 @@ func (c *config) apply(o string) error {
 }
 
 // redirects returns what redirect_dir= and metacopy= make of redirects:
-// metacopy=on implies redirect_dir=on, as in the kernel.
+// metacopy=on implies redirect_dir=on, and userxattr nofollow, as in the
+// kernel.
 func (c *config) redirects() overlay.Redirects {
 	mode := c.redirect
-	if mode == "" && c.metacopy == "on" {
+	switch {
+	case mode == "" && c.metacopy == "on":
 		mode = "on"
+	case c.userXattr:
+		mode = "nofollow"
 	}
 	return overlay.Redirects{Follow: mode != "nofollow", Create: mode == "on"}
 }
@@ -456,6 +460,15 @@ func (c *config) validate() error {
 	}
 	if c.metacopy == "on" && c.redirect != "" && c.redirect != "on" {
 		return fmt.Errorf("option metacopy=on conflicts with redirect_dir=%s (metacopy needs redirects)", c.redirect)
+	}
+	// The kernel follows no redirect and copies up no metadata alone
+	// with userxattr, and refuses options asking for it: markers in
+	// user.* can be set by anyone.
+	if c.userXattr && c.redirect != "" && c.redirect != "nofollow" {
+		return fmt.Errorf("option userxattr conflicts with redirect_dir=%s (only nofollow goes with it)", c.redirect)
+	}
+	if c.userXattr && c.metacopy == "on" {
+		return fmt.Errorf("option userxattr conflicts with metacopy=on")
 	}
 	var err error
 	if c.upper != "" {

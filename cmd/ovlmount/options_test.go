@@ -445,6 +445,9 @@ var badInput = []struct {
 	{"typo of upperdir", "lowerdir=%D/l1,uperdir=%D/upper,workdir=%D/work", "%D/mnt", "uperdir=%D/upper\": did you mean upperdir?"},
 	{"typo of lowerdir", "lowerdirs=%D/l1", "%D/mnt", "lowerdirs=%D/l1\": did you mean lowerdir?"},
 	{"mountpoint inside upperdir", "lowerdir=%D/l1,upperdir=%D/upper,workdir=%D/work", "%D/upper/sub", "upperdir"},
+	{"userxattr with redirect_dir=on", "lowerdir=%D/l1,userxattr,redirect_dir=on", "%D/mnt", "userxattr conflicts with redirect_dir=on"},
+	{"userxattr with redirect_dir=off", "lowerdir=%D/l1,userxattr,redirect_dir=off", "%D/mnt", "userxattr conflicts with redirect_dir=off"},
+	{"userxattr with metacopy=on", "lowerdir=%D/l1,userxattr,metacopy=on", "%D/mnt", "userxattr conflicts with metacopy=on"},
 }
 
 func fill(s, d string) string { return strings.ReplaceAll(s, "%D", d) }
@@ -532,5 +535,19 @@ func TestValidateWorkdirOtherFilesystem(t *testing.T) {
 	err = c.validate()
 	if err == nil || !strings.Contains(err.Error(), "workdir") || !strings.Contains(err.Error(), "filesystem") {
 		t.Errorf("error %v, want one saying workdir is on another filesystem", err)
+	}
+}
+
+// TestUserxattrRedirects: with userxattr redirects are not followed
+// (redirect_dir=nofollow), as the kernel's default with it.
+func TestUserxattrRedirects(t *testing.T) {
+	for _, opts := range []string{"lowerdir=/l,userxattr", "lowerdir=/l,userxattr,redirect_dir=nofollow"} {
+		c, err := parseArgs([]string{"-o", opts, "/m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := c.redirects(); r != (overlay.Redirects{}) {
+			t.Errorf("%s: redirects %+v, want neither followed nor made", opts, r)
+		}
 	}
 }
