@@ -33,6 +33,11 @@ type looking struct {
 	// redirected says a redirect was met: following it is refused
 	// without redirect_dir=follow or more.
 	redirected bool
+	// last says the layer being searched is the last one there is to
+	// search, where a redirect is not even read without
+	// redirect_dir=follow or more: as the kernel's lookup with d.last,
+	// an object with one there shows as it is, unrefused.
+	last bool
 }
 
 // resolveIn is resolve over the given layer objects of p.
@@ -74,6 +79,7 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		if look != name {
 			where = look
 		}
+		lk.last = !fs.opts.Redirects.Follow && i == len(pobjs)-1
 		if err := lk.add(po.layer, lf, where); err != nil {
 			return found{}, err
 		}
@@ -145,6 +151,8 @@ func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
 		f.far[l] = where
 	}
 	switch {
+	case lk.last:
+		lk.stop = true
 	case typ == unix.S_IFDIR && !lf.Marks.Opaque:
 		lk.redirect(lf.Redirect)
 	case typ == unix.S_IFREG && lf.Metacopy && len(f.objs) == 1:
@@ -174,7 +182,8 @@ func (lk *looking) redirect(r string) {
 // fromRoots goes on with an absolute redirect in the layers below the
 // one of stack index below, from their roots.
 func (lk *looking) fromRoots(below int) error {
-	for _, ro := range lk.fs.rootObjs() {
+	roots := lk.fs.rootObjs()
+	for i, ro := range roots {
 		if lk.stop {
 			break
 		}
@@ -186,6 +195,7 @@ func (lk *looking) fromRoots(below int) error {
 		if err != nil {
 			return err
 		}
+		lk.last = !lk.fs.opts.Redirects.Follow && i == len(roots)-1
 		if err := lk.add(ro.layer, lf, path); err != nil {
 			return err
 		}

@@ -489,6 +489,14 @@ func (fs *FS) entry(n *node, objs []obj, i int, e layers.Dirent, unmerged bool) 
 		num, ok := fs.scheme.Ino(k.Dev, k.Ino)
 		return Dirent{Name: e.Name, Ino: fs.nodes.PeekNumber(k, num, ok), Type: e.Type}, nil
 	}
+	if err != nil && err != syscall.ENOENT && !o.layer.Upper && !fs.scheme.MayCollide() {
+		// The kernel lists a lower entry with its own number without
+		// looking it up (ovl_calc_d_ino), so one whose lookup fails (a
+		// redirect refused) is listed all the same.
+		if ino, ok := fs.scheme.Ino(uint64(o.dev), e.Ino); ok {
+			return Dirent{Name: e.Name, Ino: ino, Type: e.Type}, nil
+		}
+	}
 	if err != nil {
 		return Dirent{}, err
 	}
