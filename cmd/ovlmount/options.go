@@ -259,7 +259,10 @@ func (c *config) apply(o string) error {
 	}
 	switch name {
 	case "lowerdir":
-		c.lower = mountinfo.SplitLower(value)
+		var err error
+		if c.lower, c.data, err = mountinfo.SplitLower(value); err != nil {
+			return fmt.Errorf("option lowerdir: %v", err)
+		}
 	case "upperdir":
 		c.upper = value
 	case "workdir":
@@ -422,7 +425,7 @@ func splitOptions(s string) []string {
 // validate checks the layers on disk and makes every path absolute. It
 // creates nothing.
 func (c *config) validate() error {
-	if len(c.lower) == 0 || (len(c.lower) == 1 && c.lower[0] == "") {
+	if len(c.lower) == 0 {
 		return fmt.Errorf("missing option lowerdir=")
 	}
 	if c.upper != "" && c.work == "" {
@@ -431,18 +434,8 @@ func (c *config) validate() error {
 	if c.work != "" && c.upper == "" {
 		return fmt.Errorf("option workdir needs upperdir")
 	}
-	if i := slices.Index(c.lower, ""); i >= 0 {
-		// lowerdir=a:b::c::d: c and d are data-only layers.
-		c.lower, c.data = c.lower[:i], c.lower[i+1:]
-		if i == 0 {
-			return fmt.Errorf("option lowerdir: data-only layers ('::') need a lower layer before them")
-		}
-	}
 	for _, list := range [][]string{c.lower, c.data} {
 		for i, l := range list {
-			if l == "" {
-				return fmt.Errorf("option lowerdir: empty layer (a data-only layer follows '::', and no other layer does)")
-			}
 			p, err := dirPath("lowerdir", l)
 			if err != nil {
 				return err
