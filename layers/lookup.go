@@ -27,8 +27,11 @@ type Found struct {
 	// Redirect is the overlay.redirect of a directory or a metacopy
 	// file: where its lower part lives, a name in the same parent or a
 	// path from the layers' roots starting with '/'. "" when there is
-	// none or it is not valid (the kernel ignores an invalid one too).
-	Redirect string
+	// none or it is not valid; BadRedirect then says there is one the
+	// kernel refuses (EINVAL) where it reads it: empty, relative with a
+	// '/', or absolute with an empty name.
+	Redirect    string
+	BadRedirect bool
 	// Metacopy says a regular file is marked overlay.metacopy: its data
 	// is still below. MetacopyValue is the xattr's value.
 	Metacopy      bool
@@ -76,14 +79,14 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool) (Found, error) {
 			return f, err
 		}
 		if !f.Marks.Opaque && (slices.Contains(names, Trusted.Name(XattrRedirect)) || slices.Contains(names, User.Name(XattrRedirect))) {
-			f.Redirect = redirectOf(func(attr string) ([]byte, error) { return FdGetxattr(fd, attr) })
+			f.Redirect, f.BadRedirect = redirectOf(func(attr string) ([]byte, error) { return FdGetxattr(fd, attr) })
 		}
 	case unix.S_IFREG:
 		get := func(attr string) ([]byte, error) { return GetxattrAt(dfd, name, attr) }
 		for _, ns := range escapeNamespaces {
 			if v, err := get(ns.Name(XattrMetacopy)); err == nil {
 				f.Metacopy, f.MetacopyValue = true, v
-				f.Redirect = redirectOf(get)
+				f.Redirect, f.BadRedirect = redirectOf(get)
 				break
 			}
 		}
@@ -93,26 +96,30 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool) (Found, error) {
 
 // redirectOf reads a redirect with get, in either private namespace, and
 // returns it if it is valid: not empty; a relative one a single name; an
-// absolute one names joined by single slashes (ovl_get_redirect_xattr).
-func redirectOf(get func(attr string) ([]byte, error)) string {
+// absolute one names joined by single slashes. bad says it is one the
+// kernel refuses (ovl_get_redirect_xattr: empty, a '/' in a relative one,
+// an empty name in an absolute one); one it takes and cannot look up (a
+// "." or ".." name) is neither valid nor bad.
+func redirectOf(get func(attr string) ([]byte, error)) (r string, bad bool) {
 	for _, ns := range escapeNamespaces {
 		v, err := get(ns.Name(XattrRedirect))
 		if err != nil {
 			continue
 		}
 		r := string(v)
+		names := []string{r}
 		if rest, abs := strings.CutPrefix(r, "/"); abs {
-			for _, c := range strings.Split(rest, "/") {
-				if !ValidName(c) {
-					return ""
-				}
+			names = strings.Split(rest, "/")
+		}
+		for _, c := range names {
+			if c == "" || strings.Contains(c, "/") {
+				return "", true
 			}
-			return r
+			if !ValidName(c) {
+				return "", false
+			}
 		}
-		if !ValidName(r) {
-			return ""
-		}
-		return r
+		return r, false
 	}
-	return ""
+	return "", false
 }

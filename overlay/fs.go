@@ -526,3 +526,14 @@ func toErrno(err error) error {
 	}
 	return layers.Errno(err)
 }
+
+// lowestLower returns the lowest layer that is neither upper nor
+// data-only (the kernel's layer numlower(root)), nil with none.
+func (fs *FS) lowestLower() *layers.Layer {
+	for i := len(fs.stack) - 1; i >= 0; i-- {
+		if l := fs.stack[i]; !l.DataOnly && !l.Upper {
+			return l
+		}
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -15,24 +16,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// composefsStack opens an empty upper layer over a metadata layer (spec)
-// and a data-only layer (data), composefs's format, with opts.
-func composefsStack(t *testing.T, opts Options, spec, data []string) (fs *FS, upper string) {
+// composefsStack opens an empty upper layer over lower layers made from
+// specs (testenv.MakeTree's lines, top first), the last of them
+// data-only: composefs's format, with opts.
+func composefsStack(t *testing.T, opts Options, specs ...[]string) (fs *FS, upper string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("engine tests need root (trusted.* xattrs)")
 	}
 	base := t.TempDir()
-	upper, work, meta, dir := filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "meta"), filepath.Join(base, "data")
-	testenv.MakeTree(t, upper, "d .")
+	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
 	testenv.MakeTree(t, work, "d .")
-	testenv.MakeTree(t, meta, spec...)
-	testenv.MakeTree(t, dir, data...)
+	specs = append([][]string{{"d ."}}, specs...)
 	var stack []*layers.Layer
-	for i, p := range []string{upper, meta, dir} {
-		l, err := layers.Open(p, i, i == 0)
+	for i, spec := range specs {
+		dir := filepath.Join(base, fmt.Sprint(i))
+		if i == 0 {
+			dir = upper
+		}
+		testenv.MakeTree(t, dir, spec...)
+		l, err := layers.Open(dir, i, i == 0)
 		testenv.Must(t, err)
-		l.DataOnly = i == 2
+		l.DataOnly = i == len(specs)-1
 		t.Cleanup(func() { l.Close() })
 		stack = append(stack, l)
 	}
