@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/ovlmount/ovlmount/inodes"
+	"github.com/ovlmount/ovlmount/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // TestDataOnlyLookupRefusals: what the kernel refuses where it looks up a
@@ -36,6 +38,26 @@ func TestDataOnlyLookupRefusals(t *testing.T) {
 			if _, err := fs.Lookup(inodes.RootID, name); err != want {
 				t.Errorf("metacopy=%v: lookup %s: %v, want %v", tc.metacopy, name, err, want)
 			}
+		}
+	}
+}
+
+// TestMetacopyDataLongerThanShown: the kernel's overlay reads a metacopy
+// file's data to its end, past the smaller size the file shows; the open
+// asks for direct I/O then (Opened.Direct), as the FUSE page cache would
+// stop at that size, and not otherwise.
+func TestMetacopyDataLongerThanShown(t *testing.T) {
+	meta := []string{"f short 1234", "x short trusted.overlay.metacopy=", "x short trusted.overlay.redirect=/o/a",
+		"f same 0123456789", "x same trusted.overlay.metacopy=", "x same trusted.overlay.redirect=/o/a", "f plain p"}
+	fs, _ := composefsStack(t, Options{Redirects: Redirects{Follow: true}}, meta, []string{"f o/a hello data"})
+	for name, want := range map[string]bool{"short": true, "same": false, "plain": false} {
+		e, err := fs.Lookup(inodes.RootID, name)
+		testenv.Must(t, err)
+		o, err := fs.Open(e.ID, unix.O_RDONLY, nil)
+		testenv.Must(t, err)
+		fs.Release(o.Handle)
+		if o.Direct != want {
+			t.Errorf("open %s: Direct %v, want %v", name, o.Direct, want)
 		}
 	}
 }
