@@ -116,7 +116,9 @@ func overlayDirs(opts []string) []struct{ path, role string } {
 		v = mountinfo.Unescape(v)
 		switch k {
 		case "lowerdir":
-			for _, p := range mountinfo.SplitLower(v) {
+			// The kernel took it: it splits.
+			lower, data, _ := mountinfo.SplitLower(v)
+			for _, p := range append(lower, data...) {
 				add(p, "lowerdir")
 			}
 		case "lowerdir+", "datadir+":

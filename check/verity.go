@@ -25,10 +25,11 @@ func metacopyProblem(v []byte) (problem string, atLookup bool) {
 // verityProblem compares the fs-verity digest metacopy value m records
 // with that of its data file, open at fd, as ovl_validate_verity does
 // with verity=on or require. The data file's own fs-verity digest is the
-// one the kernel compares; a file without fs-verity is hashed in full, as
-// an ovlmount mount does (the kernel refuses such a file outright, a
-// matter of the filesystem the layer is on rather than of the stack). It
-// returns what is wrong, or "".
+// one the kernel compares; a file without fs-verity is hashed in full
+// instead: the kernel, and ovlmount, refuse such a file outright, a
+// matter of the filesystem the layer is on rather than of the stack,
+// which may be copied to one with fs-verity. It returns what is wrong,
+// or "".
 func verityProblem(m fsverity.Metacopy, fd int) string {
 	alg, got, measured, err := fsverity.Measure(fd)
 	if err == nil && (!measured || alg != m.Alg) {

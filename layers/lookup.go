@@ -27,8 +27,11 @@ type Found struct {
 	// Redirect is the overlay.redirect of a directory or a metacopy
 	// file: where its lower part lives, a name in the same parent or a
 	// path from the layers' roots starting with '/'. "" when there is
-	// none or it is not valid (the kernel ignores an invalid one too).
-	Redirect string
+	// none or it is not valid; BadRedirect then says there is one the
+	// kernel refuses (EINVAL) where it reads it: empty, relative with a
+	// '/', or absolute with an empty name.
+	Redirect    string
+	BadRedirect bool
 	// Metacopy says a regular file is marked overlay.metacopy: its data
 	// is still below. MetacopyValue is the xattr's value.
 	Metacopy      bool
@@ -76,14 +79,14 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool, r Reading) (Found, erro
 			return f, err
 		}
 		if !f.Marks.Opaque && slices.ContainsFunc(r.Namespaces(), func(ns Namespace) bool { return slices.Contains(names, ns.Name(XattrRedirect)) }) {
-			f.Redirect = redirectOf(func(attr string) ([]byte, error) { return FdGetxattr(fd, attr) }, r)
+			f.Redirect, f.BadRedirect = redirectOf(func(attr string) ([]byte, error) { return FdGetxattr(fd, attr) }, r)
 		}
 	case unix.S_IFREG:
 		get := func(attr string) ([]byte, error) { return GetxattrAt(dfd, name, attr) }
 		for _, ns := range r.Namespaces() {
 			if v, err := get(ns.Name(XattrMetacopy)); err == nil {
 				f.Metacopy, f.MetacopyValue = true, v
-				f.Redirect = redirectOf(get, r)
+				f.Redirect, f.BadRedirect = redirectOf(get, r)
 				break
 			}
 		}
@@ -93,26 +96,30 @@ func Lookup(dfd int, name string, xwhiteouts, aufs bool, r Reading) (Found, erro
 
 // redirectOf reads a redirect with get, in a namespace r reads, and
 // returns it if it is valid: not empty; a relative one a single name; an
-// absolute one names joined by single slashes (ovl_get_redirect_xattr).
-func redirectOf(get func(attr string) ([]byte, error), r Reading) string {
-	for _, ns := range r.Namespaces() {
+// absolute one names joined by single slashes. bad says it is one the
+// kernel refuses (ovl_get_redirect_xattr: empty, a '/' in a relative one,
+// an empty name in an absolute one); one it takes and cannot look up (a
+// "." or ".." name) is neither valid nor bad.
+func redirectOf(get func(attr string) ([]byte, error), rd Reading) (r string, bad bool) {
+	for _, ns := range rd.Namespaces() {
 		v, err := get(ns.Name(XattrRedirect))
 		if err != nil {
 			continue
 		}
 		r := string(v)
+		names := []string{r}
 		if rest, abs := strings.CutPrefix(r, "/"); abs {
-			for _, c := range strings.Split(rest, "/") {
-				if !ValidName(c) {
-					return ""
-				}
+			names = strings.Split(rest, "/")
+		}
+		for _, c := range names {
+			if c == "" || strings.Contains(c, "/") {
+				return "", true
 			}
-			return r
+			if !ValidName(c) {
+				return "", false
+			}
 		}
-		if !ValidName(r) {
-			return ""
-		}
-		return r
+		return r, false
 	}
-	return ""
+	return "", false
 }

@@ -40,6 +40,9 @@ func (fs *FS) copyUpWith(n *node, meta, trunc bool) (int, error) {
 	if fs.upper == nil {
 		return -1, syscall.EROFS
 	}
+	if err := fs.verifyCopied(n); err != nil {
+		return -1, err
+	}
 	if fs.needsLinkUp(n) {
 		return fs.copyUpIndexed(n, meta, trunc)
 	}
@@ -236,10 +239,6 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 			return fail(err)
 		}
 		defer unix.Close(dfd)
-		// What is checked is what is copied.
-		if err := fs.verifyData(n, dfd); err != nil {
-			return fail(err)
-		}
 		if st.Nlink == 1 && fs.nodes.IdentOf(n).Key != up.key() {
 			nfd, err := fs.refill(n, fd, dfd, markers)
 			unix.Close(fd)

@@ -144,7 +144,23 @@ func (fs *FS) openHandle(n *node, flags int) (Opened, error) {
 			return Opened{}, err
 		}
 	}
-	return fs.attach(n, fd, pt), nil
+	o := fs.attach(n, fd, pt)
+	o.Direct = !own && fs.dataLonger(n, fd)
+	return o, nil
+}
+
+// dataLonger reports whether the data of metacopy file n, open as dfd,
+// is longer than the size n shows, its metadata's: the kernel's overlay
+// reads such data to its end, where reads through the FUSE page cache
+// stop at the size the kernel was given.
+// Preconditions: renameMu held; n.mu held.
+func (fs *FS) dataLonger(n *node, dfd int) bool {
+	var data unix.Stat_t
+	if unix.Fstat(dfd, &data) != nil {
+		return false
+	}
+	meta, err := fs.lstat(n, n.objects()[0].layer)
+	return err == nil && data.Size > meta.Size
 }
 
 func (fs *FS) fileHandle(h uint64) (*fileHandle, error) {

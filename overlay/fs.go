@@ -59,7 +59,6 @@ import (
 
 	"github.com/ovlmount/ovlmount/copyup"
 	"github.com/ovlmount/ovlmount/inodes"
-	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/layers"
 	"golang.org/x/sys/unix"
 )
@@ -173,10 +172,6 @@ type FS struct {
 	dirFdCount atomic.Int64
 	dirFdMax   int64
 
-	// digests caches the fs-verity digests of data files without
-	// fs-verity of their own (verity.go).
-	digests *fsverity.Cache
-
 	// listings are the merged listings held (readdir.go).
 	listings heldListings
 
@@ -207,9 +202,10 @@ type VerityMode int
 const (
 	// VerityOff: digests are neither checked nor recorded.
 	VerityOff VerityMode = iota
-	// VerityOn: a digest a metacopy file records is checked when its
-	// data is first opened (EIO on a mismatch); copy-up records the
-	// lower data's digest where the lower file has fs-verity.
+	// VerityOn: a digest a metacopy file records is checked against
+	// its data's own fs-verity digest when the file is opened or copied
+	// up (EIO on a mismatch, and where the data has no fs-verity);
+	// copy-up records the lower data's digest where it has fs-verity.
 	VerityOn
 	// VerityRequire: as on, and a metacopy file without a digest is
 	// refused (EIO); copy-up copies the data of a file without
@@ -250,8 +246,7 @@ func (o *Options) opaqueNewDirs() bool {
 // proportional to the tree's size happens at mount.
 func New(stack []*layers.Layer, opts Options) (*FS, error) {
 	fs := &FS{opts: opts, stack: stack, handles: make(map[uint64]*fileHandle), uuids: make(map[[16]byte][]*layers.Layer), work: opts.Work,
-		digests: fsverity.NewCache(digestCacheEntries),
-		euid:    uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
+		euid: uint32(unix.Geteuid()), egid: uint32(unix.Getegid()), umask: currentUmask()}
 	// Half the fd limit for held directory fds leaves the rest to open
 	// files and copy-ups.
 	var lim unix.Rlimit
@@ -551,4 +546,15 @@ func toErrno(err error) error {
 		return nil
 	}
 	return layers.Errno(err)
+}
+
+// lowestLower returns the lowest layer that is neither upper nor
+// data-only (the kernel's layer numlower(root)), nil with none.
+func (fs *FS) lowestLower() *layers.Layer {
+	for i := len(fs.stack) - 1; i >= 0; i-- {
+		if l := fs.stack[i]; !l.DataOnly && !l.Upper {
+			return l
+		}
+	}
+	return nil
 }

@@ -34,9 +34,11 @@ func (fs *FS) mountOptions(maxWrite int, errLog *log.Logger) *fuse.MountOptions 
 		// security.capability before every write; SETXATTR_EXT: the
 		// setxattr of an ACL says when setgid must go; ATOMIC_O_TRUNC:
 		// O_TRUNC comes with the open, so a copy-up for it copies no data,
-		// as the kernel's does.
+		// as the kernel's does; DIRECT_IO_ALLOW_MMAP: a file opened for
+		// direct I/O (Opened.Direct) can still be mapped shared, as on
+		// the kernel's overlay.
 		ExtraCapabilities: fuse.CAP_NO_OPENDIR_SUPPORT | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ASYNC_DIO |
-			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT | fuse.CAP_ATOMIC_O_TRUNC,
+			fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_SETXATTR_EXT | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		// Layers change only through this mount, and the kernel's page
 		// cache follows those changes: no invalidation by mtime.
 		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA,
@@ -385,14 +387,18 @@ func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *f
 // file, or one whose data the daemon serves and whose pages the kernel
 // keeps across opens (a file changes only through this mount, layers
 // must not change behind it, and the kernel's page cache follows those
-// changes), but for a file other nodes change too (Opened.Shared). The
-// kernel refuses KEEP_CACHE with passthrough.
+// changes), but for a file other nodes change too (Opened.Shared), or
+// for one whose reads must go past its size (Opened.Direct: direct I/O
+// sends them whatever the size). The kernel refuses KEEP_CACHE with
+// passthrough.
 func opened(o Opened, out *fuse.OpenOut) {
 	out.Fh = o.Handle
 	switch {
 	case o.Backing >= 0:
 		out.OpenFlags = fuse.FOPEN_PASSTHROUGH
 		out.BackingID = o.Backing
+	case o.Direct:
+		out.OpenFlags = fuse.FOPEN_DIRECT_IO
 	case !o.Shared:
 		out.OpenFlags = fuse.FOPEN_KEEP_CACHE
 	}

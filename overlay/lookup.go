@@ -33,11 +33,6 @@ type looking struct {
 	// redirected says a redirect was met: following it is refused
 	// without redirect_dir=follow or more.
 	redirected bool
-	// last says the layer being searched is the last one there is to
-	// search, where a redirect is not even read without
-	// redirect_dir=follow or more: as the kernel's lookup with d.last,
-	// an object with one there shows as it is, unrefused.
-	last bool
 }
 
 // resolveIn is resolve over the given layer objects of p.
@@ -79,8 +74,7 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 		if look != name {
 			where = look
 		}
-		lk.last = !fs.opts.Redirects.Follow && i == len(pobjs)-1
-		if err := lk.add(po.layer, lf, where); err != nil {
+		if err := lk.add(po.layer, lf, where, i == len(pobjs)-1); err != nil {
 			return found{}, err
 		}
 		below = po.layer.Index
@@ -99,8 +93,9 @@ func (fs *FS) resolveIn(p *node, pobjs []obj, name string) (found, error) {
 
 // add records what layer l holds of the name (lf), found at where ("" for
 // the name in the parent's object, else place.far's form), and what it
-// means for the layers below.
-func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
+// means for the layers below; lastObj says l's is the last of the objects
+// searched.
+func (lk *looking) add(l *layers.Layer, lf layers.Found, where string, lastObj bool) error {
 	switch lf.Kind {
 	case layers.Missing:
 		return nil
@@ -110,6 +105,11 @@ func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
 	}
 	f := &lk.f
 	typ := lf.St.Mode & unix.S_IFMT
+	if err := lk.checkRead(l, lf, lastObj); err != nil {
+		return err
+	}
+	// The last object's redirect is not read: it shows as it is.
+	last := lk.last(l, lastObj)
 	if f.objs != nil {
 		if lk.redirected && !lk.fs.opts.Redirects.Follow {
 			// A redirect is like a symlink into the layers below,
@@ -129,17 +129,21 @@ func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
 			return syscall.EPERM
 		case f.typ == unix.S_IFREG && lf.Metacopy:
 			// Another metacopy file: only its redirect matters.
-			lk.redirect(lf.Redirect)
+			if !last {
+				lk.redirect(lf.Redirect)
+			}
 			return nil
 		}
 	} else {
+		if lf.Metacopy && !l.Upper && !lk.fs.opts.Metacopy && !lk.toData(l, lf) {
+			// The kernel's "refusing to follow metacopy origin",
+			// whatever is below: without metacopy=on a lower
+			// metacopy file is followed only into the data-only
+			// layers, from the lowest layer above them.
+			return syscall.EPERM
+		}
 		f.typ, f.st = typ, lf.St
 		f.metacopy, f.redirect = lf.Metacopy, lf.Redirect
-	}
-	if lf.Metacopy {
-		if err := checkMarker(lf.MetacopyValue); err != nil {
-			return err
-		}
 	}
 	o := objOf(l, &lf.St)
 	o.marks = lf.Marks
@@ -151,7 +155,7 @@ func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
 		f.far[l] = where
 	}
 	switch {
-	case lk.last:
+	case last:
 		lk.stop = true
 	case typ == unix.S_IFDIR && !lf.Marks.Opaque:
 		lk.redirect(lf.Redirect)
@@ -162,6 +166,55 @@ func (lk *looking) add(l *layers.Layer, lf layers.Found, where string) error {
 		lk.stop = true
 	}
 	return nil
+}
+
+// checkRead refuses what layer l holds (lf) as the kernel's
+// ovl_lookup_single does when it reads its markers: a metacopy marker it
+// refuses at every lookup (EIO), and a redirect that is not valid
+// (EINVAL) where it reads it, on a directory that is not opaque or on a
+// metacopy file, unless l's object is the last it looks at (last). It
+// reads nothing of an object not of the type of those above it, which
+// ends the lookup.
+func (lk *looking) checkRead(l *layers.Layer, lf layers.Found, lastObj bool) error {
+	f := &lk.f
+	typ := lf.St.Mode & unix.S_IFMT
+	if f.objs != nil && f.typ != typ {
+		return nil
+	}
+	if lf.Metacopy {
+		if err := checkMarker(lf.MetacopyValue); err != nil {
+			return err
+		}
+	}
+	reads := typ == unix.S_IFDIR && !lf.Marks.Opaque || typ == unix.S_IFREG && lf.Metacopy
+	if reads && lf.BadRedirect && !lk.last(l, lastObj) {
+		return syscall.EINVAL
+	}
+	return nil
+}
+
+// last reports whether the kernel's lookup takes what layer l holds as
+// the last object it looks at, and so reads no redirect of it (ovl_lookup's
+// d.last), as measured on the kernel: with redirects followed, or with
+// data-only layers, only in the lowest layer above the data-only ones,
+// and with data-only layers only for a directory found above already (a
+// metacopy file's data, or a directory first found there, may be below
+// it); else (nofollow) the last of the objects searched (lastObj).
+func (lk *looking) last(l *layers.Layer, lastObj bool) bool {
+	fs := lk.fs
+	if !fs.opts.Redirects.Follow && len(fs.dataLayers) == 0 {
+		return lastObj
+	}
+	above := lk.f.objs != nil && lk.f.typ == unix.S_IFDIR
+	return l == fs.lowestLower() && (len(fs.dataLayers) == 0 || above)
+}
+
+// toData reports whether metacopy file lf, the first object of the name,
+// in layer l, has its data looked for in the data-only layers without
+// metacopy=on: it is in the lowest layer above them, with an absolute
+// redirect.
+func (lk *looking) toData(l *layers.Layer, lf layers.Found) bool {
+	return len(lk.fs.dataLayers) > 0 && l == lk.fs.lowestLower() && strings.HasPrefix(lf.Redirect, "/")
 }
 
 // redirect takes redirect r, if any, for the layers below.
@@ -195,8 +248,7 @@ func (lk *looking) fromRoots(below int) error {
 		if err != nil {
 			return err
 		}
-		lk.last = !lk.fs.opts.Redirects.Follow && i == len(roots)-1
-		if err := lk.add(ro.layer, lf, path); err != nil {
+		if err := lk.add(ro.layer, lf, path, i == len(roots)-1); err != nil {
 			return err
 		}
 	}

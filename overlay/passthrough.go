@@ -45,6 +45,9 @@ type Opened struct {
 	// Shared says other nodes show the same file and change it
 	// (Attr.Shared): the kernel must not keep its pages across opens.
 	Shared bool
+	// Direct says the kernel must send every read, not stop at the
+	// file's size (a metacopy file whose data is longer than it shows).
+	Direct bool
 }
 
 // SetBacking enables passthrough through b, or disables it (nil).

@@ -6,19 +6,17 @@ import (
 
 	"github.com/ovlmount/ovlmount/internal/fsverity"
 	"github.com/ovlmount/ovlmount/layers"
+	"golang.org/x/sys/unix"
 )
 
 // fs-verity of metacopy files (verity=on|require), as the kernel's
-// ovl_validate_verity and ovl_set_verity_xattr_from: the marker of a
-// metacopy file may record the fs-verity digest its data must have. The
-// kernel checks it against the data file's own fs-verity; where the data
-// file has none (a kernel without CONFIG_FS_VERITY, a filesystem without
-// it), ovlmount computes the digest itself (internal/fsverity), once per
-// file while it does not change, so that a mount without privilege can
-// enforce verity, which the kernel cannot.
-
-// digestCacheEntries bounds the digests kept (about 450 bytes each).
-const digestCacheEntries = 4096
+// ovl_validate_verity and ovl_get_verity_digest: the marker of a
+// metacopy file may record the fs-verity digest its data must have,
+// which is compared with the digest the data file's filesystem enforces
+// (FS_IOC_MEASURE_VERITY). A data file without fs-verity of its own (a
+// kernel without CONFIG_FS_VERITY, a filesystem without it) cannot be
+// checked, and is refused (EIO) as the kernel refuses it: a digest
+// computed here would vouch for data that nothing keeps from changing.
 
 // checkMarker refuses, with the kernel's errno, a metacopy value the
 // kernel refuses wherever it looks the file up: a value of 1 to 3 bytes.
@@ -32,12 +30,11 @@ func checkMarker(value []byte) error {
 }
 
 // verifyData checks the data of metacopy file n, held open as dfd,
-// against the digest n's marker records: EIO on a mismatch, on a digest
-// the data cannot have, and, with verity=require, on a marker without
-// one. The kernel checks once per inode, its data files having fs-verity
-// and so never changing; a data file without it may change, so every
-// open checks (the digest cache hashes a file again only once it has
-// changed).
+// against the digest n's marker records, as ovl_validate_verity: EIO on
+// a data file without fs-verity, on another digest or algorithm, and,
+// with verity=require, on a marker without a digest. The kernel checks
+// once per inode and remembers it; its data files having fs-verity never
+// change, so checking at every open and copy-up, as here, finds the same.
 // Preconditions: renameMu held; n.mu held; n is a metacopy file.
 func (fs *FS) verifyData(n *node, dfd int) error {
 	if fs.opts.Verity == VerityOff {
@@ -60,19 +57,37 @@ func (fs *FS) verifyData(n *node, dfd int) error {
 		return nil
 	}
 	alg, got, ok, err := fsverity.Measure(dfd)
-	if err != nil {
-		return syscall.EIO
-	}
-	if !ok || alg != m.Alg {
-		alg = m.Alg
-		if got, err = fs.digests.Digest(dfd, alg); err != nil {
-			return syscall.EIO
-		}
-	}
-	if !bytes.Equal(got, m.Digest) {
+	if err != nil || !ok || alg != m.Alg || !bytes.Equal(got, m.Digest) {
 		return syscall.EIO
 	}
 	return nil
+}
+
+// verifyCopied is verifyData before a copy-up of n, of its data or of
+// its metadata, even of a metacopy file already upper, as the kernel's
+// ovl_copy_up_flags checks (ovl_verify_lowerdata) before it looks at
+// what there is to copy: a file it would refuse to open is not copied
+// up either (EIO), nor are its attributes changed.
+// Preconditions: renameMu held; no node's mu held.
+func (fs *FS) verifyCopied(n *node) error {
+	if fs.opts.Verity == VerityOff || n.kind() != unix.S_IFREG {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := fs.lazyData(n); err != nil {
+		return err
+	}
+	data, own := dataOf(n.objects(), n.kind())
+	if own {
+		return nil
+	}
+	dfd, err := fs.openFile(n, data.layer, unix.O_RDONLY)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(dfd)
+	return fs.verifyData(n, dfd)
 }
 
 // markerName is the name of n's metacopy marker: in the namespace the

@@ -145,17 +145,9 @@ func checkStack(opts []string) (check.Stack, error) {
 			logWarning("check: unknown option %q ignored", o)
 		}
 	}
-	data := false
-	for _, p := range mountinfo.SplitLower(lower) {
-		switch {
-		case p == "":
-			// "::" starts the data-only layers.
-			data = true
-		case data:
-			s.Data = append(s.Data, p)
-		default:
-			s.Lower = append(s.Lower, p)
-		}
+	var err error
+	if s.Lower, s.Data, err = mountinfo.SplitLower(lower); err != nil {
+		return s, fmt.Errorf("option lowerdir: %v", err)
 	}
 	switch {
 	case len(s.Lower) == 0:

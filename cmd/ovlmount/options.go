@@ -75,9 +75,9 @@ var options = []option{
 	{"fsync", done, []string{"0", "1"}, "0: skip the fsyncs of copy-up and syncfs, as volatile"},
 	{"volatile", done, []string{""}, "skip the fsyncs of copy-up and syncfs: faster, not crash-safe for durability (still atomic)"},
 	{"redirect_dir", done, []string{"on", "follow", "nofollow", "off"}, "on: rename a lower or merged directory by recording where its lower part lives (overlay.redirect) instead of EXDEV; follow: follow such redirects, make none; nofollow: refuse to follow them (EPERM); off (default): make none and follow them, as the kernel with redirect_always_follow"},
-	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records (EIO otherwise); where the data file has no fs-verity of its own, ovlmount computes the digest itself, once per file while it does not change. require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
+	{"verity", done, []string{"off", "on", "require"}, "on: a metacopy file's data must have the fs-verity digest its overlay.metacopy records, checked on open and copy-up against the data file's own fs-verity (EIO otherwise, and for a data file without fs-verity, as the kernel). require: as on, and a metacopy file without a digest is refused (EIO), and copy-up copies the data of a file without fs-verity. off (default): digests are not checked"},
 	{"uuid", done, []string{"auto", "on", "null", "off"}, "auto (default): a new upper layer gets a persistent overlay uuid (overlay.uuid on its root), an old one keeps none; on: always, and the mount fails without one; null: none; off: none, and origins are written with a null uuid and only such are followed (for a copy of a layer's filesystem with another uuid)"},
-	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM)"},
+	{"metacopy", done, []string{"on", "off"}, "on: chown, chmod, utimes, setxattr and renames copy a lower file up without its data, which stays below until the file is written (overlay.metacopy); implies redirect_dir=on. off (default): copy-up copies data, and a metacopy file with data below is refused (EPERM), as is any lower one but for one with an absolute redirect in the lowest layer above data-only layers"},
 	{"index", done, []string{"on", "off"}, "on: the inodes index, as the kernel's: a lower hard link copied up goes through workdir/index, so that its names stay one file (one inode number, the overlay's link count in overlay.nlink) and every name shows the copy; the upper layer's root then records its lowerdir, and a mount over another lowerdir fails (ESTALE), and so does one over an upperdir or workdir another ovlmount mount, or a kernel overlay mount this namespace lists, uses (EBUSY; index=off mounts it). Where a layer's filesystem gives no file handles, or two lower filesystems share a uuid, it falls back to off with a warning; without upperdir it does nothing. off (default): copying up one name of a lower hard link breaks the link"},
 	{"userxattr", done, []string{""}, "the overlay's markers are user.overlay.* xattrs, written and read, as the kernel's userxattr (the form of unprivileged mounts); trusted.overlay.* and user.fuseoverlayfs.* ones are then plain xattrs; redirects are not followed (redirect_dir=nofollow), and another redirect_dir= or metacopy=on is refused, as by the kernel"},
 	{"noxattrs", ignored, []string{"0"}, "xattrs are always served"},
@@ -260,7 +260,10 @@ func (c *config) apply(o string) error {
 	}
 	switch name {
 	case "lowerdir":
-		c.lower = mountinfo.SplitLower(value)
+		var err error
+		if c.lower, c.data, err = mountinfo.SplitLower(value); err != nil {
+			return fmt.Errorf("option lowerdir: %v", err)
+		}
 	case "upperdir":
 		c.upper = value
 	case "workdir":
@@ -427,7 +430,7 @@ func splitOptions(s string) []string {
 // validate checks the layers on disk and makes every path absolute. It
 // creates nothing.
 func (c *config) validate() error {
-	if len(c.lower) == 0 || (len(c.lower) == 1 && c.lower[0] == "") {
+	if len(c.lower) == 0 {
 		return fmt.Errorf("missing option lowerdir=")
 	}
 	if c.upper != "" && c.work == "" {
@@ -436,18 +439,8 @@ func (c *config) validate() error {
 	if c.work != "" && c.upper == "" {
 		return fmt.Errorf("option workdir needs upperdir")
 	}
-	if i := slices.Index(c.lower, ""); i >= 0 {
-		// lowerdir=a:b::c::d: c and d are data-only layers.
-		c.lower, c.data = c.lower[:i], c.lower[i+1:]
-		if i == 0 {
-			return fmt.Errorf("option lowerdir: data-only layers ('::') need a lower layer before them")
-		}
-	}
 	for _, list := range [][]string{c.lower, c.data} {
 		for i, l := range list {
-			if l == "" {
-				return fmt.Errorf("option lowerdir: empty layer (a data-only layer follows '::', and no other layer does)")
-			}
 			p, err := dirPath("lowerdir", l)
 			if err != nil {
 				return err

@@ -103,20 +103,37 @@ func TestSplitOptions(t *testing.T) {
 	}
 }
 
+// TestSplitLower: lowerdir is split as the kernel splits it, data-only
+// layers included (lowerdir=L::D0::D1), and what the kernel refuses is
+// refused with one line naming the option.
 func TestSplitLower(t *testing.T) {
 	for _, tc := range []struct {
-		in   string
-		want []string
+		in          string
+		lower, data []string
 	}{
-		{"/a", []string{"/a"}},
-		{"/a:/b:/c", []string{"/a", "/b", "/c"}},
-		{`/a\:b:/c`, []string{"/a:b", "/c"}},
-		{`/a\\b`, []string{`/a\b`}},
-		{"/a::/b", []string{"/a", "", "/b"}},
-		{"", []string{""}},
+		{"/a", []string{"/a"}, nil},
+		{"/a:/b:/c", []string{"/a", "/b", "/c"}, nil},
+		{`/a\:b:/c`, []string{"/a:b", "/c"}, nil},
+		{`/a\\b`, []string{`/a\b`}, nil},
+		{`/a\`, []string{"/a"}, nil},
+		{"/a::/b", []string{"/a"}, []string{"/b"}},
+		{"/a:/b::/c::/d", []string{"/a", "/b"}, []string{"/c", "/d"}},
+		{`/a::/b\:::/c`, []string{"/a"}, []string{"/b:", "/c"}},
+		{"", nil, nil},
 	} {
-		if got := mountinfo.SplitLower(tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("SplitLower(%q) = %q, want %q", tc.in, got, tc.want)
+		lower, data, err := mountinfo.SplitLower(tc.in)
+		if err != nil || !reflect.DeepEqual(lower, tc.lower) || !reflect.DeepEqual(data, tc.data) {
+			t.Errorf("SplitLower(%q) = %q, %q, %v; want %q, %q", tc.in, lower, data, err, tc.lower, tc.data)
+		}
+	}
+	// The kernel refuses these (EINVAL).
+	for _, in := range []string{"/a::/b:/c", ":/a", "/a:", "/a::", "/a:::/b", "/a::::/b", "/a::/b::/c:/d"} {
+		if lower, data, err := mountinfo.SplitLower(in); err == nil {
+			t.Errorf("SplitLower(%q) = %q, %q; want an error", in, lower, data)
+		}
+		_, err := parseArgs([]string{"-o", "lowerdir=" + in, "/m"})
+		if err == nil || !strings.HasPrefix(err.Error(), "option lowerdir: ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("lowerdir=%s: %v; want one line about option lowerdir", in, err)
 		}
 	}
 	// Through the whole command line: "\:" survives splitOptions.

@@ -1,9 +1,10 @@
-// Package fsverity owns fs-verity file digests where the kernel cannot
-// give them (no CONFIG_FS_VERITY, or a filesystem without fs-verity):
-// computing a file's digest in userspace (Digest), asking the kernel for
-// it when the file has fs-verity enabled (Measure), a cache of computed
-// digests (Cache), and the value of the overlay metacopy xattr that
-// carries a digest (Metacopy, DecodeMetacopy).
+// Package fsverity owns fs-verity file digests: asking the kernel for the
+// digest it enforces when the file has fs-verity enabled (Measure), the
+// one overlayfs compares; computing a file's digest in userspace (Digest),
+// for ovlmount check, where the kernel cannot give it (no
+// CONFIG_FS_VERITY, or a filesystem without fs-verity); and the value of
+// the overlay metacopy xattr that carries a digest (Metacopy,
+// DecodeMetacopy).
 //
 // It reads files only through fds its callers opened and hands back bytes:
 // it never opens a path, writes a file or an xattr, or enables fs-verity on
@@ -96,10 +97,8 @@ const (
 
 // ErrChanged is returned when the file's size, mtime or ctime changed
 // while Digest read it, so that the bytes hashed may be neither the old
-// data nor the new. (A change within the clock tick of the file's last
-// change keeps the ctime where timestamps are coarse; Cache accounts for
-// that.) It wraps EIO, the errno overlayfs returns when it cannot get a
-// file's digest.
+// data nor the new. It wraps EIO, the errno overlayfs returns when it
+// cannot get a file's digest.
 var ErrChanged = fmt.Errorf("fsverity: the file changed while it was hashed: %w", syscall.EIO)
 
 // Digest returns the fs-verity file digest of the data of the regular

@@ -7,6 +7,7 @@
 package mountinfo
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,23 +163,55 @@ func Unescape(s string) string {
 }
 
 // SplitLower splits a lowerdir value, as a mount's options give it and
-// mountinfo shows it, into its layers: at each ':' that no '\' escapes
-// ("\:" is a colon in a path). An empty element, from "::" (the
-// kernel's data-only layers follow it), is kept for the caller to read.
-func SplitLower(s string) []string {
-	var out []string
+// mountinfo shows it, into its lower layers and its data-only layers, as
+// the kernel does (ovl_parse_param_split_lowerdirs and
+// ovl_parse_param_lowerdir): ':' separates lower layers, "::" a data-only
+// layer from the one before it (lowerdir=L0:L1::D0::D1), and '\' escapes
+// the next character ("\:" is a colon in a path; a trailing '\' is
+// dropped). It refuses, with the kernel's reason, what the kernel refuses
+// (EINVAL): a leading colon, trailing ones, three in a row, and a single
+// ':' after a data-only layer, since once the data-only layers start
+// every layer after is one.
+func SplitLower(s string) (lower, data []string, err error) {
+	if strings.HasPrefix(s, ":") {
+		return nil, nil, errors.New("a leading ':' (the kernel cannot append a lower layer)")
+	}
 	var cur strings.Builder
+	inData := false
+	add := func() {
+		if inData {
+			data = append(data, cur.String())
+		} else {
+			lower = append(lower, cur.String())
+		}
+		cur.Reset()
+	}
 	for i := 0; i < len(s); i++ {
 		switch {
-		case s[i] == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
+		case s[i] == '\\':
+			if i+1 < len(s) {
+				i++
+				cur.WriteByte(s[i])
+			}
 		case s[i] == ':':
-			out = append(out, cur.String())
-			cur.Reset()
+			n := len(s[i:]) - len(strings.TrimLeft(s[i:], ":"))
+			switch {
+			case n > 2:
+				return nil, nil, errors.New("only single ':' or double '::' sequences of unescaped colons are allowed")
+			case i+n == len(s):
+				return nil, nil, errors.New("unescaped trailing colons")
+			case n == 1 && inData:
+				return nil, nil, errors.New("lower layers cannot follow data-only layers (each data-only layer follows '::')")
+			}
+			add()
+			inData = inData || n == 2
+			i += n - 1
 		default:
 			cur.WriteByte(s[i])
 		}
 	}
-	return append(out, cur.String())
+	if s != "" {
+		add()
+	}
+	return lower, data, nil
 }
