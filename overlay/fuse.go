@@ -262,11 +262,29 @@ func (r *rawFS) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut
 	return fuse.OK
 }
 
+// changed tells the kernel that directories ids (node ids of requests)
+// changed by a change of their entries, once it is made.
+// The kernel drops their cached attributes itself when the request
+// returns, but a LOOKUP, READDIRPLUS or GETATTR reply about them built
+// before the change and applied after it (those requests do not lock the
+// directory) would bring the old ones back, for as long as the attribute
+// timeout: a notification also moves the directory's attribute version
+// past such replies, which the kernel then leaves unapplied.
+func (r *rawFS) changed(ids ...uint64) {
+	if r.fs.invalidate == nil {
+		return
+	}
+	for _, id := range ids {
+		r.fs.invalidate(nodeID(id), false)
+	}
+}
+
 func (r *rawFS) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	e, err := r.fs.Mknod(nodeID(in.NodeId), name, in.Mode, decodeDev(in.Rdev), cred(&in.InHeader, in.Umask))
 	if err != nil {
 		return status(err)
 	}
+	r.changed(in.NodeId)
 	r.entry(e, out)
 	return fuse.OK
 }
@@ -276,20 +294,33 @@ func (r *rawFS) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *fus
 	if err != nil {
 		return status(err)
 	}
+	r.changed(in.NodeId)
 	r.entry(e, out)
 	return fuse.OK
 }
 
 func (r *rawFS) Unlink(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	return status(r.fs.Unlink(nodeID(h.NodeId), name))
+	if err := r.fs.Unlink(nodeID(h.NodeId), name); err != nil {
+		return status(err)
+	}
+	r.changed(h.NodeId)
+	return fuse.OK
 }
 
 func (r *rawFS) Rmdir(_ <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	return status(r.fs.Rmdir(nodeID(h.NodeId), name))
+	if err := r.fs.Rmdir(nodeID(h.NodeId), name); err != nil {
+		return status(err)
+	}
+	r.changed(h.NodeId)
+	return fuse.OK
 }
 
 func (r *rawFS) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	return status(r.fs.Rename(nodeID(in.NodeId), oldName, nodeID(in.Newdir), newName, in.Flags))
+	if err := r.fs.Rename(nodeID(in.NodeId), oldName, nodeID(in.Newdir), newName, in.Flags); err != nil {
+		return status(err)
+	}
+	r.changed(in.NodeId, in.Newdir)
+	return fuse.OK
 }
 
 func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -297,6 +328,7 @@ func (r *rawFS) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.
 	if err != nil {
 		return status(err)
 	}
+	r.changed(in.NodeId)
 	r.entry(e, out)
 	return fuse.OK
 }
@@ -306,6 +338,7 @@ func (r *rawFS) Symlink(_ <-chan struct{}, h *fuse.InHeader, target, name string
 	if err != nil {
 		return status(err)
 	}
+	r.changed(h.NodeId)
 	r.entry(e, out)
 	return fuse.OK
 }
@@ -378,6 +411,7 @@ func (r *rawFS) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *f
 	if err != nil {
 		return status(err)
 	}
+	r.changed(in.NodeId)
 	r.entry(e, &out.EntryOut)
 	opened(fh, &out.OpenOut)
 	return fuse.OK
