@@ -39,18 +39,25 @@ type Dirent struct {
 // shows it.
 //
 // A merged directory's listing is built and held while it is read, until
-// listingGrace after a read reached its end or heldListings drops it for
-// room; its offsets are positions. A rebuild while one is held keeps each entry's offset, so
-// a reader that resumes at an offset after someone else rewound the
-// directory misses no entry that stayed and sees none twice, as on a file
-// system with stable directory cookies; after a drop, offsets are
-// positions in a new listing, as the kernel's are.
+// listingGrace after a read reached its end, or until heldListings drops
+// it for room. Readers share it (there is no open handle to hang one on),
+// and one's end must not end another's read. A rebuild while a listing is
+// held keeps the offset of every name that stays and gives new names
+// offsets after the last, so a reader misses no entry that stayed and
+// sees none twice, as with a filesystem's stable directory cookies. The
+// kernel also reads on from its own cache of a listing (CACHE_DIR) long
+// after, with offsets of a listing since dropped: an offset names the
+// entry it follows, by position and by a hash of the name
+// (listingOff), and one no entry has resumes after the entry of its
+// name's hash, whose order among the others that stayed a rebuild keeps
+// (the layers' own orders), or, when that entry has gone too, at its
+// position.
 type listing struct {
 	// mu guards the fields below; readers of one directory take turns.
 	mu     sync.Mutex
 	merged bool     // the last read at offset 0 built a listing
 	ents   []Dirent // by increasing Off
-	next   uint64   // the Off of the next new name
+	next   uint64   // the position of the next new name
 	// failing says some entries have an err.
 	failing bool
 	use     uint64 // heldListings' clock at the last read
@@ -202,12 +209,12 @@ func (fs *FS) readListing(n *node, offset uint64, count int) ([]Dirent, error) {
 		}
 		l.update(ents)
 	}
-	i := sort.Search(len(l.ents), func(i int) bool { return l.ents[i].Off > offset })
+	i := l.after(offset)
 	if i == len(l.ents) {
 		// Read to the end. Another reader may be halfway through
-		// (readers share the listing), and its next offset means
-		// something only in this listing: it goes once no one has
-		// read it for a while.
+		// (readers share the listing), and its offsets are exact only
+		// in this listing: it goes once no one has read it for a
+		// while.
 		fs.listings.ended(l)
 		return nil, nil
 	}
@@ -244,13 +251,50 @@ func (l *listing) read(i, count int) ([]Dirent, error) {
 	return out, nil
 }
 
+// listingOff is the offset of the entry named name at position pos (from
+// 1) of a listing: the position in the high half, the name's FNV-1a hash
+// in the low half, below 1<<63 as the kernel's signed offsets need.
+func listingOff(pos uint64, name string) uint64 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return pos<<32 | uint64(h)
+}
+
+// after returns the index of the first entry after offset: 0 for offset
+// 0; after the entry with that offset; else after the entry whose name
+// has its hash (the one at its position, if several have), or, with none,
+// where that entry was.
+// Preconditions: l.mu held.
+func (l *listing) after(offset uint64) int {
+	i := sort.Search(len(l.ents), func(i int) bool { return l.ents[i].Off > offset })
+	if offset == 0 || i > 0 && l.ents[i-1].Off == offset {
+		return i
+	}
+	pos, found := offset>>32, -1
+	for j, e := range l.ents {
+		if uint32(listingOff(pos, e.Name)) != uint32(offset) {
+			continue
+		}
+		if found < 0 || uint64(j+1) == pos {
+			found = j
+		}
+	}
+	if found >= 0 {
+		return found + 1
+	}
+	// The entry has gone: those after it have moved up into its place.
+	return min(int(max(pos, 1))-1, len(l.ents))
+}
+
 // update replaces the listing with ents, in merge order. Names already
 // listed keep their offsets and order; new names follow.
 // Preconditions: l.mu held.
 func (l *listing) update(ents []Dirent) {
 	if l.ents == nil {
 		for i := range ents {
-			ents[i].Off = uint64(i + 1)
+			ents[i].Off = listingOff(uint64(i+1), ents[i].Name)
 		}
 		l.ents, l.next = ents, uint64(len(ents)+1)
 		l.failing = slices.ContainsFunc(ents, func(e Dirent) bool { return e.err != nil })
@@ -271,7 +315,7 @@ func (l *listing) update(ents []Dirent) {
 	}
 	for _, e := range ents {
 		if _, ok := fresh[e.Name]; ok {
-			e.Off = l.next
+			e.Off = listingOff(l.next, e.Name)
 			l.next++
 			out = append(out, e)
 		}
