@@ -215,6 +215,50 @@ func (t *Tree) DirentInoMismatches() []string {
 	return out
 }
 
+// OwnDirentInoMismatches lists DirentInoMismatches of t that kernel's tree
+// of the same paths does not have: the kernel's overlay lets the two
+// differ for an entry its readdir cache of an impure directory does not
+// hold yet (a link made since of an object with an origin).
+func (t *Tree) OwnDirentInoMismatches(kernel *Tree) []string {
+	theirs := make(map[string]bool)
+	for _, m := range kernel.DirentInoMismatches() {
+		p, _, _ := strings.Cut(m, ": d_ino ")
+		theirs[p] = true
+	}
+	return slices.DeleteFunc(t.DirentInoMismatches(), func(m string) bool {
+		p, _, _ := strings.Cut(m, ": d_ino ")
+		return theirs[p]
+	})
+}
+
+// SameDinoChanges leaves out of the kernel's and another's changes across
+// a remount the d_ino changes of a path both have: the kernel's readdir
+// of an impure directory shows an entry linked in since its last read
+// with the entry's own number until the directory is read afresh (as
+// after a remount); the merged trees before the remount compare those
+// d_ino already.
+func SameDinoChanges(kernel, other []Difference) (k, o []Difference) {
+	changed := func(diffs []Difference) map[string]bool {
+		m := make(map[string]bool)
+		for _, d := range diffs {
+			if d.Field == "d_ino" {
+				m[d.Path] = true
+			}
+		}
+		return m
+	}
+	both, theirs := changed(kernel), changed(other)
+	for p := range both {
+		if !theirs[p] {
+			delete(both, p)
+		}
+	}
+	keep := func(diffs []Difference) []Difference {
+		return slices.DeleteFunc(diffs, func(d Difference) bool { return d.Field == "d_ino" && both[d.Path] })
+	}
+	return keep(kernel), keep(other)
+}
+
 func dtypeName(t uint8) string {
 	switch t {
 	case unix.DT_UNKNOWN:

@@ -235,12 +235,11 @@ func RunScenario(dir string, s Scenario, other Impl) (Report, *Run, *Run, error)
 		}
 	}
 	rep.Merged = Diff(k.Merged, o.Merged, DiffOptions{LowerInos: lowerInos, KernelOps: k.Window, OtherOps: o.Window})
-	rep.Remount = Diff(o.Merged, o.Remount, DiffOptions{})
-	rep.Kernel = Diff(k.Merged, k.Remount, DiffOptions{})
+	rep.Kernel, rep.Remount = SameDinoChanges(Diff(k.Merged, k.Remount, DiffOptions{}), Diff(o.Merged, o.Remount, DiffOptions{}))
 	rep.Upper = DiffUpper(k.Upper, o.Upper, s.xattrPrefix())
 	rep.Index = DiffUpper(k.Index, o.Index, s.xattrPrefix())
 	rep.User = diffLines(k.UserXattrs, o.UserXattrs, "xattrs")
-	rep.Inos = o.Merged.DirentInoMismatches()
+	rep.Inos = o.Merged.OwnDirentInoMismatches(k.Merged)
 	return rep, k, o, nil
 }
 

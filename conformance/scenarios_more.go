@@ -81,6 +81,14 @@ func linkScenarios() []Scenario {
 		scenario("link/count", Link("u/file", "l1"), Link("u/file", "l2"), Link("l1", "l3"), Unlink("l2").Want("ok"), Stat("u/file")),
 		scenario("link/unlink-all-names", Link("u/file", "u/second"), Unlink("u/file").Want("ok"), Unlink("u/second").Want("ok"),
 			Stat("u/file").Want("ENOENT")),
+		// The kernel's readdir of an impure upper-only directory caches the
+		// entries needing another number at its first read, and a link
+		// made since is not a change it counts: l2 shows its own
+		// number as d_ino until the directory is read afresh.
+		scenario("link/into-impure-dir-after-readdir", Link("f", "u/dir/l1").Want("ok"), Readdir("u/dir"),
+			Link("u/dir/l1", "u/dir/l2").Want("ok"), Readdir("u/dir"), Rename("u/dir/l1", "u/dir/l3").Want("ok")),
+		scenario("link/into-impure-dir-after-readdir-kept", Link("f", "u/dir/l1").Want("ok"), Readdir("u/dir"),
+			Link("u/dir/l1", "u/dir/l2").Want("ok")),
 		scenario("link/lower-hard-link-pair", Link("h2", "h4").Want("ok"), Stat("h1"), Stat("h4")),
 		scenario("link/symlink-targets", MkSymlink("/abs/path", "abs").Want("ok"), MkSymlink("../../up", "m/rel").Want("ok"),
 			MkSymlink(strings.Repeat("t", 1000), "long").Want("ok"), Readlink("abs"), Readlink("m/rel"), Readlink("long")),

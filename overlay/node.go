@@ -81,6 +81,11 @@ type aux struct {
 	// ls is a directory's merged listing (readdir.go), with its own
 	// lock: taken before renameMu by ReadDir, never inside any other.
 	ls listing
+	// version counts the changes of a directory's entries that have an
+	// origin (a removal, a rename in or out), which alone make the
+	// kernel read an upper-only directory's impure entries again
+	// (ovl_dir_version_inc with impurity; impureCache).
+	version atomic.Uint64
 
 	// Non-directories; guarded by node.mu.
 

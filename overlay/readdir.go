@@ -61,6 +61,17 @@ type listing struct {
 	// failing says some entries have an err.
 	failing bool
 	use     uint64 // heldListings' clock at the last read
+	// impure is an upper-only directory's impure entries (impureCache).
+	impure *impureEntries
+}
+
+// impureEntries are the entries of an impure upper-only directory whose
+// d_ino is not their upper inode's number, by name, as the kernel's
+// readdir caches them (ovl_cache_get_impure), read at the directory's
+// version.
+type impureEntries struct {
+	version uint64
+	inos    map[string]uint64
 }
 
 // ReadDir returns up to count entries of directory id that follow
@@ -98,8 +109,10 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 		return nil, toErrno(err)
 	}
 	defer unix.Close(fd)
-	if off == 0 && len(objs) == 1 && objs[0].layer.Upper {
-		fs.dropImpure(n, objs, fd)
+	var impure map[string]uint64
+	asIs := len(objs) == 1 && objs[0].layer.Upper && !fs.scheme.MayCollide()
+	if asIs {
+		impure, asIs = fs.impureCache(n, objs, fd)
 	}
 	// The kernel asks for a page of entries at a time, which as many
 	// host entries fill about as well.
@@ -116,7 +129,7 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 			if len(out) == count {
 				break
 			}
-			de, err := fs.realEntry(n, objs, e)
+			de, err := fs.realEntry(n, objs, e, asIs, impure)
 			switch {
 			case err == nil:
 				de.Off = e.Off
@@ -136,23 +149,33 @@ func (fs *FS) readReal(n *node, off uint64, count int) ([]Dirent, error) {
 	return out, nil
 }
 
-// dropImpure removes the impure marker of n, a directory with an upper
-// object only (objs), open as fd, when none of its entries needs it: none
-// shows another inode number than its upper object's own (a copy-up
-// origin's, a merged directory's). The kernel's readdir does the same at
-// its first read (ovl_cache_get_impure), so a kernel mount of the upper
-// layer finds the marker where ovlmount leaves it. Best effort, as there:
-// any error keeps the marker. fd's offset is left anywhere.
+// impureCache returns the d_ino of the entries of n, a directory with an
+// upper object only (objs), open as fd, that do not show their upper
+// inode's number (a copy-up's origin's, a merged directory's), as the
+// kernel's readdir caches them (ovl_cache_get_impure): nil when n is not
+// marked impure, read again at the first read after n's version changed.
+// The kernel lists every other entry with its own number, without a
+// lookup, even one that needs another (a link made since of an object
+// with an origin, which does not change the version): so do its
+// callers. When no entry needs one, the impure marker goes, as there
+// (best effort). ok is false when an entry could not be looked up: the
+// caller then looks up every entry. fd's offset is left anywhere.
 // Preconditions: renameMu held; n.aux.ls.mu held.
-func (fs *FS) dropImpure(n *node, objs []obj, fd int) {
+func (fs *FS) impureCache(n *node, objs []obj, fd int) (inos map[string]uint64, ok bool) {
 	impure := fs.xattrs.Name(layers.XattrImpure)
 	if _, err := layers.FdGetxattr(fd, impure); err != nil {
-		return
+		return nil, true
 	}
+	l, v := &n.aux.ls, n.aux.version.Load()
+	if c := l.impure; c != nil && c.version == v {
+		return c.inos, true
+	}
+	l.impure = nil
 	raw, err := layers.ReadDirFd(fd, true)
 	if err != nil {
-		return
+		return nil, false
 	}
+	inos = make(map[string]uint64)
 	for _, e := range raw {
 		if e.Name == "." || e.Name == ".." {
 			continue
@@ -162,13 +185,18 @@ func (fs *FS) dropImpure(n *node, objs []obj, fd int) {
 		case err == syscall.ENOENT:
 			continue // a whiteout, or gone meanwhile
 		case err != nil:
-			return
+			return nil, false
 		}
 		if own, ok := fs.scheme.Ino(uint64(objs[0].dev), e.Ino); !ok || de.Ino != own {
-			return
+			inos[e.Name] = de.Ino
 		}
 	}
-	layers.FdRemovexattr(fd, impure)
+	if len(inos) == 0 {
+		layers.FdRemovexattr(fd, impure)
+		return nil, true
+	}
+	l.impure = &impureEntries{version: v, inos: inos}
+	return inos, true
 }
 
 // direntBuf is the size of the buffers readReal reads host entries into.
@@ -177,9 +205,11 @@ const direntBuf = 8 << 10
 var direntBufs = sync.Pool{New: func() any { return new([direntBuf]byte) }}
 
 // realEntry is the entry of directory n for raw entry e of its bottom
-// object; ENOENT leaves it out.
+// object; ENOENT leaves it out. asIs says n is an upper-only directory
+// listed as the kernel's readdir passes it through: each entry with its
+// own number, but those in impure (impureCache).
 // Preconditions: renameMu held.
-func (fs *FS) realEntry(n *node, objs []obj, e layers.Dirent) (Dirent, error) {
+func (fs *FS) realEntry(n *node, objs []obj, e layers.Dirent, asIs bool, impure map[string]uint64) (Dirent, error) {
 	switch {
 	case e.Name == ".":
 		return Dirent{Name: ".", Ino: n.Num(), Type: unix.DT_DIR}, nil
@@ -191,6 +221,19 @@ func (fs *FS) realEntry(n *node, objs []obj, e layers.Dirent) (Dirent, error) {
 		// Merged since the reader began: the name as the merged view
 		// shows it, if at all.
 		return fs.resolvedDirent(n, objs, e.Name)
+	case asIs:
+		ino, ok := impure[e.Name]
+		if !ok {
+			k := inodes.Key{Dev: uint64(objs[0].dev), Ino: e.Ino}
+			if ino, ok = fs.scheme.Ino(k.Dev, k.Ino); !ok {
+				ino = fs.nodes.PeekNumber(k, ino, ok)
+			}
+		}
+		typ := e.Type
+		if typ == unix.DT_REG && fs.overrideRead != nil {
+			typ = fs.overrideDirentType(n, objs[0].layer, e.Name)
+		}
+		return Dirent{Name: e.Name, Ino: ino, Type: typ}, nil
 	}
 	return fs.entry(n, objs, 0, e, true)
 }
@@ -401,7 +444,7 @@ func (h *heldListings) ended(l *listing) {
 // forget drops l's listing: its directory is forgotten.
 func (h *heldListings) forget(l *listing) {
 	l.mu.Lock()
-	l.ents = nil
+	l.ents, l.impure = nil, nil
 	l.mu.Unlock()
 	h.drop(l)
 }

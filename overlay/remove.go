@@ -69,14 +69,18 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// object's origin, which goes with it. (Outside inDir below: the
 	// origin is read through the same held fd.)
 	id := fs.identify(p, name, f)
-	inUpper := f.objs[0].layer.Upper
+	inUpper, origin := f.objs[0].layer.Upper, false
 	err = fs.countedRemoval(f.index, func() error {
 		return fs.inDir(p, fs.upper, func(pfd int) error {
+			origin = inUpper && hasOrigin(pfd, name, fs.xattrs.Name(layers.XattrOrigin))
 			return fs.removeUpper(pfd, name, lower, inUpper, dir)
 		})
 	})
 	if err != nil {
 		return toErrno(err)
+	}
+	if origin {
+		p.aux.version.Add(1)
 	}
 	// The object lives on under its other names, if it has any: an
 	// upper non-directory with links left (a lower one just goes out of

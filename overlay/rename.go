@@ -213,16 +213,14 @@ func (fs *FS) move(r renaming) error {
 	if err := fs.markMoving(ofd, oldName, opaque, redirect); err != nil {
 		return err
 	}
-	if r.dstExists && dst.typ == unix.S_IFDIR && dst.objs[0].layer.Upper && len(dst.objs) > 1 {
-		// rename(2) replaces only an empty directory: a merged one that
-		// shows nothing but still holds whiteouts is swapped for an
-		// empty opaque copy first.
-		if err := fs.work.ClearDir(nfd, newName, fs.xattrs.Name(layers.XattrOpaque), fs.reading); err != nil {
-			return toErrno(err)
-		}
+	if err := fs.clearReplaced(r, nfd); err != nil {
+		return err
 	}
-	if op != np {
-		fs.impureFor(ofd, oldName, nfd)
+	srcOrigin, dstOrigin := fs.originsOf(ofd, oldName, nfd, newName, r.dstExists)
+	if op != np && srcOrigin {
+		// The kernel's ovl_rename marks the new parent impure first,
+		// and leaves it so should the rename fail.
+		layers.SetImpure(nfd, fs.xattrs)
 	}
 	over, aufs := fs.whiteoutAt(np, nfd, newName)
 	// The replaced name's link goes, if it is indexed.
@@ -239,6 +237,7 @@ func (fs *FS) move(r renaming) error {
 		fs.invalidateAttrs(op)
 		return toErrno(err)
 	}
+	versionsChanged(op, np, srcOrigin, dstOrigin, true)
 	if aufs {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
@@ -252,14 +251,38 @@ func (fs *FS) move(r renaming) error {
 	return nil
 }
 
-// impureFor marks directory nfd impure when oldName of ofd, about to
-// move into it, has a number from a lower layer (an origin): the kernel's
-// ovl_rename marks it first, and leaves it so should the rename fail. In
-// the same directory the copy-up did; a copy without an origin (a lower
-// hard link's, without the index) marks nothing.
-func (fs *FS) impureFor(ofd int, oldName string, nfd int) {
-	if hasOrigin(ofd, oldName, fs.xattrs.Name(layers.XattrOrigin)) {
-		layers.SetImpure(nfd, fs.xattrs)
+// clearReplaced swaps the merged directory a rename replaces, which shows
+// nothing but still holds whiteouts, for an empty opaque copy: rename(2)
+// replaces only an empty directory. Other targets need nothing.
+func (fs *FS) clearReplaced(r renaming, nfd int) error {
+	if !r.dstExists || r.dst.typ != unix.S_IFDIR || !r.dst.objs[0].layer.Upper || len(r.dst.objs) < 2 {
+		return nil
+	}
+	return toErrno(fs.work.ClearDir(nfd, r.newName, fs.xattrs.Name(layers.XattrOpaque), fs.reading))
+}
+
+// originsOf reports whether oldName of ofd, and newName of nfd when dst
+// says there is one, have an origin: the kernel's ovl_rename marks the
+// new parent impure for a source with one, and counts a change of either
+// in the parents' versions (versionsChanged). In the same directory a
+// copy without an origin (a lower hard link's, without the index) counts
+// for nothing.
+func (fs *FS) originsOf(ofd int, oldName string, nfd int, newName string, dst bool) (src, dstOrigin bool) {
+	origin := fs.xattrs.Name(layers.XattrOrigin)
+	return hasOrigin(ofd, oldName, origin), dst && hasOrigin(nfd, newName, origin)
+}
+
+// versionsChanged counts a rename between op and np in their versions as
+// the kernel's ovl_rename does (ovl_dir_modified with impurity): the old
+// parent's when the source has an origin, or, unless the rename replaced
+// its target (overwrite), the target; the new parent's when the source or
+// the target it had has one.
+func versionsChanged(op, np *node, src, dst, overwrite bool) {
+	if src || !overwrite && dst {
+		op.aux.version.Add(1)
+	}
+	if src || dst {
+		np.aux.version.Add(1)
 	}
 }
 
@@ -385,17 +408,19 @@ func (fs *FS) exchange(r renaming) error {
 	if err := layers.Rename(ofd, r.oldName, nfd, r.newName, unix.RENAME_EXCHANGE); err != nil {
 		return toErrno(err)
 	}
+	// The names have swapped their objects.
+	srcOrigin, dstOrigin := fs.originsOf(nfd, r.newName, ofd, r.oldName, true)
 	if op != np {
 		// A parent that now holds an object whose number comes from a
 		// lower layer is impure, as the kernel marks it.
-		origin := fs.xattrs.Name(layers.XattrOrigin)
-		if hasOrigin(nfd, r.newName, origin) {
+		if srcOrigin {
 			layers.SetImpure(nfd, fs.xattrs)
 		}
-		if hasOrigin(ofd, r.oldName, origin) {
+		if dstOrigin {
 			layers.SetImpure(ofd, fs.xattrs)
 		}
 	}
+	versionsChanged(op, np, srcOrigin, dstOrigin, false)
 	fs.moved(sn, op, r.oldName, np, r.newName, srcOpaque)
 	fs.moved(dn, np, r.newName, op, r.oldName, dstOpaque)
 	if srcRedirected {

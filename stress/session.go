@@ -286,7 +286,7 @@ func (s *session) verify(diverged map[int]bool) ([]*Divergence, error) {
 	s.window.To = time.Now().Add(time.Second)
 	opts := conformance.DiffOptions{LowerInos: s.lowerInos, KernelOps: s.window, OtherOps: s.window}
 	add(stageMerged, sides(lines(relax(conformance.Diff(merged[0], merged[1], opts)))))
-	add(stageDino, sides(merged[1].DirentInoMismatches()))
+	add(stageDino, sides(merged[1].OwnDirentInoMismatches(merged[0])))
 
 	var remount [2]*conformance.Tree
 	var uppers [2]*conformance.Tree
@@ -314,8 +314,10 @@ func (s *session) verify(diverged map[int]bool) ([]*Divergence, error) {
 			return out, err
 		}
 	}
-	add(stageOracle, lines(conformance.Diff(merged[0], remount[0], conformance.DiffOptions{})))
-	add(stageSubject, lines(conformance.Diff(merged[1], remount[1], conformance.DiffOptions{})))
+	oracle, subject := conformance.SameDinoChanges(conformance.Diff(merged[0], remount[0], conformance.DiffOptions{}),
+		conformance.Diff(merged[1], remount[1], conformance.DiffOptions{}))
+	add(stageOracle, lines(oracle))
+	add(stageSubject, lines(subject))
 
 	// Each upper layer under the other implementation, on a work
 	// directory of its own: on-disk format both ways. What the other side
