@@ -503,7 +503,7 @@ func xinoScenarios() []Scenario {
 func newDirScenarios() []Scenario {
 	var out []Scenario
 	for _, opt := range []string{"", "index=on", "metacopy=on", "redirect_dir=on", "redirect_dir=follow", "xino=on", "xino=auto"} {
-		sc := Scenario{Name: "mkdir/in-merged", Spec: mergeBase(), Ops: []Op{Mkdir("merged/newdir", 0o755).Want("ok"),
+		sc := Scenario{Name: "create/mkdir-in-merged", Spec: mergeBase(), Ops: []Op{Mkdir("merged/newdir", 0o755).Want("ok"),
 			Mkdir("newtop", 0o755).Want("ok"), Readdir("merged/newdir")}}
 		if opt != "" {
 			sc.Name += "-" + strings.ReplaceAll(opt, "=", "-")
