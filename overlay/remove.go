@@ -72,7 +72,8 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	inUpper, origin := f.objs[0].layer.Upper, false
 	err = fs.countedRemoval(f.index, func() error {
 		return fs.inDir(p, fs.upper, func(pfd int) error {
-			origin = inUpper && hasOrigin(pfd, name, fs.xattrs.Name(layers.XattrOrigin))
+			// Only an upper-only directory's version counts (impureCache).
+			origin = inUpper && !p.merged() && hasOrigin(pfd, name, fs.xattrs.Name(layers.XattrOrigin))
 			return fs.removeUpper(pfd, name, lower, inUpper, dir)
 		})
 	})
