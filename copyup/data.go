@@ -46,6 +46,13 @@ func (c *copier) copyData(size int64) error {
 			// The lower file shrank meanwhile: the rest reads as zeros.
 			return nil
 		}
+		if c.opts.Fsync {
+			// The copy is synced before it is placed: start writing each
+			// chunk out now, while the next is read, rather than all of
+			// it in the fsync. Only a start (the fsync still waits and
+			// reports), so its failure is no error.
+			layers.StartWriteback(c.tfd, off, n)
+		}
 		off += n
 	}
 	return nil
@@ -56,9 +63,9 @@ func (c *copier) copyData(size int64) error {
 // metacopy file, whose upper file holds its metadata and a hole as big as
 // the data. It reports whether it wrote anything (it writes nothing where
 // src is all holes), which is whether the kernel's copy changes dst's
-// mtime.
-func FillData(dst, src int, size int64) (bool, error) {
-	c := copier{rfd: src, tfd: dst}
+// mtime. fsync says that the caller syncs dst afterwards.
+func FillData(dst, src int, size int64, fsync bool) (bool, error) {
+	c := copier{rfd: src, tfd: dst, opts: Options{Fsync: fsync}}
 	err := c.copyData(size)
 	return c.wrote, err
 }

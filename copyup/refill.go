@@ -61,7 +61,7 @@ func (w *Work) fillRefill(fd int, st *unix.Stat_t, meta, data int, drop []string
 	if err := step("data"); err != nil {
 		return err
 	}
-	wrote, err := FillData(fd, data, st.Size)
+	wrote, err := FillData(fd, data, st.Size, fsync)
 	if err != nil {
 		return err
 	}

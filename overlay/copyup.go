@@ -261,7 +261,7 @@ func (fs *FS) fillData(n *node, data obj, trunc bool) (int, error) {
 	if trunc {
 		err = layers.FdTruncate(fd, 0)
 	} else {
-		_, err = copyup.FillData(fd, dfd, st.Size)
+		_, err = copyup.FillData(fd, dfd, st.Size, !fs.opts.NoFsync)
 	}
 	if err == nil && !fs.opts.NoFsync {
 		err = layers.Fsync(fd)
