@@ -126,7 +126,7 @@ conformance-doc: deps $(BIN)
 
 # The benchmark: layer fixtures are built once under BENCHDIR (on a disk
 # file system, not tmpfs) and reused; the report goes to docs/benchmarks.md.
-# BENCHFLAGS passes more flags, e.g. -taskset=0, -rounds=5, -only=stat.
+# BENCHFLAGS passes more flags, e.g. -taskset=0, -rounds=7, -only=stat.
 # BEFORE is the commit measured as ovlmount-before: the last one served
 # through jacobsa/fuse, so that the report shows what the move of the FUSE
 # edge to go-fuse changed; BEFORE= leaves it out.

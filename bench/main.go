@@ -57,7 +57,7 @@ func main() {
 }
 
 func mainErr() error {
-	rounds := flag.Int("rounds", 3, "rounds; each runs every workload once per implementation")
+	rounds := flag.Int("rounds", 5, "rounds; each runs every workload once per implementation")
 	implList := flag.String("impl", "ovlmount,fuse-overlayfs,kernel", "implementations, comma-separated; fuse-overlayfs is left out when not installed")
 	only := flag.String("only", "", "run only workloads whose name matches this regular expression")
 	cpu := flag.Int("taskset", -1, "pin this program, the daemons and the workloads to this CPU")
