@@ -212,7 +212,11 @@ func (t *Table[N]) setIdent(s *Slot, ident Ident) {
 func (t *Table[N]) IdentOf(n N) Ident {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := n.slot()
+	return t.ident(n.slot())
+}
+
+// Preconditions: t.mu held.
+func (t *Table[N]) ident(s *Slot) Ident {
 	id := Ident{Key: s.key}
 	if s.byName {
 		k := t.names[s]
@@ -228,6 +232,22 @@ func (t *Table[N]) Unhash(n N) {
 	t.mu.Lock()
 	t.unhash(n.slot())
 	t.mu.Unlock()
+}
+
+// Restore makes n reachable by its identity again after Unhash, when the
+// change that was to end its object failed, unless another node has
+// taken the identity meanwhile.
+func (t *Table[N]) Restore(n N) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := n.slot()
+	if s.hashed {
+		return
+	}
+	if _, ok := t.find(t.ident(s)); ok {
+		return
+	}
+	t.hash(n)
 }
 
 // Rehash gives n a new identity: copy-up made it another object (a lower

@@ -166,15 +166,32 @@ func (fs *FS) held(p *node, name string, f found) *node {
 	return nil
 }
 
-// unname records that name of p, whose identity was id and which held f
-// before, is gone (removed, or renamed over): its node loses the name;
-// when it had no other, stat answers with f's attributes after the
-// removal; and when the object is gone for good, the node is found by no
-// later lookup.
+// named returns the node of the object a name resolves to, whose identity
+// is id, if the kernel holds one.
+// Preconditions: renameMu held; the object still there, so that no other
+// object has its inode number.
+func (fs *FS) named(id identity) *node {
+	n, _ := fs.nodes.Peek(id.Ident)
+	return n
+}
+
+// endsObject reports whether removing name (identity id), which holds f,
+// ends its object for the overlay: a directory, a lower object (which
+// goes out of sight), the last link of an upper one, or a node found by
+// its name (which had only that one). No later lookup may find the node
+// then.
+func endsObject(id identity, f found) bool {
+	return f.typ == unix.S_IFDIR || !f.objs[0].layer.Upper || f.st.Nlink <= 1 || id.ByName
+}
+
+// unname records that name of p, which held f before and was a name of n
+// (nil: a node the kernel does not hold), is gone (removed, or renamed
+// over): n loses the name; when it had no other, stat answers with f's
+// attributes after the removal; and when the change ended the object
+// (ends), n is found by no later lookup.
 // Preconditions: renameMu held; p.dirMu held, or renameMu for writing.
-func (fs *FS) unname(p *node, name string, id identity, f found) {
-	n, ok := fs.nodes.Peek(id.Ident)
-	if !ok {
+func (fs *FS) unname(p *node, name string, n *node, f found, ends bool) {
+	if n == nil {
 		return
 	}
 	upper := f.objs[0].layer.Upper
@@ -193,10 +210,7 @@ func (fs *FS) unname(p *node, name string, id identity, f found) {
 		n.more().gone = &st
 	}
 	n.mu.Unlock()
-	// The object is gone for good when it was a directory, a lower
-	// object, the last link of an upper one, or a node found by its name
-	// (which had only that one).
-	if f.typ == unix.S_IFDIR || !upper || f.st.Nlink <= 1 || id.ByName {
+	if ends {
 		fs.nodes.Unhash(n)
 	}
 }

@@ -69,6 +69,16 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// object's origin, which goes with it. (Outside inDir below: the
 	// origin is read through the same held fd.)
 	id := fs.identify(p, name, f)
+	// The node goes out of the table before the object goes: once the
+	// host has removed it, it may give its inode number to an object
+	// another caller makes in another directory, and that object's
+	// lookup must not find this node. (No lookup of this name runs
+	// meanwhile: the kernel holds the directory for the removal, and an
+	// object ended here has no other name.)
+	n, ends := fs.named(id), endsObject(id, f)
+	if n != nil && ends {
+		fs.nodes.Unhash(n)
+	}
 	inUpper, origin := f.objs[0].layer.Upper, false
 	err = fs.countedRemoval(f.index, func() error {
 		return fs.inDir(p, fs.upper, func(pfd int) error {
@@ -78,6 +88,9 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 		})
 	})
 	if err != nil {
+		if n != nil && ends {
+			fs.nodes.Restore(n)
+		}
 		return toErrno(err)
 	}
 	if origin {
@@ -85,8 +98,8 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	}
 	// The object lives on under its other names, if it has any: an
 	// upper non-directory with links left (a lower one just goes out of
-	// sight). A node found by its name had only that one.
-	fs.unname(p, name, id, f)
+	// sight).
+	fs.unname(p, name, n, f, ends)
 	return nil
 }
 

@@ -242,7 +242,9 @@ func (fs *FS) move(r renaming) error {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
 	if r.dstExists {
-		fs.unname(np, newName, r.dstID, dst)
+		// renameMu is held for writing: no lookup has found the
+		// replaced object's number on another object meanwhile.
+		fs.unname(np, newName, fs.named(r.dstID), dst, endsObject(r.dstID, dst))
 	}
 	fs.moved(sn, op, oldName, np, newName, opaque)
 	if redirected {
