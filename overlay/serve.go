@@ -78,7 +78,12 @@ type Conn struct {
 	readers atomic.Int32  // goroutines serving the connection
 	waiting atomic.Int32  // readers waiting for a request
 	taken   atomic.Uint64 // requests read so far
-	parked  atomic.Bool   // the watcher waits on wake
+	queued  atomic.Uint64 // of them, sampled, those behind which another waited
+	cpus    int32         // readers that may run at once without waiting for a CPU
+	keep    atomic.Int32  // readers that stay even when one waits: 1, or cpus under a backlog
+	spareMu sync.Mutex
+	spare   []*readerState // of readers that left, for the next (spareMu)
+	parked  atomic.Bool    // the watcher waits on wake
 	wake    chan struct{}
 	done    chan struct{} // closed when the connection ends
 	once    sync.Once
@@ -158,6 +163,12 @@ func Unmount(dir string) error { return fusemount.Unmount(dir) }
 // and every request in flight has been answered.
 func (c *Conn) Wait() {
 	c.wg.Wait()
+	c.spareMu.Lock()
+	for _, st := range c.spare {
+		st.p.close()
+	}
+	c.spare = nil
+	c.spareMu.Unlock()
 	unix.Close(c.fd)
 }
 
@@ -187,6 +198,8 @@ func (fs *FS) serve(fd, maxWrite int, cfg MountConfig) *Conn {
 	c.trace = cfg.Trace
 	c.ps = fuse.NewProtocolServer(&rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), fs: fs, c: c}, fs.mountOptions(maxWrite, errLog))
 	fs.invalidate = c.invalidate
+	c.cpus = int32(min(runtime.NumCPU(), int(c.workers)))
+	c.keep.Store(1)
 	c.wg.Add(2)
 	c.readers.Store(1)
 	go c.serveLoop()
@@ -202,6 +215,22 @@ func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 // one: long enough that a burst of fast requests never starts one, short
 // against a disk read or a copy-up.
 const stallTick = 5 * time.Millisecond
+
+// sampleEvery: after one of this many requests it reads, a reader looks
+// whether another is queued behind it (a poll, which costs too much to
+// make for every request).
+const sampleEvery = 16
+
+// backlogMin is how many requests a tick must see, and half its samples
+// find another queued, for the watcher to add readers for the other CPUs.
+const backlogMin = 50
+
+// pending reports whether a request is waiting to be read.
+func (c *Conn) pending() bool {
+	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+	n, _ := unix.Poll(pfd, 0)
+	return n > 0
+}
 
 // spinFor is how long a reader with nothing to do polls before it sleeps
 // (await).
@@ -235,14 +264,15 @@ const rootAlias = ^uint64(0) - 1
 // requests in turn, keeping its thread and P; a watcher adds a reader when
 // no reader has taken a request for a whole tick (a disk read, a
 // copy-up), up to workers, and extra readers leave once another is
-// waiting for requests again.
+// waiting for requests again. Several callers at once can also keep one
+// reader busy with requests queued behind the one it serves; when most
+// samples in a tick find that, the watcher adds readers up to the CPUs
+// and keeps them for as long as it lasts (keep), since then a request
+// seldom waits for a parked thread.
 func (c *Conn) serveLoop() {
 	defer c.wg.Done()
-	in := make([]byte, c.bufSize)
-	out := make([]byte, c.bufSize)
-	inv, outv := [][]byte{nil}, [][]byte{out}
-	p := c.newPipe()
-	defer p.close()
+	st := c.readerState()
+	in, inv, outv, p := st.in, st.inv, st.outv, st.p
 	var yielded time.Duration // since clockBase
 	for {
 		c.waiting.Add(1)
@@ -253,6 +283,9 @@ func (c *Conn) serveLoop() {
 			continue
 		}
 		c.waiting.Add(-1)
+		if c.spin > 0 && c.taken.Load()%sampleEvery == 0 && c.pending() {
+			c.queued.Add(1)
+		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -262,6 +295,7 @@ func (c *Conn) serveLoop() {
 				c.errLog.Printf("reading a request: %v", err)
 			}
 			c.end(fmt.Errorf("the connection ended: %v", err))
+			st.p.close()
 			return
 		}
 		c.taken.Add(1)
@@ -278,8 +312,38 @@ func (c *Conn) serveLoop() {
 			yielded = now
 		}
 		if c.waiting.Load() > 0 && c.leave() {
+			c.spareMu.Lock()
+			c.spare = append(c.spare, st)
+			c.spareMu.Unlock()
 			return
 		}
+	}
+}
+
+// readerState is what a reader serves with: a request buffer, a reply
+// buffer and a pipe for spliced replies. A reader that leaves keeps its
+// state for the next one, since a new one costs two zeroed buffers of a
+// megabyte and a pipe as big.
+type readerState struct {
+	in   []byte
+	inv  [][]byte
+	outv [][]byte
+	p    *pipe
+}
+
+// readerState returns a state a reader left, or a new one.
+func (c *Conn) readerState() *readerState {
+	c.spareMu.Lock()
+	if n := len(c.spare); n > 0 {
+		st := c.spare[n-1]
+		c.spare = c.spare[:n-1]
+		c.spareMu.Unlock()
+		return st
+	}
+	c.spareMu.Unlock()
+	return &readerState{
+		in: make([]byte, c.bufSize), inv: [][]byte{nil},
+		outv: [][]byte{make([]byte, c.bufSize)}, p: c.newPipe(),
 	}
 }
 
@@ -409,11 +473,11 @@ func (c *Conn) end(err error) {
 }
 
 // leave reports whether the calling reader may stop: it may unless it is
-// the last.
+// one of the keep that stay.
 func (c *Conn) leave() bool {
 	for {
 		n := c.readers.Load()
-		if n <= 1 {
+		if n <= c.keep.Load() {
 			return false
 		}
 		if c.readers.CompareAndSwap(n, n-1) {
@@ -422,27 +486,45 @@ func (c *Conn) leave() bool {
 	}
 }
 
+// addReader starts another reader if fewer than max serve and none is
+// waiting for a request.
+func (c *Conn) addReader(max int32) {
+	if c.waiting.Load() != 0 {
+		return
+	}
+	if r := c.readers.Load(); r < max && c.readers.CompareAndSwap(r, r+1) {
+		c.wg.Add(1)
+		go c.serveLoop()
+	}
+}
+
 // watch adds a reader when no reader has taken a request for a tick while
-// none is waiting for one, and sleeps while the connection is idle.
+// none is waiting for one, keeps a reader per CPU while requests queue
+// behind the one being served, and sleeps while the connection is idle.
 func (c *Conn) watch() {
 	defer c.wg.Done()
-	last, quiet := c.taken.Load(), 0
+	last, lastQueued, quiet := c.taken.Load(), c.queued.Load(), 0
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-time.After(stallTick):
 		}
-		n := c.taken.Load()
+		n, q := c.taken.Load(), c.queued.Load()
 		if n != last {
-			last, quiet = n, 0
+			if n-last >= backlogMin && (q-lastQueued)*sampleEvery*2 >= n-last {
+				// Requests wait for the readers: another CPU could
+				// serve them.
+				c.keep.Store(c.cpus)
+				c.addReader(c.cpus)
+			} else {
+				c.keep.Store(1)
+			}
+			last, lastQueued, quiet = n, q, 0
 			continue
 		}
 		if c.waiting.Load() == 0 {
-			if r := c.readers.Load(); r < c.workers && c.readers.CompareAndSwap(r, r+1) {
-				c.wg.Add(1)
-				go c.serveLoop()
-			}
+			c.addReader(c.workers)
 			continue
 		}
 		if quiet++; quiet < 100 {
