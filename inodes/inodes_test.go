@@ -140,6 +140,25 @@ func TestTableNeverReusesAnID(t *testing.T) {
 	}
 }
 
+// TestTableRestore: a node unhashed for a removal that then failed is
+// found again, unless another node took its identity meanwhile.
+func TestTableRestore(t *testing.T) {
+	tab := newTable()
+	id := Ident{Key: Key{1, 60}}
+	a, _ := acquire(tab, id, "dir")
+	tab.Unhash(a)
+	tab.Restore(a)
+	if m, ok := tab.Peek(id); !ok || m != a {
+		t.Fatal("a restored node is not found by its identity")
+	}
+	tab.Unhash(a)
+	b, _ := acquire(tab, id, "dir")
+	tab.Restore(a)
+	if m, ok := tab.Peek(id); !ok || m != b {
+		t.Fatal("Restore took the identity from the node that holds it now")
+	}
+}
+
 func TestTableByName(t *testing.T) {
 	tab := newTable()
 	k := Key{1, 70}
