@@ -41,6 +41,9 @@
 //	            ├── FS.hmu          leaf (handles, passthrough backing)
 //	            └── inodes.Table.mu leaf
 //
+// Conn.spareMu (serve.go), the readers' spare buffers, is a leaf of its
+// own, taken by the serving loop outside every engine lock.
+//
 // Leaves are never held across another lock, and a leaf other than
 // dirFds.mu, Work.mu and indexState.wmu across no host syscall.
 package overlay
