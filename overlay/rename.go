@@ -242,8 +242,7 @@ func (fs *FS) move(r renaming) error {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
 	if r.dstExists {
-		// renameMu is held for writing: no lookup has found the
-		// replaced object's number on another object meanwhile.
+		// renameMu, held for writing, kept lookups out since the change.
 		fs.unname(np, newName, fs.named(r.dstID), dst, endsObject(r.dstID, dst))
 	}
 	fs.moved(sn, op, oldName, np, newName, opaque)
