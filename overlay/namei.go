@@ -166,11 +166,11 @@ func (fs *FS) held(p *node, name string, f found) *node {
 	return nil
 }
 
-// named returns the node of the object a name resolves to, whose identity
+// nodeOf returns the node of the object a name resolves to, whose identity
 // is id, if the kernel holds one.
 // Preconditions: renameMu held; the object still there, so that no other
 // object has its inode number.
-func (fs *FS) named(id identity) *node {
+func (fs *FS) nodeOf(id identity) *node {
 	n, _ := fs.nodes.Peek(id.Ident)
 	return n
 }

@@ -75,7 +75,7 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// lookup must not find this node. (No lookup of this name runs
 	// meanwhile: the kernel holds the directory for the removal, and an
 	// object ended here has no other name.)
-	n, ends := fs.named(id), endsObject(id, f)
+	n, ends := fs.nodeOf(id), endsObject(id, f)
 	if n != nil && ends {
 		fs.nodes.Unhash(n)
 	}

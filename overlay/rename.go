@@ -243,7 +243,7 @@ func (fs *FS) move(r renaming) error {
 	}
 	if r.dstExists {
 		// renameMu, held for writing, kept lookups out since the change.
-		fs.unname(np, newName, fs.named(r.dstID), dst, endsObject(r.dstID, dst))
+		fs.unname(np, newName, fs.nodeOf(r.dstID), dst, endsObject(r.dstID, dst))
 	}
 	fs.moved(sn, op, oldName, np, newName, opaque)
 	if redirected {

@@ -295,7 +295,7 @@ func (c *Conn) serveLoop() {
 				c.errLog.Printf("reading a request: %v", err)
 			}
 			c.end(fmt.Errorf("the connection ended: %v", err))
-			st.p.close()
+			p.close()
 			return
 		}
 		c.taken.Add(1)

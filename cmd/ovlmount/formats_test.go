@@ -79,6 +79,18 @@ func ovlMount(t *testing.T, s stackDirs, opts string) (string, func()) {
 	return mnt, func() { testenv.Unmount(t, mnt) }
 }
 
+// implMount mounts s without options until the test ends, with the
+// kernel's overlay (impl "kernel") or ovlmount, and returns the mountpoint.
+func implMount(t *testing.T, impl string, s stackDirs) string {
+	t.Helper()
+	mount := ovlMount
+	if impl == "kernel" {
+		mount = kernelMount
+	}
+	mnt, _ := mount(t, s, "")
+	return mnt
+}
+
 // oldTimes is a time (2010) before any a test's own files get: the view
 // shows mtimes before it, which tests set to see that they are kept.
 const oldTimes = 1262304000

@@ -61,12 +61,7 @@ func TestConcurrentListings(t *testing.T) {
 			}
 			testenv.MakeTree(t, s.lower, top...)
 			testenv.MakeTree(t, bottom, low...)
-			var mnt string
-			if impl == "kernel" {
-				mnt, _ = kernelMount(t, s, "")
-			} else {
-				mnt, _ = ovlMount(t, s, "")
-			}
+			mnt := implMount(t, impl, s)
 			if bad := listConcurrently(t, filepath.Join(mnt, "c"), 4, 20, 3*time.Second); bad > 0 {
 				t.Errorf("%d listings showed a name that stayed twice or not at all", bad)
 			}

@@ -127,12 +127,7 @@ func mountOverlay(t *testing.T, impl, lower string) (upper, work, mnt string) {
 	d := t.TempDir()
 	testenv.MakeTree(t, d, "d upper", "d work")
 	s := stackDirs{upper: d + "/upper", work: d + "/work", lowers: lower}
-	mount := ovlMount
-	if impl == "kernel" {
-		mount = kernelMount
-	}
-	mnt, _ = mount(t, s, "")
-	return s.upper, s.work, mnt
+	return s.upper, s.work, implMount(t, impl, s)
 }
 
 // onlyWarnings reports whether every line of stderr is a warning.

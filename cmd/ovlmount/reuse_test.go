@@ -24,13 +24,7 @@ func TestHeldObjectsUnderNumberReuse(t *testing.T) {
 	testenv.RequireMount(t)
 	for _, impl := range []string{"kernel", "ovlmount"} {
 		t.Run(impl, func(t *testing.T) {
-			s := newStackDirs(t)
-			var mnt string
-			if impl == "kernel" {
-				mnt, _ = kernelMount(t, s, "")
-			} else {
-				mnt, _ = ovlMount(t, s, "")
-			}
+			mnt := implMount(t, impl, newStackDirs(t))
 			if bad := recreateHeld(t, mnt, 4, 3*time.Second); len(bad) > 0 {
 				t.Errorf("%d held objects changed; first: %v", len(bad), bad[0])
 			}
