@@ -41,8 +41,9 @@
 //	            ├── FS.hmu          leaf (handles, passthrough backing)
 //	            └── inodes.Table.mu leaf
 //
-// Conn.spareMu (serve.go), the readers' spare buffers, is a leaf of its
-// own, taken by the serving loop outside every engine lock.
+// Conn.spareMu (serve.go), the readers' spare buffers, and
+// bufferMaps.mu (buffers.go), the free buffer mappings, are leaves of
+// their own, taken by the serving loop outside every engine lock.
 //
 // Leaves are never held across another lock, and a leaf other than
 // dirFds.mu, Work.mu and indexState.wmu across no host syscall.

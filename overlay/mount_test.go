@@ -30,6 +30,13 @@ import (
 // and no worker is left to answer.
 func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 	t.Helper()
+	fsys, mnt, _ := mountStackConn(t, dirs...)
+	return fsys, mnt
+}
+
+// mountStackConn is mountStack, and returns the connection too.
+func mountStackConn(t *testing.T, dirs ...string) (*FS, string, *Conn) {
+	t.Helper()
 	testenv.RequireMount(t)
 	var st []*layers.Layer
 	for i, d := range dirs {
@@ -45,8 +52,8 @@ func mountStack(t *testing.T, dirs ...string) (*FS, string) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	serveAt(t, fsys, mnt, "ro")
-	return fsys, mnt
+	conn := serveAt(t, fsys, mnt, "ro")
+	return fsys, mnt, conn
 }
 
 // serveAt mounts fsys at mnt in this process, with mount flags, until
@@ -312,11 +319,14 @@ func TestStatfsIsTheTopLayers(t *testing.T) {
 
 // TestStuckReaderGetsHelp: a request never waits behind another that is
 // stuck in the engine. With the reader stuck (renameMu held here), the
-// watcher starts another reader, which serves a statfs.
+// watcher starts another reader, which serves a statfs. Once the
+// connection is idle again, the reader that was added leaves and no
+// spare state stays behind (buffers.go: their memory goes back to the
+// host).
 func TestStuckReaderGetsHelp(t *testing.T) {
 	lower := t.TempDir()
 	testenv.Must(t, os.WriteFile(filepath.Join(lower, "f"), nil, 0o644))
-	fsys, mnt := mountStack(t, lower)
+	fsys, mnt, conn := mountStackConn(t, lower)
 
 	fsys.renameMu.Lock()
 	locked := true
@@ -351,6 +361,38 @@ func TestStuckReaderGetsHelp(t *testing.T) {
 	fsys.renameMu.Unlock()
 	locked = false
 	testenv.Must(t, <-looked)
+
+	for end := time.Now().Add(time.Minute); conn.readers.Load() > 1 || spares(conn) > 0; {
+		if time.Now().After(end) {
+			t.Fatalf("a minute after the stall %d readers serve and %d spare states stay", conn.readers.Load(), spares(conn))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func spares(c *Conn) int {
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	return len(c.spare)
+}
+
+// TestBufferMapsGiveBackPages: a buffer given back reads as zeros when
+// it is taken again, so its pages went back to the host.
+func TestBufferMapsGiveBackPages(t *testing.T) {
+	var m bufferMaps
+	b, ok := m.get(1 << 20)
+	if !ok {
+		t.Skip("the host maps no anonymous memory")
+	}
+	b[0], b[len(b)-1] = 1, 1
+	m.put(b)
+	c, ok := m.get(1 << 20)
+	if !ok || &c[0] != &b[0] {
+		t.Fatal("a buffer given back was not taken again")
+	}
+	if c[0] != 0 || c[len(c)-1] != 0 {
+		t.Error("a buffer given back kept its contents")
+	}
 }
 
 // stuck matches a goroutine waiting for FS.renameMu in an FS method.

@@ -165,7 +165,7 @@ func (c *Conn) Wait() {
 	c.wg.Wait()
 	c.spareMu.Lock()
 	for _, st := range c.spare {
-		st.p.close()
+		st.release()
 	}
 	c.spare = nil
 	c.spareMu.Unlock()
@@ -278,8 +278,15 @@ func (c *Conn) serveLoop() {
 		c.waiting.Add(1)
 		n, err := unix.Read(c.fd, in)
 		if err == unix.EAGAIN {
-			c.await()
+			idle := !c.await()
 			c.waiting.Add(-1)
+			if idle && c.leave() {
+				// An extra reader that has had nothing to do for
+				// idleLeave: the burst that called it is over.
+				c.putSpare(st)
+				c.trimSpares()
+				return
+			}
 			continue
 		}
 		c.waiting.Add(-1)
@@ -295,7 +302,7 @@ func (c *Conn) serveLoop() {
 				c.errLog.Printf("reading a request: %v", err)
 			}
 			c.end(fmt.Errorf("the connection ended: %v", err))
-			p.close()
+			st.release()
 			return
 		}
 		c.taken.Add(1)
@@ -312,23 +319,66 @@ func (c *Conn) serveLoop() {
 			yielded = now
 		}
 		if c.waiting.Load() > 0 && c.leave() {
-			c.spareMu.Lock()
-			c.spare = append(c.spare, st)
-			c.spareMu.Unlock()
+			c.putSpare(st)
 			return
 		}
 	}
 }
 
 // readerState is what a reader serves with: a request buffer, a reply
-// buffer and a pipe for spliced replies. A reader that leaves keeps its
-// state for the next one, since a new one costs two zeroed buffers of a
-// megabyte and a pipe as big.
+// buffer (buffers.go) and a pipe for spliced replies. A reader that
+// leaves keeps its state for the next one while a backlog lasts (spare),
+// since the buffers of a new one fault their pages in again, and its
+// pipe is a megabyte of the kernel's memory.
 type readerState struct {
-	in   []byte
-	inv  [][]byte
-	outv [][]byte
-	p    *pipe
+	in     []byte
+	inv    [][]byte
+	outv   [][]byte
+	p      *pipe
+	mapped [2]bool // in and outv[0] are mapped (buffers.go)
+}
+
+// release gives back what st holds. No reader may use it after.
+func (st *readerState) release() {
+	st.p.close()
+	for i, b := range [2][]byte{st.in, st.outv[0]} {
+		if st.mapped[i] {
+			mapped.put(b)
+		}
+	}
+}
+
+// putSpare keeps the state of a reader that leaves for the next one, up
+// to cpus states: as many as a backlog has readers come and go. The
+// readers a stall adds (up to workers) are rare, and the buffers each
+// kept would stay resident (the request and reply parts it touched) long
+// after the stall, so past cpus a state is let go.
+func (c *Conn) putSpare(st *readerState) {
+	c.spareMu.Lock()
+	if len(c.spare) < int(c.cpus) {
+		c.spare = append(c.spare, st)
+		st = nil
+	}
+	c.spareMu.Unlock()
+	if st != nil {
+		st.release()
+	}
+}
+
+// trimSpares lets go of the spare states once a single reader is left:
+// a burst of requests is over, and the daemon's footprint should return
+// to what its nodes take.
+func (c *Conn) trimSpares() {
+	if c.readers.Load() != 1 {
+		return
+	}
+	c.spareMu.Lock()
+	spare := c.spare
+	c.spare = nil
+	c.spareMu.Unlock()
+	for _, st := range spare {
+		st.release()
+	}
 }
 
 // readerState returns a state a reader left, or a new one.
@@ -341,10 +391,10 @@ func (c *Conn) readerState() *readerState {
 		return st
 	}
 	c.spareMu.Unlock()
-	return &readerState{
-		in: make([]byte, c.bufSize), inv: [][]byte{nil},
-		outv: [][]byte{make([]byte, c.bufSize)}, p: c.newPipe(),
-	}
+	st := &readerState{inv: [][]byte{nil}, outv: [][]byte{nil}, p: c.newPipe()}
+	st.in, st.mapped[0] = mapped.get(c.bufSize)
+	st.outv[0], st.mapped[1] = mapped.get(c.bufSize)
+	return st
 }
 
 // handle serves one request read into req, replying through out, or,
@@ -530,7 +580,11 @@ func (c *Conn) watch() {
 		if quiet++; quiet < 100 {
 			continue
 		}
-		// Idle: wait for the next request rather than tick.
+		// Idle: wait for the next request rather than tick. The
+		// readers a backlog kept may leave (serveLoop), and the state
+		// of those that left is let go.
+		c.keep.Store(1)
+		c.trimSpares()
 		c.parked.Store(true)
 		if c.taken.Load() != last && c.parked.CompareAndSwap(true, false) {
 			continue
@@ -544,22 +598,33 @@ func (c *Conn) watch() {
 	}
 }
 
-// await returns when a request may be waiting: it polls without
-// blocking for a while first, because the next request of a busy caller
-// usually follows within microseconds, and a reader asleep in the kernel
-// costs a wake-up per request (a context switch and, across CPUs, an
-// interrupt), which on a virtual machine is the larger part of a small
-// request's cost.
-func (c *Conn) await() {
+// idleLeave is how long an extra reader waits for a request before it
+// leaves: longer than the watcher's idle ticks (100 × stallTick), so that
+// by then the watcher has let the readers of a backlog go (keep 1).
+const idleLeave = time.Second
+
+// await reports whether a request may be waiting; it returns false when
+// none came for idleLeave while other readers serve too (the only reader
+// waits as long as it takes). It polls without blocking for a while
+// first, because the next request of a busy caller usually follows
+// within microseconds, and a reader asleep in the kernel costs a wake-up
+// per request (a context switch and, across CPUs, an interrupt), which on
+// a virtual machine is the larger part of a small request's cost.
+func (c *Conn) await() bool {
 	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
 	for start := time.Now(); time.Since(start) < c.spin; {
 		if n, _ := unix.Poll(pfd, 0); n != 0 {
-			return
+			return true
 		}
 	}
+	timeout := int(idleLeave / time.Millisecond)
+	if c.readers.Load() <= 1 {
+		timeout = -1
+	}
 	for {
-		if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
-			return
+		n, err := unix.Poll(pfd, timeout)
+		if err != unix.EINTR {
+			return n != 0 || err != nil
 		}
 	}
 }
