@@ -53,6 +53,11 @@ func (s *Slot) Num() uint64 { return s.num.Load() }
 // ID returns the node's FUSE id.
 func (s *Slot) ID() uint64 { return s.id }
 
+// Key returns the object the node is found by (Ident.Key), without the
+// table's lock: only for a node whose identity never changes after it is
+// made (a directory: Rehash is for the names of files).
+func (s *Slot) Key() Key { return s.key }
+
 func (s *Slot) slot() *Slot { return s }
 
 // Node is a node type that embeds a Slot.

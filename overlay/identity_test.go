@@ -101,3 +101,46 @@ func TestNoStaleTypeWhenNumbersAreReused(t *testing.T) {
 		t.Skip("the upper filesystem never reused an inode number: the test proves nothing here")
 	}
 }
+
+// TestHardLinkNamesUnderAForgottenDirectory: the kernel forgets a
+// directory's node once none of its entries are cached, though a hard
+// link named in it stays held through its other name, and a later lookup
+// makes a new node of the directory. A removal or rename of the name
+// through that new node is a change of the name the link knew: its other
+// name stays, and answers.
+func TestHardLinkNamesUnderAForgottenDirectory(t *testing.T) {
+	for _, op := range []string{"unlink", "rename"} {
+		t.Run(op, func(t *testing.T) {
+			fs, _, _ := rwStack(t, Options{}, "d m", "d lo", "f m/other x")
+			root := Cred{}
+			m, err := walk(fs, "m")
+			testenv.Must(t, err)
+			lo, err := walk(fs, "lo")
+			testenv.Must(t, err)
+			f, err := fs.Symlink(m.ID, "n", "xx", root)
+			testenv.Must(t, err)
+			_, err = fs.Link(f.ID, lo.ID, "n")
+			testenv.Must(t, err)
+			fs.Forget(m.ID, 1) // m/n is no longer cached; lo/n holds f
+			m2, err := walk(fs, "m")
+			testenv.Must(t, err)
+			if m2.ID == m.ID {
+				t.Fatal("a forgotten directory kept its node")
+			}
+			_, err = fs.Lookup(m2.ID, "n")
+			testenv.Must(t, err)
+			if op == "unlink" {
+				testenv.Must(t, fs.Unlink(m2.ID, "n"))
+			} else {
+				testenv.Must(t, fs.Rename(m2.ID, "n", m2.ID, "other", 0))
+			}
+			a, err := fs.GetAttr(f.ID)
+			if err != nil {
+				t.Fatalf("getattr of the link after %s of its other name: %v", op, err)
+			}
+			if want := map[string]uint32{"unlink": 1, "rename": 2}[op]; a.Nlink != want {
+				t.Errorf("nlink %d after %s, want %d", a.Nlink, op, want)
+			}
+		})
+	}
+}

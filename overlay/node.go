@@ -215,8 +215,22 @@ type place struct {
 	far map[*layers.Layer]string
 }
 
-// is reports whether pl is name of p.
-func (pl *place) is(p *node, name string) bool { return pl.parent == p && pl.name == name }
+// is reports whether pl is name of p. p may be another node of pl's
+// parent directory: the kernel forgets a directory's node once none of
+// its entries are cached, though a node below it stays held through
+// another name (a hard link), and a later lookup of the directory makes
+// a new node.
+func (pl *place) is(p *node, name string) bool {
+	return pl.name == name && (pl.parent == p || sameDir(pl.parent, p))
+}
+
+// sameDir reports whether directory nodes a and b stand for one
+// directory: the one object a directory node is found by does not change
+// (identify), and no two directories share it.
+func sameDir(a, b *node) bool {
+	k := a.Key()
+	return k != (inodes.Key{}) && k == b.Key() && a.isDir() && b.isDir()
+}
 
 // in returns where the object in layer l of a node at pl lies: a name in
 // the parent's object in l, or a path from l's root starting with '/'.
@@ -318,10 +332,19 @@ func (n *node) addName(p *node, name string, far map[*layers.Layer]string) {
 	case n.unlinked:
 		n.unlinked = false
 		n.at.Store(&pl)
-	case n.isDir() || n.named(p, name):
+	case n.isDir():
+	case n.at.Load().is(p, name):
+		if n.at.Load().parent != p {
+			// The name under a newer node of its directory.
+			n.at.Store(&pl)
+		}
 	default:
 		x := n.more()
-		x.links = append(x.links, pl)
+		if i := slices.IndexFunc(x.links, func(l place) bool { return l.is(p, name) }); i >= 0 {
+			x.links[i].parent = p
+		} else {
+			x.links = append(x.links, pl)
+		}
 	}
 }
 
