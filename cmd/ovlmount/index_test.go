@@ -437,11 +437,16 @@ func TestIndexMountCleanup(t *testing.T) {
 	}{
 		{func(stackDirs) string { return "zzz" }, unix.EINVAL},
 		{func(s stackDirs) string {
-			// A valid name, and no origin.
+			// A valid name, and no origin: an entry's name with
+			// another last byte, so that it names no entry there is.
 			entries, err := os.ReadDir(s.work + "/index")
 			testenv.Must(t, err)
 			name := entries[len(entries)-1].Name()
-			return name[:len(name)-2] + "00"
+			last := "00"
+			if strings.HasSuffix(name, last) {
+				last = "01"
+			}
+			return name[:len(name)-2] + last
 		}, unix.ENODATA},
 	} {
 		k, o := build(t), build(t)
