@@ -50,7 +50,6 @@ func (m *bufferMaps) get(size int) ([]byte, bool) {
 // put gives back a mapped buffer get returned: its pages go back to the
 // host (they read as zeros next time) and the mapping to the free ones.
 func (m *bufferMaps) put(b []byte) {
-	b = b[:cap(b)]
 	unix.Madvise(b, unix.MADV_DONTNEED) // nothing to do if it fails: the pages stay
 	m.mu.Lock()
 	if m.free == nil {

@@ -186,11 +186,11 @@ func endsObject(id identity, f found) bool {
 
 // unname records that name of p, which held f before and was a name of n
 // (nil: a node the kernel does not hold), is gone (removed, or renamed
-// over): n loses the name; when it had no other, stat answers with f's
-// attributes after the removal; and when the change ended the object
-// (ends), n is found by no later lookup.
+// over): n loses the name, and when it had no other, stat answers with
+// f's attributes after the removal. Unhashing a node whose object the
+// change ended is the caller's (remove does it before the change).
 // Preconditions: renameMu held; p.dirMu held, or renameMu for writing.
-func (fs *FS) unname(p *node, name string, n *node, f found, ends bool) {
+func (fs *FS) unname(p *node, name string, n *node, f found) {
 	if n == nil {
 		return
 	}
@@ -210,9 +210,6 @@ func (fs *FS) unname(p *node, name string, n *node, f found, ends bool) {
 		n.more().gone = &st
 	}
 	n.mu.Unlock()
-	if ends {
-		fs.nodes.Unhash(n)
-	}
 }
 
 // holds reports whether name pl still holds n's winning object.

@@ -99,7 +99,7 @@ func (fs *FS) remove(parent uint64, name string, dir bool) error {
 	// The object lives on under its other names, if it has any: an
 	// upper non-directory with links left (a lower one just goes out of
 	// sight).
-	fs.unname(p, name, n, f, ends)
+	fs.unname(p, name, n, f)
 	return nil
 }
 

@@ -242,8 +242,7 @@ func (fs *FS) move(r renaming) error {
 		layers.Unlink(nfd, layers.WhiteoutPrefix+newName)
 	}
 	if r.dstExists {
-		// renameMu, held for writing, kept lookups out since the change.
-		fs.unname(np, newName, fs.nodeOf(r.dstID), dst, endsObject(r.dstID, dst))
+		fs.replaced(np, newName, r.dstID, dst)
 	}
 	fs.moved(sn, op, oldName, np, newName, opaque)
 	if redirected {
@@ -329,6 +328,19 @@ func (fs *FS) upperDirs(op, np *node) (ofd, nfd int, err error) {
 		return -1, -1, err
 	}
 	return ofd, nfd, nil
+}
+
+// replaced records that name of p, whose identity was id and which held
+// f, was renamed over: its node loses the name, and is found by no later
+// lookup when that ended its object.
+// Preconditions: renameMu held for writing, which kept lookups out since
+// the change (so no other object has taken id's inode number).
+func (fs *FS) replaced(p *node, name string, id identity, f found) {
+	n := fs.nodeOf(id)
+	fs.unname(p, name, n, f)
+	if n != nil && endsObject(id, f) {
+		fs.nodes.Unhash(n)
+	}
 }
 
 // moved records that n (nil: a name the kernel holds no node for) moved

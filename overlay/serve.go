@@ -264,11 +264,11 @@ const rootAlias = ^uint64(0) - 1
 // requests in turn, keeping its thread and P; a watcher adds a reader when
 // no reader has taken a request for a whole tick (a disk read, a
 // copy-up), up to workers, and extra readers leave once another is
-// waiting for requests again. Several callers at once can also keep one
-// reader busy with requests queued behind the one it serves; when most
-// samples in a tick find that, the watcher adds readers up to the CPUs
-// and keeps them for as long as it lasts (keep), since then a request
-// seldom waits for a parked thread.
+// waiting for requests again, or after idleLeave without one. Several
+// callers at once can also keep one reader busy with requests queued
+// behind the one it serves; when most samples in a tick find that, the
+// watcher adds readers up to the CPUs and keeps them for as long as it
+// lasts (keep), since then a request seldom waits for a parked thread.
 func (c *Conn) serveLoop() {
 	defer c.wg.Done()
 	st := c.readerState()
@@ -283,16 +283,12 @@ func (c *Conn) serveLoop() {
 			if idle && c.leave() {
 				// An extra reader that has had nothing to do for
 				// idleLeave: the burst that called it is over.
-				c.putSpare(st)
-				c.trimSpares()
+				st.release()
 				return
 			}
 			continue
 		}
 		c.waiting.Add(-1)
-		if c.spin > 0 && c.taken.Load()%sampleEvery == 0 && c.pending() {
-			c.queued.Add(1)
-		}
 		if err == unix.EINTR {
 			continue
 		}
@@ -304,6 +300,9 @@ func (c *Conn) serveLoop() {
 			c.end(fmt.Errorf("the connection ended: %v", err))
 			st.release()
 			return
+		}
+		if c.spin > 0 && c.taken.Load()%sampleEvery == 0 && c.pending() {
+			c.queued.Add(1)
 		}
 		c.taken.Add(1)
 		if c.parked.CompareAndSwap(true, false) {
@@ -365,13 +364,10 @@ func (c *Conn) putSpare(st *readerState) {
 	}
 }
 
-// trimSpares lets go of the spare states once a single reader is left:
+// trimSpares lets go of the spare states when the connection goes idle:
 // a burst of requests is over, and the daemon's footprint should return
 // to what its nodes take.
 func (c *Conn) trimSpares() {
-	if c.readers.Load() != 1 {
-		return
-	}
 	c.spareMu.Lock()
 	spare := c.spare
 	c.spare = nil
