@@ -109,3 +109,42 @@ func recreateHeld(t *testing.T, mnt string, workers int, d time.Duration) []stri
 	wg.Wait()
 	return bad
 }
+
+// TestHardLinkUnderAForgottenDirectory: a hard link held through one
+// name (an O_PATH descriptor) while the kernel forgets the directory of
+// its other name; that name is then removed, or renamed over another,
+// through the directory looked up again. The held name stays, with the
+// link count the kernel shows. (ovlmount once kept the link's place under
+// the forgotten directory's node, and the held name said ENOENT.)
+func TestHardLinkUnderAForgottenDirectory(t *testing.T) {
+	testenv.RequireMount(t)
+	for _, impl := range []string{"kernel", "ovlmount"} {
+		for _, op := range []string{"unlink", "rename"} {
+			t.Run(impl+"/"+op, func(t *testing.T) {
+				mnt := implMount(t, impl, newStackDirs(t))
+				m, lo := filepath.Join(mnt, "m"), filepath.Join(mnt, "lo")
+				testenv.MakeTree(t, mnt, "d m", "d lo", "l m/n xx", "f m/other o")
+				testenv.Must(t, unix.Linkat(unix.AT_FDCWD, m+"/n", unix.AT_FDCWD, lo+"/n", 0))
+				fd, err := unix.Open(lo+"/n", unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				testenv.Must(t, err)
+				defer unix.Close(fd)
+				unix.Sync()
+				testenv.Must(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0))
+				want := uint64(1)
+				if op == "unlink" {
+					testenv.Must(t, unix.Unlink(m+"/n"))
+				} else {
+					testenv.Must(t, unix.Rename(m+"/n", m+"/other"))
+					want = 2
+				}
+				var st unix.Stat_t
+				if err := unix.Lstat(lo+"/n", &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Nlink != want {
+					t.Errorf("lstat of the held name after %s of the other: mode %o nlink %d, %v; want a symlink, nlink %d", op, st.Mode, st.Nlink, err, want)
+				}
+				if err := unix.Fstat(fd, &st); err != nil || st.Nlink != want {
+					t.Errorf("fstat of the held name after %s of the other: nlink %d, %v; want %d", op, st.Nlink, err, want)
+				}
+			})
+		}
+	}
+}
